@@ -1,0 +1,1 @@
+"""Full-integer TFLite export and deployment checks (LiteRT, Edge TPU rules)."""

@@ -1,0 +1,1 @@
+"""Keras trainers: Saliency-Guided Training as a `Model.train_step` override."""
