@@ -1,0 +1,291 @@
+"""The entry point: `quantize_model` turns a tf_keras model into a PACT QAT model.
+
+It annotates every layer with the config of `sgt_tfmot.quantize_configs`, decided on the
+whole graph (a producer's output quantizer is left out when its only consumer quantizes the
+tensor anyway), then calls TFMOT's `quantize_apply` with a scheme whose only layout change is
+an input quantizer. TFMOT's default Conv/BN/ReLU patterns are not used: they drop the kernel
+quantizer of a Conv2D followed by a separate ReLU layer and put an 8-bit fake-quant between
+BatchNormalization and the activation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sgt_tfmot import quantize_configs as configs
+from sgt_tfmot._keras import keras, tfmot
+from sgt_tfmot.quantizers import (
+    QUANTIZERS,
+    FixedRangeQuantizer,
+    RangeQuantizer,
+    check_alpha_init,
+    check_alpha_l2,
+    check_bits,
+)
+
+_tfq = tfmot.quantization.keras
+
+
+def _tfmot_internals():
+    from tensorflow_model_optimization.python.core.quantization.keras import (
+        quantize_annotate,
+        quantize_layer,
+        quantize_layout_transform,
+        quantize_registry,
+        quantize_scheme,
+        quantize_wrapper,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E501
+        model_transformer,
+        transforms,
+    )
+
+    return (
+        quantize_annotate,
+        quantize_layer,
+        quantize_layout_transform,
+        quantize_registry,
+        quantize_scheme,
+        quantize_wrapper,
+        model_transformer,
+        transforms,
+    )
+
+
+(
+    _annotate_mod,
+    _layer_mod,
+    _layout_mod,
+    _registry_mod,
+    _scheme_mod,
+    _wrapper_mod,
+    _model_transformer,
+    _transforms,
+) = _tfmot_internals()
+
+
+def quantize_scope(*custom_objects: Mapping[str, object]):
+    """Scope for loading saved QAT models: TFMOT's wrappers plus this package's quantizers.
+
+    Example:
+        >>> with sgt_tfmot.quantize_scope():
+        ...     model = keras.models.load_model("model.keras")
+    """
+    objects = {cls.__name__: cls for cls in QUANTIZERS}
+    objects["LayerQuantizeConfig"] = configs.LayerQuantizeConfig
+    return _tfq.quantize_scope(objects, *custom_objects)
+
+
+class _InputQuantize(_transforms.Transform):
+    """InputLayer => InputLayer -> QuantizeLayer(input quantizer)."""
+
+    def __init__(self, quantizer):
+        self._quantizer = quantizer
+
+    def pattern(self):
+        return _transforms.LayerPattern("InputLayer")
+
+    def replacement(self, match_layer):
+        layer = _layer_mod.QuantizeLayer(self._quantizer, dtype="float32")
+        config = keras.layers.serialize(layer)
+        config["name"] = layer.name
+        return _transforms.LayerNode(config, input_layers=[match_layer])
+
+    def custom_objects(self):
+        return {"QuantizeLayer": _layer_mod.QuantizeLayer}
+
+
+class _PACTLayoutTransform(_layout_mod.QuantizeLayoutTransform):
+    def __init__(self, input_quantizer):
+        self._input_quantizer = input_quantizer
+
+    def apply(self, model, layer_quantize_map):
+        transformer = _model_transformer.ModelTransformer(
+            model, [_InputQuantize(self._input_quantizer)], None, layer_quantize_map
+        )
+        return transformer.transform()
+
+
+class _NoRegistry(_registry_mod.QuantizeRegistry):
+    """Every layer arrives annotated with its config; nothing is looked up."""
+
+    def get_quantize_config(self, layer):
+        return None
+
+    def supports(self, layer):
+        return False
+
+
+class _PACTScheme(_scheme_mod.QuantizeScheme):
+    def __init__(self, input_quantizer):
+        self._input_quantizer = input_quantizer
+
+    def get_layout_transformer(self):
+        return _PACTLayoutTransform(self._input_quantizer)
+
+    def get_quantize_registry(self):
+        return _NoRegistry()
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, keras.Model):
+        module = type(model).__module__
+        if module.startswith("keras"):
+            raise ValueError(
+                f"`model` is a Keras 3 model ({module}.{type(model).__name__}); sgt_tfmot and "
+                "TFMOT need a tf_keras (Keras 2) model. Build it with `tf_keras` layers, or "
+                "`from sgt_tfmot._keras import keras`."
+            )
+        raise ValueError(
+            f"`model` must be a tf_keras Functional or Sequential model. Received: {model!r}"
+        )
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise ValueError(
+            f"`model` ({type(model).__name__} {model.name!r}) is a subclassed model; "
+            "quantize_model needs a Functional or Sequential model (TFMOT cannot trace "
+            "subclassed models). Rebuild it with the Functional API."
+        )
+    if not model.built:
+        raise ValueError(f"`model` {model.name!r} is not built: call it once or build it first.")
+    quantized = (
+        _wrapper_mod.QuantizeWrapper,
+        _layer_mod.QuantizeLayer,
+        _annotate_mod.QuantizeAnnotate,
+    )
+    for layer in model.layers:
+        if isinstance(layer, quantized):
+            raise ValueError(
+                f"`model` {model.name!r} is already quantized (layer {layer.name!r} is a "
+                f"{type(layer).__name__}); pass the float model to quantize_model."
+            )
+        if isinstance(layer, keras.Model):
+            raise ValueError(
+                f"`model` {model.name!r} contains a nested model {layer.name!r}; TFMOT cannot "
+                "quantize nested models. Flatten it into one Functional model first."
+            )
+
+
+def _consumers(model) -> dict[str, list[str]]:
+    """Layer name -> names of the layers that take its output, within `model`."""
+    consumers: dict[str, list[str]] = {layer.name: [] for layer in model.layers}
+    for layer_config in model.get_config()["layers"]:
+        for node in layer_config.get("inbound_nodes", []):
+            inbound = node if isinstance(node, list) else node.get("args", [])
+            for entry in inbound:
+                if isinstance(entry, list) and entry and isinstance(entry[0], str):
+                    consumers[entry[0]].append(layer_config["name"])
+    return consumers
+
+
+def _quantizes_its_input(producer, consumer) -> bool:
+    """True when `consumer` makes `producer`'s own output quantizer redundant."""
+    if configs.is_pact_activation(consumer) and not configs.is_kernel_layer(consumer):
+        return True
+    return isinstance(consumer, keras.layers.BatchNormalization) and configs.is_kernel_layer(
+        producer
+    )
+
+
+def quantize_model(
+    model: keras.Model,
+    weight_bits: int = 4,
+    activation_bits: int = 4,
+    first_last_bits: int = 8,
+    alpha_init: float = 10.0,
+    alpha_l2: float = 2e-4,
+    input_range: tuple[float, float] | None = (0.0, 255.0),
+    layer_configs: Mapping[str, object] | None = None,
+) -> keras.Model:
+    """Returns a trainable PACT quantization-aware copy of `model`.
+
+    Every Conv/Dense kernel is quantized to `weight_bits` (the first and the last one to
+    `first_last_bits`), every ReLU output goes through PACT with a trainable clipping level α
+    at `activation_bits`, and the remaining tensors the integer model needs ranges for get
+    8-bit moving-average ranges (see `sgt_tfmot.quantize_configs`). The input is quantized to
+    8 bits over `input_range`: the default [0, 255] passes raw pixels through exactly.
+
+    Example:
+        >>> model = sgt_tfmot.models.resnet20((32, 32, 3), 10)
+        >>> qat = sgt_tfmot.quantize_model(model, weight_bits=4, activation_bits=4)
+        >>> qat.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    Args:
+      model: A built tf_keras Functional or Sequential model, not quantized yet.
+      weight_bits: Bits of the kernels, 2 to 8.
+      activation_bits: Bits of the PACT activations, 2 to 8.
+      first_last_bits: Bits of the first and the last Conv/Dense kernel, 2 to 8.
+      alpha_init: Initial α of every PACT activation, > 0 (PACT paper: 10).
+      alpha_l2: L2 penalty on each α, >= 0 (PACT paper: 2e-4).
+      input_range: (low, high) of the model input, or None to learn it from the data seen in
+        training (TFMOT's moving-average rule).
+      layer_configs: Layer name -> `tfmot.quantization.keras.QuantizeConfig` for layers to
+        annotate by hand (for example a layer type this package has no config for).
+
+    Returns:
+      A new Functional QAT model (the weights are copied; `model` is left unchanged).
+
+    Raises:
+      ValueError: On bits outside 2..8, α₀ <= 0, λ_α < 0, a Keras 3, subclassed, nested or
+        already quantized model, or a layer type with no config.
+    """
+    weight_bits = check_bits(weight_bits, "weight_bits")
+    activation_bits = check_bits(activation_bits, "activation_bits")
+    first_last_bits = check_bits(first_last_bits, "first_last_bits")
+    alpha_init = check_alpha_init(alpha_init)
+    alpha_l2 = check_alpha_l2(alpha_l2)
+    input_quantizer = (
+        RangeQuantizer(8) if input_range is None else FixedRangeQuantizer(*input_range)
+    )
+    layer_configs = dict(layer_configs or {})
+    _check_model(model)
+    if isinstance(model, keras.Sequential):
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+
+    unknown = set(layer_configs) - {layer.name for layer in model.layers}
+    if unknown:
+        raise ValueError(f"`layer_configs` names layers not in the model: {sorted(unknown)}")
+
+    layer_by_name = {layer.name: layer for layer in model.layers}
+    consumers = _consumers(model)
+    kernel_layers = [layer.name for layer in model.layers if configs.is_kernel_layer(layer)]
+    first_last = {kernel_layers[0], kernel_layers[-1]} if kernel_layers else set()
+
+    annotated: dict[str, object] = {}
+    for layer in model.layers:
+        if layer.name in layer_configs:
+            annotated[layer.name] = layer_configs[layer.name]
+            continue
+        if not configs.is_supported(layer):
+            raise ValueError(
+                f"Layer {layer.name!r} of class {type(layer).__name__} has no sgt_tfmot "
+                "quantize config. Supported layer types: "
+                f"{', '.join(configs.supported_layer_names())}. Annotate it by hand with "
+                f"`layer_configs={{{layer.name!r}: a tfmot QuantizeConfig}}`, or replace the "
+                "layer with a supported one."
+            )
+        outs = [layer_by_name[name] for name in consumers[layer.name]]
+        quantize_output = not (len(outs) == 1 and _quantizes_its_input(layer, outs[0]))
+        config = configs.config_for(
+            layer,
+            weight_bits=first_last_bits if layer.name in first_last else weight_bits,
+            activation_bits=activation_bits,
+            alpha_init=alpha_init,
+            alpha_l2=alpha_l2,
+            quantize_output=quantize_output,
+        )
+        if config is not None:
+            annotated[layer.name] = config
+
+    def annotate(layer):
+        config = annotated.get(layer.name)
+        if config is None:
+            return layer.__class__.from_config(layer.get_config())
+        return _annotate_mod.QuantizeAnnotate(
+            layer.__class__.from_config(layer.get_config()), quantize_config=config
+        )
+
+    with quantize_scope():
+        annotated_model = keras.models.clone_model(model, clone_function=annotate)
+        annotated_model.set_weights(model.get_weights())
+        qat = _tfq.quantize_apply(annotated_model, scheme=_PACTScheme(input_quantizer))
+    return qat

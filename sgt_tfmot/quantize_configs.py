@@ -1,0 +1,219 @@
+"""QuantizeConfigs: which tensors of each supported layer type are quantized, and how.
+
+The rule of this package (PACT paper, Sec. 4, with the first and last layers at 8 bits):
+
+| layer                                              | weights               | output              |
+|----------------------------------------------------|-----------------------|---------------------|
+| Conv1D/Conv2D                                      | k-bit, per channel    | see below           |
+| DepthwiseConv2D, Dense                             | k-bit, per tensor     | see below           |
+| ReLU, ReLU(max_value=6), Activation relu/relu6,    | -                     | PACT, k-bit         |
+| and Conv/Dense with `activation="relu"`/`"relu6"`  |                       |                     |
+| BatchNormalization, Add, Subtract, Multiply,       | -                     | 8-bit moving range  |
+| Concatenate, AveragePooling, GlobalAveragePooling, |                       |                     |
+| Normalization, Rescaling, linear Conv/Dense        |                       |                     |
+| MaxPooling, Flatten, Reshape, Dropout, ZeroPadding,| -                     | none (TFLite keeps  |
+| Softmax, Activation softmax/linear                 |                       | the input's scale)  |
+
+"See below": the output quantizer of a layer is left out when the tensor is only consumed by
+a layer that quantizes it anyway in the integer graph: a PACT activation (the TFLite converter
+fuses the ReLU into the producer, whose output then carries PACT's [0, α] range), or a
+BatchNormalization right after a Conv/Dense (the converter folds it into the producer). This
+is why BatchNormalization never adds an 8-bit fake-quant in front of PACT, and why a Conv2D
+followed by a separate ReLU layer keeps its kernel quantizer: TFMOT's default patterns get
+both wrong. The graph-level decision is made in `sgt_tfmot.quantize`; this module says what
+each layer type can do.
+"""
+
+from __future__ import annotations
+
+from sgt_tfmot._keras import keras, tfmot
+from sgt_tfmot.quantizers import PACTQuantizer, RangeQuantizer, WeightQuantizer
+
+_QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
+layers = keras.layers
+
+# Layer type -> (kernel attribute, per-channel ranges).
+KERNEL_LAYERS = {
+    layers.Conv2D: ("kernel", True),
+    layers.Conv1D: ("kernel", True),
+    layers.DepthwiseConv2D: ("depthwise_kernel", False),
+    layers.Dense: ("kernel", False),
+}
+
+RANGE_LAYERS = (
+    layers.BatchNormalization,
+    layers.Add,
+    layers.Subtract,
+    layers.Multiply,
+    layers.Average,
+    layers.Concatenate,
+    layers.AveragePooling2D,
+    layers.AveragePooling1D,
+    layers.GlobalAveragePooling2D,
+    layers.GlobalAveragePooling1D,
+    layers.Normalization,
+    layers.Rescaling,
+)
+
+PASS_THROUGH_LAYERS = (
+    layers.InputLayer,
+    layers.MaxPooling2D,
+    layers.MaxPooling1D,
+    layers.GlobalMaxPooling2D,
+    layers.GlobalMaxPooling1D,
+    layers.Flatten,
+    layers.Reshape,
+    layers.Dropout,
+    layers.SpatialDropout2D,
+    layers.ZeroPadding2D,
+    layers.Softmax,
+)
+
+_RELU_NAMES = ("relu", "relu6")
+_PASS_THROUGH_ACTIVATIONS = ("linear", "softmax")
+
+
+def _activation_name(layer) -> str | None:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def is_kernel_layer(layer) -> bool:
+    """True for the layer types whose kernel gets a k-bit weight quantizer."""
+    return type(layer) in KERNEL_LAYERS
+
+
+def is_pact_activation(layer) -> bool:
+    """True for layers whose output is a ReLU (or ReLU6) that PACT replaces."""
+    if isinstance(layer, layers.ReLU):
+        return (
+            float(layer.negative_slope) == 0.0
+            and float(layer.threshold) == 0.0
+            and (layer.max_value is None or float(layer.max_value) == 6.0)
+        )
+    if isinstance(layer, layers.Activation) or is_kernel_layer(layer):
+        return _activation_name(layer) in _RELU_NAMES
+    return False
+
+
+def is_pass_through(layer) -> bool:
+    """True for layers that keep their input's quantization (no quantizer of their own)."""
+    if isinstance(layer, PASS_THROUGH_LAYERS):
+        return True
+    return isinstance(layer, layers.Activation) and (
+        _activation_name(layer) in _PASS_THROUGH_ACTIVATIONS
+    )
+
+
+def is_supported(layer) -> bool:
+    """True when this module knows how to quantize `layer`."""
+    return (
+        is_kernel_layer(layer)
+        or is_pact_activation(layer)
+        or is_pass_through(layer)
+        or isinstance(layer, RANGE_LAYERS)
+    )
+
+
+def supported_layer_names() -> list[str]:
+    """Class names of the supported layer types, for error messages and docs."""
+    names = {cls.__name__ for cls in KERNEL_LAYERS}
+    names |= {cls.__name__ for cls in RANGE_LAYERS + PASS_THROUGH_LAYERS}
+    names |= {"ReLU", "Activation(relu|relu6|linear|softmax)"}
+    return sorted(names)
+
+
+@keras.utils.register_keras_serializable(package="sgt_tfmot")
+class LayerQuantizeConfig(_QuantizeConfig):
+    """Quantizes a layer's kernel and/or its output.
+
+    Args:
+      weight_attr: Name of the kernel attribute (`"kernel"`, `"depthwise_kernel"`), or None.
+      weight_quantizer: Quantizer for that kernel.
+      output_quantizer: Quantizer applied to the layer's output (after its activation), or
+        None.
+    """
+
+    def __init__(self, weight_attr=None, weight_quantizer=None, output_quantizer=None):
+        if (weight_attr is None) != (weight_quantizer is None):
+            raise ValueError(
+                "`weight_attr` and `weight_quantizer` must be given together. Received: "
+                f"weight_attr={weight_attr!r}, weight_quantizer={weight_quantizer!r}"
+            )
+        self.weight_attr = weight_attr
+        self.weight_quantizer = weight_quantizer
+        self.output_quantizer = output_quantizer
+
+    def get_weights_and_quantizers(self, layer):
+        if self.weight_attr is None:
+            return []
+        return [(getattr(layer, self.weight_attr), self.weight_quantizer)]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        if self.weight_attr is not None:
+            setattr(layer, self.weight_attr, quantize_weights[0])
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [self.output_quantizer] if self.output_quantizer is not None else []
+
+    def get_config(self) -> dict:
+        serialize = keras.utils.serialize_keras_object
+        return {
+            "weight_attr": self.weight_attr,
+            "weight_quantizer": serialize(self.weight_quantizer),
+            "output_quantizer": serialize(self.output_quantizer),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict):
+        deserialize = keras.utils.deserialize_keras_object
+        return cls(
+            weight_attr=config["weight_attr"],
+            weight_quantizer=deserialize(config["weight_quantizer"]),
+            output_quantizer=deserialize(config["output_quantizer"]),
+        )
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+def config_for(
+    layer,
+    *,
+    weight_bits: int,
+    activation_bits: int,
+    alpha_init: float,
+    alpha_l2: float,
+    quantize_output: bool,
+) -> LayerQuantizeConfig | None:
+    """The QuantizeConfig of one supported layer, or None when it needs no quantizer.
+
+    Args:
+      layer: A supported layer (`is_supported(layer)`).
+      weight_bits: Bits of the kernel, if the layer has one.
+      activation_bits: Bits of a PACT output.
+      alpha_init: Initial α of a PACT output.
+      alpha_l2: L2 penalty on α.
+      quantize_output: False when the consumer quantizes this layer's output (see module
+        docstring); PACT outputs are always quantized.
+    """
+    weight_attr, weight_quantizer = None, None
+    if is_kernel_layer(layer):
+        weight_attr, per_channel = KERNEL_LAYERS[type(layer)]
+        weight_quantizer = WeightQuantizer(weight_bits, per_channel=per_channel)
+
+    output_quantizer = None
+    if is_pact_activation(layer):
+        output_quantizer = PACTQuantizer(activation_bits, alpha_init, alpha_l2)
+    elif quantize_output and not is_pass_through(layer):
+        output_quantizer = RangeQuantizer(8)
+
+    if weight_quantizer is None and output_quantizer is None:
+        return None
+    return LayerQuantizeConfig(weight_attr, weight_quantizer, output_quantizer)

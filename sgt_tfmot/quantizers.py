@@ -1,0 +1,327 @@
+"""Quantizers: PACT for activations, symmetric k-bit for weights, 8-bit range quantizers.
+
+Each quantizer is a small pure function carrying `@tf.custom_gradient` (the formula, its
+gradient and a fake-quant op the TFLite converter understands), plus a thin serializable
+TFMOT `Quantizer` class around it that owns the state (α, ranges).
+
+All quantizers compute in float32, so models under the `mixed_bfloat16` policy work: the
+fake-quant kernels of TensorFlow only exist for float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sgt_tfmot._keras import keras, tf, tfmot
+
+_Quantizer = tfmot.quantization.keras.quantizers.Quantizer
+_EPSILON = 1e-3  # smallest clipping level α we allow; keeps the fake-quant range non-empty
+
+MIN_BITS, MAX_BITS = 2, 8
+
+
+def check_bits(value, name: str) -> int:
+    """Returns `value` if it is an int in [2, 8], else raises a `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
+        raise ValueError(
+            f"`{name}` must be an int between {MIN_BITS} and {MAX_BITS}. Received: {value!r}"
+        )
+    return value
+
+
+def _to_float32(x):
+    return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+
+
+def pact(x: tf.Tensor, alpha: tf.Tensor, num_bits: int) -> tf.Tensor:
+    """PACT activation quantization (Choi et al. 2018), k = `num_bits`.
+
+    Forward:
+        y   = clip(x, 0, α)
+        y_q = round(y · (2^k − 1) / α) · α / (2^k − 1)
+    (round half up, as TensorFlow's fake-quant op does; y ≥ 0 so this is round half away from
+    zero.)
+
+    Backward (straight-through estimator inside the clipping range):
+        ∂y_q/∂x = 1 if 0 ≤ x ≤ α else 0
+        ∂y_q/∂α = 1 if x ≥ α else 0      (summed over all elements: α is a scalar)
+
+    The forward pass emits `fake_quant_with_min_max_vars(x, 0, α, k)`, which the TFLite
+    converter turns into an int8 scale α/(2^k − 1) and zero point at the lower end.
+
+    Args:
+      x: Activations, any shape and float dtype (computed in float32, returned in x's dtype).
+      alpha: Scalar clipping level α > 0.
+      num_bits: k, in [2, 8].
+
+    Returns:
+      The quantized activations, shaped and typed like `x`.
+    """
+
+    @tf.custom_gradient
+    def _pact(x, alpha):
+        y = tf.quantization.fake_quant_with_min_max_vars(x, 0.0, alpha, num_bits=num_bits)
+
+        def grad(dy):
+            inside = tf.logical_and(x >= 0.0, x <= alpha)
+            dx = dy * tf.cast(inside, dy.dtype)
+            dalpha = tf.reduce_sum(dy * tf.cast(x >= alpha, dy.dtype))
+            return dx, dalpha
+
+        return y, grad
+
+    y = _pact(_to_float32(x), tf.maximum(_to_float32(alpha), _EPSILON))
+    return tf.cast(y, x.dtype)
+
+
+def _weight_levels(num_bits: int) -> int:
+    """Largest level L of a symmetric narrow-range k-bit grid {−L, ..., L}: 2^(k−1) − 1."""
+    return 2 ** (num_bits - 1) - 1
+
+
+def export_range_scale(grid_bits: int, num_bits: int = 8) -> float:
+    """Range factor that makes a `num_bits` weight grid contain the `grid_bits` grid.
+
+    A k-bit symmetric grid over [−m, m] has step s = m / L_k. A `num_bits` grid over
+    [−c·m, c·m] has step c·m / L_n; it holds every multiple of s when c·m / L_n = s / r for an
+    integer r, i.e. c = L_n / (r · L_k), with the largest r = ⌊L_n / L_k⌋ that keeps L_k·r ≤ L_n.
+    For k = 4: L = 7, r = 18, c = 127 / 126.
+    """
+    levels_k, levels_n = _weight_levels(grid_bits), _weight_levels(num_bits)
+    return levels_n / ((levels_n // levels_k) * levels_k)
+
+
+def quantize_weights(
+    w: tf.Tensor, num_bits: int, per_channel: bool = True, range_scale: float = 1.0
+) -> tf.Tensor:
+    """Symmetric k-bit weight quantization with a straight-through gradient.
+
+    Forward, per output channel c (the last axis) or per tensor:
+        m_c = range_scale · max |w_c|,    s_c = m_c / L,    L = 2^(k−1) − 1
+        w_q = clip(round(w / s_c), −L, L) · s_c
+    Backward: ∂w_q/∂w = 1 (straight through; every weight lies inside [−m_c, m_c]).
+
+    Symmetric with a zero level, because TFLite's int8 weights are symmetric with zero point 0
+    (per channel for convolutions): this grid converts to integers exactly, where DoReFa's
+    grid (levels ±1, ±(1 − 2/(2^k − 1)), ..., no zero) would need a zero point.
+
+    Args:
+      w: The kernel.
+      num_bits: k, in [2, 8].
+      per_channel: One range per output channel (last axis) instead of one per tensor.
+      range_scale: Widens the range by this factor (≥ 1); see `export_range_scale`.
+
+    Returns:
+      The quantized kernel, shaped and typed like `w`.
+    """
+
+    @tf.custom_gradient
+    def _quantize(w):
+        axes = list(range(w.shape.rank - 1)) if per_channel else None
+        m = tf.stop_gradient(tf.reduce_max(tf.abs(w), axis=axes)) * range_scale
+        m = tf.maximum(m, 1e-8)
+        if per_channel:
+            y = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                w, -m, m, num_bits=num_bits, narrow_range=True
+            )
+        else:
+            y = tf.quantization.fake_quant_with_min_max_vars(
+                w, -m, m, num_bits=num_bits, narrow_range=True
+            )
+        return y, lambda dy: dy
+
+    return tf.cast(_quantize(_to_float32(w)), w.dtype)
+
+
+class _Serializable(_Quantizer):
+    """`get_config`-driven equality and `from_config` for our quantizers."""
+
+    def get_config(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+
+@keras.utils.register_keras_serializable(package="sgt_tfmot")
+class PACTQuantizer(_Serializable):
+    """PACT quantizer: clips to a trainable α and quantizes to `num_bits` (see `pact`).
+
+    Owns one trainable scalar α per quantized tensor, created in `build` with an L2 penalty
+    `alpha_l2 · α²` (it shows up in `model.losses`) and a constraint keeping it ≥ 1e-3 after
+    each optimizer step.
+
+    Args:
+      num_bits: k, in [2, 8].
+      alpha_init: Initial α, > 0 (PACT paper: 10).
+      alpha_l2: L2 penalty on α, ≥ 0 (PACT paper: 2e-4).
+    """
+
+    def __init__(self, num_bits: int = 4, alpha_init: float = 10.0, alpha_l2: float = 2e-4):
+        self.num_bits = check_bits(num_bits, "num_bits")
+        self.alpha_init = check_alpha_init(alpha_init)
+        self.alpha_l2 = check_alpha_l2(alpha_l2)
+
+    def build(self, tensor_shape, name: str, layer) -> dict:
+        alpha = layer.add_weight(
+            f"{name}_alpha",
+            shape=(),
+            dtype=tf.float32,
+            initializer=keras.initializers.Constant(self.alpha_init),
+            regularizer=keras.regularizers.L2(self.alpha_l2) if self.alpha_l2 else None,
+            constraint=_MinValue(_EPSILON),
+            trainable=True,
+        )
+        return {"alpha": alpha}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return pact(inputs, tf.convert_to_tensor(weights["alpha"]), self.num_bits)
+
+    def get_config(self) -> dict:
+        return {
+            "num_bits": self.num_bits,
+            "alpha_init": self.alpha_init,
+            "alpha_l2": self.alpha_l2,
+        }
+
+
+@keras.utils.register_keras_serializable(package="sgt_tfmot")
+class WeightQuantizer(_Serializable):
+    """Symmetric k-bit weight quantizer with a straight-through gradient (`quantize_weights`).
+
+    Args:
+      num_bits: k, in [2, 8].
+      per_channel: One range per output channel (Conv2D) or one per tensor (Dense,
+        DepthwiseConv2D, whose TFLite channel axis is not the Keras kernel's last axis).
+      range_scale: Range widening used at export; 1.0 for training.
+    """
+
+    def __init__(self, num_bits: int = 4, per_channel: bool = True, range_scale: float = 1.0):
+        self.num_bits = check_bits(num_bits, "num_bits")
+        self.per_channel = bool(per_channel)
+        self.range_scale = float(range_scale)
+
+    def build(self, tensor_shape, name: str, layer) -> dict:
+        return {}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return quantize_weights(inputs, self.num_bits, self.per_channel, self.range_scale)
+
+    def get_config(self) -> dict:
+        return {
+            "num_bits": self.num_bits,
+            "per_channel": self.per_channel,
+            "range_scale": self.range_scale,
+        }
+
+
+@keras.utils.register_keras_serializable(package="sgt_tfmot")
+class RangeQuantizer(_Serializable):
+    """Asymmetric 8-bit quantizer over a range tracked as a moving average of batch min/max.
+
+    Used for tensors that are not PACT outputs: the normalized input, residual sums before a
+    PACT activation's other consumers, pooled features, logits. Same rule as TFMOT's
+    `MovingAverageQuantizer` (EMA decay 0.999 while training, stored range at inference), with
+    float32 computation so it works under mixed precision.
+    """
+
+    def __init__(self, num_bits: int = 8):
+        self.num_bits = check_bits(num_bits, "num_bits")
+
+    def build(self, tensor_shape, name: str, layer) -> dict:
+        def add(suffix, value):
+            return layer.add_weight(
+                f"{name}_{suffix}",
+                shape=(),
+                dtype=tf.float32,
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+            )
+
+        return {"min_var": add("min", -6.0), "max_var": add("max", 6.0)}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+        y = quant_ops.MovingAvgQuantize(
+            _to_float32(inputs),
+            weights["min_var"],
+            weights["max_var"],
+            ema_decay=0.999,
+            is_training=training,
+            num_bits=self.num_bits,
+            per_channel=False,
+            symmetric=False,
+            narrow_range=False,
+        )
+        return tf.cast(y, inputs.dtype)
+
+    def get_config(self) -> dict:
+        return {"num_bits": self.num_bits}
+
+
+@keras.utils.register_keras_serializable(package="sgt_tfmot")
+class FixedRangeQuantizer(_Serializable):
+    """8-bit quantizer over a fixed range [low, high], used for the model input.
+
+    With the default [0, 255] the step is exactly 1: raw camera pixels go through losslessly
+    and the integer model's input scale is 1.
+    """
+
+    def __init__(self, low: float = 0.0, high: float = 255.0, num_bits: int = 8):
+        if not float(low) < float(high):
+            raise ValueError(
+                f"`input_range` must be (low, high) with low < high. Received: ({low}, {high})"
+            )
+        self.low, self.high = float(low), float(high)
+        self.num_bits = check_bits(num_bits, "num_bits")
+
+    def build(self, tensor_shape, name: str, layer) -> dict:
+        return {}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        y = tf.quantization.fake_quant_with_min_max_args(
+            _to_float32(inputs), min=self.low, max=self.high, num_bits=self.num_bits
+        )
+        return tf.cast(y, inputs.dtype)
+
+    def get_config(self) -> dict:
+        return {"low": self.low, "high": self.high, "num_bits": self.num_bits}
+
+
+@keras.utils.register_keras_serializable(package="sgt_tfmot")
+class _MinValue(keras.constraints.Constraint):
+    """Keeps a variable ≥ `min_value` after each optimizer step."""
+
+    def __init__(self, min_value: float):
+        self.min_value = float(min_value)
+
+    def __call__(self, w):
+        return tf.maximum(w, self.min_value)
+
+    def get_config(self) -> dict:
+        return {"min_value": self.min_value}
+
+
+def check_alpha_init(value) -> float:
+    """Returns `value` as a float if it is > 0, else raises a `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"`alpha_init` must be a number > 0. Received: {value!r}")
+    return float(value)
+
+
+def check_alpha_l2(value) -> float:
+    """Returns `value` as a float if it is ≥ 0, else raises a `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"`alpha_l2` must be a number >= 0. Received: {value!r}")
+    return float(value)
+
+
+QUANTIZERS: Sequence[type] = (PACTQuantizer, WeightQuantizer, RangeQuantizer, FixedRangeQuantizer)

@@ -1,0 +1,157 @@
+"""Full-integer TFLite conversion of QAT models (any bits 2..8) and of float models.
+
+The export rule, in one place (`export_model`): TensorFlow 2.21's converter only accepts 8-bit
+fake-quant ops, so a k-bit QAT model is rebuilt with 8-bit quantizers over the same learned
+ranges before conversion:
+
+* weights: the kernels are set to their k-bit values, and the 8-bit weight quantizer's range
+  is widened by `export_range_scale(k)` so that its grid contains the k-bit grid: the integer
+  kernels hold exactly the k-bit weights the QAT model used;
+* PACT activations: 8 bits over the same [0, α]. For k in {2, 4, 8} the k-bit levels are a
+  subset of the 8-bit levels (255 = 3·85 = 15·17); the integer model rounds activations to
+  the finer 8-bit grid, so its outputs differ from the k-bit Keras model by at most that
+  rounding (`tests/test_export.py` states the tolerance);
+* 8-bit ranges (input, residual sums, logits) are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.quantize import quantize_scope
+from sgt_tfmot.quantize_configs import LayerQuantizeConfig
+from sgt_tfmot.quantizers import (
+    PACTQuantizer,
+    WeightQuantizer,
+    export_range_scale,
+    quantize_weights,
+)
+
+IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8}
+
+
+def is_quantized(model: keras.Model) -> bool:
+    """True when `model` holds TFMOT quantize wrappers (a QAT model)."""
+    return any(hasattr(layer, "quantize_config") for layer in model.layers)
+
+
+def _export_quantizer(quantizer):
+    """The 8-bit export version of one quantizer (see module docstring)."""
+    if isinstance(quantizer, PACTQuantizer):
+        return PACTQuantizer(8, quantizer.alpha_init, quantizer.alpha_l2)
+    if isinstance(quantizer, WeightQuantizer):
+        scale = quantizer.range_scale * export_range_scale(quantizer.num_bits, 8)
+        return WeightQuantizer(8, quantizer.per_channel, scale)
+    return quantizer
+
+
+def export_model(model: keras.Model) -> keras.Model:
+    """Rebuilds a k-bit QAT model with 8-bit quantizers over the same ranges, for conversion.
+
+    Args:
+      model: A QAT model from `sgt_tfmot.quantize_model` (any bits 2..8).
+
+    Returns:
+      A new model with the same weights, whose kernels hold their k-bit values and whose
+      fake-quant ops are all 8-bit. An 8-bit model comes back numerically identical.
+    """
+    baked = []
+
+    def clone(layer):
+        config = getattr(layer, "quantize_config", None)
+        if not isinstance(config, LayerQuantizeConfig):
+            return layer.__class__.from_config(layer.get_config())
+        export_config = LayerQuantizeConfig(
+            config.weight_attr,
+            config.weight_quantizer and _export_quantizer(config.weight_quantizer),
+            config.output_quantizer and _export_quantizer(config.output_quantizer),
+        )
+        if config.weight_quantizer is not None:
+            baked.append((layer.name, config.weight_attr, config.weight_quantizer))
+        inner = layer.layer.__class__.from_config(layer.layer.get_config())
+        return layer.__class__(inner, export_config, name=layer.name)
+
+    with quantize_scope():
+        exported = keras.models.clone_model(model, clone_function=clone)
+    exported.set_weights(model.get_weights())
+    for name, attr, quantizer in baked:
+        (kernel,) = [w for w in exported.get_layer(name).weights if w.name.endswith(f"/{attr}:0")]
+        kernel.assign(quantize_weights(kernel, quantizer.num_bits, quantizer.per_channel))
+    return exported
+
+
+def _representative(data, batch_size: int, samples: int) -> Callable[[], Iterable]:
+    images = np.asarray(data, dtype=np.float32)
+
+    def generator():
+        for start in range(0, min(len(images), samples) - batch_size + 1, batch_size):
+            yield [images[start : start + batch_size]]
+
+    return generator
+
+
+def to_integer_tflite(
+    model: keras.Model,
+    representative_data=None,
+    io_dtype: str = "int8",
+    batch_size: int = 1,
+    calibration_samples: int = 500,
+) -> bytes:
+    """Converts `model` to a full-integer TFLite flatbuffer with a fixed batch size.
+
+    A QAT model (from `sgt_tfmot.quantize_model`, any bits) converts on its learned ranges
+    (`export_model`); a float model is quantized after training on `representative_data`.
+
+    Args:
+      model: A tf_keras classifier, QAT or float, with one input and one output.
+      representative_data: Input images (N, H, W, C) in the model's input range. Required for
+        a float model; for a QAT model it is used to calibrate any tensor without a range.
+      io_dtype: "int8" or "uint8": the type of the model's input and output tensors.
+      batch_size: The fixed batch dimension (1 for the Edge TPU, which rejects dynamic
+        shapes).
+      calibration_samples: At most this many representative images are used.
+
+    Returns:
+      The .tflite flatbuffer as bytes.
+
+    Raises:
+      ValueError: On an unknown `io_dtype`, a non-positive batch size, or a float model
+        without representative data.
+    """
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"`io_dtype` must be one of {sorted(IO_DTYPES)}. Received: {io_dtype!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            f"`model` must have one input and one output; {model.name!r} has "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+        )
+    quantized = is_quantized(model)
+    if not quantized and representative_data is None:
+        raise ValueError(
+            f"`model` {model.name!r} is a float model: post-training quantization needs "
+            "`representative_data` (a few hundred input images)."
+        )
+    source = export_model(model) if quantized else model
+    input_shape = [batch_size, *model.inputs[0].shape[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32)])
+    def serve(images):
+        return source(images, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], source
+    )
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = IO_DTYPES[io_dtype]
+    converter.inference_output_type = IO_DTYPES[io_dtype]
+    if representative_data is not None:
+        converter.representative_dataset = _representative(
+            representative_data, batch_size, calibration_samples
+        )
+    return converter.convert()
