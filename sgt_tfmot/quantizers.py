@@ -178,6 +178,7 @@ class PACTQuantizer(_Serializable):
             regularizer=keras.regularizers.L2(self.alpha_l2) if self.alpha_l2 else None,
             constraint=_MinValue(_EPSILON),
             trainable=True,
+            experimental_autocast=False,  # stays float32 under mixed precision
         )
         return {"alpha": alpha}
 
@@ -243,6 +244,7 @@ class RangeQuantizer(_Serializable):
                 dtype=tf.float32,
                 initializer=keras.initializers.Constant(value),
                 trainable=False,
+                experimental_autocast=False,  # stays float32 under mixed precision
             )
 
         return {"min_var": add("min", -6.0), "max_var": add("max", 6.0)}

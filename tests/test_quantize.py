@@ -1,0 +1,238 @@
+"""quantize_model: which tensors get which quantizer, training, saving, bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sgt_tfmot
+from sgt_tfmot import quantize_model, quantize_scope
+from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.quantizers import FixedRangeQuantizer, PACTQuantizer, RangeQuantizer
+
+L = keras.layers
+
+
+def residual_model(input_shape=(8, 8, 3), classes=4):
+    """Rescaling, Conv-BN-ReLU, a residual block with Add, pooling, logits."""
+    inputs = keras.Input(input_shape)
+    x = L.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(x)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    y = L.ReLU(name="stem_relu")(x)
+    z = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(y)
+    z = L.BatchNormalization(name="conv_bn")(z)
+    z = L.Add(name="add")([z, y])
+    z = L.ReLU(name="add_relu")(z)
+    z = L.GlobalAveragePooling2D(name="pool")(z)
+    outputs = L.Dense(classes, name="logits")(z)
+    return keras.Model(inputs, outputs)
+
+
+def quantizers_by_layer(model):
+    """Inner layer name -> (weight quantizer, output quantizer) of every wrapped layer."""
+    found = {}
+    for layer in model.layers:
+        config = getattr(layer, "quantize_config", None)
+        if config is not None:
+            found[layer.layer.name] = (config.weight_quantizer, config.output_quantizer)
+    return found
+
+
+def test_quantizers_sit_where_the_integer_graph_needs_them():
+    qat = quantize_model(residual_model(), weight_bits=4, activation_bits=3, first_last_bits=8)
+    found = quantizers_by_layer(qat)
+
+    # Every kernel is quantized, the first and last at 8 bits, the Conv2D followed by a
+    # separate BN + ReLU included.
+    assert found["stem"][0].num_bits == 8 and found["stem"][0].per_channel
+    assert found["conv"][0].num_bits == 4
+    assert found["logits"][0].num_bits == 8 and not found["logits"][0].per_channel
+    # Conv -> BN: no output quantizer on the conv (BN is folded into it).
+    assert found["stem"][1] is None and found["conv"][1] is None
+    # BN -> ReLU: BN is not wrapped at all, so no 8-bit fake-quant in front of PACT.
+    assert "stem_bn" not in found
+    # BN -> Add: the Add needs an 8-bit range on this input.
+    assert found["conv_bn"] == (None, RangeQuantizer(8))
+    # Add -> ReLU: the ReLU's PACT range is the Add's output range.
+    assert "add" not in found
+    assert found["stem_relu"] == (None, PACTQuantizer(3, 10.0, 2e-4))
+    assert found["add_relu"][1] == PACTQuantizer(3, 10.0, 2e-4)
+    assert found["pool"][1] == RangeQuantizer(8) and found["logits"][1] == RangeQuantizer(8)
+    # The input is quantized over [0, 255] (raw pixels).
+    (input_quantize,) = [x for x in qat.layers if type(x).__name__ == "QuantizeLayer"]
+    assert input_quantize.quantizer == FixedRangeQuantizer(0.0, 255.0)
+
+
+def test_normalization_input_layer_gets_an_8_bit_range():
+    inputs = keras.Input((4, 4, 2))
+    x = L.Normalization(mean=[100.0, 50.0], variance=[400.0, 100.0], name="norm")(inputs)
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.Flatten()(x)))
+    assert quantizers_by_layer(quantize_model(model))["norm"] == (None, RangeQuantizer(8))
+
+
+def test_conv_with_relu_activation_and_separate_relu_are_both_quantized():
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            L.Conv2D(4, 3, activation="relu", name="a"),
+            L.Conv2D(4, 3, name="b"),
+            L.ReLU(name="b_relu"),
+            L.Flatten(),
+            L.Dense(3, name="out"),
+        ]
+    )
+    found = quantizers_by_layer(quantize_model(model, 4, 4, first_last_bits=4))
+    assert found["a"][0].num_bits == 4 and isinstance(found["a"][1], PACTQuantizer)
+    assert found["b"][0].num_bits == 4 and found["b"][1] is None  # ReLU layer quantizes
+    assert isinstance(found["b_relu"][1], PACTQuantizer)
+    assert found["out"][0].num_bits == 4
+
+
+def test_alphas_are_trainable_regularized_and_move_under_training():
+    qat = quantize_model(residual_model(), alpha_init=2.0, alpha_l2=1e-2)
+    alphas = [w for w in qat.trainable_weights if "alpha" in w.name]
+    assert len(alphas) == 2
+    # One λ·α² loss per α, plus nothing else (the model has no other regularizer).
+    assert sorted(float(v) for v in qat.losses) == pytest.approx([0.04, 0.04])
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (32, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 4, 32)
+    qat.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert all(abs(float(a) - 2.0) > 1e-3 for a in alphas)
+
+
+def test_save_and_load_give_identical_outputs(tmp_path):
+    qat = quantize_model(residual_model(), weight_bits=3, activation_bits=5)
+    x = np.random.default_rng(1).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(x, np.arange(4), epochs=1, verbose=0)  # moves ranges and α off their initial values
+    path = str(tmp_path / "qat.h5")
+    qat.save(path)
+    with quantize_scope():
+        loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+def test_mixed_bfloat16_trains():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        qat = quantize_model(residual_model())
+        qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
+        x = np.random.default_rng(2).uniform(0, 255, (8, 8, 8, 3)).astype("float32")
+        history = qat.fit(x, np.arange(8) % 4, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_resnet20_kernels_are_on_a_k_bit_grid():
+    models = pytest.importorskip("sgt_tfmot.models")
+    qat = quantize_model(models.resnet20((32, 32, 3), 10), weight_bits=4, first_last_bits=8)
+    wrapped = [x for x in qat.layers if getattr(x, "quantize_config", None) is not None]
+    kernels = [x for x in wrapped if x.quantize_config.weight_quantizer is not None]
+    conv_and_dense = [
+        x
+        for x in qat.layers
+        if isinstance(getattr(x, "layer", x), L.Conv2D | L.Dense | L.DepthwiseConv2D)
+    ]
+    assert len(kernels) == len(conv_and_dense) == 22  # 19 convs + 2 projections + 1 dense
+    for layer in kernels:
+        quantizer = layer.quantize_config.weight_quantizer
+        (kernel,) = [w for w in layer.weights if w.name.endswith("/kernel:0")]
+        wq = quantizer(kernel, False, {}).numpy()
+        levels = 2 ** (quantizer.num_bits - 1) - 1
+        axes = tuple(range(wq.ndim - 1)) if quantizer.per_channel else None
+        step = np.abs(kernel.numpy()).max(axis=axes) / levels
+        q = wq / step
+        np.testing.assert_allclose(q, np.round(q), atol=1e-3)
+        assert len(np.unique(np.round(q))) <= 2**quantizer.num_bits - 1
+    assert {k.quantize_config.weight_quantizer.num_bits for k in kernels[1:-1]} == {4}
+    assert kernels[0].quantize_config.weight_quantizer.num_bits == 8
+    assert kernels[-1].quantize_config.weight_quantizer.num_bits == 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"weight_bits": 1}, r"`weight_bits` must be an int between 2 and 8\. Received: 1"),
+        ({"activation_bits": 9}, r"`activation_bits` must be an int between 2 and 8\. Received: 9"),
+        ({"first_last_bits": 4.5}, r"`first_last_bits` must be an int between 2 and 8"),
+        ({"alpha_init": 0.0}, r"`alpha_init` must be a number > 0\. Received: 0.0"),
+        ({"alpha_l2": -1.0}, r"`alpha_l2` must be a number >= 0\. Received: -1.0"),
+        ({"input_range": (1.0, 0.0)}, r"`input_range` must be \(low, high\) with low < high"),
+        ({"layer_configs": {"nope": None}}, r"`layer_configs` names layers not in the model"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        quantize_model(residual_model(), **kwargs)
+
+
+def test_keras_3_model_is_rejected():
+    import keras as keras3  # the Keras 3 package that TensorFlow 2.21 installs
+
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    with pytest.raises(ValueError, match="is a Keras 3 model"):
+        quantize_model(model)
+
+
+def test_subclassed_model_is_rejected():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = L.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(tf.zeros([1, 4]))
+    with pytest.raises(ValueError, match="is a subclassed model"):
+        quantize_model(net)
+
+
+def test_nested_model_is_rejected():
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3)], name="inner")
+    inputs = keras.Input((4,))
+    outer = keras.Model(inputs, L.Dense(2)(inner(inputs)))
+    with pytest.raises(ValueError, match="contains a nested model 'inner'"):
+        quantize_model(outer)
+
+
+def test_layer_without_config_names_layer_class_and_the_way_out():
+    inputs = keras.Input((4, 3))
+    x = L.LayerNormalization(name="ln")(inputs)
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
+    with pytest.raises(ValueError, match=r"Layer 'ln' of class LayerNormalization has no") as e:
+        quantize_model(model)
+    assert "layer_configs={'ln':" in str(e.value)
+
+
+def test_layer_configs_annotate_by_hand():
+    inputs = keras.Input((4, 3))
+    x = L.LayerNormalization(name="ln")(inputs)
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
+    config = sgt_tfmot.quantize_configs.LayerQuantizeConfig(output_quantizer=RangeQuantizer(8))
+    qat = quantize_model(model, layer_configs={"ln": config})
+    assert quantizers_by_layer(qat)["ln"] == (None, RangeQuantizer(8))
+
+
+def test_already_quantized_model_is_rejected():
+    qat = quantize_model(residual_model())
+    with pytest.raises(ValueError, match="is already quantized"):
+        quantize_model(qat)
+
+
+def test_import_after_keras_3_tensorflow_fails_clearly():
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    script = "import tensorflow as tf; tf.keras.layers; import sgt_tfmot"
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "Import sgt_tfmot before tensorflow, or set TF_USE_LEGACY_KERAS=1" in result.stderr

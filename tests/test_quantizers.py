@@ -1,0 +1,164 @@
+"""PACT and weight quantizers against a numpy version of the formulas."""
+
+import numpy as np
+import pytest
+
+from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.quantizers import (
+    FixedRangeQuantizer,
+    PACTQuantizer,
+    RangeQuantizer,
+    WeightQuantizer,
+    export_range_scale,
+    pact,
+    quantize_weights,
+)
+
+
+def numpy_pact(x, alpha, k):
+    """The paper's forward: round(clip(x, 0, α)·(2^k−1)/α)·α/(2^k−1), rounding half up."""
+    levels = 2**k - 1
+    return np.floor(np.clip(x, 0, alpha) * levels / alpha + 0.5) * alpha / levels
+
+
+def numpy_pact_grads(x, alpha):
+    """The paper's backward: ∂/∂x = 1 on [0, α]; ∂/∂α = 1 where x >= α (summed)."""
+    dx = ((x >= 0) & (x <= alpha)).astype(np.float32)
+    dalpha = np.float32((x >= alpha).sum())
+    return dx, dalpha
+
+
+def pact_with_grads(x, alpha, k):
+    x = tf.constant(x, tf.float32)
+    alpha = tf.constant(alpha, tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, alpha])
+        y = pact(x, alpha, k)
+    return y.numpy(), tape.gradient(y, x).numpy(), tape.gradient(y, alpha).numpy()
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 8])
+def test_pact_forward_and_gradients_match_the_formula(k):
+    alpha = 2.5
+    step = alpha / (2**k - 1)
+    rng = np.random.default_rng(k)
+    # Edge points: below 0, exactly 0, exactly α, above α, and every grid point.
+    x = np.concatenate(
+        [[-1.0, 0.0, alpha, alpha + 1.0], np.arange(2**k) * step, rng.uniform(-1, 4, 200)]
+    ).astype(np.float32)
+    # Keep random points away from rounding midpoints, where float32 may round either way.
+    frac = (np.clip(x, 0, alpha) / step) % 1
+    x = x[np.abs(frac - 0.5) > 1e-3]
+
+    y, dx, dalpha = pact_with_grads(x, alpha, k)
+
+    np.testing.assert_allclose(y, numpy_pact(x, alpha, k), atol=1e-5)
+    expected_dx, expected_dalpha = numpy_pact_grads(x, alpha)
+    np.testing.assert_array_equal(dx, expected_dx)
+    assert dalpha == expected_dalpha
+
+
+def test_pact_edge_values():
+    y, dx, dalpha = pact_with_grads([0.0, 3.0, 5.0], 3.0, 4)
+    np.testing.assert_allclose(y, [0.0, 3.0, 3.0], atol=1e-6)  # 0 and α are grid points
+    np.testing.assert_array_equal(dx, [1.0, 1.0, 0.0])  # x = α is inside [0, α]
+    assert dalpha == 2.0  # x = α and x = 5 are >= α
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_pact_has_at_most_2_to_the_k_levels(k):
+    x = tf.random.stateless_uniform([10000], seed=[1, k], minval=-2.0, maxval=12.0)
+    y = pact(x, tf.constant(10.0), k).numpy()
+    assert len(np.unique(y)) == 2**k  # dense input: every level is hit, none more
+
+
+def test_pact_keeps_bfloat16_inputs():
+    x = tf.constant([0.5, 1.7, 4.0], tf.bfloat16)
+    y = pact(x, tf.constant(2.0), 2)
+    assert y.dtype == tf.bfloat16
+    np.testing.assert_allclose(y.numpy().astype(np.float32), [2 / 3, 2.0, 2.0], atol=1e-2)
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_weights_symmetric_per_channel_grid(k):
+    w = tf.random.stateless_normal([3, 3, 4, 6], seed=[3, k])
+    wq = quantize_weights(w, k, per_channel=True).numpy()
+    levels = 2 ** (k - 1) - 1
+    step = np.abs(w.numpy()).max(axis=(0, 1, 2)) / levels  # one step per output channel
+    q = wq / step
+    np.testing.assert_allclose(q, np.round(q), atol=1e-3)  # on the grid {−L..L}·s_c
+    assert np.abs(np.round(q)).max() == levels
+    for c in range(6):
+        assert len(np.unique(np.round(q[..., c]))) <= 2 * levels + 1  # ≤ 2^k − 1 levels
+    # Each weight goes to its nearest level.
+    np.testing.assert_allclose(wq, np.round(w.numpy() / step) * step, atol=1e-5)
+
+
+def test_weights_per_tensor_and_straight_through_gradient():
+    w = tf.constant([[-1.0, 0.2], [0.55, 2.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        wq = quantize_weights(w, 3, per_channel=False)  # L = 3, step = 2/3
+        loss = tf.reduce_sum(wq * tf.constant([[1.0, 2.0], [3.0, 4.0]]))
+    np.testing.assert_allclose(wq.numpy(), [[-2 / 3, 0.0], [2 / 3, 2.0]], atol=1e-6)
+    np.testing.assert_array_equal(tape.gradient(loss, w).numpy(), [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 7, 8])
+def test_export_range_scale_puts_the_k_bit_grid_on_the_8_bit_grid(k):
+    w = tf.random.stateless_normal([5, 7], seed=[5, k])
+    wk = quantize_weights(w, k, per_channel=True)
+    w8 = quantize_weights(wk, 8, per_channel=True, range_scale=export_range_scale(k))
+    np.testing.assert_allclose(w8.numpy(), wk.numpy(), atol=1e-6)
+    assert export_range_scale(4) == pytest.approx(127 / 126)  # L4 = 7, r = 18
+    assert export_range_scale(8) == 1.0
+
+
+@pytest.mark.parametrize("bits", [1, 9, 4.0, "4", True, None])
+def test_bad_bits_are_rejected(bits):
+    with pytest.raises(ValueError, match=r"`num_bits` must be an int between 2 and 8\. Received"):
+        PACTQuantizer(num_bits=bits)
+    with pytest.raises(ValueError, match="`num_bits` must be an int between 2 and 8"):
+        WeightQuantizer(num_bits=bits)
+
+
+@pytest.mark.parametrize("alpha", [0, -1.0, "10"])
+def test_bad_alpha_init_is_rejected(alpha):
+    with pytest.raises(ValueError, match=r"`alpha_init` must be a number > 0\. Received"):
+        PACTQuantizer(alpha_init=alpha)
+
+
+def test_negative_alpha_l2_is_rejected():
+    with pytest.raises(ValueError, match=r"`alpha_l2` must be a number >= 0\. Received: -0.1"):
+        PACTQuantizer(alpha_l2=-0.1)
+
+
+def test_fixed_range_must_be_ordered():
+    with pytest.raises(ValueError, match=r"low < high\. Received: \(5.0, 5.0\)"):
+        FixedRangeQuantizer(5.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    "quantizer",
+    [
+        PACTQuantizer(3, 6.0, 1e-3),
+        WeightQuantizer(5, False, 1.5),
+        RangeQuantizer(8),
+        FixedRangeQuantizer(-1.0, 1.0),
+    ],
+)
+def test_quantizers_serialize(quantizer):
+    config = keras.utils.serialize_keras_object(quantizer)
+    restored = keras.utils.deserialize_keras_object(config)
+    assert restored == quantizer
+    assert restored.get_config() == quantizer.get_config()
+
+
+def test_pact_quantizer_owns_a_regularized_positive_alpha():
+    layer = keras.layers.Layer()
+    quantizer = PACTQuantizer(4, alpha_init=3.0, alpha_l2=0.5)
+    alpha = quantizer.build((None, 4), "out", layer)["alpha"]
+    assert alpha.trainable and float(alpha) == 3.0
+    # Keras L2: λ·α² = 0.5 · 9
+    assert float(layer.losses[0]) == pytest.approx(4.5)
+    assert float(alpha.constraint(tf.constant(-2.0))) == pytest.approx(1e-3)

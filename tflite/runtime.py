@@ -1,0 +1,79 @@
+"""Running .tflite classifiers with LiteRT (`ai_edge_litert`), float in and float out."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+
+class TFLiteModel:
+    """A LiteRT interpreter over one .tflite model with one input and one output.
+
+    Quantizes float inputs with the input tensor's scale and zero point, runs the model in
+    chunks of its fixed batch size, and dequantizes the outputs, so results compare directly
+    with the Keras model's.
+
+    Args:
+      model: The flatbuffer bytes, or a path to a .tflite file.
+      reference_kernels: Use LiteRT's reference int8 kernels instead of the XNNPACK delegate
+        (slower; the kernels a microcontroller build would run).
+    """
+
+    def __init__(self, model: bytes | str | os.PathLike, reference_kernels: bool = False):
+        kwargs = {}
+        if reference_kernels:
+            kwargs["experimental_op_resolver_type"] = (
+                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
+        if isinstance(model, bytes | bytearray):
+            self._interpreter = Interpreter(model_content=bytes(model), **kwargs)
+        else:
+            self._interpreter = Interpreter(model_path=os.fspath(model), **kwargs)
+        self._interpreter.allocate_tensors()
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(
+                f"Expected a model with one input and one output; this one has {len(inputs)} "
+                f"inputs and {len(outputs)} outputs."
+            )
+        self.input, self.output = inputs[0], outputs[0]
+        self.batch_size = int(self.input["shape"][0])
+        self.input_shape = tuple(int(d) for d in self.input["shape"][1:])
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = self.input["dtype"]
+        if not np.issubdtype(dtype, np.integer):
+            return x.astype(dtype)
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(y.dtype, np.integer):
+            return y.astype(np.float32)
+        scale, zero_point = self.output["quantization"]
+        return (y.astype(np.float32) - zero_point) * scale
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Outputs (dequantized to float32) for a batch of float images of any length."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"Images of shape {images.shape[1:]} do not fit the model input {self.input_shape}."
+            )
+        batch = self.batch_size
+        outputs = []
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
+            valid = len(chunk)
+            if valid < batch:  # pad the last chunk to the fixed batch size
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - valid, axis=0)])
+            self._interpreter.set_tensor(self.input["index"], self._quantize(chunk))
+            self._interpreter.invoke()
+            outputs.append(
+                self._dequantize(self._interpreter.get_tensor(self.output["index"]))[:valid]
+            )
+        return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
