@@ -34,7 +34,7 @@ def _check_keras_2() -> None:
 
 _check_keras_2()
 
-import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
 
 __all__ = ["keras", "tf", "tfmot"]

@@ -1,0 +1,84 @@
+"""Saving and loading models, QAT or float, and the files of a training run's directory.
+
+QAT models are saved in the HDF5 format (`.h5`): TFMOT 0.8.1's `QuantizeWrapperV2` does not
+round-trip through the `.keras` zip format of tf_keras 2.21 (it stores the wrapped kernel
+twice and refuses to load it back). Float models may use either format.
+
+A training run's directory (`python -m sgt_tfmot.train --out_dir OUT`) holds the trained
+model as `OUT/model.h5`; every command that takes a model accepts either that file or the
+directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sgt_tfmot._keras import keras
+from sgt_tfmot.quantize import quantize_scope
+
+RUN_MODEL_FILE = "model.h5"
+MODEL_SUFFIXES = (".h5", ".keras")
+
+
+class ModelFileError(ValueError):
+    """A model path that does not exist or does not hold a Keras model."""
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """The model file behind `path`: the file itself, or `path/model.h5` for a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / RUN_MODEL_FILE
+        if not candidate.is_file():
+            raise ModelFileError(
+                f"{path} is a directory without {RUN_MODEL_FILE}: pass a saved model file "
+                f"({', '.join(MODEL_SUFFIXES)}) or the output directory of a finished "
+                "`python -m sgt_tfmot.train` run."
+            )
+        return candidate
+    if not path.exists():
+        raise ModelFileError(f"No model at {path}: the path does not exist.")
+    if path.suffix not in MODEL_SUFFIXES:
+        raise ModelFileError(
+            f"{path} is not a Keras model file: expected one of {', '.join(MODEL_SUFFIXES)}."
+        )
+    return path
+
+
+def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
+    """Loads a float or QAT model from a file or a training run's directory.
+
+    Args:
+      path: A `.h5` / `.keras` file, or a directory holding `model.h5`.
+      compile: Restore the training configuration too.
+
+    Raises:
+      ModelFileError (a ValueError): when the path is missing or is not a Keras model.
+    """
+    file = resolve_model_path(path)
+    try:
+        with quantize_scope():
+            model = keras.models.load_model(file, compile=compile)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise ModelFileError(f"Could not load a Keras model from {file}: {first_line}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelFileError(f"{file} does not hold a Keras model.")
+    return model
+
+
+def save_model(model: keras.Model, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Saves `model` (HDF5 for QAT models, see module docstring) without overwriting by default.
+
+    Raises:
+      FileExistsError: when `path` exists and `overwrite` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
+    model.save(tmp, include_optimizer=False)
+    os.replace(tmp, path)
+    return path

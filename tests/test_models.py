@@ -1,0 +1,218 @@
+"""Tests for sgt_tfmot.models: architecture, normalisation layer, serialisation, errors."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from sgt_tfmot import data, models
+from sgt_tfmot._keras import keras
+
+CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465]) * 255
+CIFAR_STD = np.array([0.2470, 0.2435, 0.2616]) * 255
+NOT_QUANTIZABLE = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    keras.utils.set_random_seed(0)
+    return models.resnet20()
+
+
+def _layer_counts(model):
+    return collections.Counter(type(layer).__name__ for layer in model.layers)
+
+
+def _normalized(model, x):
+    """Output of the model's first layer (the Normalization) for raw pixels `x`."""
+    probe = keras.Model(model.input, model.get_layer("normalization").output)
+    return probe(np.asarray(x, np.float32)).numpy()
+
+
+def _random_pixels(shape, n=2, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, size=(n, *shape)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- ResNet-20
+
+
+def test_resnet20_parameter_count(resnet):
+    # Derived by hand for 32x32x3, 10 classes:
+    #   convs   3*3*3*16 + 6*(3*3*16*16)                                    = 14,256
+    #         + 3*3*16*32 + 5*(3*3*32*32) + 1*1*16*32 (projection)         = 51,200
+    #         + 3*3*32*64 + 5*(3*3*64*64) + 1*1*32*64 (projection)         = 204,800
+    #   BN      gamma+beta over 16 + 6*16 + (6*32 + 32) + (6*64 + 64) = 784 channels = 1,568
+    #   dense   64*10 + 10                                                  = 650
+    trainable = sum(int(np.prod(w.shape)) for w in resnet.trainable_weights)
+    assert trainable == 14_256 + 51_200 + 204_800 + 1_568 + 650 == 272_474
+    # Plus the 1,568 BN moving statistics; the paper quotes 0.27 M (option A shortcuts).
+    assert resnet.count_params() == 272_474 + 1_568
+    assert 0.26e6 < resnet.count_params() < 0.28e6
+
+
+def test_resnet20_layers(resnet):
+    assert type(resnet).__name__ == "Functional"
+    counts = _layer_counts(resnet)
+    assert not NOT_QUANTIZABLE & set(counts)
+    # 6n+2 = 20 weighted layers for n = 3: 1 stem conv + 9 blocks * 2 convs = 19 3x3 convs,
+    # the dense layer, and 2 1x1 projection convs (first block of stages 2 and 3) = 21 Conv2D.
+    assert counts == {
+        "InputLayer": 1,
+        "Rescaling": 1,
+        "Conv2D": 21,
+        "BatchNormalization": 21,  # one per conv
+        "ReLU": 19,  # stem + 2 per block
+        "Add": 9,  # one per block
+        "GlobalAveragePooling2D": 1,
+        "Dense": 1,
+    }
+    convs = [layer for layer in resnet.layers if isinstance(layer, keras.layers.Conv2D)]
+    kernel_sizes = collections.Counter(layer.kernel_size for layer in convs)
+    assert kernel_sizes == {(3, 3): 19, (1, 1): 2}
+    assert all(not layer.use_bias for layer in convs)
+    assert all(layer.activation is keras.activations.linear for layer in convs)
+    assert {layer.strides for layer in convs if layer.kernel_size == (1, 1)} == {(2, 2)}
+    assert isinstance(resnet.layers[1], keras.layers.Rescaling)
+    logits = resnet.get_layer("logits")
+    assert logits.activation is keras.activations.linear and logits.units == 10
+    # L2 on every conv and dense kernel: one loss each.
+    assert len(resnet.losses) == 22
+    assert logits.kernel_regularizer.get_config() == {"l2": pytest.approx(1e-4)}
+
+
+def test_resnet20_output_and_feature_shapes(resnet):
+    logits = resnet(_random_pixels((32, 32, 3)), training=False).numpy()
+    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+    assert resnet.get_layer("stage1_block3_relu2").output.shape[1:] == (32, 32, 16)
+    assert resnet.get_layer("stage2_block1_relu2").output.shape[1:] == (16, 16, 32)
+    assert resnet.get_layer("stage3_block3_relu2").output.shape[1:] == (8, 8, 64)
+
+
+def test_weight_decay_zero_disables_regularization():
+    model = models.resnet20((16, 16, 3), 4, weight_decay=0)
+    assert model.losses == []
+    assert model.output_shape == (None, 4)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def test_normalization_maps_cifar_statistics(resnet):
+    pixels = np.stack([np.broadcast_to(CIFAR_MEAN, (32, 32, 3))] * 2)
+    pixels[1] += CIFAR_STD  # mean + one std maps to 1
+    out = _normalized(resnet, pixels)
+    np.testing.assert_allclose(out[0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(out[1], 1.0, atol=1e-5)
+    layer = resnet.get_layer("normalization")
+    np.testing.assert_allclose(np.ravel(layer.scale), 1 / CIFAR_STD, rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(layer.offset), -CIFAR_MEAN / CIFAR_STD, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs, mean, std",
+    [
+        ((28, 28, 1), {}, 0.1307 * 255, 0.3081 * 255),  # MNIST defaults
+        ((16, 16, 2), {}, 127.5, 127.5),  # any other shape: 0..255 -> -1..1
+        ((8, 8, 2), {"mean": (10.0, 20.0), "std": 2.0}, np.array([10.0, 20.0]), 2.0),
+    ],
+)
+def test_normalization_defaults_and_given_statistics(shape, kwargs, mean, std):
+    model = models.mobilenet_tiny(shape, 3, **kwargs)
+    pixels = np.stack([np.broadcast_to(mean, shape), np.broadcast_to(np.add(mean, std), shape)])
+    out = _normalized(model, pixels)
+    np.testing.assert_allclose(out[0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(out[1], 1.0, atol=1e-5)
+
+
+def test_normalization_is_a_fixed_rescaling():
+    layer = models.resnet20((8, 8, 1), 2).get_layer("normalization")
+    assert isinstance(layer, keras.layers.Rescaling) and not layer.weights
+    assert layer.get_config()["scale"] == pytest.approx([1 / 127.5])
+    assert layer.get_config()["offset"] == pytest.approx([-1.0])
+
+
+# ----------------------------------------------------------------------------- serialisation
+
+
+@pytest.mark.parametrize("builder", ["resnet20", "mobilenet_tiny"])
+def test_save_load_round_trip(tmp_path, builder):
+    keras.utils.set_random_seed(1)
+    model = models.build(builder, (32, 32, 3), 10)
+    path = tmp_path / f"{builder}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = _random_pixels((32, 32, 3), n=3, seed=2)
+    np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+    assert loaded.get_layer("normalization").get_config() == model.get_layer(
+        "normalization"
+    ).get_config()
+
+
+# ----------------------------------------------------------------------------- MobileNet
+
+
+def test_mobilenet_tiny_builds_and_runs():
+    model = models.mobilenet_tiny((32, 32, 3), 10)
+    assert type(model).__name__ == "Functional"
+    counts = _layer_counts(model)
+    assert not NOT_QUANTIZABLE & set(counts)
+    assert counts["DepthwiseConv2D"] == 4 and counts["Conv2D"] == 5  # stem + 4 pointwise
+    assert counts["BatchNormalization"] == counts["ReLU"] == 9
+    assert all(
+        layer.max_value == 6.0 for layer in model.layers if isinstance(layer, keras.layers.ReLU)
+    )
+    assert model.count_params() < 50_000
+    assert len(model.losses) == 6  # 5 conv kernels + the dense kernel; depthwise: none
+    logits = model(_random_pixels((32, 32, 3)), training=False).numpy()
+    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+
+
+def test_models_take_the_data_pipeline_output():
+    images, _ = next(iter(data.load("mnist_subset", "test", batch_size=4)))
+    for name in ("resnet20", "mobilenet_tiny"):
+        model = models.build(name, data.info("mnist_subset").image_shape, 10)
+        assert model(images, training=False).shape == (4, 10)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_build_unknown_model():
+    match = r"Unknown model 'vgg16'\. Known models: 'mobilenet_tiny', 'resnet20'\."
+    with pytest.raises(ValueError, match=match):
+        models.build("vgg16", (32, 32, 3), 10)
+
+
+@pytest.mark.parametrize("builder", ["resnet20", "mobilenet_tiny"])
+@pytest.mark.parametrize("shape", [(32, 32), (0, 32, 3), (32, 32, 3.0), (32, 32, True), None])
+def test_bad_input_shape(builder, shape):
+    match = r"`input_shape` must be \(height, width, channels\) with positive integers\. Received"
+    with pytest.raises(ValueError, match=match):
+        models.build(builder, shape, 10)
+
+
+@pytest.mark.parametrize("num_classes", [1, 0, 2.0, True])
+def test_bad_num_classes(num_classes):
+    with pytest.raises(ValueError, match=r"`num_classes` must be an integer >= 2\. Received: "):
+        models.resnet20((32, 32, 3), num_classes)
+
+
+@pytest.mark.parametrize("weight_decay", [-1e-4, float("nan"), "1e-4"])
+def test_bad_weight_decay(weight_decay):
+    with pytest.raises(ValueError, match=r"`weight_decay` must be a finite number >= 0"):
+        models.mobilenet_tiny((32, 32, 3), 10, weight_decay=weight_decay)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mean": 0.5}, r"Give `mean` and `std` together, or neither\. Received: mean=0\.5"),
+        ({"mean": (1, 2), "std": 1}, r"`mean` must be one finite number or one per channel \(3\)"),
+        ({"mean": 1, "std": (1, 0, 1)}, r"`std` must be > 0 for every channel\. Received: "),
+        ({"mean": 1, "std": "a"}, r"`std` must be one finite number or one per channel"),
+    ],
+)
+def test_bad_statistics(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.mobilenet_tiny((32, 32, 3), 10, **kwargs)
