@@ -30,6 +30,8 @@ def check_bits(value, name: str) -> int:
 
 
 def _to_float32(x):
+    """A float32 tensor (never a variable: `tf.custom_gradient` must see plain tensors)."""
+    x = tf.convert_to_tensor(x)
     return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
 
 

@@ -1,1 +1,5 @@
 """Keras trainers: Saliency-Guided Training as a `Model.train_step` override."""
+
+from sgt_tfmot.trainers.saliency_guided import SaliencyGuidedModel
+
+__all__ = ["SaliencyGuidedModel"]

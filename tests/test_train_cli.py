@@ -1,0 +1,155 @@
+"""python -m sgt_tfmot.train end to end under a step cap: outputs, resume, refusals, errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sgt_tfmot._keras import keras
+from sgt_tfmot.saving import load_model
+from sgt_tfmot.train import RunError, TrainConfig, config_from_flags, train
+
+
+def tiny_config(out_dir, **overrides):
+    settings = dict(
+        model="mobilenet_tiny", max_steps=4, batch_size=32, backup_every=1, out_dir=str(out_dir),
+        verbose=0,
+    )  # fmt: skip
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_run_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    metrics = train(tiny_config(out))
+    for name in ("model.h5", "metrics.json", "history.json", "history.csv", "alpha.json",
+                 "alpha.png", "flags.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert (out / "tensorboard").is_dir() and not (out / "backup").exists()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    assert saved["optimizer_steps"] == 4 and saved["flags"]["weight_bits"] == 8
+    assert saved["wall_time_seconds"] > 0
+    alphas = json.loads((out / "alpha.json").read_text())
+    assert [h["epoch"] for h in alphas] == [1] and len(alphas[0]["alpha"]) == 9  # PACT layers
+    model = load_model(out)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    assert model.predict(x, verbose=0).shape == (2, 10)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.after:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(out), extra_callbacks=[Interrupt(after=2)])
+    assert not (out / "metrics.json").exists() and (out / "backup").is_dir()
+
+    metrics = train(tiny_config(out))
+    # Resumed after step 2 of 4: the optimizer made 4 steps in all, not 2 + 4.
+    assert metrics["optimizer_steps"] == 4
+
+
+def test_finished_run_is_not_overwritten_without_the_flag(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(out, max_steps=1))
+    with pytest.raises(RunError, match="holds a finished run; pass --overwrite"):
+        train(tiny_config(out, max_steps=1))
+    metrics = train(tiny_config(out, max_steps=1, overwrite=True, float=True))
+    # The old run is gone: a float model has no PACT α, so no alpha.json is written.
+    assert metrics["flags"]["float"] and not (out / "alpha.json").exists()
+
+
+def test_unfinished_run_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(out), extra_callbacks=[Interrupt(after=1)])
+    with pytest.raises(RunError, match=r"unfinished run with other settings \(kl_weight"):
+        train(tiny_config(out, kl_weight=0.5))
+
+
+def test_foreign_directory_is_never_replaced(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="is not a sgt_tfmot run directory"):
+        train(tiny_config(tmp_path, overwrite=True))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_presets_fill_what_the_command_line_left_open():
+    config = config_from_flags({"epochs": 3, "kl_weight": 0.1}, {"epochs"}, "paper_cifar10")
+    assert (config.dataset, config.weight_bits, config.batch_size) == ("cifar10", 4, 64)
+    assert config.epochs == 3 and config.kl_weight == 0.05 and config.learning_rate == 0.01
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"dataset": "imagenet"}, "Unknown dataset 'imagenet'"),
+        ({"model": "vgg"}, "Unknown model 'vgg'"),
+        ({"weight_bits": 9}, "--weight_bits must be an int between 2 and 8"),
+        ({"mask_fraction": 1.0}, "--mask_fraction"),
+        ({"fill": "noise"}, "--fill must be one of"),
+        ({"max_steps": 0}, "--max_steps must be >= 1"),
+    ],
+)
+def test_bad_settings(tmp_path, overrides, message):
+    with pytest.raises(RunError, match=message):
+        train(tiny_config(tmp_path / "run", **overrides))
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "sgt_tfmot.train", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    for args, message in [
+        (["--dataset", "imagenet"], "error: Unknown dataset 'imagenet'"),
+        (["--dataset", "cifar10", "--data_dir", str(tmp_path)], "has no file 'cifar10.npz'"),
+        (["--activation_bits", "1"], "--activation_bits must be an int between 2 and 8"),
+    ]:
+        result = run_cli(*args, "--out_dir", str(tmp_path / "out"))
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("--model", "mobilenet_tiny", "--max_steps", "2", "--out_dir", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Results in {out}/" in result.stdout
+    again = run_cli("--model", "mobilenet_tiny", "--max_steps", "2", "--out_dir", str(out))
+    assert again.returncode == 2 and "holds a finished run" in again.stderr
+
+
+MIRRORED = """
+from sgt_tfmot._keras import tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from sgt_tfmot.train import TrainConfig, train
+metrics = train(TrainConfig(model="mobilenet_tiny", max_steps=2, batch_size=32, verbose=0,
+                            distribute="mirrored", out_dir={out!r}))
+print("replicas", tf.distribute.MirroredStrategy().num_replicas_in_sync, metrics["optimizer_steps"])
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    script = MIRRORED.format(out=str(tmp_path / "run"))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "replicas 2 2" in result.stdout

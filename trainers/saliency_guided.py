@@ -1,0 +1,412 @@
+"""Saliency-Guided Training (SGT) as a `keras.Model.train_step` override.
+
+`SaliencyGuidedModel(model)` wraps a Functional (or Sequential) classifier and trains it with
+the SGT step of Ismail, Corrada Bravo & Feizi (NeurIPS 2021), Algorithm 1 of Maleki et al.
+(arXiv 2412.03915); on a QAT model from `sgt_tfmot.quantize_model` this is their Algorithm 2
+(SGT + PACT). For a batch (x, y), with f the wrapped model in training mode:
+
+    z   = f(x)                                     one forward pass, shared by 1. and 4.
+    S   = ∂ z[target] / ∂x                         target = true label or predicted class
+    M   = the ⌊mask_fraction · n⌋ lowest-saliency features   (`sgt_tfmot.saliency`)
+    x̃   = where(M, fill, x)
+    L   = compiled_loss(y, z) + Σ model.losses + kl_weight · KL(softmax z ‖ softmax f(x̃))
+
+then one optimizer step on L. Gradients flow through both f(x) and f(x̃); the saliency itself
+is a constant (no second-order graph). `test_step`/`predict` are the wrapped model's own.
+
+Example:
+
+>>> import numpy as np
+>>> from sgt_tfmot._keras import keras
+>>> inputs = keras.Input((8, 8, 1))
+>>> h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+>>> outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+>>> sgt = SaliencyGuidedModel(keras.Model(inputs, outputs), kl_weight=0.1, seed=0)
+>>> sgt.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+>>> history = sgt.fit(np.zeros((4, 8, 8, 1)), np.arange(4), verbose=0)
+>>> sorted(history.history)
+['cross_entropy', 'kl', 'loss', 'masked_accuracy']
+>>> sgt.save_inner_model("classifier.keras")   # the plain Functional model, for export
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from sgt_tfmot import saliency as saliency_ops
+from sgt_tfmot._keras import keras, tf
+
+TARGETS = ("label", "predicted")
+
+_NON_FINITE_MESSAGE = "SaliencyGuidedModel: the input batch contains NaN or Inf values"
+
+__all__ = ["SaliencyGuidedModel"]
+
+
+def _unwrap_activation(activation):
+    """The plain activation function behind TFMOT's `QuantizeAwareActivation`, if any."""
+    while activation is not None and hasattr(activation, "activation"):
+        activation = activation.activation
+    return activation
+
+
+def _outputs_probabilities(model: keras.Model) -> bool:
+    """True when the model's output layer ends in a softmax (a `Softmax` layer or a layer with
+    `activation="softmax"`, looking through TFMOT's quantize wrappers); False means logits."""
+    layer = model.outputs[0]._keras_history.layer
+    while True:
+        if isinstance(layer, keras.layers.Softmax):
+            return True
+        activation = _unwrap_activation(getattr(layer, "activation", None))
+        if activation is not None:
+            return getattr(activation, "__name__", None) == "softmax"
+        inner = getattr(layer, "layer", None)  # QuantizeWrapper, TimeDistributed, ...
+        if not isinstance(inner, keras.layers.Layer):
+            return False
+        layer = inner
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise ValueError(
+            "`model` must be a Functional or Sequential tf_keras classifier with a defined "
+            f"input (build Sequential models with an Input). Received: {model!r}"
+        )
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            "SGT needs a model with exactly one input and one output. Received a model with "
+            f"{len(model.inputs)} input(s) and {len(model.outputs)} output(s)."
+        )
+    shape = model.outputs[0].shape
+    if shape.rank != 2 or shape[-1] is None or shape[-1] < 2:
+        raise ValueError(
+            "SGT needs a classifier output of shape (batch, num_classes) with num_classes >= 2 "
+            f"(logits or softmax). Received output shape: {tuple(shape)}"
+        )
+
+
+def _check_kl_weight(kl_weight) -> float:
+    try:
+        value = float(kl_weight)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(kl_weight, bool) or not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(
+            f"`kl_weight` must be a finite number >= 0. Received: kl_weight={kl_weight!r}"
+        )
+    return value
+
+
+def _check_from_logits(from_logits):
+    if from_logits is not None and not isinstance(from_logits, bool):
+        raise ValueError(
+            "`from_logits` must be True, False or None (detect from the output layer). "
+            f"Received: from_logits={from_logits!r}"
+        )
+    return from_logits
+
+
+def _check_seed(seed):
+    if seed is None:
+        return random.randint(0, 2**31 - 1)  # follows keras.utils.set_random_seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"`seed` must be None or an integer >= 0. Received: seed={seed!r}")
+    return seed
+
+
+def _class_ids(y: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, bool]:
+    """Class ids (B,) from integer ids (B,) / (B, 1) or one-hot (B, num_classes) labels.
+
+    Decided at trace time from the static shape and dtype. Returns (ids, is_one_hot).
+    """
+    shape, dtype = y.shape, y.dtype
+    if shape.rank in (1, 2) and (shape.rank == 1 or shape[-1] == 1):
+        if dtype.is_integer:
+            return tf.reshape(tf.cast(y, tf.int32), [-1]), False
+    elif shape.rank == 2 and shape[-1] == num_classes and (dtype.is_floating or dtype.is_integer):
+        return tf.argmax(y, axis=-1, output_type=tf.int32), True
+    raise ValueError(
+        "Labels must be integer class ids of shape (batch,) or (batch, 1), or one-hot of "
+        f"shape (batch, {num_classes}). Received labels of shape {tuple(shape)} and dtype "
+        f"{dtype.name} (cast float class ids to an integer dtype)."
+    )
+
+
+def _log_probabilities(y_pred: tf.Tensor, from_logits: bool) -> tf.Tensor:
+    """log softmax(z) for logits, log(clip(p, ε, 1)) for probabilities; in float32."""
+    y_pred = tf.cast(y_pred, tf.float32)
+    if from_logits:
+        return tf.nn.log_softmax(y_pred, axis=-1)
+    return tf.math.log(tf.clip_by_value(y_pred, keras.backend.epsilon(), 1.0))
+
+
+def kl_divergence(log_p: tf.Tensor, log_q: tf.Tensor) -> tf.Tensor:
+    """Per-example KL(p ‖ q) = Σ_c p_c (log p_c − log q_c) from log-probabilities (B, C).
+
+    Gradients flow into both arguments (SGT trains both branches).
+    """
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+@keras.utils.register_keras_serializable(package="sgt_tfmot")
+class SaliencyGuidedModel(keras.Model):
+    """Trains a wrapped classifier with Saliency-Guided Training (SGT).
+
+    One SGT step on a batch (x, y), see the module docstring for the formulas:
+    1. z = f(x) once, in training mode, under the gradient tape of the update, with an inner
+       tape on x; S = ∂ z[target]/∂x, taken with the outer tape paused (no second order);
+    2. M = `saliency_mask(S, mask_fraction, reduce_channels, rank_by=saliency)`;
+    3. x̃ = `mask_input(x, M, fill)`;
+    4. L = compiled_loss(y, z) + Σ model.losses (e.g. PACT's α L2) + kl_weight · KL(p(x)‖p(x̃)),
+       z reused from 1.; gradients reach the weights through both f(x) and f(x̃);
+    5. `optimizer.minimize(L)`.
+
+    Reported metrics: "loss" (L), "cross_entropy" (CE of f(x), for the record even when the
+    compiled loss is something else), "kl", the compiled metrics on f(x), and
+    "masked_accuracy" (accuracy of f(x̃)). `evaluate`, `predict` and `test_step` are those of
+    the wrapped model (validation "loss" = compiled loss + regularization).
+
+    Outputs: logits or softmax probabilities. With `from_logits=None` the kind is detected:
+    an output layer with `activation="softmax"`, or a final `Softmax` layer (also inside TFMOT
+    quantize wrappers), means probabilities; anything else means logits. Pass the flag to
+    override. The saliency is taken on the output as it is (logit or probability of the target).
+
+    Semantics to know:
+    * Both forwards run in training mode (as in the original SGT code): BatchNormalization
+      uses batch statistics in both and its moving statistics are updated twice per step;
+      in training mode BN also couples the samples of a batch, so S includes the (small)
+      cross-sample terms of the batch statistics.
+    * Distribution: the KL term is averaged like Keras's compiled loss (per-replica mean
+      divided by the number of replicas), so with equal per-replica batches the summed update
+      equals the one-device update on the global batch. The random fill draws its noise for
+      the whole global batch from (seed, step) and each replica takes its own rows, so the
+      masked inputs do not depend on the number of replicas either.
+    * Randomness: the random fill uses a stateless RNG seeded with (seed, optimizer.iterations):
+      a fixed seed gives the same run twice. Dropout inside the model uses TensorFlow's own RNG.
+    * mixed_bfloat16: saliency, KL and the metrics are computed in float32.
+    * Non-float inputs (e.g. uint8 images) are cast to float32 first. A batch with NaN or Inf
+      stops training with a `ValueError`.
+
+    Args:
+      model: a Functional or Sequential classifier with one input, channels-last, and one
+        output (batch, num_classes); a float model or a QAT model from `quantize_model`.
+      mask_fraction: share of the features masked per sample, in (0, 1). Default 0.5 (paper).
+      kl_weight: λ ≥ 0, weight of the KL term. Default 1.0, the original SGT code; the paper
+        uses 0.1 (MNIST) and 0.05 (CIFAR-10).
+      fill: "random" (default; uniform in each sample's [min, max] per channel, the original
+        SGT fill), "zero", "mean" (sample's per-channel mean) or a callable
+        `fill(x, mask) -> values` (register it as a Keras serializable to save the model).
+      saliency: rank by "abs" (|S|, default) or "signed" (S, as the original code).
+      reduce_channels: one mask per pixel from the channel "mean" (default, original) or
+        "max" of the saliency, or None to rank every feature on its own.
+      target: "label" (default, saliency of the true class) or "predicted" (argmax of f(x)).
+      from_logits: True, False, or None to detect from the output layer (see above).
+      seed: seed of the random fill; None draws one with Python's `random` (fixed by
+        `keras.utils.set_random_seed`).
+      **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Raises:
+      ValueError: on a bad argument or a model that is not a single-output classifier; at the
+        first `fit` step on labels that are neither integer class ids nor one-hot; during
+        `fit` on inputs with NaN or Inf.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        mask_fraction: float = 0.5,
+        kl_weight: float = 1.0,
+        fill: str | saliency_ops.FillFn = "random",
+        saliency: str = "abs",
+        reduce_channels: str | None = "mean",
+        target: str = "label",
+        from_logits: bool | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        _check_model(model)
+        mask_fraction = saliency_ops._check_fraction(mask_fraction, "mask_fraction")
+        kl_weight = _check_kl_weight(kl_weight)
+        if not callable(fill):
+            saliency_ops._check_choice(fill, saliency_ops.FILLS, "fill")
+        saliency_ops._check_choice(saliency, saliency_ops.RANKINGS, "saliency")
+        if reduce_channels == "none":
+            reduce_channels = None
+        saliency_ops._check_choice(
+            reduce_channels, saliency_ops.CHANNEL_REDUCTIONS, "reduce_channels"
+        )
+        saliency_ops._check_choice(target, TARGETS, "target")
+        from_logits = _check_from_logits(from_logits)
+        seed = _check_seed(seed)
+        super().__init__(**kwargs)
+        self.model = model
+        self.mask_fraction = mask_fraction
+        self.kl_weight = kl_weight
+        self.fill = fill
+        self.saliency = saliency
+        self.reduce_channels = reduce_channels
+        self.target = target
+        self.from_logits = not _outputs_probabilities(model) if from_logits is None else from_logits
+        self.seed = seed
+        self.num_classes = int(model.outputs[0].shape[-1])
+        self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.masked_accuracy_tracker = keras.metrics.Mean(name="masked_accuracy")
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    # ----------------------------------------------------------------------------- steps
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError("SaliencyGuidedModel needs labels: call fit(x, y) or yield (x, y).")
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            x = tf.cast(x, tf.float32)
+        ids, one_hot = _class_ids(tf.convert_to_tensor(y), self.num_classes)
+        finite = tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(x)), [_NON_FINITE_MESSAGE], name="sgt_inputs_finite"
+        )
+        with tf.control_dependencies([finite]):  # nothing runs, nor updates, on a bad batch
+            x = tf.identity(x)
+        weights = None if sample_weight is None else tf.cast(sample_weight, tf.float32)
+
+        with tf.GradientTape() as tape:
+            # 1. one forward pass; the inner tape sees it too and gives the input gradient.
+            with tf.GradientTape(watch_accessed_variables=False) as input_tape:
+                input_tape.watch(x)
+                y_pred = self(x, training=True)
+                target = ids if self.target == "label" else tf.argmax(y_pred, -1, tf.int32)
+                score = tf.reduce_sum(
+                    tf.gather(tf.cast(y_pred, tf.float32), target[:, None], batch_dims=1)
+                )
+            regularization = list(self.losses)  # weight L2 (PACT's α) + f(x)'s activity losses
+            with tape.stop_recording():
+                # 2.-3. saliency, mask and fill are constants for the update.
+                grads = tf.stop_gradient(input_tape.gradient(score, x))
+                mask = saliency_ops.saliency_mask(
+                    grads, self.mask_fraction, self.reduce_channels, rank_by=self.saliency
+                )
+                noise = self._fill_noise(x) if self.fill == "random" else None
+                x_masked = saliency_ops.mask_input(x, mask, self.fill, noise=noise)
+            y_pred_masked = self(x_masked, training=True)
+
+            # 4. loss; KL averaged per replica like the compiled loss (see class docstring).
+            log_p = _log_probabilities(y_pred, self.from_logits)
+            log_q = _log_probabilities(y_pred_masked, self.from_logits)
+            kl = kl_divergence(log_p, log_q)
+            kl_term = self.kl_weight * _batch_mean(kl, weights)
+            loss = self.compiled_loss(
+                y, y_pred, sample_weight, regularization_losses=regularization + [kl_term]
+            )
+        # 5. update.
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+
+        if one_hot:
+            cross_entropy = -tf.reduce_sum(tf.cast(y, tf.float32) * log_p, axis=-1)
+        else:
+            cross_entropy = -tf.gather(log_p, ids[:, None], batch_dims=1)[:, 0]
+        masked_correct = tf.cast(tf.equal(tf.argmax(log_q, -1, tf.int32), ids), tf.float32)
+        self.cross_entropy_tracker.update_state(cross_entropy, weights)
+        self.kl_tracker.update_state(kl, weights)
+        self.masked_accuracy_tracker.update_state(masked_correct, weights)
+        self.compiled_metrics.update_state(y, y_pred, sample_weight)
+        return self.get_metrics_result()
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        self.compute_loss(x, y, y_pred, sample_weight)
+        self.compiled_metrics.update_state(y, y_pred, sample_weight)
+        results = {}
+        for metric in self.compiled_loss.metrics + self.compiled_metrics.metrics:
+            result = metric.result()
+            results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results
+
+    def _fill_noise(self, x: tf.Tensor) -> tf.Tensor:
+        """U[0, 1) noise for the random fill, a function of (seed, step, global sample index).
+
+        Under a distribution strategy every replica draws the noise of the whole global batch
+        and keeps its own rows, so the masked batch does not depend on the replica count.
+        """
+        seed = tf.stack(
+            [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+        )
+        shape = tf.shape(x)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tf.random.stateless_uniform(shape, seed=seed, dtype=x.dtype)
+        sizes = context.all_gather(shape[:1], axis=0)
+        offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
+        global_shape = tf.concat([[tf.reduce_sum(sizes)], shape[1:]], axis=0)
+        noise = tf.random.stateless_uniform(global_shape, seed=seed, dtype=x.dtype)
+        return noise[offset : offset + shape[0]]
+
+    def make_train_function(self, force=False):
+        """Keras's train function, with the in-graph NaN/Inf check turned into a ValueError."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        train_function = super().make_train_function(force=force)
+
+        def checked_train_function(*args, **kwargs):
+            try:
+                return train_function(*args, **kwargs)
+            except tf.errors.InvalidArgumentError as error:
+                if _NON_FINITE_MESSAGE not in str(error):
+                    raise
+                raise ValueError(
+                    f"{_NON_FINITE_MESSAGE}; SGT stops instead of training on them. Clean or "
+                    "normalize the data (e.g. check with np.isfinite(x).all())."
+                ) from None
+
+        self.train_function = checked_train_function
+        return checked_train_function
+
+    # ----------------------------------------------------------------------------- saving
+    def save_inner_model(self, filepath, **kwargs) -> None:
+        """Saves only the wrapped Functional model (`model.save`), e.g. for TFLite export."""
+        self.model.save(filepath, **kwargs)
+
+    def get_config(self) -> dict:
+        fill = (
+            self.fill
+            if isinstance(self.fill, str)
+            else keras.utils.serialize_keras_object(self.fill)
+        )
+        return {
+            "name": self.name,
+            "model": keras.layers.serialize(self.model),
+            "mask_fraction": self.mask_fraction,
+            "kl_weight": self.kl_weight,
+            "fill": fill,
+            "saliency": self.saliency,
+            "reduce_channels": self.reduce_channels,
+            "target": self.target,
+            "from_logits": self.from_logits,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from sgt_tfmot.quantize import quantize_scope  # TFMOT wrappers + our quantizers
+
+        config = dict(config)
+        with quantize_scope():  # a wrapped QAT model deserializes too
+            model = keras.layers.deserialize(config.pop("model"), custom_objects=custom_objects)
+            if isinstance(config.get("fill"), dict):
+                config["fill"] = keras.utils.deserialize_keras_object(
+                    config["fill"], custom_objects=custom_objects
+                )
+        return cls(model, **config)
+
+
+def _batch_mean(values: tf.Tensor, weights: tf.Tensor | None) -> tf.Tensor:
+    """Σ_i w_i · v_i / B, Keras's SUM_OVER_BATCH_SIZE reduction (w = 1 without weights)."""
+    if weights is None:
+        return tf.reduce_mean(values)
+    weights = tf.reshape(weights, tf.shape(values))
+    return tf.reduce_sum(values * weights) / tf.cast(tf.size(values), values.dtype)
