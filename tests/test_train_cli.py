@@ -9,7 +9,7 @@ import pytest
 
 from sgt_tfmot._keras import keras
 from sgt_tfmot.saving import load_model
-from sgt_tfmot.train import RunError, TrainConfig, config_from_flags, train
+from sgt_tfmot.training import RunError, TrainConfig, config_from_flags, train
 
 
 def tiny_config(out_dir, **overrides):
@@ -139,7 +139,7 @@ MIRRORED = """
 from sgt_tfmot._keras import tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from sgt_tfmot.train import TrainConfig, train
+from sgt_tfmot.training import TrainConfig, train
 metrics = train(TrainConfig(model="mobilenet_tiny", max_steps=2, batch_size=32, verbose=0,
                             distribute="mirrored", out_dir={out!r}))
 print("replicas", tf.distribute.MirroredStrategy().num_replicas_in_sync, metrics["optimizer_steps"])
