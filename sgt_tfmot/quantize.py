@@ -26,42 +26,20 @@ from sgt_tfmot.quantizers import (
 _tfq = tfmot.quantization.keras
 
 
-def _tfmot_internals():
-    from tensorflow_model_optimization.python.core.quantization.keras import (
-        quantize_annotate,
-        quantize_layer,
-        quantize_layout_transform,
-        quantize_registry,
-        quantize_scheme,
-        quantize_wrapper,
-    )
-    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E501
-        model_transformer,
-        transforms,
-    )
-
-    return (
-        quantize_annotate,
-        quantize_layer,
-        quantize_layout_transform,
-        quantize_registry,
-        quantize_scheme,
-        quantize_wrapper,
-        model_transformer,
-        transforms,
-    )
-
-
-(
-    _annotate_mod,
-    _layer_mod,
-    _layout_mod,
-    _registry_mod,
-    _scheme_mod,
-    _wrapper_mod,
-    _model_transformer,
-    _transforms,
-) = _tfmot_internals()
+# TFMOT's extension points (layout transforms, schemes, registries) are only importable from
+# its `python` tree; this is the one module that reaches into it.
+from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402
+    quantize_annotate as _annotate_mod,
+    quantize_layer as _layer_mod,
+    quantize_layout_transform as _layout_mod,
+    quantize_registry as _registry_mod,
+    quantize_scheme as _scheme_mod,
+    quantize_wrapper as _wrapper_mod,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E402,E501
+    model_transformer as _model_transformer,
+    transforms as _transforms,
+)
 
 
 def quantize_scope(*custom_objects: Mapping[str, object]):
