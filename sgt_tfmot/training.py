@@ -32,9 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from sgt_tfmot import data as datasets
-from sgt_tfmot import models as model_zoo
-from sgt_tfmot import quantize, saliency, schedules
+from sgt_tfmot import data as datasets, models as model_zoo, quantize, saliency, schedules
 from sgt_tfmot._keras import keras, tf
 from sgt_tfmot.quantizers import check_bits
 from sgt_tfmot.saving import RUN_MODEL_FILE, save_model
