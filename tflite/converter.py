@@ -155,3 +155,126 @@ def to_integer_tflite(
             representative_data, batch_size, calibration_samples
         )
     return converter.convert()
+
+
+def strip_quantization(model: keras.Model) -> keras.Model:
+    """The float model under a QAT model's quantize wrappers, with the same float weights.
+
+    Every `QuantizeWrapper` is replaced by a copy of the layer it wraps (under that layer's
+    own name), the input `QuantizeLayer` is dropped, and every float weight (kernels, biases,
+    BatchNormalization statistics) is copied; the quantizers' variables (α, ranges, step
+    counters) are left behind. The result computes the QAT model's function without any
+    fake-quant op: it is the float baseline of the same network (for example the size
+    baseline of `float_tflite`). A float model comes back as an unchanged copy.
+
+    Args:
+      model: A Functional QAT model from `sgt_tfmot.quantize_model`, or a float model.
+
+    Returns:
+      A new Functional float model.
+
+    Raises:
+      ValueError: When `model` is not a Functional tf_keras model, or a wrapped layer's
+        weights cannot be matched to the float layer's.
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise ValueError(
+            f"`model` must be a Functional or Sequential tf_keras model. Received: {model!r}"
+        )
+    config = model.get_config()
+    renamed: dict[str, str] = {}  # wrapper name -> inner layer name
+    bypassed: dict[str, list] = {}  # QuantizeLayer name -> its inbound entry
+    layers = []
+    for layer_config in config["layers"]:
+        if layer_config["class_name"] == "QuantizeLayer":
+            ((entry,),) = layer_config["inbound_nodes"]
+            bypassed[layer_config["name"]] = entry
+            continue
+        if "quantize_config" in layer_config["config"] and "layer" in layer_config["config"]:
+            inner = layer_config["config"]["layer"]  # {"class_name": ..., "config": ...}
+            renamed[layer_config["name"]] = inner["config"]["name"]
+            layer_config = {
+                **inner,
+                "name": inner["config"]["name"],
+                "inbound_nodes": layer_config["inbound_nodes"],
+            }
+        layers.append(layer_config)
+
+    def remap(entry):
+        while entry[0] in bypassed:
+            entry = [*bypassed[entry[0]][:3], *entry[3:]]
+        return [renamed.get(entry[0], entry[0]), *entry[1:]]
+
+    for layer_config in layers:
+        layer_config["inbound_nodes"] = [
+            [remap(entry) for entry in node] for node in layer_config["inbound_nodes"]
+        ]
+    config = {
+        **config,
+        "layers": layers,
+        "input_layers": [remap(entry) for entry in config["input_layers"]],
+        "output_layers": [remap(entry) for entry in config["output_layers"]],
+    }
+    with quantize_scope():
+        stripped = keras.Model.from_config(config)
+    for layer in model.layers:
+        if type(layer).__name__ == "QuantizeLayer" or isinstance(layer, keras.layers.InputLayer):
+            continue
+        inner = getattr(layer, "layer", None) if hasattr(layer, "quantize_config") else None
+        if inner is None:
+            stripped.get_layer(layer.name).set_weights(layer.get_weights())
+            continue
+        target = stripped.get_layer(inner.name)
+        values = []
+        for weight in target.weights:
+            # The wrapped variables are named after the wrapper or the inner layer (it
+            # depends on how the model was built or loaded), but their last name component
+            # is the layer's own ("kernel:0"); the quantizers' are different ("output_min:0").
+            short = weight.name.split("/")[-1]
+            matches = [w for w in layer.weights if w.name.split("/")[-1] == short]
+            if len(matches) != 1:
+                raise ValueError(
+                    f"Cannot match the float weight {short!r} of layer {inner.name!r} in its "
+                    f"quantize wrapper {layer.name!r}: found {len(matches)} candidates among "
+                    f"{[w.name for w in layer.weights]}."
+                )
+            values.append(matches[0].numpy())
+        target.set_weights(values)
+    return stripped
+
+
+def float_tflite(model: keras.Model, batch_size: int = 1) -> bytes:
+    """Converts a float model to a float32 TFLite flatbuffer (no optimizations).
+
+    The baseline of the integer model's size and latency: the same network with float32
+    weights and activations. A QAT model is stripped first (`strip_quantization`).
+
+    Args:
+      model: A tf_keras model with one input and one output, float or QAT.
+      batch_size: The fixed batch dimension, as for `to_integer_tflite`.
+
+    Returns:
+      The .tflite flatbuffer as bytes.
+
+    Raises:
+      ValueError: On a non-positive batch size or a model without exactly one input and one
+        output.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            f"`model` must have one input and one output; {model.name!r} has "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+        )
+    source = strip_quantization(model) if is_quantized(model) else model
+    input_shape = [batch_size, *model.inputs[0].shape[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32)])
+    def serve(images):
+        return source(images, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], source
+    )
+    return converter.convert()

@@ -1,0 +1,319 @@
+"""Deployment checks (sgt_tfmot.tflite.checks) and the float baseline of the converter.
+
+The fidelity tests use a tiny conv net trained for a few seconds on the `mnist_subset` that
+ships with the package (about 93 % test accuracy), converted to int8 and run in LiteRT:
+
+* faithful: the integer model of that network. Measured: top-1 agreement 100 % and a
+  fidelity gap of 0.5 pp on 100 images; the default gate (5 pp) passes.
+* planted unfaithful: the integer model of a copy whose kernels were shuffled (a fixed
+  permutation of every kernel's entries), checked against the original Keras model. It sits
+  near chance on clean and masked images alike, so its curves miss the Keras ones by tens
+  of points.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from sgt_tfmot import data, explain, quantize_model
+from sgt_tfmot._keras import keras
+from sgt_tfmot.saving import load_model
+from sgt_tfmot.tflite import checks
+from sgt_tfmot.tflite.converter import (
+    export_model,
+    float_tflite,
+    strip_quantization,
+    to_integer_tflite,
+)
+from sgt_tfmot.tflite.edgetpu import EdgeTpuReport, OpVerdict, Reason
+from sgt_tfmot.tflite.flatbuffer import read_model
+from sgt_tfmot.tflite.runtime import TFLiteModel
+from tests.test_quantize import residual_model
+
+L = keras.layers
+FIDELITY_IMAGES = 100
+
+
+def tiny_mnist_classifier(activation=L.ReLU):
+    """Rescaling, three stride-2 convs each followed by an `activation` layer, logits."""
+    inputs = keras.Input((28, 28, 1))
+    x = L.Rescaling(1 / 255.0)(inputs)
+    for filters in (16, 16, 16):
+        x = activation()(L.Conv2D(filters, 3, strides=2, padding="same")(x))
+    outputs = L.Dense(10, name="logits")(L.Flatten()(x))
+    return keras.Model(inputs, outputs)
+
+
+def train_tiny_mnist_qat(bits=8, seed=0):
+    """A QAT `tiny_mnist_classifier` trained 3 epochs on 3000 mnist_subset images (~3 s)."""
+    x, y = data.load_arrays("mnist_subset", "train")
+    keras.utils.set_random_seed(seed)
+    qat = quantize_model(
+        tiny_mnist_classifier(), weight_bits=bits, activation_bits=bits, alpha_init=6.0
+    )
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(x[:3000].astype(np.float32), y[:3000], epochs=3, batch_size=64, verbose=0)
+    return qat
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    x_train, _ = data.load_arrays("mnist_subset", "train")
+    x_test, y_test = data.load_arrays("mnist_subset", "test")
+    return x_train[:200].astype(np.float32), x_test.astype(np.float32), y_test
+
+
+@pytest.fixture(scope="module")
+def faithful(mnist):
+    calibration, _, _ = mnist
+    qat = train_tiny_mnist_qat()
+    return qat, TFLiteModel(to_integer_tflite(qat, calibration))
+
+
+@pytest.fixture(scope="module")
+def shuffled_tflite(faithful, mnist):
+    """The integer model of a copy of the network whose kernels were shuffled."""
+    qat, _ = faithful
+    calibration, _, _ = mnist
+    rng = np.random.default_rng(0)
+    copy = keras.models.clone_model(export_model(qat))  # same architecture, fresh weights
+    values = []
+    for weight, value in zip(copy.weights, export_model(qat).get_weights(), strict=True):
+        if weight.name.endswith("kernel:0"):
+            value = rng.permutation(value.reshape(-1)).reshape(value.shape)
+        values.append(value)
+    copy.set_weights(values)
+    return TFLiteModel(to_integer_tflite(copy, calibration))
+
+
+# ----------------------------------------------------------------------------- thresholds
+def test_default_thresholds_are_the_release_targets():
+    thresholds = checks.Thresholds()
+    assert thresholds.to_dict() == {
+        "max_accuracy_drop": 0.3,
+        "min_agreement": 0.995,
+        "max_fidelity_gap": 5.0,
+        "require_edgetpu": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_accuracy_drop": -0.1}, r"`max_accuracy_drop` must be a number in \[0, 100\]"),
+        ({"min_agreement": 99.5}, r"`min_agreement` must be .*\[0, 1\]. Received: .*=99.5"),
+        ({"max_fidelity_gap": float("nan")}, r"`max_fidelity_gap` must be a number"),
+        ({"max_fidelity_gap": "5"}, r"Received: max_fidelity_gap='5'"),
+        ({"require_edgetpu": "yes"}, r"`require_edgetpu` must be True or False.*'yes'"),
+    ],
+)
+def test_thresholds_reject_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        checks.Thresholds(**kwargs)
+
+
+# ------------------------------------------------------------------- accuracy and the gate
+def one_hot(classes, num_classes=4):
+    return np.eye(num_classes, dtype=np.float32)[classes]
+
+
+def test_compare_accuracy_counts_hits_and_agreement():
+    labels = np.array([0, 1, 2, 3])
+    images = np.zeros((4, 2, 2, 1), np.float32)
+    accuracy = checks.compare_accuracy(
+        lambda x: one_hot([0, 1, 2, 0]), lambda x: one_hot([0, 1, 1, 0]), images, labels
+    )
+    # Keras right on 3 of 4, TFLite on 2 of 4; they agree on images 0, 1 and 3.
+    assert accuracy == checks.AccuracyComparison(0.75, 0.5, 0.75, 4)
+    assert accuracy.accuracy_drop_pp == pytest.approx(25.0)
+    assert accuracy.to_dict()["accuracy_drop_pp"] == pytest.approx(25.0)
+
+
+def test_compare_accuracy_rejects_bad_input():
+    images = np.zeros((4, 2, 2, 1), np.float32)
+    with pytest.raises(ValueError, match=r"one label per image. Received: 4 images, labels of"):
+        checks.compare_accuracy(lambda x: x, lambda x: x, images, np.zeros(3, int))
+    with pytest.raises(ValueError, match=r"The TFLite model must return class scores of shape"):
+        checks.compare_accuracy(
+            lambda x: one_hot([0, 0, 0, 0]), lambda x: np.zeros(4), images, np.zeros(4, int)
+        )
+
+
+def edgetpu_report(compatible):
+    reasons = () if compatible else (Reason("unsupported_op", "LEAKY_RELU is not an Edge TPU op"),)
+    op = OpVerdict(0, "LEAKY_RELU", 1, ("INT8",), ("INT8",), compatible, reasons, "cpu")
+    return EdgeTpuReport(compatible, [op], None if compatible else 0, 0)
+
+
+def test_gate_lists_each_failed_check():
+    accuracy = checks.AccuracyComparison(0.95, 0.94, 0.99, 1000)  # 1 pp drop, 99 % agreement
+    fidelity = checks.FidelityResult(
+        (0.0, 0.5), (0.9, 0.5), (0.9, 0.3), (0.9, 0.8), (0.9, 0.8), 0.2, "vanilla", "mean", 10
+    )
+    failures = checks.gate(
+        checks.Thresholds(require_edgetpu=True), accuracy, fidelity, edgetpu_report(False)
+    )
+    assert len(failures) == 4
+    assert failures[0].startswith("accuracy drop 1.00 pp (Keras 95.00 % -> TFLite 94.00 %)")
+    assert failures[1] == "top-1 agreement 99.00 % is below --min_agreement 99.5 %"
+    assert failures[2].startswith("saliency fidelity gap 20.00 pp exceeds --max_fidelity_gap 5")
+    assert failures[3] == (
+        "not Edge TPU compatible (first CPU op: #0 LEAKY_RELU) and --require_edgetpu is set"
+    )
+    # Looser thresholds pass; the Edge TPU verdict only counts when required.
+    loose = checks.Thresholds(max_accuracy_drop=1.0, min_agreement=0.99, max_fidelity_gap=20)
+    assert checks.gate(loose, accuracy, fidelity, edgetpu_report(False)) == []
+    # A TFLite model more accurate than the Keras model never fails the accuracy check.
+    better = checks.AccuracyComparison(0.90, 0.95, 1.0, 20)
+    assert checks.gate(checks.Thresholds(), better) == []
+
+
+# ------------------------------------------------------------------------------- fidelity
+def test_fidelity_check_passes_on_the_faithful_integer_model(faithful, mnist):
+    qat, tflite = faithful
+    _, x_test, y_test = mnist
+    images, labels = x_test[:FIDELITY_IMAGES], y_test[:FIDELITY_IMAGES]
+    result = checks.fidelity_check(qat, tflite, images, labels, export_model=export_model(qat))
+    assert result.fractions == explain.DEFAULT_FRACTIONS
+    # x = 0 is the plain accuracy of each model on these images.
+    accuracy = checks.compare_accuracy(
+        lambda x: qat.predict(x, verbose=0), tflite.predict, images, labels
+    )
+    assert result.keras_top[0] == result.keras_bottom[0] == accuracy.keras_accuracy
+    assert result.tflite_top[0] == accuracy.tflite_accuracy
+    assert accuracy.keras_accuracy >= 0.85  # the model learned something
+    # The saliency means something: removing the salient half hurts more than the rest.
+    assert result.keras_top[5] < result.keras_bottom[5] - 0.2
+    assert result.gap_pp <= checks.Thresholds().max_fidelity_gap
+    # An 8-bit QAT model is its own export model: identical curves.
+    assert result.export_top == result.keras_top and result.export_bottom == result.keras_bottom
+    assert checks.gate(checks.Thresholds(), accuracy, result) == []
+    report = json.loads(json.dumps(result.to_dict()))
+    assert report["gap_pp"] == pytest.approx(result.gap_pp)
+    assert set(report["areas"]) == {
+        "keras_top",
+        "tflite_top",
+        "keras_bottom",
+        "tflite_bottom",
+        "export_top",
+        "export_bottom",
+    }
+
+
+def test_fidelity_check_fails_on_a_planted_unfaithful_integer_model(
+    faithful, shuffled_tflite, mnist
+):
+    qat, tflite = faithful
+    _, x_test, y_test = mnist
+    images, labels = x_test[:FIDELITY_IMAGES], y_test[:FIDELITY_IMAGES]
+    saliency = explain.saliency_maps(qat, images, labels)
+    good = checks.fidelity_check(qat, tflite, images, labels, saliency=saliency)
+    bad = checks.fidelity_check(qat, shuffled_tflite, images, labels, saliency=saliency)
+    assert good.keras_top == bad.keras_top  # same Keras model, same masks
+    assert bad.gap_pp > 30.0  # measured: about 75 pp
+    failures = checks.gate(checks.Thresholds(), checks.AccuracyComparison(1, 1, 1, 1), bad)
+    assert len(failures) == 1 and failures[0].startswith("saliency fidelity gap")
+
+
+def test_fidelity_check_counts_all_zero_saliency_maps(faithful, mnist):
+    qat, tflite = faithful
+    _, x_test, y_test = mnist
+    images, labels = x_test[:8], y_test[:8]
+    saliency = explain.saliency_maps(qat, images, labels)
+    saliency[:3] = 0.0
+    result = checks.fidelity_check(qat, tflite, images, labels, saliency=saliency, fractions=(0.5,))
+    assert result.zero_saliency_images >= 3
+    assert result.areas() == {}  # one point has no area
+
+
+def test_fidelity_check_rejects_bad_input(faithful, mnist):
+    qat, tflite = faithful
+    _, x_test, y_test = mnist
+    with pytest.raises(ValueError, match=r"`images` must hold at least one image"):
+        checks.fidelity_check(qat, tflite, x_test[:0], y_test[:0])
+    with pytest.raises(ValueError, match=r"`saliency` must be shaped like `images`"):
+        checks.fidelity_check(qat, tflite, x_test[:4], y_test[:4], saliency=np.zeros((4, 28, 28)))
+    with pytest.raises(ValueError, match=r"`method` must be one of 'vanilla', 'smoothgrad'"):
+        checks.fidelity_check(
+            qat, tflite, x_test[:4], y_test[:4], saliency=x_test[:4], method="lime"
+        )
+
+
+def test_saliency_figure_is_a_png(tmp_path, faithful, mnist):
+    qat, tflite = faithful
+    _, x_test, y_test = mnist
+    images, labels = x_test[:3], y_test[:3]
+    saliency = explain.saliency_maps(qat, images, labels)
+    path = tmp_path / "saliency.png"
+    checks.save_saliency_figure(path, images, saliency, labels, tflite.predict(images))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"`max_images` must be an integer >= 1. Received: 0"):
+        checks.save_saliency_figure(path, images, saliency, labels, labels, max_images=0)
+    with pytest.raises(ValueError, match=r"`images` must be \(N, H, W, C\)"):
+        checks.save_saliency_figure(path, images, saliency[:, :, :, 0], labels, labels)
+
+
+# ------------------------------------------------------------ float baseline of the converter
+def trained_residual_qat(bits):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (32, 8, 8, 3)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.int64)
+    keras.utils.set_random_seed(1)
+    float_model = residual_model()
+    qat = quantize_model(float_model, weight_bits=bits, activation_bits=bits)
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    return float_model, qat, x
+
+
+def test_strip_quantization_copies_the_float_weights_under_the_wrappers(tmp_path):
+    float_model, qat, x = trained_residual_qat(4)
+    # Save and load: the loaded wrappers name their variables differently.
+    path = tmp_path / "qat.h5"
+    qat.save(path)
+    stripped = strip_quantization(load_model(path))
+    assert [layer.name for layer in stripped.layers] == [layer.name for layer in float_model.layers]
+    by_name = {w.name.split("/")[-1]: w for w in qat.get_layer("quant_conv").weights}
+    np.testing.assert_array_equal(stripped.get_layer("conv").kernel.numpy(), by_name["kernel:0"])
+    bn = qat.get_layer("quant_conv_bn")  # BN -> Add: wrapped for its output range
+    np.testing.assert_array_equal(
+        stripped.get_layer("conv_bn").moving_variance.numpy(),
+        [w for w in bn.weights if w.name.endswith("moving_variance:0")][0].numpy(),
+    )
+    # The stripped model is the float network: with the float model's (trained) weights
+    # copied in, it computes the same function.
+    float_model.set_weights(stripped.get_weights())
+    np.testing.assert_allclose(stripped.predict(x), float_model.predict(x), rtol=1e-6)
+    # No quantizer left.
+    assert not any(hasattr(layer, "quantize_config") for layer in stripped.layers)
+
+
+def test_untrained_qat_strips_to_the_original_float_model():
+    keras.utils.set_random_seed(2)
+    float_model = residual_model()
+    stripped = strip_quantization(quantize_model(float_model))
+    x = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(stripped.predict(x, verbose=0), float_model.predict(x, verbose=0))
+
+
+def test_float_tflite_is_float32_with_a_static_batch_and_matches_keras():
+    float_model, qat, x = trained_residual_qat(8)
+    flatbuffer = float_tflite(qat)  # a QAT model is stripped first
+    summary = read_model(flatbuffer)
+    assert summary.inputs[0].type == "FLOAT32" and summary.outputs[0].type == "FLOAT32"
+    assert summary.inputs[0].shape_signature == (1, 8, 8, 3)
+    assert "QUANTIZE" not in summary.op_names and "DEQUANTIZE" not in summary.op_names
+    expected = strip_quantization(qat).predict(x, verbose=0)
+    # float32 kernels in another order of summation: a few ulps of the logits.
+    np.testing.assert_allclose(TFLiteModel(flatbuffer).predict(x), expected, atol=1e-4)
+    # Same network, float32 weights: about 4x the int8 model's weight bytes.
+    assert len(to_integer_tflite(qat, x)) < len(flatbuffer)
+    assert read_model(float_tflite(float_model, batch_size=4)).inputs[0].shape == (4, 8, 8, 3)
+
+
+def test_float_tflite_and_strip_reject_bad_input():
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive int. Received: 0"):
+        float_tflite(residual_model(), batch_size=0)
+    with pytest.raises(ValueError, match=r"must be a Functional or Sequential tf_keras model"):
+        strip_quantization("model.h5")

@@ -1,0 +1,308 @@
+"""`python -m sgt_tfmot.convert --int8 MODEL`: end to end, exit codes, and bad input.
+
+Exit codes: 0 all checks passed, 1 a check failed (files written), 2 bad input (one line on
+stderr, no traceback, no file written). Most cases call `main(argv)` in-process; two run
+the module in a subprocess to see the real exit status and stderr.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sgt_tfmot import convert, saving
+from sgt_tfmot._keras import keras
+from sgt_tfmot.tflite import checks
+from sgt_tfmot.tflite.flatbuffer import read_model
+from tests.test_checks import tiny_mnist_classifier, train_tiny_mnist_qat
+
+L = keras.layers
+ERROR_PREFIX = "sgt_tfmot.convert: error: "
+REPORT_KEYS = {
+    "keras_accuracy",
+    "tflite_accuracy",
+    "agreement",
+    "edgetpu_compatible",
+    "size_bytes",
+    "float_size_bytes",
+    "checks_passed",
+}
+# Small runs: a few hundred test images, 100 for the fidelity curves.
+FAST = ["--num_test", "300", "--fidelity_images", "100", "--calibration_samples", "200"]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """A training run directory (8-bit QAT model + metrics.json) and a few model files."""
+    root = tmp_path_factory.mktemp("models")
+    run = root / "run"
+    saving.save_model(train_tiny_mnist_qat(bits=8), run / "model.h5")
+    (run / "metrics.json").write_text(
+        json.dumps({"flags": {"dataset": "mnist_subset", "data_dir": None}})
+    )
+    keras.utils.set_random_seed(0)
+    # LeakyReLU converts to an int8 LEAKY_RELU, which the Edge TPU does not run. Built under
+    # mixed_bfloat16, as `train --mixed_precision` saves them: the converter needs float32.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        saving.save_model(tiny_mnist_classifier(L.LeakyReLU), root / "leaky.h5")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    tiny_mnist_classifier().save(root / "float.keras")  # the .keras format loads too
+    inputs = keras.Input((28, 28, 1))
+    saving.save_model(keras.Model(inputs, L.Conv2D(4, 3)(inputs)), root / "segmenter.h5")
+    inputs = keras.Input((32, 32, 3))
+    dense = L.Dense(10)(L.GlobalAveragePooling2D()(inputs))
+    saving.save_model(keras.Model(inputs, dense), root / "cifar_shaped.h5")
+    (root / "corrupt.h5").write_bytes(b"this is not an HDF5 file")
+    return root
+
+
+def run_main(argv, capsys):
+    code = convert.main(["convert", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def listing(path):
+    return sorted(p.name for p in path.iterdir())
+
+
+def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
+    # Thresholds a bit looser than the release targets: a 3-second model on 300 images,
+    # where one image is 0.33 pp (measured here: agreement 100 %, fidelity gap 0.5-1 pp).
+    args = ["--int8", str(models_dir / "run"), "--output", str(tmp_path / "model.tflite")]
+    args += ["--report", str(tmp_path / "report.json"), *FAST]
+    args += ["--max_accuracy_drop", "1", "--min_agreement", "0.98"]
+    result = subprocess.run(
+        [sys.executable, "-m", "sgt_tfmot.convert", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert listing(tmp_path) == ["model.tflite", "report.json", "report.png"]
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["checks_passed"] is True and report["failures"] == []
+    assert report["dataset"] == "mnist_subset"  # from the run's metrics.json
+    assert report["dataset_source"].endswith("metrics.json")
+    assert report["quantization"] == "qat" and report["io_dtype"] == "int8"
+    assert report["keras_compute_dtype"] == "float32"
+    assert report["num_test"] == 300 and report["calibration_samples"] == 200
+    assert report["size_bytes"] == os.path.getsize(tmp_path / "model.tflite")
+    # int8 weights against float32 ones; the flatbuffer overhead of a tiny model keeps the
+    # ratio above the 0.25 of the weights alone (measured 0.39 here, 0.28 for ResNet-20).
+    assert report["size_ratio"] == report["size_bytes"] / report["float_size_bytes"] < 0.5
+    assert report["edgetpu_compatible"] is True and report["internal_quantize_ops"] == 0
+    assert report["keras_accuracy"] > 0.85
+    assert report["fidelity"]["num_images"] == 100
+    assert report["fidelity_gap_pp"] <= 5.0
+    assert report["export_model"] is None  # an 8-bit model converts as it is
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+    summary = read_model(str(tmp_path / "model.tflite"))
+    assert summary.inputs[0].type == "INT8" and summary.inputs[0].shape_signature == (1, 28, 28, 1)
+    out = result.stdout
+    assert "Edge TPU: compatible" in out and "FULLY_CONNECTED" in out
+    assert f"Size: {report['size_bytes']:,} bytes vs" in out
+    assert "Top-1 agreement" in out and "Saliency fidelity (vanilla, fill mean, 100 images)" in out
+    assert out.rstrip().endswith("Checks passed.")
+
+
+def test_a_failed_check_exits_1_and_still_writes_the_files(models_dir, tmp_path, capsys):
+    output = tmp_path / "model.tflite"
+    output.write_bytes(b"old")
+    code, out, err = run_main(
+        [
+            "--int8",
+            str(models_dir / "leaky.h5"),
+            "--output",
+            str(output),
+            "--report",
+            str(tmp_path / "report.json"),
+            "--uint8",
+            "--require_edgetpu",
+            "--overwrite",
+            "--num_test",
+            "50",
+            "--calibration_samples",
+            "50",
+            "--fidelity_images",
+            "0",
+        ],
+        capsys,
+    )
+    assert code == 1, err
+    assert listing(tmp_path) == ["model.tflite", "report.json", "report.png"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["checks_passed"] is False
+    assert report["quantization"] == "post_training" and report["io_dtype"] == "uint8"
+    assert report["keras_compute_dtype"] == "float32 (rebuilt from mixed precision)"
+    # No metrics.json beside the file: the 28x28x1 default.
+    assert report["dataset"] == "mnist_subset" and report["dataset_source"].startswith("default")
+    assert report["edgetpu_compatible"] is False
+    assert report["fidelity"] is None
+    assert any(f.startswith("not Edge TPU compatible (first CPU op:") for f in report["failures"])
+    assert "LEAKY_RELU" in report["op_names"]
+    assert read_model(str(output)).inputs[0].type == "UINT8"  # replaced (--overwrite)
+    assert "Saliency fidelity: not run" in out
+    assert "FAILED: not Edge TPU compatible" in out
+
+
+def test_an_error_late_in_the_run_leaves_no_file(models_dir, tmp_path, capsys, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checks, "save_saliency_figure", full_disk)
+    code, _, err = run_main(
+        [
+            "--int8",
+            str(models_dir / "float.keras"),
+            "--output",
+            str(tmp_path / "model.tflite"),
+            "--report",
+            str(tmp_path / "report.json"),
+            "--num_test",
+            "20",
+            "--calibration_samples",
+            "20",
+            "--fidelity_images",
+            "0",
+        ],
+        capsys,
+    )
+    assert code == 2
+    # Progress lines came first; the error is the last line.
+    assert err.strip().splitlines()[-1] == f"{ERROR_PREFIX}[Errno 28] No space left on device"
+    assert listing(tmp_path) == []
+
+
+BAD_INPUT = [
+    # (argv after "--int8 MODEL --output OUT" substitutions, expected message part)
+    (["--int8", "{dir}/missing.h5", "--output", "{out}"], "does not exist"),
+    (["--int8", "{dir}/corrupt.h5", "--output", "{out}"], "Could not load a Keras model"),
+    (["--int8", "{dir}/segmenter.h5", "--output", "{out}"], "the model is not a classifier"),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--calibration_samples", "0"],
+        "float model: post-training quantization needs calibration images",
+    ),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "cifar10"],
+        "images of shape (32, 32, 3), which do not fit the model input (28, 28, 1)",
+    ),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "imagenet"],
+        "Unknown dataset 'imagenet'",
+    ),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "mnist"]
+        + ["--data_dir", "{tmp}"],
+        "has no file 'mnist.npz'",
+    ),
+    (["--int8", "{dir}/cifar_shaped.h5", "--output", "{out}"], "pass --dataset NAME"),
+    (["--int8", "{dir}/float.keras", "--output", "{dir}/corrupt.h5/x.tflite"], "does not exist"),
+    (["--int8", "{dir}/float.keras", "--output", "{tmp}"], "is a directory"),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--report", "{out}"],
+        "must be different files",
+    ),
+    (["{dir}/float.keras", "--output", "{out}"], "pass --int8"),
+    (["--int8", "--output", "{out}"], "expected exactly one MODEL"),
+    (["--int8", "{dir}/float.keras", "{dir}/leaky.h5", "--output", "{out}"], "exactly one"),
+    (["--int8", "{dir}/float.keras"], "pass --output PATH"),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--calibration_samples", "-1"],
+        "flag --calibration_samples=-1",
+    ),
+    (["--int8", "{dir}/float.keras", "--output", "{out}", "--bogus"], "bogus"),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--min_agreement", "2"],
+        "`min_agreement` must be a number in [0, 1]. Received: min_agreement=2.0",
+    ),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--saliency", "lime"],
+        "flag --saliency=lime",
+    ),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    argv, message, models_dir, tmp_path, capsys
+):
+    before = listing(models_dir)
+    argv = [a.format(dir=models_dir, out=tmp_path / "model.tflite", tmp=tmp_path) for a in argv]
+    code, out, err = run_main(argv, capsys)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(ERROR_PREFIX), err
+    assert message in err
+    assert listing(tmp_path) == [] and listing(models_dir) == before
+
+
+def test_existing_output_is_kept_without_overwrite(models_dir, tmp_path, capsys):
+    output = tmp_path / "model.tflite"
+    output.write_bytes(b"keep me")
+    code, _, err = run_main(["--int8", str(models_dir / "run"), "--output", str(output)], capsys)
+    assert code == 2 and "already exists; pass --overwrite to replace it" in err
+    assert output.read_bytes() == b"keep me"
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    code, _, err = run_main(
+        ["--int8", str(models_dir / "run"), "--output", str(tmp_path / "new.tflite")]
+        + ["--report", str(report)],
+        capsys,
+    )
+    assert code == 2 and f"--report {report} already exists" in err
+    assert listing(tmp_path) == ["model.tflite", "report.json"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_unwritable_output_directory(models_dir, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = run_main(
+            ["--int8", str(models_dir / "run"), "--output", str(locked / "m.tflite")], capsys
+        )
+    finally:
+        locked.chmod(0o700)
+    assert code == 2 and "cannot write in" in err
+
+
+def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sgt_tfmot.convert", "--int8", str(tmp_path / "nope.h5")]
+        + ["--output", str(tmp_path / "m.tflite")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("sgt_tfmot.convert")]
+    assert ours == [f"{ERROR_PREFIX}No model at {tmp_path / 'nope.h5'}: the path does not exist."]
+    assert listing(tmp_path) == []
+
+
+def test_help_lists_the_flags(capsys):
+    code, out, _ = run_main(["--help"], capsys)
+    assert code == 0
+    for flag in ("--int8", "--uint8", "--output", "--report", "--max_fidelity_gap"):
+        assert flag in out
+
+
+def test_convert_and_check_validates_its_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"`io_dtype` must be one of 'int8', 'uint8'"):
+        convert.convert_and_check("m.h5", tmp_path / "m.tflite", io_dtype="int4")
+    with pytest.raises(ValueError, match=r"`fidelity_images` must be an integer >= 0"):
+        convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_images=-1)
+    with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'random', 'zero'"):
+        convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_fill="blur")
+    assert listing(tmp_path) == []
