@@ -76,6 +76,26 @@ def pact(x: tf.Tensor, alpha: tf.Tensor, num_bits: int) -> tf.Tensor:
     return tf.cast(y, x.dtype)
 
 
+def pact_integer(x: tf.Tensor, alpha: tf.Tensor, num_bits: int) -> tf.Tensor:
+    """The k-bit PACT forward written with ops an 8-bit integer model can run exactly.
+
+        y = min(fake_quant_8bit(x, 0, α · 255 / (2^k − 1)), α)
+
+    The 8-bit range [0, α·255/(2^k − 1)] has step α/(2^k − 1), the k-bit step, so the
+    requantization of the producer's accumulator rounds to the k-bit grid, and the MINIMUM
+    restores the clip at α. The result equals `pact(x, α, k)` value for value; for k = 8 the
+    MINIMUM is not needed and not emitted. The TFLite converter turns this into the
+    producer's int8 output (scale α/(2^k − 1)) followed by one int8 MINIMUM, an op the Edge TPU
+    supports. Used for export only (see `sgt_tfmot.tflite.converter`).
+    """
+    x32, alpha32 = _to_float32(x), tf.maximum(_to_float32(alpha), _EPSILON)
+    levels = 2**num_bits - 1
+    y = tf.quantization.fake_quant_with_min_max_vars(x32, 0.0, alpha32 * (255.0 / levels), 8)
+    if num_bits < 8:
+        y = tf.minimum(y, alpha32)
+    return tf.cast(y, x.dtype)
+
+
 def _weight_levels(num_bits: int) -> int:
     """Largest level L of a symmetric narrow-range k-bit grid {−L, ..., L}: 2^(k−1) − 1."""
     return 2 ** (num_bits - 1) - 1
@@ -164,12 +184,20 @@ class PACTQuantizer(_Serializable):
       num_bits: k, in [2, 8].
       alpha_init: Initial α, > 0 (PACT paper: 10).
       alpha_l2: L2 penalty on α, ≥ 0 (PACT paper: 2e-4).
+      export: Compute the same values with 8-bit ops (`pact_integer`), for conversion.
     """
 
-    def __init__(self, num_bits: int = 4, alpha_init: float = 10.0, alpha_l2: float = 2e-4):
+    def __init__(
+        self,
+        num_bits: int = 4,
+        alpha_init: float = 10.0,
+        alpha_l2: float = 2e-4,
+        export: bool = False,
+    ):
         self.num_bits = check_bits(num_bits, "num_bits")
         self.alpha_init = check_alpha_init(alpha_init)
         self.alpha_l2 = check_alpha_l2(alpha_l2)
+        self.export = bool(export)
 
     def build(self, tensor_shape, name: str, layer) -> dict:
         alpha = layer.add_weight(
@@ -185,13 +213,15 @@ class PACTQuantizer(_Serializable):
         return {"alpha": alpha}
 
     def __call__(self, inputs, training, weights, **kwargs):
-        return pact(inputs, tf.convert_to_tensor(weights["alpha"]), self.num_bits)
+        quantize = pact_integer if self.export else pact
+        return quantize(inputs, tf.convert_to_tensor(weights["alpha"]), self.num_bits)
 
     def get_config(self) -> dict:
         return {
             "num_bits": self.num_bits,
             "alpha_init": self.alpha_init,
             "alpha_l2": self.alpha_l2,
+            "export": self.export,
         }
 
 

@@ -1,11 +1,10 @@
 """Export to full-integer TFLite: k-bit QAT models and float models, run in LiteRT.
 
 Tolerances, stated once:
-* TFLite against the Keras model it was converted from (the 8-bit export model): at most
-  3 steps of the output tensor's quantization scale. Integer kernels round every
-  intermediate requantization, which moves a logit by a step or two; more would mean a wrong
-  range or a wrong weight.
-* For an 8-bit QAT model the export model is the QAT model itself (checked exactly).
+* TFLite against the k-bit QAT Keras model: at most 3 steps of the output tensor's
+  quantization scale. Integer kernels round every intermediate requantization, which moves
+  a logit by a step or two; more would mean a wrong range, a wrong weight or a wrong grid.
+* The 8-bit export model computes the QAT model's values (checked to float precision).
 """
 
 import numpy as np
@@ -40,18 +39,24 @@ def converted(request):
     return request.param, qat, to_integer_tflite(qat, X[:32])
 
 
-def test_int8_tflite_matches_the_keras_model(converted):
-    bits, qat, flatbuffer = converted
+def test_int8_tflite_matches_the_k_bit_keras_model(converted):
+    _, qat, flatbuffer = converted
     tflite = TFLiteModel(flatbuffer)
     scale = tflite.output["quantization"][0]
-    expected = export_model(qat).predict(X, verbose=0)
+    expected = qat.predict(X, verbose=0)
     np.testing.assert_allclose(tflite.predict(X), expected, atol=OUTPUT_STEPS * scale + 1e-6)
-    if bits == 8:
-        np.testing.assert_array_equal(expected, qat.predict(X, verbose=0))
+    assert (tflite.predict(X).argmax(1) == expected.argmax(1)).mean() >= 0.95
+
+
+def test_export_model_computes_the_qat_model(converted):
+    _, qat, _ = converted
+    np.testing.assert_allclose(
+        export_model(qat).predict(X, verbose=0), qat.predict(X, verbose=0), atol=1e-5
+    )
 
 
 def test_flatbuffer_is_full_integer_with_a_static_batch(converted):
-    _, _, flatbuffer = converted
+    bits, _, flatbuffer = converted
     summary = read_model(flatbuffer)
     assert summary.inputs[0].type == "INT8" and summary.outputs[0].type == "INT8"
     assert summary.inputs[0].shape_signature == (1, 8, 8, 3)
@@ -62,16 +67,12 @@ def test_flatbuffer_is_full_integer_with_a_static_batch(converted):
                 assert tensor.type in {"INT8", "INT32"}, (op.name, tensor.name, tensor.type)
     # The input is raw pixels over [0, 255]: scale 1.
     assert summary.inputs[0].quantization.scale == (1.0,)
-    # Rescaling is MUL + ADD, BN folds into the convs, ReLUs fuse, the residual sum is one ADD.
+    # Rescaling is MUL + ADD, BN folds into the convs, ReLUs fuse, the residual sum is one
+    # ADD; below 8 bits each PACT activation adds one MINIMUM (the clip at α).
+    minimum = ["MINIMUM"] if bits < 8 else []
     assert summary.op_names == [
-        "MUL",
-        "ADD",
-        "CONV_2D",
-        "CONV_2D",
-        "ADD",
-        "MEAN",
-        "FULLY_CONNECTED",
-    ]
+        "MUL", "ADD", "CONV_2D", *minimum, "CONV_2D", "ADD", *minimum, "MEAN", "FULLY_CONNECTED"
+    ]  # fmt: skip
 
 
 def test_export_model_holds_the_k_bit_kernels(converted):
@@ -100,7 +101,7 @@ def test_uint8_io_and_larger_fixed_batch():
     assert summary.inputs[0].quantization.zero_point == (0,)  # uint8 pixels go in unchanged
     tflite = TFLiteModel(flatbuffer)
     scale = tflite.output["quantization"][0]
-    expected = export_model(qat).predict(X[:10], verbose=0)
+    expected = qat.predict(X[:10], verbose=0)
     np.testing.assert_allclose(tflite.predict(X[:10]), expected, atol=OUTPUT_STEPS * scale + 1e-6)
 
 

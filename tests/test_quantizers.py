@@ -11,6 +11,7 @@ from sgt_tfmot.quantizers import (
     WeightQuantizer,
     export_range_scale,
     pact,
+    pact_integer,
     quantize_weights,
 )
 
@@ -162,3 +163,15 @@ def test_pact_quantizer_owns_a_regularized_positive_alpha():
     # Keras L2: λ·α² = 0.5 · 9
     assert float(layer.losses[0]) == pytest.approx(4.5)
     assert float(alpha.constraint(tf.constant(-2.0))) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 7, 8])
+def test_pact_integer_computes_pact_with_8_bit_ops(k):
+    x = tf.random.stateless_uniform([5000], seed=[7, k], minval=-3.0, maxval=9.0)
+    alpha = tf.constant(4.2)
+    step = 4.2 / (2**k - 1)
+    frac = (np.clip(x.numpy(), 0, 4.2) / step) % 1
+    keep = np.abs(frac - 0.5) > 1e-3  # away from rounding midpoints (float32 ties)
+    np.testing.assert_allclose(
+        pact_integer(x, alpha, k).numpy()[keep], pact(x, alpha, k).numpy()[keep], atol=1e-5
+    )

@@ -7,11 +7,13 @@ ranges before conversion:
 * weights: the kernels are set to their k-bit values, and the 8-bit weight quantizer's range
   is widened by `export_range_scale(k)` so that its grid contains the k-bit grid: the integer
   kernels hold exactly the k-bit weights the QAT model used;
-* PACT activations: 8 bits over the same [0, α]. For k in {2, 4, 8} the k-bit levels are a
-  subset of the 8-bit levels (255 = 3·85 = 15·17); the integer model rounds activations to
-  the finer 8-bit grid, so its outputs differ from the k-bit Keras model by at most that
-  rounding (`tests/test_export.py` states the tolerance);
+* PACT activations: an 8-bit range with the k-bit step α/(2^k − 1), [0, α·255/(2^k − 1)],
+  followed by MINIMUM(α) (`sgt_tfmot.quantizers.pact_integer`): the integer model computes
+  the k-bit activations exactly, at the cost of one int8 MINIMUM per activation for k < 8;
 * 8-bit ranges (input, residual sums, logits) are unchanged.
+
+So the integer model is the QAT model, up to the rounding of integer arithmetic
+(`tests/test_export.py` states the tolerance).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def is_quantized(model: keras.Model) -> bool:
 def _export_quantizer(quantizer):
     """The 8-bit export version of one quantizer (see module docstring)."""
     if isinstance(quantizer, PACTQuantizer):
-        return PACTQuantizer(8, quantizer.alpha_init, quantizer.alpha_l2)
+        return PACTQuantizer(quantizer.num_bits, quantizer.alpha_init, quantizer.alpha_l2, True)
     if isinstance(quantizer, WeightQuantizer):
         scale = quantizer.range_scale * export_range_scale(quantizer.num_bits, 8)
         return WeightQuantizer(8, quantizer.per_channel, scale)
