@@ -227,6 +227,7 @@ def quantize_model(
     consumers = _consumers(model)
     kernel_layers = [layer.name for layer in model.layers if configs.is_kernel_layer(layer)]
     first_last = {kernel_layers[0], kernel_layers[-1]} if kernel_layers else set()
+    output_layers = {tensor._keras_history.layer.name for tensor in model.outputs}
 
     annotated: dict[str, object] = {}
     for layer in model.layers:
@@ -250,6 +251,7 @@ def quantize_model(
             alpha_init=alpha_init,
             alpha_l2=alpha_l2,
             quantize_output=quantize_output,
+            model_output=layer.name in output_layers,
         )
         if config is not None:
             annotated[layer.name] = config

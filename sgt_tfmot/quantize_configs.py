@@ -191,6 +191,7 @@ def config_for(
     alpha_init: float,
     alpha_l2: float,
     quantize_output: bool,
+    model_output: bool = False,
 ) -> LayerQuantizeConfig | None:
     """The QuantizeConfig of one supported layer, or None when it needs no quantizer.
 
@@ -202,6 +203,8 @@ def config_for(
       alpha_l2: L2 penalty on α.
       quantize_output: False when the consumer quantizes this layer's output (see module
         docstring); PACT outputs are always quantized.
+      model_output: The layer's output is the model's output: its 8-bit range quantizer
+        passes gradients straight through (see `RangeQuantizer`).
     """
     weight_attr, weight_quantizer = None, None
     if is_kernel_layer(layer):
@@ -212,7 +215,7 @@ def config_for(
     if is_pact_activation(layer):
         output_quantizer = PACTQuantizer(activation_bits, alpha_init, alpha_l2)
     elif quantize_output and not is_pass_through(layer):
-        output_quantizer = RangeQuantizer(8)
+        output_quantizer = RangeQuantizer(8, straight_through=model_output)
 
     if weight_quantizer is None and output_quantizer is None:
         return None

@@ -263,10 +263,18 @@ class RangeQuantizer(_Serializable):
     PACT activation's other consumers, pooled features, logits. Same rule as TFMOT's
     `MovingAverageQuantizer` (EMA decay 0.999 while training, stored range at inference), with
     float32 computation so it works under mixed precision.
+
+    Args:
+      num_bits: Bits, 2 to 8 (8 for every use in this package).
+      straight_through: Pass the gradient through unchanged, also outside the range. Used for
+        the model's output (the logits): a fake-quant's zero gradient above its range would
+        otherwise give an all-zero input saliency for every sample whose class score exceeds
+        the moving range, the very samples the model is surest about.
     """
 
-    def __init__(self, num_bits: int = 8):
+    def __init__(self, num_bits: int = 8, straight_through: bool = False):
         self.num_bits = check_bits(num_bits, "num_bits")
+        self.straight_through = bool(straight_through)
 
     def build(self, tensor_shape, name: str, layer) -> dict:
         def add(suffix, value):
@@ -284,8 +292,9 @@ class RangeQuantizer(_Serializable):
     def __call__(self, inputs, training, weights, **kwargs):
         from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
+        x = _to_float32(inputs)
         y = quant_ops.MovingAvgQuantize(
-            _to_float32(inputs),
+            x,
             weights["min_var"],
             weights["max_var"],
             ema_decay=0.999,
@@ -295,10 +304,12 @@ class RangeQuantizer(_Serializable):
             symmetric=False,
             narrow_range=False,
         )
+        if self.straight_through:
+            y = x + tf.stop_gradient(y - x)
         return tf.cast(y, inputs.dtype)
 
     def get_config(self) -> dict:
-        return {"num_bits": self.num_bits}
+        return {"num_bits": self.num_bits, "straight_through": self.straight_through}
 
 
 @keras.utils.register_keras_serializable(package="sgt_tfmot")

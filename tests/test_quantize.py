@@ -60,7 +60,8 @@ def test_quantizers_sit_where_the_integer_graph_needs_them():
     assert "add" not in found
     assert found["stem_relu"] == (None, PACTQuantizer(3, 10.0, 2e-4))
     assert found["add_relu"][1] == PACTQuantizer(3, 10.0, 2e-4)
-    assert found["pool"][1] == RangeQuantizer(8) and found["logits"][1] == RangeQuantizer(8)
+    assert found["pool"][1] == RangeQuantizer(8)
+    assert found["logits"][1] == RangeQuantizer(8, straight_through=True)  # the model output
     # The input is quantized over [0, 255] (raw pixels).
     (input_quantize,) = [x for x in qat.layers if type(x).__name__ == "QuantizeLayer"]
     assert input_quantize.quantizer == FixedRangeQuantizer(0.0, 255.0)
@@ -104,6 +105,18 @@ def test_alphas_are_trainable_regularized_and_move_under_training():
     qat.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(True))
     qat.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert all(abs(float(a) - 2.0) > 1e-3 for a in alphas)
+
+
+def test_saliency_stays_nonzero_when_logits_leave_the_output_range():
+    qat = quantize_model(residual_model())
+    (max_var,) = [w for w in qat.weights if w.name.endswith("logits/output_max:0")]
+    max_var.assign(1e-3)  # every positive logit is now above the output range
+    x = tf.constant(np.random.default_rng(4).uniform(0, 255, (2, 8, 8, 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        top = tf.reduce_max(qat(x, training=False), axis=1)
+    assert float(tf.reduce_max(top)) <= 1e-3 + 1e-6  # the logits are clipped ...
+    assert np.all(np.abs(tape.gradient(top, x).numpy()).sum(axis=(1, 2, 3)) > 0)  # ... not ∂
 
 
 def test_save_and_load_give_identical_outputs(tmp_path):
