@@ -69,16 +69,63 @@ def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
 
 
 def save_model(model: keras.Model, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Saves `model` (HDF5 for QAT models, see module docstring) without overwriting by default.
+    """Saves `model` without its optimizer, atomically, never overwriting by default.
+
+    Models trained under a mixed precision policy are saved with float32 layers
+    (`float32_model`), so the file converts and runs anywhere.
 
     Raises:
       FileExistsError: when `path` exists and `overwrite` is False.
+      ValueError: for a suffix other than .h5 / .keras (QAT models: .h5 only).
     """
     path = Path(path)
+    if path.suffix not in MODEL_SUFFIXES:
+        raise ValueError(f"Model files end in {' or '.join(MODEL_SUFFIXES)}. Received: {path}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial{path.suffix}")
-    model.save(tmp, include_optimizer=False)
+    options = {"include_optimizer": False} if path.suffix == ".h5" else {}
+    float32_model(model).save(tmp, **options)
     os.replace(tmp, path)
     return path
+
+
+_LOW_PRECISION = frozenset({"mixed_bfloat16", "mixed_float16", "bfloat16", "float16"})
+
+
+def _is_low_precision(dtype) -> bool:
+    """True for a layer `dtype` entry that computes below float32 (a mixed policy)."""
+    if isinstance(dtype, dict):
+        dtype = dtype.get("config", {}).get("name")
+    return isinstance(dtype, str) and dtype in _LOW_PRECISION
+
+
+def _float32_config(value):
+    """A model config with every low-precision layer dtype (policy) replaced by float32."""
+    if isinstance(value, dict):
+        return {
+            key: "float32" if key == "dtype" and _is_low_precision(item) else _float32_config(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_float32_config(item) for item in value]
+    return value
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """`model` with float32 layers: rebuilt if it was built under a mixed precision policy.
+
+    A model built under `mixed_bfloat16` keeps that policy in every layer's config (bfloat16
+    compute, float32 variables); the TFLite converter rejects its bfloat16 ops ("binary op
+    operands have same element type"). The network is defined by its float32 variables, so
+    it is rebuilt with float32 layers and the same weights. A float32 model comes back as is.
+    """
+    config = model.get_config()
+    rebuilt_config = _float32_config(config)
+    if rebuilt_config == config:
+        return model
+    with quantize_scope():
+        rebuilt = type(model).from_config(rebuilt_config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
