@@ -47,9 +47,8 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from sgt_tfmot import data, explain, saving
+from sgt_tfmot import _cli, data, explain, saving
 from sgt_tfmot._keras import keras
-from sgt_tfmot.quantize import quantize_scope
 from sgt_tfmot.saliency import FILLS
 from sgt_tfmot.tflite import checks
 from sgt_tfmot.tflite.converter import export_model, float_tflite, is_quantized, to_integer_tflite
@@ -59,7 +58,7 @@ from sgt_tfmot.tflite.runtime import TFLiteModel
 __all__ = ["ConvertError", "Conversion", "convert_and_check", "format_summary", "main"]
 
 PROGRAM = "sgt_tfmot.convert"
-METRICS_FILE = "metrics.json"
+METRICS_FILE = _cli.METRICS_FILE
 DEFAULT_DATASET_28X28X1 = "mnist_subset"
 FIGURE_IMAGES = 8
 PREDICT_BATCH = 256
@@ -204,28 +203,13 @@ def _check_classifier(model: keras.Model, path: Path) -> tuple[tuple[int, ...], 
     return image_shape, int(output_shape[-1])
 
 
-def _run_flags(model_file: Path) -> dict:
-    """The flags of the training run that wrote `model_file`, from its metrics.json, or {}."""
-    metrics = model_file.parent / METRICS_FILE
-    if not metrics.is_file():
-        return {}
-    try:
-        run_flags = json.loads(metrics.read_text()).get("flags", {})
-    except (OSError, ValueError, AttributeError) as error:
-        raise ConvertError(
-            f"Cannot read the training run's {metrics} ({error}); pass --dataset (and "
-            "--data_dir) explicitly."
-        ) from None
-    return run_flags if isinstance(run_flags, dict) else {}
-
-
 def _resolve_dataset(
     dataset: str | None, data_dir: str | None, model_file: Path, image_shape: tuple[int, ...]
 ) -> tuple[str, str | None, str]:
     """(dataset, data_dir, where the dataset name came from)."""
     source = "--dataset"
     if dataset is None:
-        run_flags = _run_flags(model_file)
+        run_flags = _cli.run_flags(model_file, ConvertError)
         if run_flags.get("dataset"):
             dataset, source = str(run_flags["dataset"]), f"{model_file.parent / METRICS_FILE}"
             if data_dir is None and run_flags.get("data_dir"):
@@ -245,47 +229,6 @@ def _resolve_dataset(
     return dataset, data_dir, source
 
 
-_LOW_PRECISION = frozenset({"mixed_bfloat16", "mixed_float16", "bfloat16", "float16"})
-
-
-def _is_low_precision(dtype) -> bool:
-    """True for a layer `dtype` entry that computes below float32 (a mixed policy)."""
-    if isinstance(dtype, dict):
-        dtype = dtype.get("config", {}).get("name")
-    return isinstance(dtype, str) and dtype in _LOW_PRECISION
-
-
-def _float32_config(value):
-    """A model config with every low-precision layer dtype (policy) replaced by float32."""
-    if isinstance(value, dict):
-        return {
-            key: "float32" if key == "dtype" and _is_low_precision(item) else _float32_config(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_float32_config(item) for item in value]
-    return value
-
-
-def _float32_model(model: keras.Model) -> keras.Model | None:
-    """The model rebuilt with float32 layers if it was trained under a mixed precision policy.
-
-    `python -m sgt_tfmot.train --mixed_precision` saves layers with the `mixed_bfloat16`
-    policy (bfloat16 compute, float32 variables); the TFLite converter rejects the bfloat16
-    ops ("binary op operands have same element type"). The network is defined by its float32
-    variables, so it is rebuilt with float32 layers and the same weights. Returns None when
-    every layer already computes in float32.
-    """
-    config = model.get_config()
-    rebuilt_config = _float32_config(config)
-    if rebuilt_config == config:
-        return None
-    with quantize_scope():
-        rebuilt = type(model).from_config(rebuilt_config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
-
-
 def _lowest_bits(model: keras.Model) -> int:
     """The fewest bits of any quantizer of a QAT model (8 when none says otherwise)."""
     bits = [8]
@@ -298,33 +241,6 @@ def _lowest_bits(model: keras.Model) -> int:
             if isinstance(getattr(quantizer, "num_bits", None), int):
                 bits.append(quantizer.num_bits)
     return min(bits)
-
-
-def _write_files(contents: dict[Path, bytes], overwrite: bool) -> None:
-    """Writes every file to a temporary name in its directory, then renames all of them."""
-    umask = os.umask(0)
-    os.umask(umask)
-    temporary: dict[Path, str] = {}
-    try:
-        for path, content in contents.items():
-            handle, name = tempfile.mkstemp(
-                dir=path.parent, prefix=f".{path.name}.", suffix=".partial"
-            )
-            temporary[path] = name
-            with os.fdopen(handle, "wb") as file:
-                file.write(content)
-            os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600; write like open() would
-        for path in contents:
-            if path.exists() and not overwrite:
-                raise ConvertError(
-                    f"{path} appeared while converting; pass --overwrite to replace it."
-                )
-        for path, name in temporary.items():
-            os.replace(name, path)
-    finally:
-        for name in temporary.values():
-            if os.path.exists(name):
-                os.remove(name)
 
 
 def _figure_bytes(images, saliency, labels, scores, io_dtype: str) -> bytes:
@@ -418,9 +334,11 @@ def convert_and_check(
     model_file = saving.resolve_model_path(model)
     keras_model = saving.load_model(model_file)
     image_shape, num_classes = _check_classifier(keras_model, model_file)
-    float32_model = _float32_model(keras_model)
-    compute_dtype = "float32" if float32_model is None else "float32 (rebuilt from mixed precision)"
-    keras_model = keras_model if float32_model is None else float32_model
+    rebuilt = saving.float32_model(keras_model)
+    compute_dtype = (
+        "float32" if rebuilt is keras_model else "float32 (rebuilt from mixed precision)"
+    )
+    keras_model = rebuilt
     quantized = is_quantized(keras_model)
     if not quantized and calibration_samples == 0:
         raise ConvertError(
@@ -557,7 +475,7 @@ def convert_and_check(
     }
     if report_path is not None:
         contents[report_path] = (json.dumps(result, indent=2) + "\n").encode()
-    _write_files(contents, overwrite)
+    _cli.write_files(contents, overwrite, ConvertError)
     return Conversion(result, format_summary(result, format_table(edgetpu)))
 
 

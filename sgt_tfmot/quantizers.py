@@ -155,6 +155,16 @@ def quantize_weights(
     return tf.cast(_quantize(_to_float32(w)), w.dtype)
 
 
+@tf.custom_gradient
+def _straight_through(x, y):
+    """Returns `y` (a quantized `x`) with the gradient of the identity in `x`.
+
+    Unlike `x + stop_gradient(y - x)` this leaves no arithmetic in the inference graph, so the
+    TFLite converter sees the plain fake-quant op.
+    """
+    return tf.identity(y), lambda dy: (dy, tf.zeros_like(dy))
+
+
 class _Serializable(_Quantizer):
     """`get_config`-driven equality and `from_config` for our quantizers."""
 
@@ -305,7 +315,7 @@ class RangeQuantizer(_Serializable):
             narrow_range=False,
         )
         if self.straight_through:
-            y = x + tf.stop_gradient(y - x)
+            y = _straight_through(x, y)
         return tf.cast(y, inputs.dtype)
 
     def get_config(self) -> dict:

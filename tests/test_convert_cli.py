@@ -44,10 +44,11 @@ def models_dir(tmp_path_factory):
     )
     keras.utils.set_random_seed(0)
     # LeakyReLU converts to an int8 LEAKY_RELU, which the Edge TPU does not run. Built under
-    # mixed_bfloat16, as `train --mixed_precision` saves them: the converter needs float32.
+    # mixed_bfloat16 and saved with plain `model.save` (so its layers stay bfloat16): the
+    # converter needs float32 and rebuilds it.
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        saving.save_model(tiny_mnist_classifier(L.LeakyReLU), root / "leaky.h5")
+        tiny_mnist_classifier(L.LeakyReLU).save(root / "leaky.h5")
     finally:
         keras.mixed_precision.set_global_policy("float32")
     tiny_mnist_classifier().save(root / "float.keras")  # the .keras format loads too
@@ -95,9 +96,10 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert report["keras_compute_dtype"] == "float32"
     assert report["num_test"] == 300 and report["calibration_samples"] == 200
     assert report["size_bytes"] == os.path.getsize(tmp_path / "model.tflite")
-    # int8 weights against float32 ones; the flatbuffer overhead of a tiny model keeps the
-    # ratio above the 0.25 of the weights alone (measured 0.39 here, 0.28 for ResNet-20).
-    assert report["size_ratio"] == report["size_bytes"] / report["float_size_bytes"] < 0.5
+    # int8 weights against float32 ones; the flatbuffer overhead of a tiny model (and the
+    # MINIMUM op of each 4-bit activation) keeps the ratio far above the 0.25 of the weights
+    # alone (measured 0.67 here, 0.28 for ResNet-20).
+    assert report["size_ratio"] == report["size_bytes"] / report["float_size_bytes"] < 0.75
     assert report["edgetpu_compatible"] is True and report["internal_quantize_ops"] == 0
     assert report["keras_accuracy"] > 0.85
     assert report["fidelity"]["num_images"] == 100

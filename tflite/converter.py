@@ -85,6 +85,27 @@ def export_model(model: keras.Model) -> keras.Model:
     return exported
 
 
+def _check_model_and_batch(model: keras.Model, batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            f"`model` must have one input and one output; {model.name!r} has "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+        )
+
+
+def _converter(model: keras.Model, batch_size: int) -> tf.lite.TFLiteConverter:
+    """A converter of `model`'s inference graph with a fixed batch dimension."""
+    input_shape = [batch_size, *model.inputs[0].shape[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32)])
+    def serve(images):
+        return model(images, training=False)
+
+    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+
+
 def _representative(data, batch_size: int, samples: int) -> Callable[[], Iterable]:
     images = np.asarray(data, dtype=np.float32)
 
@@ -125,29 +146,14 @@ def to_integer_tflite(
     """
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"`io_dtype` must be one of {sorted(IO_DTYPES)}. Received: {io_dtype!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            f"`model` must have one input and one output; {model.name!r} has "
-            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
-        )
+    _check_model_and_batch(model, batch_size)
     quantized = is_quantized(model)
     if not quantized and representative_data is None:
         raise ValueError(
             f"`model` {model.name!r} is a float model: post-training quantization needs "
             "`representative_data` (a few hundred input images)."
         )
-    source = export_model(model) if quantized else model
-    input_shape = [batch_size, *model.inputs[0].shape[1:]]
-
-    @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32)])
-    def serve(images):
-        return source(images, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], source
-    )
+    converter = _converter(export_model(model) if quantized else model, batch_size)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = IO_DTYPES[io_dtype]
@@ -262,21 +268,6 @@ def float_tflite(model: keras.Model, batch_size: int = 1) -> bytes:
       ValueError: On a non-positive batch size or a model without exactly one input and one
         output.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            f"`model` must have one input and one output; {model.name!r} has "
-            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
-        )
+    _check_model_and_batch(model, batch_size)
     source = strip_quantization(model) if is_quantized(model) else model
-    input_shape = [batch_size, *model.inputs[0].shape[1:]]
-
-    @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32)])
-    def serve(images):
-        return source(images, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], source
-    )
-    return converter.convert()
+    return _converter(source, batch_size).convert()

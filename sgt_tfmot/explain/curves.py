@@ -1,174 +1,54 @@
-"""Saliency maps of a classifier and the accuracy-drop test of how much a model relies on them.
+"""Accuracy-drop curves: how fast a model fails as its most (or least) salient features go.
 
-Two pieces, both free of side effects on the model:
-
-* `saliency_maps(model, images, labels)`: the input gradient of the true-class output,
-  computed with tf-keras-vis (`Saliency`), vanilla or SmoothGrad, un-normalised, one value
-  per input feature:
-
-      vanilla:     S = |∂ f_y(x) / ∂x|
-      smoothgrad:  S = 1/N Σ_i |∂ f_y(x + ε_i) / ∂x|,  ε_i ~ N(0, (noise · (max x − min x))²)
-
-  (Simonyan et al. 2013; Smilkov et al. 2017). f_y is the model's output for the true class
-  y, logit or probability, whichever the model ends in.
-
-* `accuracy_drop_curve(predict_fn, images, labels, saliency)`: the accuracy of a model as a
-  growing share x of each image's features is replaced, ranked by saliency: the most salient
-  first (`order="top"`), the least salient first (`"bottom"`), or in random order. This is
-  the interpretability evaluation of SGT (Ismail et al. 2021; Fig. 3 of Maleki et al., arXiv
-  2412.03915): a model that relies on its salient features loses accuracy fast when they go
-  and slowly when the others go. The ranking and the fill are the trainer's own masking code
-  (`sgt_tfmot.saliency`), so "the lowest x %" means the same features here as in training.
-  `curve_area` summarises a curve by its trapezoid area.
+`accuracy_drop_curve(predict_fn, images, labels, saliency)` measures the accuracy of a model
+as a growing share x of each image's features is replaced, ranked by saliency: the most
+salient first (`order="top"`), the least salient first (`"bottom"`), or in random order. This
+is the interpretability evaluation of SGT (Ismail et al. 2021; Fig. 3 of Maleki et al., arXiv
+2412.03915): a model that relies on its salient features loses accuracy fast when they go and
+slowly when the others go. The ranking and the fill are the trainer's own masking code
+(`sgt_tfmot.saliency`), so "the lowest x %" means the same features here as in training.
+`curve_area` summarises a curve by its trapezoid area.
 
 `predict_fn` is any function from float images to class scores, so the same curve can be
 measured on a Keras model (`model.predict`) and on its integer TFLite version
 (`sgt_tfmot.tflite.runtime.TFLiteModel.predict`) with the same masked images.
 
+`drop_curves(model, images, labels)` measures all three orders of one Keras model, with the
+saliency of `input_gradients` (one graph function over the batch), and returns a
+`DropCurves` with the areas and the number of all-zero saliency maps.
+
 Example:
 
-    saliency = saliency_maps(model, x_test[:500], y_test[:500])
-    top = accuracy_drop_curve(model.predict, x_test[:500], y_test[:500], saliency, order="top")
-    print(curve_area(DEFAULT_FRACTIONS, top))
+    curves = drop_curves(model, x_test[:500], y_test[:500], name="sgt-pact-4bit")
+    print(curves.accuracy, curves.areas())
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from tf_keras_vis.saliency import Saliency
-from tf_keras_vis.utils.scores import CategoricalScore
 
 from sgt_tfmot import saliency as saliency_ops
 from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.explain import _validation as checks
+from sgt_tfmot.explain.attribution import input_gradients
 
 __all__ = [
     "DEFAULT_FRACTIONS",
-    "METHODS",
     "ORDERS",
+    "DropCurves",
     "accuracy_drop_curve",
     "curve_area",
-    "saliency_maps",
+    "curves_csv",
+    "drop_curves",
 ]
 
-METHODS = ("vanilla", "smoothgrad")
 ORDERS = ("top", "bottom", "random")
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_labels(images: np.ndarray, labels, num_classes: int | None = None) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            "`labels` must be integer class ids of shape (N,). Received: shape "
-            f"{labels.shape}, dtype {labels.dtype}"
-        )
-    if len(labels) != len(images):
-        raise ValueError(
-            f"`images` and `labels` must have the same length. Received: {len(images)} images "
-            f"and {len(labels)} labels"
-        )
-    if (
-        num_classes is not None
-        and len(labels)
-        and not 0 <= labels.min() <= labels.max() < num_classes
-    ):
-        raise ValueError(
-            f"`labels` must be class ids in [0, {num_classes}) for a model with {num_classes} "
-            f"outputs. Received labels in [{labels.min()}, {labels.max()}]"
-        )
-    return labels.astype(np.int64)
-
-
-def saliency_maps(
-    model: keras.Model,
-    images: np.ndarray,
-    labels: np.ndarray,
-    method: str = "vanilla",
-    smooth_samples: int = 20,
-    noise: float = 0.2,
-    batch_size: int = 64,
-    seed: int = 0,
-) -> np.ndarray:
-    """Absolute input gradients of the true-class output, per feature, with tf-keras-vis.
-
-    Runs `tf_keras_vis.saliency.Saliency` on `model` as it is (no model modifier, so the
-    final activation is kept; eval mode) with `keepdims=True` and `normalize_map=False`: the
-    result is |∂ f_y / ∂x| with the channel axis, on the scale of the model's output, so that
-    the masking code reduces the channels itself and maps of different images compare. For
-    SmoothGrad the noise is drawn from numpy's global generator seeded with `seed`; the
-    generator's state is restored afterwards.
-
-    Args:
-      model: A tf_keras classifier with one input and an output (batch, num_classes); a QAT
-        model works as is (its fake-quant ops pass gradients inside their ranges).
-      images: (N, ...) input images in the model's input range (raw pixels for this
-        package's models).
-      labels: (N,) integer class ids; the saliency is taken for these classes.
-      method: "vanilla" (plain gradient) or "smoothgrad".
-      smooth_samples: Noisy copies averaged per image for SmoothGrad, >= 1.
-      noise: SmoothGrad's noise level σ / (max x − min x) per image, > 0 (paper: 0.1-0.2).
-      batch_size: Images per gradient computation, >= 1.
-      seed: Seed of the SmoothGrad noise.
-
-    Returns:
-      float32 array shaped like `images`, >= 0.
-
-    Raises:
-      ValueError: On an unknown `method`, bad sizes, a model that is not a one-input
-        classifier, or labels that do not match the images or the model's classes.
-    """
-    saliency_ops._check_choice(method, METHODS, "method")
-    smooth_samples = _check_positive_int(smooth_samples, "smooth_samples")
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise > 0:
-        raise ValueError(f"`noise` must be a number > 0. Received: noise={noise!r}")
-    if len(model.inputs) != 1 or len(model.outputs) != 1 or model.outputs[0].shape.rank != 2:
-        raise ValueError(
-            "`model` must be a classifier with one input and one output of shape (batch, "
-            f"num_classes). Received: {len(model.inputs)} input(s), output shape(s) "
-            f"{[tuple(output.shape) for output in model.outputs]}"
-        )
-    images = np.asarray(images, dtype=np.float32)
-    labels = _check_labels(images, labels, int(model.outputs[0].shape[-1]))
-    if images.shape[1:] != tuple(model.inputs[0].shape[1:]):
-        raise ValueError(
-            f"`images` of shape {images.shape[1:]} do not fit the model input "
-            f"{tuple(model.inputs[0].shape[1:])}"
-        )
-
-    explainer = Saliency(model, model_modifier=None, clone=False)
-    samples = smooth_samples if method == "smoothgrad" else 0
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        maps = []
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            maps.append(
-                explainer(
-                    CategoricalScore(labels[start : start + batch_size].tolist()),
-                    tf.constant(batch),
-                    smooth_samples=samples,
-                    smooth_noise=float(noise),
-                    keepdims=True,
-                    normalize_map=False,
-                )
-            )
-    finally:
-        np.random.set_state(state)
-    if not maps:
-        return np.zeros_like(images)
-    return np.concatenate([np.asarray(m, dtype=np.float32) for m in maps])
 
 
 def _ranking_mask(
@@ -250,7 +130,7 @@ def accuracy_drop_curve(
     saliency_ops._check_choice(reduce_channels, saliency_ops.CHANNEL_REDUCTIONS, "reduce_channels")
     fractions = _check_fractions(fractions)
     images = np.asarray(images, dtype=np.float32)
-    labels = _check_labels(images, labels)
+    labels = checks.check_labels(images, labels)
     saliency = np.asarray(saliency, dtype=np.float32)
     if saliency.shape != images.shape:
         raise ValueError(
@@ -324,3 +204,150 @@ def curve_area(fractions: Sequence[float], accuracies: Sequence[float]) -> float
     if np.any(np.diff(x) <= 0):
         raise ValueError(f"`fractions` must be strictly increasing. Received: {x.tolist()}")
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class DropCurves:
+    """The accuracy-drop curves of one model, one per order, on the same images.
+
+    Attributes:
+      name: The model's name in tables and plots.
+      fractions: Shares of the features removed, one per point.
+      curves: Order ("top", "bottom", "random") -> accuracies in [0, 1], one per fraction.
+      method: The saliency that ranked the features (e.g. "vanilla").
+      fill: The fill of the removed features.
+      num_images: Images per point.
+      zero_saliency_images: Images whose saliency map is all zero. Their features tie and go
+        in index order, so their "top" and "bottom" curves are the same arbitrary curve. On a
+        QAT model this happens when the true-class output lies outside the output
+        quantizer's range, where the fake-quant passes no gradient.
+    """
+
+    name: str
+    fractions: tuple[float, ...]
+    curves: dict[str, tuple[float, ...]]
+    method: str
+    fill: str
+    num_images: int
+    zero_saliency_images: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        """The plain accuracy (the curves' point at x = 0), or None without that point."""
+        if not self.fractions or self.fractions[0] != 0.0 or not self.curves:
+            return None
+        return next(iter(self.curves.values()))[0]
+
+    def areas(self) -> dict[str, float]:
+        """Order -> `curve_area` of its curve ({} with fewer than 2 fractions)."""
+        if len(self.fractions) < 2:
+            return {}
+        return {order: curve_area(self.fractions, c) for order, c in self.curves.items()}
+
+    def to_dict(self) -> dict:
+        return {
+            **dataclasses.asdict(self),
+            "accuracy": self.accuracy,
+            "areas": self.areas(),
+        }
+
+
+def drop_curves(
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    saliency: np.ndarray | None = None,
+    *,
+    name: str | None = None,
+    method: str = "vanilla",
+    predict_fn: PredictFn | None = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    orders: Sequence[str] = ORDERS,
+    fill: str = "mean",
+    seed: int = 0,
+    reduce_channels: str | None = "mean",
+    batch_size: int = 256,
+) -> DropCurves:
+    """The accuracy-drop curves of a Keras classifier for several orders.
+
+    Args:
+      model: A tf_keras classifier (float or QAT).
+      images: (N, ...) images in the model's input range.
+      labels: (N,) integer class ids.
+      saliency: Saliency shaped like `images`; None takes `input_gradients(model, ...)`,
+        the vanilla gradient of the true class, in one graph function per batch.
+      name: The model's name in the result (default: `model.name`).
+      method: The name of the saliency method, recorded in the result.
+      predict_fn: What is measured; default `model.predict` in batches of `batch_size`.
+      fractions: Shares to remove, each in [0, 1].
+      orders: Any of "top", "bottom", "random", each once.
+      fill: "mean", "zero" or "random" (see `accuracy_drop_curve`).
+      seed: Seed of the random order and the random fill.
+      reduce_channels: "mean", "max" or None (see `accuracy_drop_curve`).
+      batch_size: Batch size of the gradients and predictions, >= 1.
+
+    Returns:
+      A `DropCurves`.
+
+    Raises:
+      ValueError: On an unknown or repeated order, or the errors of `input_gradients` and
+        `accuracy_drop_curve`.
+    """
+    orders = list(orders)
+    if not orders or len(set(orders)) != len(orders):
+        raise ValueError(
+            f"`orders` must hold each of {', '.join(map(repr, ORDERS))} at most once, and at "
+            f"least one. Received: orders={orders!r}"
+        )
+    for order in orders:
+        saliency_ops._check_choice(order, ORDERS, "order")
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    images, labels = checks.check_model_inputs(model, images, labels)
+    if not len(images):
+        raise ValueError("`images` must hold at least one image. Received: 0 images")
+    if saliency is None:
+        saliency = input_gradients(model, images, labels, batch_size=batch_size)
+    saliency = np.asarray(saliency, dtype=np.float32)
+    if predict_fn is None:
+
+        def predict_fn(x):
+            return model.predict(x, batch_size=batch_size, verbose=0)
+
+    curves = {
+        order: tuple(
+            float(a)
+            for a in accuracy_drop_curve(
+                predict_fn, images, labels, saliency, fractions, order, fill, seed, reduce_channels
+            )
+        )
+        for order in orders
+    }
+    flat = saliency.reshape(len(saliency), -1)
+    return DropCurves(
+        name=model.name if name is None else str(name),
+        fractions=tuple(float(f) for f in fractions),
+        curves=curves,
+        method=method,
+        fill=fill,
+        num_images=len(images),
+        zero_saliency_images=int(np.sum(~np.any(flat, axis=1))),
+    )
+
+
+def curves_csv(results: Sequence[DropCurves]) -> str:
+    """The curves of several models as CSV, one row per point: model,order,fraction,accuracy.
+
+    Args:
+      results: `DropCurves` of the models.
+
+    Returns:
+      The CSV text with a header line, "\\n" line ends.
+    """
+    lines = ["model,order,fraction,accuracy"]
+    for result in results:
+        name = result.name.replace('"', '""')
+        name = f'"{name}"' if any(c in name for c in ',"\n') else name
+        for order, curve in result.curves.items():
+            for fraction, accuracy in zip(result.fractions, curve, strict=True):
+                lines.append(f"{name},{order},{fraction:g},{accuracy:.6f}")
+    return "\n".join(lines) + "\n"

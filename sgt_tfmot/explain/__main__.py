@@ -1,0 +1,437 @@
+"""Saliency maps, accuracy-drop curves and a report for saved models: `python -m sgt_tfmot.explain`.
+
+Usage:
+
+    python -m sgt_tfmot.explain --model PATH [--model PATH ...] --out_dir DIR
+        [--dataset NAME] [--data_dir DIR] [--methods vanilla,smoothgrad,gradcam,gradcampp]
+        [--num_images 8 | --images 3,17,42] [--curve_images 500] [--agreement_images 64]
+        [--curve_method vanilla] [--fill mean] [--smooth_samples 20]
+        [--penultimate_layer NAME] [--sanity_threshold 0.5] [--seed 0]
+        [--report DIR/report.md] [--overwrite]
+
+PATH is what the converter takes: a saved model file (.h5 / .keras), float or QAT, or the
+output directory of `python -m sgt_tfmot.train` (its model.h5). The dataset defaults to the
+one in the training runs' metrics.json. A model saved under a mixed precision policy is
+rebuilt with float32 layers first (as `sgt_tfmot.convert` does): gradients and tf-keras-vis
+work in float32. Models are named after their run directory or file name.
+
+Writes into --out_dir:
+
+* maps.png: rows are test images (--images, or --num_images drawn with --seed), columns
+  models x methods, with the label and each model's prediction;
+* drop_curves.png, drop_curves.json, drop_curves.csv: accuracy after removing the top,
+  bottom or random x % of the pixels (x = 0, 10, ..., 90) of the first --curve_images test
+  images, ranked by --curve_method saliency and replaced with the trainer's --fill; the
+  area under each curve;
+* summary.json: every number, including concentration, the randomisation sanity check and
+  the agreement of every pair of models (Spearman rho, top-10 % IoU) per method, on the first
+  --agreement_images test images;
+* report.md (or --report): the tables and figures together.
+
+Exit status: 0 when the files are written (a failed sanity check is a finding, reported in
+the files and the summary), 2 on bad input (one line on stderr, nothing written). Existing
+files are only replaced with --overwrite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from absl import flags
+
+from sgt_tfmot import _cli, data, saving
+from sgt_tfmot._keras import keras
+from sgt_tfmot.explain import report as reports
+from sgt_tfmot.explain.agreement import DEFAULT_SANITY_THRESHOLD
+from sgt_tfmot.explain.attribution import CAM_METHODS, MAP_METHODS, _penultimate
+from sgt_tfmot.explain.evaluate import Evaluation, check_settings, evaluate_models
+from sgt_tfmot.saliency import FILLS
+
+__all__ = ["ExplainError", "Explanation", "explain_saved_models", "format_summary", "main"]
+
+PROGRAM = "sgt_tfmot.explain"
+METRICS_FILE = _cli.METRICS_FILE
+FILES = {
+    "maps": "maps.png",
+    "curves": "drop_curves.png",
+    "curves_json": "drop_curves.json",
+    "curves_csv": "drop_curves.csv",
+    "summary": "summary.json",
+}
+REPORT_FILE = "report.md"
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+# Own FlagValues, not absl's global FLAGS (which holds --dataset of sgt_tfmot.train), so the
+# package's CLIs can be imported together in one process.
+FLAGS = flags.FlagValues()
+_IN = {"flag_values": FLAGS}
+flags.DEFINE_multi_string("model", [], "A saved model or training run directory; repeat.", **_IN)
+flags.DEFINE_string(
+    "dataset",
+    None,
+    f"Dataset of the test images (mnist, cifar10, mnist_subset). Default: the runs' "
+    f"{METRICS_FILE}.",
+    **_IN,
+)
+flags.DEFINE_string("data_dir", None, "Folder with DATASET.npz (see sgt_tfmot.data).", **_IN)
+flags.DEFINE_string("out_dir", None, "Folder of the output files (created if missing).", **_IN)
+flags.DEFINE_list("methods", list(MAP_METHODS), "Attribution methods of the maps.", **_IN)
+flags.DEFINE_integer("num_images", 8, "Test images in maps.png, drawn with --seed.", **_IN)
+flags.DEFINE_list("images", None, "Indices of the test images in maps.png (not random).", **_IN)
+flags.DEFINE_integer("curve_images", 500, "First N test images of the drop curves.", **_IN)
+flags.DEFINE_integer(
+    "agreement_images", 64, "First N test images of agreement, concentration, sanity.", **_IN
+)
+flags.DEFINE_string("curve_method", "vanilla", "Saliency ranking the drop curves.", **_IN)
+flags.DEFINE_string("fill", "mean", f"Fill of removed features: {', '.join(FILLS)}.", **_IN)
+flags.DEFINE_integer("smooth_samples", 20, "Noisy samples per image for SmoothGrad.", **_IN)
+flags.DEFINE_string(
+    "penultimate_layer", None, "Grad-CAM layer name (default: the last conv layer).", **_IN
+)
+flags.DEFINE_float(
+    "sanity_threshold",
+    DEFAULT_SANITY_THRESHOLD,
+    "The sanity check fails from this mean Spearman rho on.",
+    **_IN,
+)
+flags.DEFINE_integer("seed", 0, "Seed of image choice, random order and fill, noise.", **_IN)
+flags.DEFINE_string("report", None, f"Markdown report path; default OUT_DIR/{REPORT_FILE}.", **_IN)
+flags.DEFINE_bool("overwrite", False, "Replace existing output files.", **_IN)
+flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
+
+
+class ExplainError(ValueError):
+    """Bad input to the CLI: a path, a model or a dataset that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """What `explain_saved_models` did.
+
+    Attributes:
+      evaluation: The measures (`sgt_tfmot.explain.evaluate.Evaluation`).
+      files: Kind ("maps", "curves", "curves_json", "curves_csv", "summary", "report") ->
+        the path written.
+      summary: The human summary printed by the CLI.
+    """
+
+    evaluation: Evaluation
+    files: dict[str, Path]
+    summary: str
+
+
+def _model_names(files: Sequence[Path], paths: Sequence[Path]) -> list[str]:
+    """Run directory name or file stem per model, made unique with "-2", "-3", ..."""
+    names = []
+    for file, path in zip(files, paths, strict=True):
+        base = path.name if path.is_dir() else file.stem
+        name, count = base, 1
+        while name in names:
+            count += 1
+            name = f"{base}-{count}"
+        names.append(name)
+    return names
+
+
+def _resolve_dataset(dataset, data_dir, model_files: Sequence[Path]) -> tuple[str, str | None]:
+    if dataset is None:
+        found = {}
+        for file in model_files:
+            run_flags = _cli.run_flags(file, ExplainError)
+            if run_flags.get("dataset"):
+                found[str(run_flags["dataset"])] = run_flags.get("data_dir")
+        if not found:
+            raise ExplainError(
+                f"No dataset given and no model is a training run with {METRICS_FILE}: pass "
+                "--dataset NAME (mnist, cifar10 or mnist_subset)."
+            )
+        if len(found) > 1:
+            raise ExplainError(
+                f"The models were trained on different datasets ({', '.join(sorted(found))}); "
+                "pass --dataset NAME."
+            )
+        dataset, run_data_dir = next(iter(found.items()))
+        data_dir = data_dir if data_dir is not None else run_data_dir
+    try:
+        data.info(dataset)
+    except ValueError as error:
+        raise ExplainError(str(error)) from None
+    return dataset, None if data_dir is None else str(data_dir)
+
+
+def _check_fits(model: keras.Model, path: Path, dataset: str) -> None:
+    """A clear error when the model is not a classifier of the dataset's images."""
+    info = data.info(dataset)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExplainError(
+            f"{path}: expected a classifier with one input and one output; the model has "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+        )
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if input_shape != info.image_shape:
+        raise ExplainError(
+            f"{path}: the model's input shape {input_shape} does not match the {dataset} "
+            f"images {info.image_shape}."
+        )
+    output_shape = tuple(model.outputs[0].shape)
+    if len(output_shape) != 2 or output_shape[-1] != info.num_classes:
+        raise ExplainError(
+            f"{path}: the model's output {output_shape} is not (batch, {info.num_classes}), "
+            f"the {info.num_classes} classes of {dataset}."
+        )
+
+
+def _output_paths(out_dir, report, overwrite: bool) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExplainError(f"--out_dir {out_dir} is a file; pass a directory.")
+    paths = {kind: out_dir / name for kind, name in FILES.items()}
+    paths["report"] = out_dir / REPORT_FILE if report is None else Path(report)
+    if paths["report"].is_dir():
+        raise ExplainError(f"--report {paths['report']} is a directory; pass a file path.")
+    if report is not None and not paths["report"].parent.is_dir():
+        raise ExplainError(
+            f"--report {paths['report']}: the directory {paths['report'].parent} does not exist."
+        )
+    existing = [str(path) for path in paths.values() if path.exists()]
+    if existing and not overwrite:
+        raise ExplainError(
+            f"{existing[0]} already exists; pass --overwrite to replace the output files."
+        )
+    return paths
+
+
+def _parse_indices(values) -> list[int] | None:
+    if values is None:
+        return None
+    try:
+        return [int(value) for value in values]
+    except (TypeError, ValueError):
+        raise ExplainError(
+            f"--images must be a comma-separated list of test image indices. Received: "
+            f"{','.join(map(str, values))}"
+        ) from None
+
+
+def explain_saved_models(
+    models: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    methods: Sequence[str] = MAP_METHODS,
+    num_images: int = 8,
+    images: Sequence[int] | None = None,
+    curve_images: int = 500,
+    agreement_images: int = 64,
+    curve_method: str = "vanilla",
+    fill: str = "mean",
+    smooth_samples: int = 20,
+    penultimate_layer: str | None = None,
+    sanity_threshold: float = DEFAULT_SANITY_THRESHOLD,
+    seed: int = 0,
+    report: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Explanation:
+    """Loads saved models and a dataset's test split, evaluates, writes the files.
+
+    Args:
+      models: Saved model files or training run directories, at least one.
+      out_dir: Folder of the output files (created if missing).
+      dataset: Dataset name; None reads it from the runs' metrics.json.
+      data_dir: Folder with DATASET.npz; None: the run's, then `sgt_tfmot.data`'s default.
+      methods, num_images, curve_images, agreement_images, curve_method, fill,
+      smooth_samples, penultimate_layer, sanity_threshold, seed: See `evaluate_models`.
+      images: Test image indices of the figure (instead of `num_images` random ones).
+      report: Path of the markdown report; default OUT_DIR/report.md.
+      overwrite: Replace existing output files.
+      progress: Called with a short message before each slow step.
+
+    Returns:
+      An `Explanation`.
+
+    Raises:
+      ExplainError (a ValueError): On a missing or non-Keras model, a model that does not fit
+        the dataset, an unknown dataset, bad settings, a Grad-CAM request for a model
+        without a convolution, or output files that exist without `overwrite`.
+    """
+    say = progress or (lambda message: None)
+    if not models:
+        raise ExplainError("Pass at least one --model PATH (a model file or run directory).")
+    try:
+        check_settings(
+            methods=methods,
+            curve_method=curve_method,
+            fill=fill,
+            num_images=num_images if images is None else 1,
+            curve_images=curve_images,
+            agreement_images=agreement_images,
+            smooth_samples=smooth_samples,
+            sanity_threshold=sanity_threshold,
+        )
+    except ValueError as error:
+        raise ExplainError(str(error)) from None
+    paths = _output_paths(out_dir, report, overwrite)
+
+    loaded, files = [], []
+    for path in map(Path, models):  # no progress messages before the input is checked
+        try:
+            model = saving.load_model(path)
+            files.append(saving.resolve_model_path(path))
+        except ValueError as error:
+            raise ExplainError(str(error)) from None
+        loaded.append(saving.float32_model(model))
+    paths_in = [Path(p) for p in models]
+    dataset, data_dir = _resolve_dataset(dataset, data_dir, files)
+    cam = bool((set(methods) | {curve_method}) & set(CAM_METHODS))
+    for model, path in zip(loaded, paths_in, strict=True):
+        _check_fits(model, path, dataset)
+        if cam:
+            try:
+                _penultimate(model, penultimate_layer)
+            except ValueError as error:
+                raise ExplainError(f"{path}: {error}") from None
+    try:
+        x_test, y_test = data.load_arrays(dataset, "test", data_dir)
+    except ValueError as error:
+        raise ExplainError(str(error)) from None
+    names = _model_names(files, paths_in)
+    try:
+        evaluation = evaluate_models(
+            dict(zip(names, loaded, strict=True)),
+            x_test.astype(np.float32),
+            y_test,
+            methods=methods,
+            num_images=num_images,
+            map_indices=images,
+            curve_images=curve_images,
+            agreement_images=agreement_images,
+            curve_method=curve_method,
+            fill=fill,
+            smooth_samples=smooth_samples,
+            penultimate_layer=penultimate_layer,
+            sanity_threshold=sanity_threshold,
+            seed=seed,
+            progress=progress,
+        )
+    except ValueError as error:
+        raise ExplainError(str(error)) from None
+
+    say("writing the figures and the report")
+    report_dir = paths["report"].resolve().parent
+    links = {
+        kind: os.path.relpath(path.resolve(), report_dir)
+        for kind, path in paths.items()
+        if kind != "report"
+    }
+    context = {
+        "dataset": f"{dataset} (test split, {len(x_test)} images"
+        + (f", from {data_dir})" if data_dir else ")"),
+        "models": ", ".join(
+            f"{name} = `{path}`" for name, path in zip(names, paths_in, strict=True)
+        ),
+    }
+    summary = {
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "model_paths": {name: str(path) for name, path in zip(names, paths_in, strict=True)},
+        **evaluation.to_dict(),
+    }
+    contents = {
+        paths["maps"]: reports.maps_figure(evaluation),
+        paths["curves"]: reports.curves_figure(evaluation),
+        paths["curves_json"]: (
+            json.dumps({"dataset": dataset, **reports.curves_json(evaluation)}, indent=2) + "\n"
+        ).encode(),
+        paths["curves_csv"]: reports.curves_csv(evaluation).encode(),
+        paths["summary"]: (json.dumps(summary, indent=2) + "\n").encode(),
+        paths["report"]: reports.markdown_report(evaluation, links, context=context).encode(),
+    }
+    _cli.write_files(contents)
+    return Explanation(evaluation, paths, format_summary(evaluation, paths))
+
+
+def format_summary(evaluation: Evaluation, files: dict[str, Path]) -> str:
+    """The CLI's summary: one line per model, the agreements, the files written."""
+    lines = []
+    for model in evaluation.models:
+        areas = model.curves.areas()
+        auc = ", ".join(f"{order} {area:.3f}" for order, area in areas.items())
+        failed = [m for m, check in model.sanity.items() if not check.passed]
+        sanity = "sanity passed" if not failed else f"sanity FAILED ({', '.join(failed)})"
+        lines.append(
+            f"{model.name}: accuracy {100 * model.accuracy:.2f} %, AUC {auc}, "
+            f"{model.curves.zero_saliency_images} zero-saliency images, {sanity}"
+        )
+    for item in evaluation.agreements:
+        rho = "n/a" if item.spearman_mean is None else f"{item.spearman_mean:.2f}"
+        iou = "n/a" if item.iou_mean is None else f"{item.iou_mean:.2f}"
+        lines.append(
+            f"agreement {item.model_a} vs {item.model_b} ({item.method}): Spearman {rho}, IoU {iou}"
+        )
+    lines.append("Wrote " + ", ".join(str(path) for path in files.values()))
+    return "\n".join(lines)
+
+
+def _error(message: str) -> int:
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str]) -> int:
+    """Parses the command line, runs `explain_saved_models`, prints the summary.
+
+    Returns:
+      The exit status: 0 files written, 2 bad input.
+    """
+    FLAGS.unparse_flags()
+    try:
+        positional = FLAGS(list(argv))[1:]
+    except flags.Error as error:
+        return _error(str(error).splitlines()[0])
+    if FLAGS.help:
+        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.module_help(sys.modules[__name__]))
+        return EXIT_OK
+    if positional:
+        return _error(f"unexpected arguments: {' '.join(positional)} (use --model PATH).")
+    if not FLAGS.model:
+        return _error("pass at least one --model PATH (a model file or a run directory).")
+    if not FLAGS.out_dir:
+        return _error("pass --out_dir DIR for the output files.")
+    try:
+        explanation = explain_saved_models(
+            FLAGS.model,
+            FLAGS.out_dir,
+            dataset=FLAGS.dataset,
+            data_dir=FLAGS.data_dir,
+            methods=FLAGS.methods,
+            num_images=FLAGS.num_images,
+            images=_parse_indices(FLAGS.images),
+            curve_images=FLAGS.curve_images,
+            agreement_images=FLAGS.agreement_images,
+            curve_method=FLAGS.curve_method,
+            fill=FLAGS.fill,
+            smooth_samples=FLAGS.smooth_samples,
+            penultimate_layer=FLAGS.penultimate_layer,
+            sanity_threshold=FLAGS.sanity_threshold,
+            seed=FLAGS.seed,
+            report=FLAGS.report,
+            overwrite=FLAGS.overwrite,
+            progress=lambda message: print(f"{PROGRAM}: {message}", file=sys.stderr),
+        )
+    except (ValueError, OSError) as error:
+        text = str(error).strip().splitlines()
+        return _error(text[0] if text else type(error).__name__)
+    print(explanation.summary)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

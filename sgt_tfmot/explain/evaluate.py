@@ -1,0 +1,410 @@
+"""The interpretability evaluation of a set of models on the same test images, in memory.
+
+`evaluate_models({"float": m1, "qat": m2}, x_test, y_test)` runs every measure of
+`sgt_tfmot.explain` on each model and returns an `Evaluation` that `sgt_tfmot.explain.report`
+turns into figures, JSON, CSV and markdown. Three image sets are used, all from the given
+test images:
+
+* curve images, the first `curve_images`: accuracy, accuracy-drop curves (top, bottom,
+  random order; ranked by `curve_method`, the vanilla gradient by default, computed for the
+  whole set by `input_gradients`) and the count of all-zero saliency maps;
+* agreement images, the first `agreement_images`: per method, the concentration of each
+  model's maps, the randomisation sanity check, and the agreement (Spearman ρ, top-10 %
+  IoU) of every pair of models (i < j, in the order given);
+* map images, `map_indices` or `num_images` drawn at random (seeded): the maps of the
+  figure and each model's prediction.
+
+Example:
+
+    evaluation = evaluate_models({"float": float_model, "pact": qat_model}, x_test, y_test)
+    for model in evaluation.models:
+        print(model.name, model.accuracy, model.curves.areas())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from sgt_tfmot import saliency as saliency_ops
+from sgt_tfmot._keras import keras
+from sgt_tfmot.explain import _validation as checks
+from sgt_tfmot.explain.agreement import (
+    DEFAULT_SANITY_THRESHOLD,
+    DEFAULT_TOP_FRACTION,
+    Agreement,
+    SanityCheck,
+    _mean_std,
+    agreement,
+    concentration,
+    sanity_check,
+)
+from sgt_tfmot.explain.attribution import (
+    CAM_METHODS,
+    MAP_METHODS,
+    _penultimate,
+    attribution_maps,
+    gradcam_maps,
+    saliency_maps,
+)
+from sgt_tfmot.explain.curves import (
+    DEFAULT_FRACTIONS,
+    DropCurves,
+    _check_fractions,
+    drop_curves,
+)
+
+__all__ = ["Evaluation", "ModelEvaluation", "check_settings", "evaluate_models"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEvaluation:
+    """The measures of one model.
+
+    Attributes:
+      name: The model's name.
+      accuracy: Its accuracy on the curve images.
+      curves: Its accuracy-drop curves on the curve images (`curves.zero_saliency_images`
+        counts the all-zero saliency maps).
+      concentration: Method -> {"mean", "std": share of the saliency in the top
+        `top_fraction` of the pixels, over the maps that are not all zero; "zero_maps"}.
+      sanity: Method -> `SanityCheck`.
+      penultimate_layer: The Grad-CAM layer, when a CAM method was run.
+    """
+
+    name: str
+    accuracy: float
+    curves: DropCurves
+    concentration: dict[str, dict]
+    sanity: dict[str, SanityCheck]
+    penultimate_layer: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "accuracy": self.accuracy,
+            "curves": self.curves.to_dict(),
+            "concentration": self.concentration,
+            "sanity": {method: check.to_dict() for method, check in self.sanity.items()},
+            "penultimate_layer": self.penultimate_layer,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate_models` measured.
+
+    Attributes:
+      models: One `ModelEvaluation` per model, in the order given.
+      agreements: One `Agreement` per pair of models (i < j) and method.
+      methods: The attribution methods of the maps, agreement, concentration and sanity.
+      map_indices: Indices (into the given images) of the figure's images.
+      map_images: Those images; `map_labels` their labels.
+      maps: (model name, method) -> (N, H, W) maps of the map images.
+      predictions: Model name -> predicted class of each map image.
+      settings: The arguments that shaped the numbers (sizes, fill, seed, ...).
+    """
+
+    models: list[ModelEvaluation]
+    agreements: list[Agreement]
+    methods: tuple[str, ...]
+    map_indices: tuple[int, ...]
+    map_images: np.ndarray
+    map_labels: np.ndarray
+    maps: dict[tuple[str, str], np.ndarray]
+    predictions: dict[str, np.ndarray]
+    settings: dict
+
+    def to_dict(self) -> dict:
+        """Everything but the images and maps, JSON-ready."""
+        return {
+            "settings": self.settings,
+            "methods": list(self.methods),
+            "map_indices": list(self.map_indices),
+            "map_labels": [int(label) for label in self.map_labels],
+            "predictions": {
+                name: [int(p) for p in predicted] for name, predicted in self.predictions.items()
+            },
+            "models": [model.to_dict() for model in self.models],
+            "agreements": [item.to_dict() for item in self.agreements],
+        }
+
+
+def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(methods, str):
+        methods = [methods]
+    methods = list(methods)
+    for method in methods:
+        saliency_ops._check_choice(method, MAP_METHODS, "method")
+    if not methods or len(set(methods)) != len(methods):
+        raise ValueError(
+            f"`methods` must name each of {', '.join(map(repr, MAP_METHODS))} at most once, "
+            f"and at least one. Received: methods={methods!r}"
+        )
+    return tuple(methods)
+
+
+def _map_indices(indices, num_images: int, count: int, seed: int) -> tuple[int, ...]:
+    if indices is None:
+        num_images = checks.check_positive_int(num_images, "num_images")
+        chosen = np.random.default_rng(seed).choice(count, min(num_images, count), replace=False)
+        return tuple(int(i) for i in sorted(chosen))
+    indices = list(indices)
+    bad = [
+        i
+        for i in indices
+        if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < count
+    ]
+    if not indices or bad:
+        raise ValueError(
+            f"`map_indices` must be a non-empty list of test image indices in [0, {count}). "
+            f"Received: {indices!r}"
+        )
+    return tuple(int(i) for i in indices)
+
+
+def _curve_saliency(model, images, labels, method, options, seed) -> np.ndarray | None:
+    """Saliency shaped like the images for ranking the curves (None: `input_gradients`)."""
+    if method == "vanilla":
+        return None
+    if method == "smoothgrad":
+        return saliency_maps(
+            model,
+            images,
+            labels,
+            "smoothgrad",
+            options["smooth_samples"],
+            options["noise"],
+            options["batch_size"],
+            seed,
+        )
+    cam = gradcam_maps(
+        model, images, labels, method, options["penultimate_layer"], options["batch_size"]
+    )
+    return np.broadcast_to(cam[..., None], images.shape)
+
+
+def check_settings(
+    *,
+    methods: Sequence[str] = MAP_METHODS,
+    curve_method: str = "vanilla",
+    fill: str = "mean",
+    num_images: int = 8,
+    curve_images: int = 500,
+    agreement_images: int = 64,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    top_fraction: float = DEFAULT_TOP_FRACTION,
+    smooth_samples: int = 20,
+    noise: float = 0.2,
+    sanity_threshold: float = DEFAULT_SANITY_THRESHOLD,
+    batch_size: int = 64,
+) -> dict:
+    """Checks the settings of `evaluate_models` (before any slow work); returns them clean.
+
+    Raises:
+      ValueError: Naming the first bad setting and what it accepts.
+    """
+    methods = _check_methods(methods)
+    saliency_ops._check_choice(curve_method, MAP_METHODS, "curve_method")
+    saliency_ops._check_choice(fill, saliency_ops.FILLS, "fill")
+    checks.check_positive_int(num_images, "num_images")
+    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise > 0:
+        raise ValueError(f"`noise` must be a number > 0. Received: noise={noise!r}")
+    return {
+        "methods": methods,
+        "curve_method": curve_method,
+        "fill": fill,
+        "num_images": int(num_images),
+        "curve_images": checks.check_positive_int(curve_images, "curve_images"),
+        "agreement_images": checks.check_positive_int(agreement_images, "agreement_images"),
+        "fractions": _check_fractions(fractions),
+        "top_fraction": checks.check_open_fraction(top_fraction, "top_fraction"),
+        "smooth_samples": checks.check_positive_int(smooth_samples, "smooth_samples"),
+        "noise": float(noise),
+        "sanity_threshold": checks.check_open_fraction(sanity_threshold, "sanity_threshold"),
+        "batch_size": checks.check_positive_int(batch_size, "batch_size"),
+    }
+
+
+def evaluate_models(
+    models: Mapping[str, keras.Model],
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    methods: Sequence[str] = MAP_METHODS,
+    num_images: int = 8,
+    map_indices: Sequence[int] | None = None,
+    curve_images: int = 500,
+    agreement_images: int = 64,
+    curve_method: str = "vanilla",
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fill: str = "mean",
+    top_fraction: float = DEFAULT_TOP_FRACTION,
+    smooth_samples: int = 20,
+    noise: float = 0.2,
+    penultimate_layer: str | None = None,
+    sanity_threshold: float = DEFAULT_SANITY_THRESHOLD,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Maps, accuracy-drop curves, agreement, concentration and sanity checks of models.
+
+    Args:
+      models: Name -> tf_keras classifier (float or QAT, float32 compute), at least one,
+        all taking the `images`.
+      images: (N, H, W, C) test images in the models' input range, N >= 1.
+      labels: (N,) integer class ids.
+      methods: Attribution methods of the maps, agreement, concentration and sanity check:
+        any of "vanilla", "smoothgrad", "gradcam", "gradcampp".
+      num_images: Map images drawn at random (seeded) when `map_indices` is None, >= 1.
+      map_indices: Indices of the map images in `images`.
+      curve_images: The first `curve_images` images (at most N) give the curves, >= 1.
+      agreement_images: The first `agreement_images` images (at most N) give agreement,
+        concentration and the sanity check, >= 1.
+      curve_method: The method that ranks the features of the curves (one of `MAP_METHODS`;
+        Grad-CAM maps rank pixels).
+      fractions: Shares removed, each in [0, 1] (see `accuracy_drop_curve`).
+      fill: "mean", "zero" or "random": the trainer's fill rules.
+      top_fraction: Share of the pixels in the top sets of the IoU and the concentration.
+      smooth_samples, noise: SmoothGrad's settings.
+      penultimate_layer: Grad-CAM layer name for every model; None finds each model's last
+        convolution.
+      sanity_threshold: The sanity check fails from this mean Spearman ρ on, in (0, 1).
+      seed: Seed of the map images, random order, random fill, SmoothGrad and the weights of
+        the sanity check.
+      batch_size: Images per gradient or tf-keras-vis call, >= 1.
+      progress: Called with a short message before each slow step.
+
+    Returns:
+      An `Evaluation`.
+
+    Raises:
+      ValueError: On no model, an unknown method, bad sizes, images that do not fit a model,
+        or a Grad-CAM request for a model without a convolution (naming the model).
+    """
+    say = progress or (lambda message: None)
+    if not models:
+        raise ValueError("`models` must hold at least one model. Received: none")
+    clean = check_settings(
+        methods=methods,
+        curve_method=curve_method,
+        fill=fill,
+        num_images=num_images if map_indices is None else 1,
+        curve_images=curve_images,
+        agreement_images=agreement_images,
+        fractions=fractions,
+        top_fraction=top_fraction,
+        smooth_samples=smooth_samples,
+        noise=noise,
+        sanity_threshold=sanity_threshold,
+        batch_size=batch_size,
+    )
+    methods, fractions = clean["methods"], clean["fractions"]
+    images = np.asarray(images, dtype=np.float32)
+    labels = checks.check_labels(images, labels)
+    if images.ndim != 4 or not len(images):
+        raise ValueError(
+            f"`images` must be (N, height, width, channels) with N >= 1. Received: {images.shape}"
+        )
+    indices = _map_indices(map_indices, num_images, len(images), seed)
+    cam_requested = bool(set(methods + (curve_method,)) & set(CAM_METHODS))
+    layers = {}
+    for name, model in models.items():
+        try:
+            checks.check_model_inputs(model, images[:1], labels[:1])
+            if cam_requested:
+                layers[name] = _penultimate(model, penultimate_layer)
+        except ValueError as error:
+            raise ValueError(f"Model {name!r}: {error}") from None
+
+    x_curve, y_curve = images[:curve_images], labels[:curve_images]
+    x_agree, y_agree = images[:agreement_images], labels[:agreement_images]
+    x_map, y_map = images[list(indices)], labels[list(indices)]
+    results, agreement_maps, maps, predictions = [], {}, {}, {}
+    for name, model in models.items():
+        options = {
+            "smooth_samples": smooth_samples,
+            "noise": noise,
+            "penultimate_layer": layers.get(name),
+            "batch_size": batch_size,
+        }
+        say(f"{name}: accuracy-drop curves on {len(x_curve)} images ({curve_method})")
+        curves = drop_curves(
+            model,
+            x_curve,
+            y_curve,
+            _curve_saliency(model, x_curve, y_curve, curve_method, options, seed),
+            name=name,
+            method=curve_method,
+            fractions=fractions,
+            fill=fill,
+            seed=seed,
+            batch_size=max(batch_size, 256),
+        )
+        shares, sanity = {}, {}
+        for method in methods:
+            say(f"{name}: {method} maps, concentration and sanity check on {len(x_agree)} images")
+            agree = attribution_maps(model, x_agree, y_agree, method, seed=seed, **options)
+            agreement_maps[name, method] = agree
+            share = concentration(agree, top_fraction)
+            mean, std = _mean_std(share)
+            shares[method] = {"mean": mean, "std": std, "zero_maps": int(np.isnan(share).sum())}
+            sanity[method] = sanity_check(
+                model,
+                x_agree,
+                y_agree,
+                method,
+                sanity_threshold,
+                seed,
+                maps=agree,
+                **options,
+            )
+            maps[name, method] = attribution_maps(model, x_map, y_map, method, seed=seed, **options)
+        predictions[name] = model.predict(x_map, batch_size=batch_size, verbose=0).argmax(-1)
+        accuracy = curves.accuracy
+        if accuracy is None:  # no x = 0 point among the fractions
+            scores = model.predict(x_curve, batch_size=max(batch_size, 256), verbose=0)
+            accuracy = float(np.mean(scores.argmax(-1) == y_curve))
+        results.append(ModelEvaluation(name, accuracy, curves, shares, sanity, layers.get(name)))
+
+    agreements = [
+        agreement(
+            agreement_maps[a, method],
+            agreement_maps[b, method],
+            top_fraction,
+            model_a=a,
+            model_b=b,
+            method=method,
+        )
+        for method in methods
+        for a, b in itertools.combinations(models, 2)
+    ]
+    settings = {
+        "num_test_images": len(images),
+        "curve_images": len(x_curve),
+        "agreement_images": len(x_agree),
+        "map_images": len(indices),
+        "curve_method": curve_method,
+        "fractions": [float(f) for f in fractions],
+        "fill": fill,
+        "top_fraction": top_fraction,
+        "smooth_samples": smooth_samples,
+        "noise": noise,
+        "sanity_threshold": float(sanity_threshold),
+        "seed": seed,
+    }
+    return Evaluation(
+        models=results,
+        agreements=agreements,
+        methods=methods,
+        map_indices=indices,
+        map_images=x_map,
+        map_labels=y_map,
+        maps=maps,
+        predictions=predictions,
+        settings=settings,
+    )

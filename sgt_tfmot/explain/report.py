@@ -1,0 +1,328 @@
+"""Figures, JSON, CSV and the markdown report of an `Evaluation`, as bytes and text.
+
+Nothing here touches a model or the file system: each function turns an `Evaluation` (from
+`evaluate_models`) into the content of one file, and the CLI (`python -m sgt_tfmot.explain`)
+writes them:
+
+* `maps_figure(evaluation)`: PNG grid, one row per image (the image with its label, then
+  one column per model × method, each titled with the model's prediction);
+* `curves_figure(evaluation)`: PNG of the accuracy-drop curves, one color per model, solid
+  for the most salient features removed first, dashed for the least salient, dotted for
+  random order;
+* `curves_json(evaluation)` / `curves_csv`: the curves and their areas;
+* `markdown_report(evaluation, links)`: tables of every measure with the figures linked.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+
+import numpy as np
+
+from sgt_tfmot.explain.curves import curves_csv as _curves_csv
+from sgt_tfmot.explain.evaluate import Evaluation
+
+__all__ = ["curves_csv", "curves_figure", "curves_json", "maps_figure", "markdown_report"]
+
+ORDER_STYLES = {"top": "-", "bottom": "--", "random": ":"}
+ORDER_NAMES = {
+    "top": "most salient removed first",
+    "bottom": "least salient removed first",
+    "random": "random order",
+}
+METHOD_NAMES = {
+    "vanilla": "vanilla gradient",
+    "smoothgrad": "SmoothGrad",
+    "gradcam": "Grad-CAM",
+    "gradcampp": "Grad-CAM++",
+}
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def maps_figure(evaluation: Evaluation) -> bytes:
+    """PNG: rows are the map images, columns the image and then models × methods.
+
+    Each map is shown on its own scale (0 to its maximum, "jet" colors); the title of a
+    map's cell gives the model's prediction, green when right and red when wrong.
+
+    Args:
+      evaluation: From `evaluate_models`.
+
+    Returns:
+      The PNG file's bytes.
+    """
+    names = [model.name for model in evaluation.models]
+    columns = [(name, method) for name in names for method in evaluation.methods]
+    rows = len(evaluation.map_images)
+    figure = _new_figure(1.35 * (len(columns) + 1), 1.45 * rows + 0.6)
+    axes = figure.subplots(rows, len(columns) + 1, squeeze=False)
+    for row, (index, image, label) in enumerate(
+        zip(evaluation.map_indices, evaluation.map_images, evaluation.map_labels, strict=True)
+    ):
+        shown = np.clip(image, 0, 255) / 255.0
+        cell = axes[row, 0]
+        if shown.shape[-1] == 1:
+            cell.imshow(shown[..., 0], cmap="gray", vmin=0, vmax=1)
+        else:
+            cell.imshow(shown[..., :3])
+        cell.set_title(f"#{index} label {int(label)}", fontsize=7)
+        for column, (name, method) in enumerate(columns, start=1):
+            cell = axes[row, column]
+            saliency = evaluation.maps[name, method][row]
+            top = float(saliency.max())
+            cell.imshow(saliency, cmap="jet", vmin=0.0, vmax=top if top > 0 else 1.0)
+            predicted = int(evaluation.predictions[name][row])
+            title = f"pred {predicted}" + (" (zero map)" if top == 0 else "")
+            if row == 0:
+                title = f"{name}\n{METHOD_NAMES[method]}\n{title}"
+            cell.set_title(title, fontsize=7, color="green" if predicted == label else "red")
+    for cell in axes.flat:
+        cell.set_xticks([])
+        cell.set_yticks([])
+    figure.suptitle("Saliency of the true class (columns: model, method)", fontsize=9)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def curves_figure(evaluation: Evaluation) -> bytes:
+    """PNG: accuracy (%) against the share of features removed (%), one color per model.
+
+    Args:
+      evaluation: From `evaluate_models`.
+
+    Returns:
+      The PNG file's bytes.
+    """
+    from matplotlib.lines import Line2D
+
+    figure = _new_figure(6.4, 4.4)
+    axis = figure.subplots()
+    colors = [f"C{i % 10}" for i in range(len(evaluation.models))]
+    orders = []
+    for color, model in zip(colors, evaluation.models, strict=True):
+        x = 100 * np.asarray(model.curves.fractions)
+        for order, curve in model.curves.curves.items():
+            axis.plot(x, 100 * np.asarray(curve), ORDER_STYLES[order], color=color, marker=".")
+            if order not in orders:
+                orders.append(order)
+    settings = evaluation.settings
+    axis.set_xlabel("features removed (%)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_ylim(-2, 102)
+    axis.grid(alpha=0.3)
+    axis.set_title(
+        f"Accuracy-drop curves ({METHOD_NAMES[settings['curve_method']]} ranking, "
+        f"{settings['fill']} fill, {settings['curve_images']} images)",
+        fontsize=9,
+    )
+    model_legend = axis.legend(
+        [Line2D([], [], color=c) for c in colors],
+        [model.name for model in evaluation.models],
+        loc="lower left",
+        fontsize=7,
+        title="model",
+        title_fontsize=7,
+    )
+    axis.add_artist(model_legend)
+    axis.legend(
+        [Line2D([], [], color="black", linestyle=ORDER_STYLES[o]) for o in orders],
+        [ORDER_NAMES[o] for o in orders],
+        loc="upper right",
+        fontsize=7,
+    )
+    figure.tight_layout()
+    return _png(figure)
+
+
+def curves_json(evaluation: Evaluation) -> dict:
+    """The curves of every model with their areas, as a JSON-ready dict.
+
+    Returns:
+      {"fractions", "method", "fill", "num_images", "seed", "models": [{"name", "accuracy",
+      "curves": {order: [...]}, "areas": {order: area}, "zero_saliency_images"}]}.
+    """
+    first = evaluation.models[0].curves
+    return {
+        "fractions": list(first.fractions),
+        "method": first.method,
+        "fill": first.fill,
+        "num_images": first.num_images,
+        "seed": evaluation.settings["seed"],
+        "models": [
+            {
+                "name": model.name,
+                "accuracy": model.accuracy,
+                "curves": {order: list(curve) for order, curve in model.curves.curves.items()},
+                "areas": model.curves.areas(),
+                "zero_saliency_images": model.curves.zero_saliency_images,
+            }
+            for model in evaluation.models
+        ],
+    }
+
+
+def curves_csv(evaluation: Evaluation) -> str:
+    """The curves as CSV (model,order,fraction,accuracy), see `curves.curves_csv`."""
+    return _curves_csv([model.curves for model in evaluation.models])
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    return "n/a" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def markdown_report(
+    evaluation: Evaluation,
+    links: Mapping[str, str] | None = None,
+    title: str = "Saliency report",
+    context: Mapping[str, str] | None = None,
+) -> str:
+    """The markdown report: per-model table, curves, maps, concentration, sanity, agreement.
+
+    Args:
+      evaluation: From `evaluate_models`.
+      links: File kind -> path relative to the report: "maps" and "curves" (PNGs, shown
+        inline), "curves_json", "curves_csv", "summary" (listed).
+      title: The report's heading.
+      context: Lines "key: value" shown under the heading (dataset, model paths, ...).
+
+    Returns:
+      The markdown text.
+    """
+    links = dict(links or {})
+    settings = evaluation.settings
+    models = evaluation.models
+    orders = list(models[0].curves.curves)
+    lines = [f"# {title}", ""]
+    for key, value in (context or {}).items():
+        lines.append(f"- {key}: {value}")
+    lines += [
+        f"- accuracy-drop curves: first {settings['curve_images']} test images, features "
+        f"ranked by {METHOD_NAMES[settings['curve_method']]} saliency of the true class "
+        f"(channel mean of |S| per pixel), removed ones replaced by the {settings['fill']} "
+        f"fill (the trainer's masking rule), seed {settings['seed']}",
+        f"- maps, concentration, sanity check and agreement: first "
+        f"{settings['agreement_images']} test images; figure: {settings['map_images']} images",
+        "",
+        "## Models",
+        "",
+        "AUC: trapezoid area under accuracy (0..1) against the share removed "
+        f"({settings['fractions'][0]:g}..{settings['fractions'][-1]:g}). A model that relies on "
+        "the features its saliency ranks first has a low AUC when they go first (top) and a "
+        "high one when they go last (bottom); random order is the baseline.",
+        "",
+        "| model | accuracy | "
+        + " | ".join(f"AUC {order}" for order in orders)
+        + " | zero-saliency images |",
+        "|---|---:|" + "---:|" * len(orders) + "---:|",
+    ]
+    for model in models:
+        areas = model.curves.areas()
+        lines.append(
+            f"| {_cell(model.name)} | {100 * model.accuracy:.2f} % | "
+            + " | ".join(_number(areas.get(order)) for order in orders)
+            + f" | {model.curves.zero_saliency_images} / {model.curves.num_images} |"
+        )
+    if any(model.curves.zero_saliency_images for model in models):
+        lines += [
+            "",
+            "Zero-saliency images have an all-zero gradient map (on QAT models: the true-class "
+            "output lies outside the output quantizer's range); their features are removed in "
+            "index order.",
+        ]
+
+    fractions = models[0].curves.fractions
+    lines += ["", "## Accuracy-drop curves", ""]
+    if "curves" in links:
+        lines += [f"![accuracy-drop curves]({links['curves']})", ""]
+    lines += [
+        "| model | order | " + " | ".join(f"{100 * f:g} %" for f in fractions) + " |",
+        "|---|---|" + "---:|" * len(fractions),
+    ]
+    for model in models:
+        for order, curve in model.curves.curves.items():
+            lines.append(
+                f"| {_cell(model.name)} | {order} | "
+                + " | ".join(f"{100 * a:.1f}" for a in curve)
+                + " |"
+            )
+    files = [f"[{kind}]({links[kind]})" for kind in ("curves_json", "curves_csv") if kind in links]
+    if files:
+        lines += ["", "Data: " + ", ".join(files)]
+
+    lines += ["", "## Saliency maps", ""]
+    if "maps" in links:
+        lines += [f"![saliency maps]({links['maps']})", ""]
+    lines += [
+        "Rows: test images #" + ", #".join(str(i) for i in evaluation.map_indices) + ". "
+        "Each map on its own color scale; titles give the model's prediction.",
+        "",
+        "## Concentration and sanity check",
+        "",
+        f"Concentration: share of the total saliency in the top "
+        f"{100 * settings['top_fraction']:g} % of the pixels (mean ± std over the maps that "
+        "are not all zero; a flat map gives "
+        f"{settings['top_fraction']:g}). Sanity check (Adebayo et al. 2018): Spearman ρ "
+        "between the maps of the model and of a copy with re-initialised kernels, biases and "
+        "BatchNormalization γ/β (quantizer ranges kept); it passes below "
+        f"{settings['sanity_threshold']:g}.",
+        "",
+        "| model | method | concentration | zero maps | sanity ρ | sanity check |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for model in models:
+        for method in evaluation.methods:
+            share = model.concentration[method]
+            check = model.sanity[method]
+            lines.append(
+                f"| {_cell(model.name)} | {METHOD_NAMES[method]} | "
+                f"{_mean_std(share['mean'], share['std'])} | {share['zero_maps']} | "
+                f"{_mean_std(check.similarity_mean, check.similarity_std)} | {check.verdict} |"
+            )
+
+    lines += ["", "## Agreement between models", ""]
+    if not evaluation.agreements:
+        lines.append("One model: no pair to compare.")
+    else:
+        lines += [
+            f"Each pair of models on the same images: Spearman ρ between their maps per image "
+            f"and the IoU of their top {100 * settings['top_fraction']:g} % pixels, mean ± "
+            "std over the images (ρ over the images where neither map is constant). A model "
+            "agrees with itself at 1.00.",
+            "",
+            f"| model A | model B | method | Spearman ρ | top-{100 * settings['top_fraction']:g} "
+            "% IoU | images (no ρ) |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for item in evaluation.agreements:
+            lines.append(
+                f"| {_cell(item.model_a)} | {_cell(item.model_b)} | {METHOD_NAMES[item.method]} "
+                f"| {_mean_std(item.spearman_mean, item.spearman_std)} "
+                f"| {_mean_std(item.iou_mean, item.iou_std)} "
+                f"| {item.num_images} ({item.undefined}) |"
+            )
+    if "summary" in links:
+        lines += ["", f"All numbers: [{links['summary']}]({links['summary']})"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,205 @@
+"""`python -m sgt_tfmot.explain`: end to end on tiny saved models, and bad input.
+
+Models: a float conv net saved under mixed_bfloat16 (rebuilt in float32 by the CLI) and an
+8-bit QAT copy in a training run directory with metrics.json (which names the dataset),
+each trained one epoch on 1000 images of the embedded `mnist_subset`. Exit codes: 0 files
+written, 2 bad input (one line on stderr, no traceback, nothing written). Most cases call
+`main(argv)` in-process; one runs the module in a subprocess to see the real exit status.
+"""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sgt_tfmot import data, explain, quantize_model, saving
+from sgt_tfmot._keras import keras
+from sgt_tfmot.explain import __main__ as cli
+from sgt_tfmot.saving import float32_model
+from tests.test_checks import tiny_mnist_classifier
+
+L = keras.layers
+ERROR_PREFIX = "sgt_tfmot.explain: error: "
+SMALL = ["--num_images", "3", "--curve_images", "60", "--agreement_images", "8"]
+SMALL += ["--smooth_samples", "2"]
+OUTPUTS = ["drop_curves.csv", "drop_curves.json", "drop_curves.png", "maps.png", "summary.json"]
+
+
+def fit_briefly(model):
+    x, y = data.load_arrays("mnist_subset", "train")
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(x[:1000].astype(np.float32), y[:1000], epochs=1, batch_size=50, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        saving.save_model(fit_briefly(tiny_mnist_classifier()), root / "float.h5")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    qat = quantize_model(tiny_mnist_classifier(), weight_bits=8, activation_bits=8, alpha_init=6.0)
+    saving.save_model(fit_briefly(qat), root / "run" / "model.h5")
+    (root / "run" / "metrics.json").write_text(
+        json.dumps({"flags": {"dataset": "mnist_subset", "data_dir": None}})
+    )
+    inputs = keras.Input((28, 28, 1))
+    saving.save_model(keras.Model(inputs, L.Dense(10)(L.Flatten()(inputs))), root / "dense.h5")
+    inputs = keras.Input((32, 32, 3))
+    cifar = keras.Model(inputs, L.Dense(10)(L.GlobalAveragePooling2D()(inputs)))
+    saving.save_model(cifar, root / "cifar_shaped.h5")
+    (root / "corrupt.h5").write_bytes(b"this is not an HDF5 file")
+    return root
+
+
+def run_main(argv, capsys):
+    code = cli.main(["explain", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def explained(models_dir, tmp_path_factory):
+    """One run on both models; the report goes to another folder than the other files."""
+    root = tmp_path_factory.mktemp("explained")
+    (root / "reports").mkdir()
+    argv = ["explain", "--model", str(models_dir / "float.h5"), "--model", str(models_dir / "run")]
+    argv += ["--out_dir", str(root / "out"), "--report", str(root / "reports" / "r.md"), *SMALL]
+    code = cli.main(argv)
+    return code, root
+
+
+def test_end_to_end_writes_every_file(explained):
+    code, root = explained
+    assert code == 0
+    assert sorted(p.name for p in (root / "out").iterdir()) == OUTPUTS
+    for name in ("maps.png", "drop_curves.png"):
+        assert (root / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (root / "reports" / "r.md").read_text()
+    assert "![saliency maps](../out/maps.png)" in report
+    assert "![accuracy-drop curves](../out/drop_curves.png)" in report
+    assert "- dataset: mnist_subset (test split, 1000 images)" in report
+    for method in ("vanilla gradient", "SmoothGrad", "Grad-CAM", "Grad-CAM++"):
+        assert f"| float | run | {method} |" in report
+
+
+def test_curves_hold_the_model_accuracy_and_their_areas(explained, models_dir):
+    _, root = explained
+    curves = json.loads((root / "out" / "drop_curves.json").read_text())
+    assert curves["dataset"] == "mnist_subset" and curves["num_images"] == 60
+    assert curves["fractions"] == list(explain.DEFAULT_FRACTIONS)
+    assert [m["name"] for m in curves["models"]] == ["float", "run"]
+    x, y = data.load_arrays("mnist_subset", "test")
+    model = saving.load_model(models_dir / "float.h5")
+    model = float32_model(model)
+    accuracy = np.mean(model.predict(x[:60].astype(np.float32), verbose=0).argmax(1) == y[:60])
+    first = curves["models"][0]
+    assert first["accuracy"] == first["curves"]["top"][0] == pytest.approx(accuracy)
+    assert accuracy > 0.5  # trained, so removing salient pixels has something to destroy
+    for model in curves["models"]:
+        for order, curve in model["curves"].items():
+            assert model["areas"][order] == pytest.approx(
+                explain.curve_area(curves["fractions"], curve)
+            )
+    rows = list(csv.DictReader((root / "out" / "drop_curves.csv").read_text().splitlines()))
+    assert len(rows) == 2 * 3 * 10
+    assert float(rows[0]["accuracy"]) == pytest.approx(first["curves"]["top"][0])
+
+
+def test_summary_holds_agreement_concentration_and_sanity(explained, models_dir):
+    _, root = explained
+    summary = json.loads((root / "out" / "summary.json").read_text())
+    assert summary["dataset"] == "mnist_subset"  # from the run's metrics.json
+    assert len(summary["map_indices"]) == 3
+    assert [(a["model_a"], a["model_b"]) for a in summary["agreements"]] == [("float", "run")] * 4
+    for model, path in zip(summary["models"], ("float.h5", "run"), strict=True):
+        assert set(model["sanity"]) == set(explain.MAP_METHODS)
+        last_conv = explain.last_conv_layer(saving.load_model(models_dir / path))
+        assert model["penultimate_layer"] == last_conv
+        for check in model["sanity"].values():
+            assert check["verdict"] == "passed" or check["verdict"].startswith("FAILED")
+
+
+def test_existing_files_need_overwrite(explained, models_dir, capsys):
+    _, root = explained
+    before = (root / "out" / "maps.png").stat().st_mtime_ns
+    argv = ["--model", str(models_dir / "run"), "--out_dir", str(root / "out"), *SMALL]
+    code, _, err = run_main(argv, capsys)
+    assert code == 2
+    assert err == f"{ERROR_PREFIX}{root / 'out' / 'maps.png'} already exists; pass --overwrite " + (
+        "to replace the output files.\n"
+    )
+    assert (root / "out" / "maps.png").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        ([], r"pass at least one --model PATH"),
+        (["--model", "{root}/missing.h5"], r"No model at .*missing.h5: the path does not exist"),
+        (["--model", "{root}/corrupt.h5"], r"Could not load a Keras model from .*corrupt.h5"),
+        (
+            ["--model", "{root}/cifar_shaped.h5", "--dataset", "mnist_subset"],
+            r"cifar_shaped.h5: the model's input shape \(32, 32, 3\) does not match the "
+            r"mnist_subset images \(28, 28, 1\)",
+        ),
+        (
+            ["--model", "{root}/run", "--methods", "vanilla,lime"],
+            r"`method` must be one of 'vanilla', 'smoothgrad', 'gradcam', 'gradcampp'. "
+            r"Received: method='lime'",
+        ),
+        (
+            ["--model", "{root}/run", "--num_images", "0"],
+            r"`num_images` must be an integer >= 1. Received: num_images=0",
+        ),
+        (
+            ["--model", "{root}/run", "--model", "{root}/dense.h5"],
+            r"dense.h5: Grad-CAM needs a convolution, but model '.*' has no Conv2D",
+        ),
+        (["--model", "{root}/dense.h5"], r"No dataset given and no model is a training run"),
+        (
+            ["--model", "{root}/run", "--dataset", "imagenet"],
+            r"Unknown dataset 'imagenet'. Known datasets: 'cifar10', 'mnist', 'mnist_subset'",
+        ),
+        (["--model", "{root}/run", "--images", "1,b"], r"--images must be a comma-separated"),
+        (
+            ["--model", "{root}/run", "--images", "1,1000"],
+            r"`map_indices` must be a non-empty list of test image indices in \[0, 1000\)",
+        ),
+        (["--model", "{root}/run", "--curve_method", "lrp"], r"`curve_method` must be one of"),
+        (["--model", "{root}/run", "--bogus"], r"Unknown command line flag 'bogus'"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(argv, match, models_dir, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    argv = [arg.replace("{root}", str(models_dir)) for arg in argv]
+    code, out, err = run_main([*SMALL, "--out_dir", str(out_dir), *argv], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(ERROR_PREFIX) and err.count("\n") == 1, err
+    assert re.search(match, err), err
+    assert not out_dir.exists()
+
+
+def test_bad_input_in_a_subprocess_exits_2_without_traceback(models_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sgt_tfmot.explain", "--model", str(models_dir / "run")]
+        + ["--out_dir", str(tmp_path / "out"), "--methods", "occlusion"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("sgt_tfmot.")]
+    assert lines == [
+        f"{ERROR_PREFIX}`method` must be one of 'vanilla', 'smoothgrad', 'gradcam', "
+        "'gradcampp'. Received: method='occlusion'"
+    ]
+    assert "Traceback" not in result.stderr
