@@ -144,9 +144,10 @@ def test_save_load_round_trip(tmp_path, builder):
     x = _random_pixels((32, 32, 3), n=3, seed=2)
     np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
     assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
-    assert loaded.get_layer("normalization").get_config() == model.get_layer(
-        "normalization"
-    ).get_config()
+    assert (
+        loaded.get_layer("normalization").get_config()
+        == model.get_layer("normalization").get_config()
+    )
 
 
 # ----------------------------------------------------------------------------- MobileNet
