@@ -222,12 +222,17 @@ class AlphaHistory(keras.callbacks.Callback):
         self.json_path, self.png_path, self.title = out / "alpha.json", out / "alpha.png", title
         self.history = json.loads(self.json_path.read_text()) if self.json_path.exists() else []
 
+    def on_train_begin(self, logs=None):
+        if not self.history and alphas(self.watched):  # epoch 0: the initial α₀
+            self._record(0)
+
     def on_epoch_end(self, epoch, logs=None):
-        values = alphas(self.watched)
-        if not values:
-            return
-        self.history = [h for h in self.history if h["epoch"] < epoch + 1]
-        self.history.append({"epoch": epoch + 1, "alpha": values})
+        if alphas(self.watched):
+            self._record(epoch + 1)
+
+    def _record(self, epoch: int) -> None:
+        self.history = [h for h in self.history if h["epoch"] < epoch]
+        self.history.append({"epoch": epoch, "alpha": alphas(self.watched)})
         self.json_path.write_text(json.dumps(self.history, indent=1))
         plot_alphas(self.history, self.png_path, self.title)
 
@@ -235,6 +240,7 @@ class AlphaHistory(keras.callbacks.Callback):
 def plot_alphas(history: list[dict], path: Path, title: str) -> None:
     """The paper's Figures 1 and 2: α of each PACT layer against the epoch."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -243,15 +249,19 @@ def plot_alphas(history: list[dict], path: Path, title: str) -> None:
     names = list(history[-1]["alpha"])
     figure, axis = plt.subplots(figsize=(7, 4.5))
     colors = plt.cm.viridis([i / max(len(names) - 1, 1) for i in range(len(names))])
+    labelled = set(names) if len(names) <= 12 else {names[0], names[len(names) // 2], names[-1]}
     for name, color in zip(names, colors, strict=True):
         axis.plot(epochs, [h["alpha"].get(name, float("nan")) for h in history], color=color,
-                  marker="o" if len(epochs) < 15 else None, lw=1.2, label=name)  # fmt: skip
+                  marker="o" if len(epochs) < 15 else None, lw=1.2,
+                  label=name if name in labelled else None)  # fmt: skip
     axis.set_xlabel("epoch")
     axis.set_ylabel("PACT clipping level α")
-    axis.set_title(title)
+    axis.set_title(
+        f"{title}\n{len(names)} PACT layers, colour from first (purple) to last (yellow)"
+    )
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
-    if len(names) <= 12:
-        axis.legend(fontsize=6, ncol=2)
+    axis.legend(fontsize=6, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -34,7 +34,8 @@ def test_run_writes_every_output(tmp_path):
     assert saved["optimizer_steps"] == 4 and saved["flags"]["weight_bits"] == 8
     assert saved["wall_time_seconds"] > 0
     alphas = json.loads((out / "alpha.json").read_text())
-    assert [h["epoch"] for h in alphas] == [1] and len(alphas[0]["alpha"]) == 9  # PACT layers
+    assert [h["epoch"] for h in alphas] == [0, 1] and len(alphas[0]["alpha"]) == 9  # PACT layers
+    assert set(alphas[0]["alpha"].values()) == {10.0}  # α₀
     model = load_model(out)
     x = np.zeros((2, 28, 28, 1), np.float32)
     assert model.predict(x, verbose=0).shape == (2, 10)
