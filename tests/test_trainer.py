@@ -333,6 +333,60 @@ def test_from_logits_detection():
     assert SaliencyGuidedModel(head(dense(4)), from_logits=False).from_logits is False
 
 
+def bn_classifier(seed=0, quantized=False):
+    """Conv -> BN -> ReLU -> GAP -> Dense: moving statistics to watch, optionally as W8A8 QAT."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(3, 3, use_bias=False)(inputs)
+    h = keras.layers.BatchNormalization(momentum=0.5)(h)
+    h = keras.layers.ReLU()(h)
+    outputs = keras.layers.Dense(CLASSES)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    if quantized:
+        from sgt_tfmot import quantize_model
+
+        model = quantize_model(model, weight_bits=8, activation_bits=8, input_range=(0, 1))
+    return model
+
+
+def moving_state(model):
+    """Non-trainable variables by layer-free name (two copies of a model differ in layer names)."""
+    return {v.name.split("/", 1)[-1]: v.numpy() for v in model.non_trainable_variables}
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_moving_statistics_follow_the_clean_batch_only(quantized):
+    """After one SGT step, BN moving statistics and quantizer EMA ranges equal those of one
+    training-mode forward on the clean batch; the masked forward leaves no trace."""
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, CLASSES, 8)
+    model = bn_classifier(quantized=quantized)
+    reference = bn_classifier(quantized=quantized)
+    reference.set_weights(model.get_weights())
+    reference(x, training=True)  # the clean forward alone
+    expected = moving_state(reference)
+    assert any(
+        not np.allclose(v, w)
+        for v, w in zip(expected.values(), moving_state(model).values(), strict=True)
+    ), "nothing to compare"
+
+    sgt = SaliencyGuidedModel(model, kl_weight=1.0, fill="zero", seed=0)
+    sgt.compile("sgd", sparse_ce())
+    sgt.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    got = moving_state(model)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+    both = bn_classifier(quantized=quantized)  # the original SGT code: both forwards update
+    sgt = SaliencyGuidedModel(both, fill="zero", seed=0, update_masked_statistics=True)
+    sgt.compile("sgd", sparse_ce())
+    sgt.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    bn = [name for name in expected if "moving_variance" in name]
+    assert bn and not np.allclose(moving_state(both)[bn[0]], expected[bn[0]])
+
+
 def test_mixed_bfloat16_trains():
     try:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -456,6 +510,7 @@ BAD_ARGUMENTS = [
     ({"target": "true"}, r"`target` must be one of 'label', 'predicted'\. Received: target="),
     ({"from_logits": "yes"}, r"`from_logits` must be True, False or None"),
     ({"seed": -1}, r"`seed` must be None or an integer >= 0\. Received: seed=-1"),
+    ({"update_masked_statistics": 1}, r"`update_masked_statistics` must be True or False"),
 ]
 
 

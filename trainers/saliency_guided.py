@@ -174,9 +174,14 @@ class SaliencyGuidedModel(keras.Model):
 
     Semantics to know:
     * Both forwards run in training mode (as in the original SGT code): BatchNormalization
-      uses batch statistics in both and its moving statistics are updated twice per step;
-      in training mode BN also couples the samples of a batch, so S includes the (small)
-      cross-sample terms of the batch statistics.
+      uses batch statistics in both; in training mode BN also couples the samples of a batch,
+      so S includes the (small) cross-sample terms of the batch statistics.
+    * Moving statistics (BatchNormalization's moving mean and variance, the EMA ranges of
+      quantizers) follow the clean batches only: the state the masked forward writes is put
+      back right after it. Masked images (half their pixels noise) have other statistics than
+      the images the model will see; letting them into BN's moving variance cost 5 points of
+      CIFAR-10 test accuracy (docs/RESULTS.md). `update_masked_statistics=True` keeps the
+      original SGT code's behaviour (both forwards update them).
     * Distribution: the KL term is averaged like Keras's compiled loss (per-replica mean
       divided by the number of replicas), so with equal per-replica batches the summed update
       equals the one-device update on the global batch. The random fill draws its noise for
@@ -204,6 +209,8 @@ class SaliencyGuidedModel(keras.Model):
       from_logits: True, False, or None to detect from the output layer (see above).
       seed: seed of the random fill; None draws one with Python's `random` (fixed by
         `keras.utils.set_random_seed`).
+      update_masked_statistics: let the masked forward update the moving statistics too
+        (default False, see above).
       **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Raises:
@@ -224,6 +231,7 @@ class SaliencyGuidedModel(keras.Model):
         target: str = "label",
         from_logits: bool | None = None,
         seed: int | None = None,
+        update_masked_statistics: bool = False,
         **kwargs,
     ):
         _check_model(model)
@@ -240,6 +248,11 @@ class SaliencyGuidedModel(keras.Model):
         saliency_ops._check_choice(target, TARGETS, "target")
         from_logits = _check_from_logits(from_logits)
         seed = _check_seed(seed)
+        if not isinstance(update_masked_statistics, bool):
+            raise ValueError(
+                "`update_masked_statistics` must be True or False. Received: "
+                f"update_masked_statistics={update_masked_statistics!r}"
+            )
         super().__init__(**kwargs)
         self.model = model
         self.mask_fraction = mask_fraction
@@ -250,6 +263,7 @@ class SaliencyGuidedModel(keras.Model):
         self.target = target
         self.from_logits = not _outputs_probabilities(model) if from_logits is None else from_logits
         self.seed = seed
+        self.update_masked_statistics = update_masked_statistics
         self.num_classes = int(model.outputs[0].shape[-1])
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -292,7 +306,14 @@ class SaliencyGuidedModel(keras.Model):
                 )
                 noise = self._fill_noise(x) if self.fill == "random" else None
                 x_masked = saliency_ops.mask_input(x, mask, self.fill, noise=noise)
+                state = [] if self.update_masked_statistics else _forward_state(self.model)
+                clean_state = [tf.identity(variable) for variable in state]
             y_pred_masked = self(x_masked, training=True)
+            with tape.stop_recording():
+                for variable, value in zip(
+                    state, clean_state, strict=True
+                ):  # after f(x̃)'s own updates
+                    variable.assign(value)
 
             # 4. loss; KL averaged per replica like the compiled loss (see class docstring).
             log_p = _log_probabilities(y_pred, self.from_logits)
@@ -388,6 +409,7 @@ class SaliencyGuidedModel(keras.Model):
             "target": self.target,
             "from_logits": self.from_logits,
             "seed": self.seed,
+            "update_masked_statistics": self.update_masked_statistics,
         }
 
     @classmethod
@@ -402,6 +424,21 @@ class SaliencyGuidedModel(keras.Model):
                     config["fill"], custom_objects=custom_objects
                 )
         return cls(model, **config)
+
+
+def _forward_state(model: keras.Model) -> list[tf.Variable]:
+    """The variables a training-mode forward of `model` may write: the own non-trainable
+    weights of its trainable layers (BN moving statistics, quantizer EMA ranges, TFMOT's step
+    counters). Frozen layers are left out: they run in inference mode and may be large."""
+    state, seen = [], set()
+    for layer in model.submodules:
+        if not isinstance(layer, keras.layers.Layer) or not layer.trainable:
+            continue
+        for variable in layer._non_trainable_weights:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                state.append(variable)
+    return state
 
 
 def _batch_mean(values: tf.Tensor, weights: tf.Tensor | None) -> tf.Tensor:
