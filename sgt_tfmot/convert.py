@@ -51,7 +51,13 @@ from sgt_tfmot import _cli, data, explain, saving
 from sgt_tfmot._keras import keras
 from sgt_tfmot.saliency import FILLS
 from sgt_tfmot.tflite import checks
-from sgt_tfmot.tflite.converter import export_model, float_tflite, is_quantized, to_integer_tflite
+from sgt_tfmot.tflite.converter import (
+    align_biases,
+    export_model,
+    float_tflite,
+    is_quantized,
+    to_integer_tflite,
+)
 from sgt_tfmot.tflite.edgetpu import check_edgetpu, format_table
 from sgt_tfmot.tflite.runtime import TFLiteModel
 
@@ -227,6 +233,18 @@ def _resolve_dataset(
     except ValueError as error:
         raise ConvertError(str(error)) from None
     return dataset, data_dir, source
+
+
+def _biases_aligned(model: keras.Model) -> bool:
+    """Whether a QAT model's biases already sit on the integer model's int32 grid
+    (`align_biases`, done by `python -m sgt_tfmot.train` at the end of a run)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    align_biases(copy)
+    return all(
+        np.allclose(a, b, rtol=1e-6, atol=1e-7)
+        for a, b in zip(model.get_weights(), copy.get_weights(), strict=True)
+    )
 
 
 def _lowest_bits(model: keras.Model) -> int:
@@ -454,6 +472,7 @@ def convert_and_check(
         "tflite_accuracy": accuracy.tflite_accuracy,
         "accuracy_drop_pp": accuracy.accuracy_drop_pp,
         "agreement": accuracy.agreement,
+        "biases_aligned": _biases_aligned(keras_model) if quantized else None,
         "export_model": None
         if export_accuracy is None
         else {
@@ -510,11 +529,18 @@ def format_summary(report: dict, op_table: str) -> str:
         f"Top-1 agreement: {_percent(report['agreement'])} "
         f"(min {100 * thresholds['min_agreement']:g} %)",
     ]
+    if report["biases_aligned"] is False:
+        lines.append(
+            "  (the Keras model's biases are not on the integer model's int32 grid: "
+            "sgt_tfmot.tflite.align_biases(model) makes the Keras model compute the integer "
+            "model; python -m sgt_tfmot.train does it at the end of a run)"
+        )
     export = report["export_model"]
     if export is not None:
         lines.append(
             f"  ({export['lowest_bits']}-bit QAT model: the integer model computes its 8-bit "
-            f"export model, accuracy {_percent(export['keras_accuracy'])}, agreement with "
+            f"export model (BN folded, biases on the int32 grid), accuracy "
+            f"{_percent(export['keras_accuracy'])}, agreement with "
             f"TFLite {_percent(export['agreement_with_tflite'])})"
         )
     fidelity = report["fidelity"]

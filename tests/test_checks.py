@@ -21,6 +21,7 @@ from sgt_tfmot._keras import keras
 from sgt_tfmot.saving import load_model
 from sgt_tfmot.tflite import checks
 from sgt_tfmot.tflite.converter import (
+    align_biases,
     export_model,
     float_tflite,
     strip_quantization,
@@ -68,6 +69,7 @@ def mnist():
 def faithful(mnist):
     calibration, _, _ = mnist
     qat = train_tiny_mnist_qat()
+    align_biases(qat)  # as `python -m sgt_tfmot.train` does at the end of a run
     return qat, TFLiteModel(to_integer_tflite(qat, calibration))
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from sgt_tfmot import convert, saving
 from sgt_tfmot._keras import keras
-from sgt_tfmot.tflite import checks
+from sgt_tfmot.tflite import align_biases, checks
 from sgt_tfmot.tflite.flatbuffer import read_model
 from tests.test_checks import tiny_mnist_classifier, train_tiny_mnist_qat
 
@@ -38,7 +38,9 @@ def models_dir(tmp_path_factory):
     """A training run directory (8-bit QAT model + metrics.json) and a few model files."""
     root = tmp_path_factory.mktemp("models")
     run = root / "run"
-    saving.save_model(train_tiny_mnist_qat(bits=8), run / "model.h5")
+    qat = train_tiny_mnist_qat(bits=8)
+    align_biases(qat)  # as the training command does at the end of a run
+    saving.save_model(qat, run / "model.h5")
     (run / "metrics.json").write_text(
         json.dumps({"flags": {"dataset": "mnist_subset", "data_dir": None}})
     )
@@ -93,6 +95,7 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert report["dataset"] == "mnist_subset"  # from the run's metrics.json
     assert report["dataset_source"].endswith("metrics.json")
     assert report["quantization"] == "qat" and report["io_dtype"] == "int8"
+    assert report["biases_aligned"] is True  # the training run aligned them
     assert report["keras_compute_dtype"] == "float32"
     assert report["num_test"] == 300 and report["calibration_samples"] == 200
     assert report["size_bytes"] == os.path.getsize(tmp_path / "model.tflite")

@@ -1,10 +1,12 @@
 """Export to full-integer TFLite: k-bit QAT models and float models, run in LiteRT.
 
 Tolerances, stated once:
-* TFLite against the k-bit QAT Keras model: at most 3 steps of the output tensor's
-  quantization scale. Integer kernels round every intermediate requantization, which moves
-  a logit by a step or two; more would mean a wrong range, a wrong weight or a wrong grid.
-* The 8-bit export model computes the QAT model's values (checked to float precision).
+* TFLite against the k-bit QAT Keras model as trained: at most 3 steps of the output
+  tensor's quantization scale. The integer model rounds each folded bias to int32 units,
+  which moves a logit by a step or two; more would mean a wrong range, weight or grid.
+* After `align_biases`, the Keras model computes the integer model: the same class for every
+  image and at most 1 output step apart (fixed-point requantization vs float).
+* The 8-bit export model computes the aligned QAT model's values to float precision.
 """
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from sgt_tfmot import quantize_model
 from sgt_tfmot._keras import keras
 from sgt_tfmot.quantizers import quantize_weights
-from sgt_tfmot.tflite.converter import export_model, to_integer_tflite
+from sgt_tfmot.tflite.converter import align_biases, export_model, to_integer_tflite
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from tests.test_quantize import residual_model
@@ -48,11 +50,75 @@ def test_int8_tflite_matches_the_k_bit_keras_model(converted):
     assert (tflite.predict(X).argmax(1) == expected.argmax(1)).mean() >= 0.95
 
 
-def test_export_model_computes_the_qat_model(converted):
+def aligned_copy(qat):
+    copy = keras.models.clone_model(qat)
+    copy.set_weights(qat.get_weights())
+    align_biases(copy)
+    return copy
+
+
+def test_export_model_computes_the_aligned_qat_model(converted):
     _, qat, _ = converted
+    aligned = aligned_copy(qat)
     np.testing.assert_allclose(
-        export_model(qat).predict(X, verbose=0), qat.predict(X, verbose=0), atol=1e-5
+        export_model(qat).predict(X, verbose=0), aligned.predict(X, verbose=0), atol=1e-5
     )
+
+
+def test_aligned_qat_model_computes_the_integer_model(converted):
+    _, qat, flatbuffer = converted
+    aligned = aligned_copy(qat)
+    assert to_integer_tflite(aligned, X[:32]) == flatbuffer  # the same integer model
+    tflite = TFLiteModel(flatbuffer)
+    scale = tflite.output["quantization"][0]
+    expected, actual = aligned.predict(X, verbose=0), tflite.predict(X)
+    np.testing.assert_allclose(actual, expected, atol=scale + 1e-6)
+    np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+
+
+def test_align_biases_moves_only_biases_a_little_and_is_idempotent(converted):
+    _, qat, _ = converted
+    aligned = aligned_copy(qat)
+    moved = []
+    for before, after in zip(qat.weights, aligned.weights, strict=True):
+        if not np.array_equal(before.numpy(), after.numpy()):
+            moved.append(after.name)
+            # half an int32 unit: up to ~1e-3 here at 2 bits (coarse input step α/3)
+            assert np.abs(after.numpy() - before.numpy()).max() < 5e-3, after.name
+    # BN offsets (β) of the two folded convs and the logits' own bias.
+    assert moved and all(name.endswith(("beta:0", "bias:0")) for name in moved), moved
+    again = aligned_copy(aligned)
+    for first, second in zip(aligned.weights, again.weights, strict=True):
+        np.testing.assert_allclose(first.numpy(), second.numpy(), atol=1e-6)
+
+
+def test_exported_biases_are_the_int32_biases_of_the_tflite_model(converted):
+    _, qat, flatbuffer = converted
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    int32_biases = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            bias = tensors[op["inputs"][2]]
+            scales = bias["quantization_parameters"]["scales"]
+            int32_biases.append(interpreter.get_tensor(bias["index"]) * scales)
+    exported = export_model(qat)
+    keras_biases = [
+        weight(layer, "bias:0")
+        for layer in exported.layers
+        if any(w.name.endswith("bias:0") for w in layer.weights)
+    ]
+    assert len(keras_biases) == len(int32_biases) == 4  # normalization, stem, conv, logits
+    for keras_bias, int32_bias in zip(keras_biases, int32_biases, strict=True):
+        np.testing.assert_allclose(keras_bias, int32_bias, rtol=1e-6, atol=1e-7)
+
+
+def test_align_biases_rejects_a_float_model():
+    with pytest.raises(ValueError, match="is not a QAT model"):
+        align_biases(residual_model())
 
 
 def test_flatbuffer_is_full_integer_with_a_static_batch(converted):
@@ -67,29 +133,69 @@ def test_flatbuffer_is_full_integer_with_a_static_batch(converted):
                 assert tensor.type in {"INT8", "INT32"}, (op.name, tensor.name, tensor.type)
     # The input is raw pixels over [0, 255]: scale 1.
     assert summary.inputs[0].quantization.scale == (1.0,)
-    # Rescaling is MUL + ADD, BN folds into the convs, ReLUs fuse, the residual sum is one
-    # ADD; below 8 bits each PACT activation adds one MINIMUM (the clip at α).
+    # Rescaling is a 1x1 CONV_2D (exact per-channel scale), BN folds into the convs, ReLUs
+    # fuse, the residual sum is one ADD; below 8 bits each PACT activation adds one MINIMUM.
     minimum = ["MINIMUM"] if bits < 8 else []
     assert summary.op_names == [
-        "MUL", "ADD", "CONV_2D", *minimum, "CONV_2D", "ADD", *minimum, "MEAN", "FULLY_CONNECTED"
+        "CONV_2D", "CONV_2D", *minimum, "CONV_2D", "ADD", *minimum, "MEAN", "FULLY_CONNECTED"
     ]  # fmt: skip
 
 
+def weight(layer, short_name):
+    """The value of `layer`'s variable called `short_name` (without its layer prefix)."""
+    (found,) = [w.numpy() for w in layer.weights if w.name.split("/")[-1] == short_name]
+    return found
+
+
+def bn_factor_and_offset(model, bn_name):
+    """γ/√(σ² + ε) and β − μ·γ/√(σ² + ε) of a BatchNormalization layer, in numpy."""
+    bn = next(
+        getattr(layer, "layer", layer)
+        for layer in model.layers
+        if getattr(layer, "layer", layer).name == bn_name
+    )
+    gamma, beta, mean, variance = (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
+    gamma, beta, mean, variance = (v.numpy() for v in (gamma, beta, mean, variance))
+    factor = gamma / np.sqrt(variance + bn.epsilon)
+    return factor, beta - mean * factor
+
+
 def test_export_model_holds_the_k_bit_kernels(converted):
-    bits, qat, _ = converted
+    """Every exported kernel lies on the symmetric k-bit grid of its QAT kernel: the Dense
+    logits kernel unchanged, the two Conv kernels times their BN's per-channel factor
+    γ/√(σ² + ε), and with the folded BN offset as bias."""
+    _, qat, _ = converted
     exported = export_model(qat)
-    for layer in qat.layers:
-        config = getattr(layer, "quantize_config", None)
-        if config is None or config.weight_quantizer is None:
-            continue
-        (kernel,) = [w for w in layer.weights if w.name.endswith("/kernel:0")]
-        (baked,) = [
-            w for w in exported.get_layer(layer.name).weights if w.name.endswith("/kernel:0")
-        ]
-        q = config.weight_quantizer
-        np.testing.assert_allclose(
-            baked.numpy(), quantize_weights(kernel, q.num_bits, q.per_channel).numpy(), atol=1e-7
-        )
+    for name, bn_name in [("stem", "stem_bn"), ("conv", "conv_bn"), ("logits", None)]:
+        wrapper = next(layer for layer in qat.layers if getattr(layer, "layer", layer).name == name)
+        q = wrapper.quantize_config.weight_quantizer
+        kernel = weight(wrapper, "kernel:0")
+        expected = quantize_weights(kernel, q.num_bits, q.per_channel).numpy()
+        target = exported.get_layer(wrapper.name)
+        baked, bias = weight(target, "kernel:0"), weight(target, "bias:0")
+        if bn_name is not None:
+            factor, offset = bn_factor_and_offset(qat, bn_name)
+            expected = expected * factor
+            # on its int32 grid: see test_exported_biases_are_the_int32_biases_of_the_tflite_model
+            np.testing.assert_allclose(bias, offset, atol=2e-3)
+        np.testing.assert_allclose(baked, expected, rtol=1e-6, atol=1e-7)
+        axes = tuple(range(baked.ndim - 1)) if q.per_channel else None
+        levels = 2 ** (q.num_bits - 1) - 1  # the stem and the logits keep 8 bits
+        steps = baked / (np.abs(baked).max(axis=axes) / levels)
+        np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)
+
+
+def test_export_model_folds_batch_norm_into_the_conv(converted):
+    _, qat, _ = converted
+    exported = export_model(qat)
+    assert not any(
+        isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization)
+        for layer in exported.layers
+    )
+    assert any(
+        isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization)
+        for layer in qat.layers
+    )
 
 
 def test_uint8_io_and_larger_fixed_batch():

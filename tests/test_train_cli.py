@@ -60,6 +60,8 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     metrics = train(tiny_config(out))
     # Resumed after step 2 of 4: the optimizer made 4 steps in all, not 2 + 4.
     assert metrics["optimizer_steps"] == 4
+    # The saved QAT model computes its integer model: its biases were put on the int32 grid.
+    assert metrics["aligned_bias_layers"] > 0
 
 
 def test_finished_run_is_not_overwritten_without_the_flag(tmp_path):
