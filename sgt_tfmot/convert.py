@@ -51,14 +51,9 @@ from sgt_tfmot import _cli, data, explain, saving
 from sgt_tfmot._keras import keras
 from sgt_tfmot.saliency import FILLS
 from sgt_tfmot.tflite import checks
-from sgt_tfmot.tflite.converter import (
-    align_biases,
-    export_model,
-    float_tflite,
-    is_quantized,
-    to_integer_tflite,
-)
+from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
 from sgt_tfmot.tflite.edgetpu import check_edgetpu, format_table
+from sgt_tfmot.tflite.export import align_biases, export_model, is_quantized
 from sgt_tfmot.tflite.runtime import TFLiteModel
 
 __all__ = ["ConvertError", "Conversion", "convert_and_check", "format_summary", "main"]

@@ -86,7 +86,7 @@ def pact_integer(x: tf.Tensor, alpha: tf.Tensor, num_bits: int) -> tf.Tensor:
     restores the clip at α. The result equals `pact(x, α, k)` value for value; for k = 8 the
     MINIMUM is not needed and not emitted. The TFLite converter turns this into the
     producer's int8 output (scale α/(2^k − 1)) followed by one int8 MINIMUM, an op the Edge TPU
-    supports. Used for export only (see `sgt_tfmot.tflite.converter`).
+    supports. Used for export only (see `sgt_tfmot.tflite.export`).
     """
     x32, alpha32 = _to_float32(x), tf.maximum(_to_float32(alpha), _EPSILON)
     levels = 2**num_bits - 1

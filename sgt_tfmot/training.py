@@ -38,7 +38,7 @@ from sgt_tfmot import data as datasets, models as model_zoo, quantize, saliency,
 from sgt_tfmot._keras import keras, tf
 from sgt_tfmot.quantizers import check_bits
 from sgt_tfmot.saving import RUN_MODEL_FILE, save_model
-from sgt_tfmot.tflite.converter import align_biases, is_quantized
+from sgt_tfmot.tflite.export import align_biases, is_quantized
 from sgt_tfmot.trainers import SaliencyGuidedModel
 
 # The paper's Table I (Maleki et al.), plus what it leaves open: SGD with momentum 0.9 and a

@@ -15,7 +15,8 @@ import pytest
 from sgt_tfmot import quantize_model
 from sgt_tfmot._keras import keras
 from sgt_tfmot.quantizers import quantize_weights
-from sgt_tfmot.tflite.converter import align_biases, export_model, to_integer_tflite
+from sgt_tfmot.tflite.converter import to_integer_tflite
+from sgt_tfmot.tflite.export import align_biases, export_model
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from tests.test_quantize import residual_model

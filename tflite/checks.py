@@ -194,7 +194,7 @@ class FidelityResult:
       fill: The fill of the removed features.
       num_images: Images per curve point.
       export_top, export_bottom: The curves of the 8-bit export model of a k-bit QAT model
-        (`sgt_tfmot.tflite.converter.export_model`), when it was given, else None.
+        (`sgt_tfmot.tflite.export.export_model`), when it was given, else None.
       export_gap: max |export − tflite| over both curves, else None. The TFLite model
         computes the export model, which rounds PACT activations to 8 bits over the k-bit
         ranges; a small `export_gap` beside a large `gap` says the difference is that
