@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from sgt_tfmot._keras import keras, tf
-from sgt_tfmot.quantize import quantize_scope
-from sgt_tfmot.tflite.export import export_model, is_quantized
+from sgt_tfmot.tflite.export import export_model, is_quantized, rebuild_functional
 
 __all__ = ["float_tflite", "strip_quantization", "to_integer_tflite"]
 
@@ -150,18 +149,7 @@ def strip_quantization(model: keras.Model) -> keras.Model:
             entry = [*bypassed[entry[0]][:3], *entry[3:]]
         return [renamed.get(entry[0], entry[0]), *entry[1:]]
 
-    for layer_config in layers:
-        layer_config["inbound_nodes"] = [
-            [remap(entry) for entry in node] for node in layer_config["inbound_nodes"]
-        ]
-    config = {
-        **config,
-        "layers": layers,
-        "input_layers": [remap(entry) for entry in config["input_layers"]],
-        "output_layers": [remap(entry) for entry in config["output_layers"]],
-    }
-    with quantize_scope():
-        stripped = keras.Model.from_config(config)
+    stripped = rebuild_functional(config, layers, remap)
     for layer in model.layers:
         if type(layer).__name__ == "QuantizeLayer" or isinstance(layer, keras.layers.InputLayer):
             continue

@@ -187,6 +187,24 @@ def _short(weight) -> str:
     return weight.name.split("/")[-1]
 
 
+def rebuild_functional(config: dict, layers: list[dict], remap) -> keras.Model:
+    """A Functional model from `config` with its layer list replaced by `layers`, every
+    inbound, input and output entry ([layer name, node, tensor, kwargs]) passed through
+    `remap` (to rewire around removed or renamed layers)."""
+    for layer_config in layers:
+        layer_config["inbound_nodes"] = [
+            [remap(entry) for entry in node] for node in layer_config["inbound_nodes"]
+        ]
+    config = {
+        **config,
+        "layers": layers,
+        "input_layers": [remap(entry) for entry in config["input_layers"]],
+        "output_layers": [remap(entry) for entry in config["output_layers"]],
+    }
+    with quantize_scope():
+        return keras.Model.from_config(config)
+
+
 def export_model(model: keras.Model) -> keras.Model:
     """Rebuilds a k-bit QAT model with 8-bit quantizers over the same ranges, for conversion.
 
@@ -223,20 +241,9 @@ def export_model(model: keras.Model) -> keras.Model:
             )
         layers.append(layer_config)
 
-    def remap(entry):
-        return [folded_bns.get(entry[0], entry[0]), *entry[1:]]
-
-    for layer_config in layers:
-        layer_config["inbound_nodes"] = [
-            [remap(entry) for entry in node] for node in layer_config["inbound_nodes"]
-        ]
-    config = {
-        **config,
-        "layers": layers,
-        "output_layers": list(map(remap, config["output_layers"])),
-    }
-    with quantize_scope():
-        exported = keras.Model.from_config(config)
+    exported = rebuild_functional(
+        config, layers, lambda entry: [folded_bns.get(entry[0], entry[0]), *entry[1:]]
+    )
 
     for target in exported.layers:
         source = model.get_layer(target.name)
