@@ -53,7 +53,7 @@ from sgt_tfmot.saliency import FILLS
 from sgt_tfmot.tflite import checks
 from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
 from sgt_tfmot.tflite.edgetpu import check_edgetpu, format_table
-from sgt_tfmot.tflite.export import align_biases, export_model, is_quantized
+from sgt_tfmot.tflite.export import biases_aligned, export_model, is_quantized
 from sgt_tfmot.tflite.runtime import TFLiteModel
 
 __all__ = ["ConvertError", "Conversion", "convert_and_check", "format_summary", "main"]
@@ -228,18 +228,6 @@ def _resolve_dataset(
     except ValueError as error:
         raise ConvertError(str(error)) from None
     return dataset, data_dir, source
-
-
-def _biases_aligned(model: keras.Model) -> bool:
-    """Whether a QAT model's biases already sit on the integer model's int32 grid
-    (`align_biases`, done by `python -m sgt_tfmot.train` at the end of a run)."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    align_biases(copy)
-    return all(
-        np.allclose(a, b, rtol=1e-6, atol=1e-7)
-        for a, b in zip(model.get_weights(), copy.get_weights(), strict=True)
-    )
 
 
 def _lowest_bits(model: keras.Model) -> int:
@@ -467,7 +455,7 @@ def convert_and_check(
         "tflite_accuracy": accuracy.tflite_accuracy,
         "accuracy_drop_pp": accuracy.accuracy_drop_pp,
         "agreement": accuracy.agreement,
-        "biases_aligned": _biases_aligned(keras_model) if quantized else None,
+        "biases_aligned": biases_aligned(keras_model) if quantized else None,
         "export_model": None
         if export_accuracy is None
         else {

@@ -389,6 +389,7 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
         # The saved model computes what its integer TFLite model will compute (docstring of
         # `align_biases`); the test accuracy below is measured after this step.
         aligned = align_biases(model) if is_quantized(model) else 0
+        trainer.make_test_function(force=True)  # the input offsets may have moved
         test_loss, test_accuracy = trainer.evaluate(test_ds, verbose=0)[:2]
         save_model(model, out / RUN_MODEL_FILE, overwrite=True)
         history = _read_history(out / "history.csv")

@@ -16,7 +16,7 @@ from sgt_tfmot import quantize_model
 from sgt_tfmot._keras import keras
 from sgt_tfmot.quantizers import quantize_weights
 from sgt_tfmot.tflite.converter import to_integer_tflite
-from sgt_tfmot.tflite.export import align_biases, export_model
+from sgt_tfmot.tflite.export import align_biases, biases_aligned, export_model
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from tests.test_quantize import residual_model
@@ -91,6 +91,49 @@ def test_align_biases_moves_only_biases_a_little_and_is_idempotent(converted):
     again = aligned_copy(aligned)
     for first, second in zip(aligned.weights, again.weights, strict=True):
         np.testing.assert_allclose(first.numpy(), second.numpy(), atol=1e-6)
+    assert offset(again) == offset(aligned)
+
+
+def offset(model):
+    """The `offset` of the model's input Rescaling (inside its quantize wrapper)."""
+    (rescaling,) = [
+        layer.layer
+        for layer in model.layers
+        if isinstance(getattr(layer, "layer", None), keras.layers.Rescaling)
+    ]
+    return rescaling.offset
+
+
+def test_align_biases_puts_the_input_offset_on_the_int32_grid(converted):
+    _, qat, _ = converted
+    aligned = aligned_copy(qat)
+    # Rescaling(1/127.5, offset=-1): the 1x1 conv's int32 unit is input step 1 × weight step
+    # (1/127.5)/127 per channel; -1 is -16192.5 units, a tie, so the offset moves.
+    unit = np.float32(1 / 127.5) / 127
+    before, after = np.asarray(offset(qat)), np.asarray(offset(aligned), np.float64)
+    assert before.shape == () and after.shape == (3,)
+    np.testing.assert_allclose(after / unit, np.round(after / unit), atol=1e-3)
+    assert np.all(np.abs(after - before) <= unit / 2 + 1e-9) and np.any(after != before)
+
+
+def test_align_biases_retraces_a_model_that_already_predicted(converted):
+    _, qat, _ = converted
+    copy = keras.models.clone_model(qat)
+    copy.set_weights(qat.get_weights())
+    copy.predict(X, verbose=0)  # traces the old offset into the predict function
+    align_biases(copy)
+    # The offset is a constant of the traced graph; the tiny shift here changes no output
+    # value, so check that the traced function was dropped as well as the outputs.
+    assert copy.predict_function is None
+    np.testing.assert_array_equal(
+        copy.predict(X, verbose=0), aligned_copy(qat).predict(X, verbose=0)
+    )
+
+
+def test_biases_aligned_tells_an_aligned_model(converted):
+    _, qat, _ = converted
+    assert not biases_aligned(qat)
+    assert biases_aligned(aligned_copy(qat))
 
 
 def test_exported_biases_are_the_int32_biases_of_the_tflite_model(converted):

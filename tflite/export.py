@@ -47,7 +47,7 @@ from sgt_tfmot.quantizers import (
     quantize_weights,
 )
 
-__all__ = ["align_biases", "export_model", "is_quantized"]
+__all__ = ["align_biases", "biases_aligned", "export_model", "is_quantized"]
 
 
 def is_quantized(model: keras.Model) -> bool:
@@ -344,15 +344,20 @@ def align_biases(model: keras.Model) -> int:
     (b' = (b − μ)·γ/√(σ² + ε) + β), in int32 units of (input step × weight step). The rounding
     moves b' by up to half a unit, and a 4-bit network is sensitive enough for that to change
     a few percent of its predictions. This function shifts β (or the layer's own bias when no
-    BatchNormalization follows) by exactly that rounding, so that the Keras model computes
-    what the integer model computes. Each shift is below half an int32 unit; the converted
-    .tflite file is the same before and after. Idempotent.
+    BatchNormalization follows) by exactly that rounding, and likewise the `offset` of the
+    input `Rescaling` (the bias of the 1x1 conv it becomes, per channel), so that the Keras
+    model computes what the integer model computes. Each shift is below half an int32 unit;
+    the converted .tflite file is the same before and after. Idempotent.
+
+    A changed `Rescaling` offset is a constant of the traced graph: the model's own
+    train/test/predict functions are reset here; a model that wraps this one (a trainer)
+    must call its `make_test_function(force=True)` (and the others it uses) itself.
 
     Args:
       model: A QAT model from `sgt_tfmot.quantize_model`, after training.
 
     Returns:
-      The number of layers whose biases were moved onto the grid.
+      The number of layers whose biases (or offsets) were moved onto the grid.
 
     Raises:
       ValueError: When `model` is not a QAT model.
@@ -364,17 +369,20 @@ def align_biases(model: keras.Model) -> int:
         )
     exported = export_model(model)
     folds = _batch_norm_folds(model, model.get_config())
+    rescalings = _rescalings(model)
     aligned = 0
     for layer in model.layers:
         config = getattr(layer, "quantize_config", None)
         inner = getattr(layer, "layer", None)
+        if layer.name in rescalings:
+            inner.offset = [float(b) for b in _grid_bias(exported.get_layer(layer.name))]
+            aligned += 1
+            continue
         if not isinstance(config, LayerQuantizeConfig) or config.weight_quantizer is None:
             continue
-        target = exported.get_layer(layer.name)
-        biases = [w for w in target.weights if _short(w) == "bias:0"]
-        if not biases:
+        grid_bias = _grid_bias(exported.get_layer(layer.name))
+        if grid_bias is None:
             continue
-        grid_bias = biases[0].numpy().astype(np.float64)
         if layer.name in folds:
             bn = getattr(folds[layer.name], "layer", folds[layer.name])
             if not bn.center:
@@ -385,4 +393,33 @@ def align_biases(model: keras.Model) -> int:
         else:
             inner.bias.assign(grid_bias.astype(np.float32))
         aligned += 1
+    if rescalings:  # the offsets are graph constants: retrace on the next call
+        model.train_function = model.test_function = model.predict_function = None
     return aligned
+
+
+def _grid_bias(exported_layer) -> np.ndarray | None:
+    """The bias of a layer of the export model (on its int32 grid), or None without one."""
+    biases = [w for w in exported_layer.weights if _short(w) == "bias:0"]
+    return biases[0].numpy().astype(np.float64) if biases else None
+
+
+def biases_aligned(model: keras.Model) -> bool:
+    """Whether a QAT model's biases and input offsets already sit on the integer model's
+    int32 grid (`align_biases`; `python -m sgt_tfmot.train` does it at the end of a run)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    align_biases(copy)
+    same_weights = all(
+        np.allclose(a, b, rtol=1e-6, atol=1e-7)
+        for a, b in zip(model.get_weights(), copy.get_weights(), strict=True)
+    )
+    return same_weights and all(
+        np.allclose(
+            np.asarray(model.get_layer(name).layer.offset, np.float64),
+            np.asarray(copy.get_layer(name).layer.offset, np.float64),
+            rtol=1e-6,
+            atol=1e-7,
+        )
+        for name in _rescalings(model)
+    )
