@@ -3,11 +3,13 @@
 Converts a trained classifier (a QAT model from `sgt_tfmot.quantize_model`, or a float model
 quantized after training on calibration images) to a full-integer .tflite with a fixed
 batch of 1, then checks the result in LiteRT on the test split of its dataset
-(`sgt_tfmot.tflite.checks`): test accuracy against the Keras model, top-1 agreement, and
-saliency fidelity (the integer model must lose accuracy like the Keras model when the
-features the Keras model's saliency ranks highest, or lowest, are removed). It also reads
-the flatbuffer for the Edge TPU verdict and converts a float32 TFLite of the same network as
-the size baseline.
+(`sgt_tfmot.tflite.checks`): test accuracy against the Keras model, top-1 agreement (shown
+beside its numerical floor, the Keras model's agreement with itself after a one-ulp change
+of its weights: a 4-bit model can be too sensitive to rounding for any runtime to agree
+with it better), and saliency fidelity (the integer model must lose accuracy like the Keras
+model when the features the Keras model's saliency ranks highest, or lowest, are removed).
+It also reads the flatbuffer for the Edge TPU verdict and converts a float32 TFLite of the
+same network as the size baseline.
 
 Usage:
 
@@ -390,6 +392,10 @@ def convert_and_check(
 
     say(f"evaluating both models on {len(x_test)} test images")
     accuracy = checks.compare_accuracy(predictor(keras_model), tflite_model.predict, x_test, y_test)
+    say("numerical sensitivity of the Keras model (one-ulp weight change)")
+    accuracy = dataclasses.replace(
+        accuracy, ulp_agreement=checks.ulp_agreement(keras_model, x_test, batch_size=PREDICT_BATCH)
+    )
     # A k-bit QAT model (k < 8) converts through its 8-bit export model (8-bit activations
     # over the k-bit ranges): measuring that model too tells rounding from conversion error.
     exported = export_model(keras_model) if quantized and _lowest_bits(keras_model) < 8 else None
@@ -455,6 +461,7 @@ def convert_and_check(
         "tflite_accuracy": accuracy.tflite_accuracy,
         "accuracy_drop_pp": accuracy.accuracy_drop_pp,
         "agreement": accuracy.agreement,
+        "ulp_agreement": accuracy.ulp_agreement,
         "biases_aligned": biases_aligned(keras_model) if quantized else None,
         "export_model": None
         if export_accuracy is None
@@ -511,6 +518,8 @@ def format_summary(report: dict, op_table: str) -> str:
         f"(drop {report['accuracy_drop_pp']:.2f} pp; max {thresholds['max_accuracy_drop']:g})",
         f"Top-1 agreement: {_percent(report['agreement'])} "
         f"(min {100 * thresholds['min_agreement']:g} %)",
+        f"  (numerical floor: the Keras model agrees with itself after a one-ulp change of its "
+        f"weights on {_percent(report['ulp_agreement'])})",
     ]
     if report["biases_aligned"] is False:
         lines.append(

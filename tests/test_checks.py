@@ -137,6 +137,39 @@ def test_compare_accuracy_rejects_bad_input():
         )
 
 
+def test_ulp_agreement_is_one_for_a_well_conditioned_model_and_restores_the_weights(mnist):
+    _, x_test, _ = mnist
+    model = tiny_mnist_classifier()
+    before = [w.copy() for w in model.get_weights()]
+    assert checks.ulp_agreement(model, x_test[:64]) == 1.0
+    for original, restored in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(original, restored)
+
+
+def test_ulp_agreement_finds_a_model_on_the_edge_of_every_decision():
+    # Two logits computed by identical weights tie exactly: argmax picks class 0, and a
+    # one-ulp change of the weights decides each tie by the sign of a random sum.
+    inputs = keras.Input((64,))
+    model = keras.Model(inputs, L.Dense(2, kernel_initializer="ones")(inputs))
+    images = np.random.default_rng(1).uniform(-1, 1, (400, 64)).astype(np.float32)
+    agreement = checks.ulp_agreement(model, images, seed=3)
+    assert 0.1 < agreement < 0.9
+    with pytest.raises(ValueError, match="at least one image"):
+        checks.ulp_agreement(model, images[:0])
+
+
+def test_gate_names_the_numerical_floor_when_agreement_cannot_be_reached():
+    accuracy = checks.AccuracyComparison(0.9, 0.9, 0.99, 1000, ulp_agreement=0.985)
+    (failure,) = checks.gate(checks.Thresholds(), accuracy)
+    assert failure.startswith("top-1 agreement 99.00 % is below --min_agreement 99.5 % (the")
+    assert "one-ulp change of its weights on only 98.50 %" in failure
+    # A well-conditioned model's failure is the plain message.
+    sound = checks.AccuracyComparison(0.9, 0.9, 0.99, 1000, ulp_agreement=1.0)
+    assert checks.gate(checks.Thresholds(), sound) == [
+        "top-1 agreement 99.00 % is below --min_agreement 99.5 %"
+    ]
+
+
 def edgetpu_report(compatible):
     reasons = () if compatible else (Reason("unsupported_op", "LEAKY_RELU is not an Edge TPU op"),)
     op = OpVerdict(0, "LEAKY_RELU", 1, ("INT8",), ("INT8",), compatible, reasons, "cpu")

@@ -105,6 +105,7 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert report["size_ratio"] == report["size_bytes"] / report["float_size_bytes"] < 0.75
     assert report["edgetpu_compatible"] is True and report["internal_quantize_ops"] == 0
     assert report["keras_accuracy"] > 0.85
+    assert 0.99 <= report["ulp_agreement"] <= 1.0  # an 8-bit model is well conditioned
     assert report["fidelity"]["num_images"] == 100
     assert report["fidelity_gap_pp"] <= 5.0
     assert report["export_model"] is None  # an 8-bit model converts as it is
@@ -116,6 +117,7 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert "Edge TPU: compatible" in out and "FULLY_CONNECTED" in out
     assert f"Size: {report['size_bytes']:,} bytes vs" in out
     assert "Top-1 agreement" in out and "Saliency fidelity (vanilla, fill mean, 100 images)" in out
+    assert "one-ulp change of its weights on" in out
     assert out.rstrip().endswith("Checks passed.")
 
 

@@ -14,6 +14,10 @@ test images:
 
        gap = max over x in fractions, order in {top, bottom} of |acc_keras(x) − acc_tflite(x)|.
 
+   `ulp_agreement` tells how far agreement can go at all: the Keras model's agreement with
+   itself after every weight moved by one float32 ulp. A 4-bit network amplifies rounding
+   differences layer after layer; when this number is low, no integer model (and no other
+   runtime) can agree with the Keras model much better.
 3. Is it a release? `gate` compares the numbers with `Thresholds` and lists what failed;
    the Edge TPU verdict (`sgt_tfmot.tflite.edgetpu`) fails the gate only when asked for.
 
@@ -50,6 +54,7 @@ __all__ = [
     "fidelity_check",
     "gate",
     "save_saliency_figure",
+    "ulp_agreement",
 ]
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -118,12 +123,15 @@ class AccuracyComparison:
       tflite_accuracy: The same for the TFLite model.
       agreement: Share of images on which both predict the same class.
       num_images: Number of test images.
+      ulp_agreement: The Keras model's agreement with itself after a one-ulp change of its
+        weights (`ulp_agreement`), when measured: the numerical floor of `agreement`.
     """
 
     keras_accuracy: float
     tflite_accuracy: float
     agreement: float
     num_images: int
+    ulp_agreement: float | None = None
 
     @property
     def accuracy_drop_pp(self) -> float:
@@ -179,6 +187,48 @@ def compare_accuracy(
         agreement=float(np.mean(keras_classes == tflite_classes)),
         num_images=len(images),
     )
+
+
+def ulp_agreement(
+    model: keras.Model, images: np.ndarray, seed: int = 0, batch_size: int = 128
+) -> float:
+    """Top-1 agreement of `model` with itself after every float weight moved by one ulp.
+
+    Each float32 weight (kernels, BN statistics, α, ranges) is moved to its next float32
+    value up or down, at random (seeded), which is the size of the differences between two
+    correct implementations of the same model (the integer model stores its scales in
+    float32, a runtime sums in another order). The share of images whose class survives is
+    the numerical floor of any agreement check against this model: a well-conditioned model
+    gives ~100 %; a 4-bit network that amplifies rounding flips layer after layer can give
+    less than the 99.5 % release target. The model's weights are restored afterwards.
+
+    Args:
+      model: A Keras classifier.
+      images: (N, ...) images in the model's input range, N >= 1.
+      seed: Seed of the directions.
+      batch_size: Batch size of the predictions.
+
+    Returns:
+      The agreement, a share in [0, 1].
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if len(images) == 0:
+        raise ValueError("`images` must hold at least one image. Received: 0 images")
+    rng = np.random.default_rng(seed)
+    weights = model.get_weights()
+    base = _scores(lambda x: model.predict(x, batch_size=batch_size, verbose=0), images, "Keras")
+    moved = []
+    for weight in weights:
+        if weight.dtype.kind == "f":
+            direction = np.where(rng.random(weight.shape) < 0.5, -np.inf, np.inf)
+            weight = np.nextafter(weight, direction.astype(weight.dtype))
+        moved.append(weight)
+    try:
+        model.set_weights(moved)
+        perturbed = model.predict(images, batch_size=batch_size, verbose=0)
+    finally:
+        model.set_weights(weights)
+    return float(np.mean(base.argmax(axis=-1) == np.asarray(perturbed).argmax(axis=-1)))
 
 
 @dataclass(frozen=True)
@@ -392,9 +442,17 @@ def gate(
             f"{thresholds.max_accuracy_drop:g} pp"
         )
     if accuracy.agreement < thresholds.min_agreement - 1e-9:
+        floor = accuracy.ulp_agreement
         failures.append(
             f"top-1 agreement {100 * accuracy.agreement:.2f} % is below --min_agreement "
             f"{100 * thresholds.min_agreement:g} %"
+            + (
+                ""
+                if floor is None or floor >= thresholds.min_agreement
+                else f" (the Keras model agrees with itself after a one-ulp change of its "
+                f"weights on only {100 * floor:.2f} %: it is too sensitive to rounding for "
+                "any integer model to agree better; see the report's ulp_agreement)"
+            )
         )
     if fidelity is not None and fidelity.gap_pp > thresholds.max_fidelity_gap + 1e-9:
         failures.append(
