@@ -1,13 +1,65 @@
-"""Plumbing shared by the command-line tools: run directories and atomic output files."""
+"""Plumbing shared by the command-line tools: the main() frame, run directories and atomic
+output files."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from absl import flags
+
 METRICS_FILE = "metrics.json"
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+class UsageError(ValueError):
+    """A command line that cannot run (a missing or extra argument); printed as one line."""
+
+
+def run_main(
+    argv: list[str],
+    program: str,
+    flag_values: flags.FlagValues,
+    module_name: str,
+    body: Callable[[list[str]], int],
+) -> int:
+    """The frame of a CLI's main(): parse, --help, run `body`, turn bad input into one line.
+
+    Parses `argv` into the tool's own `flag_values` (not absl's global FLAGS, so the
+    package's CLIs can be imported together), prints the module docstring and flag help for
+    --help, and otherwise returns `body(positional arguments)`. A flag error, or a
+    ValueError / OSError from `body` (a `UsageError`, a model that cannot be loaded, an
+    unwritable path, ...), is printed as "PROGRAM: error: <its first line>" on stderr and
+    gives exit status 2, never a traceback.
+    """
+    flag_values.unparse_flags()
+    try:
+        positional = flag_values(list(argv))[1:]
+    except flags.Error as error:
+        return _bad_input(program, str(error))
+    if flag_values["help"].value:
+        module = sys.modules[module_name]
+        print(module.__doc__.strip() + "\n\nFlags:\n" + flag_values.module_help(module))
+        return EXIT_OK
+    try:
+        return body(positional)
+    except (ValueError, OSError) as error:
+        return _bad_input(program, str(error) or type(error).__name__)
+
+
+def _bad_input(program: str, message: str) -> int:
+    lines = message.strip().splitlines()
+    print(f"{program}: error: {lines[0] if lines else message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def progress(program: str) -> Callable[[str], None]:
+    """A progress callback printing "PROGRAM: message" lines on stderr."""
+    return lambda message: print(f"{program}: {message}", file=sys.stderr)
 
 
 def run_flags(model_file: Path, error: type[ValueError]) -> dict:

@@ -65,7 +65,7 @@ METRICS_FILE = _cli.METRICS_FILE
 DEFAULT_DATASET_28X28X1 = "mnist_subset"
 FIGURE_IMAGES = 8
 PREDICT_BATCH = 256
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = _cli.EXIT_OK, 1, _cli.EXIT_BAD_INPUT
 
 # The flags live in this module's own FlagValues rather than absl's global FLAGS, so that
 # importing several of the package's CLIs in one process (tests) cannot clash on names
@@ -578,60 +578,49 @@ def format_summary(report: dict, op_table: str) -> str:
     return "\n".join(lines)
 
 
-def _error(message: str) -> int:
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
 def main(argv: list[str]) -> int:
     """Parses the command line, runs `convert_and_check`, prints the summary.
 
     Returns:
       The exit status: 0 all checks passed, 1 a check failed, 2 bad input.
     """
-    FLAGS.unparse_flags()
-    try:
-        positional = FLAGS(list(argv))[1:]
-    except flags.Error as error:
-        return _error(str(error).splitlines()[0])
-    if FLAGS.help:
-        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.module_help(sys.modules[__name__]))
-        return EXIT_OK
+    return _cli.run_main(argv, PROGRAM, FLAGS, __name__, _convert)
+
+
+def _convert(positional: list[str]) -> int:
     if not FLAGS.int8:
-        return _error("pass --int8 (full-integer conversion, the only mode).")
+        raise _cli.UsageError("pass --int8 (full-integer conversion, the only mode).")
     if len(positional) != 1:
         received = " ".join(positional) if positional else "none"
-        return _error(f"expected exactly one MODEL (file or run directory). Received: {received}")
+        raise _cli.UsageError(
+            f"expected exactly one MODEL (file or run directory). Received: {received}"
+        )
     if not FLAGS.output:
-        return _error("pass --output PATH for the .tflite file.")
-    try:
-        thresholds = checks.Thresholds(
-            max_accuracy_drop=FLAGS.max_accuracy_drop,
-            min_agreement=FLAGS.min_agreement,
-            max_fidelity_gap=FLAGS.max_fidelity_gap,
-            require_edgetpu=FLAGS.require_edgetpu,
-        )
-        conversion = convert_and_check(
-            positional[0],
-            FLAGS.output,
-            io_dtype="uint8" if FLAGS.uint8 else "int8",
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            calibration_samples=FLAGS.calibration_samples,
-            num_test=FLAGS.num_test,
-            fidelity_images=FLAGS.fidelity_images,
-            saliency=FLAGS.saliency,
-            smooth_samples=FLAGS.smooth_samples,
-            fidelity_fill=FLAGS.fidelity_fill,
-            thresholds=thresholds,
-            report=FLAGS.report,
-            figure=FLAGS.figure,
-            overwrite=FLAGS.overwrite,
-            progress=lambda message: print(f"{PROGRAM}: {message}", file=sys.stderr),
-        )
-    except (ValueError, OSError) as error:
-        text = str(error).strip().splitlines()
-        return _error(text[0] if text else type(error).__name__)
+        raise _cli.UsageError("pass --output PATH for the .tflite file.")
+    thresholds = checks.Thresholds(
+        max_accuracy_drop=FLAGS.max_accuracy_drop,
+        min_agreement=FLAGS.min_agreement,
+        max_fidelity_gap=FLAGS.max_fidelity_gap,
+        require_edgetpu=FLAGS.require_edgetpu,
+    )
+    conversion = convert_and_check(
+        positional[0],
+        FLAGS.output,
+        io_dtype="uint8" if FLAGS.uint8 else "int8",
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        calibration_samples=FLAGS.calibration_samples,
+        num_test=FLAGS.num_test,
+        fidelity_images=FLAGS.fidelity_images,
+        saliency=FLAGS.saliency,
+        smooth_samples=FLAGS.smooth_samples,
+        fidelity_fill=FLAGS.fidelity_fill,
+        thresholds=thresholds,
+        report=FLAGS.report,
+        figure=FLAGS.figure,
+        overwrite=FLAGS.overwrite,
+        progress=_cli.progress(PROGRAM),
+    )
     print(conversion.summary)
     return EXIT_OK if conversion.passed else EXIT_CHECK_FAILED
 

@@ -65,7 +65,7 @@ FILES = {
     "summary": "summary.json",
 }
 REPORT_FILE = "report.md"
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK, EXIT_BAD_INPUT = _cli.EXIT_OK, _cli.EXIT_BAD_INPUT
 
 # Own FlagValues, not absl's global FLAGS (which holds --dataset of sgt_tfmot.train), so the
 # package's CLIs can be imported together in one process.
@@ -380,55 +380,42 @@ def format_summary(evaluation: Evaluation, files: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
-def _error(message: str) -> int:
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
 def main(argv: list[str]) -> int:
     """Parses the command line, runs `explain_saved_models`, prints the summary.
 
     Returns:
       The exit status: 0 files written, 2 bad input.
     """
-    FLAGS.unparse_flags()
-    try:
-        positional = FLAGS(list(argv))[1:]
-    except flags.Error as error:
-        return _error(str(error).splitlines()[0])
-    if FLAGS.help:
-        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.module_help(sys.modules[__name__]))
-        return EXIT_OK
+    return _cli.run_main(argv, PROGRAM, FLAGS, __name__, _explain)
+
+
+def _explain(positional: list[str]) -> int:
     if positional:
-        return _error(f"unexpected arguments: {' '.join(positional)} (use --model PATH).")
+        raise _cli.UsageError(f"unexpected arguments: {' '.join(positional)} (use --model PATH).")
     if not FLAGS.model:
-        return _error("pass at least one --model PATH (a model file or a run directory).")
+        raise _cli.UsageError("pass at least one --model PATH (a model file or a run directory).")
     if not FLAGS.out_dir:
-        return _error("pass --out_dir DIR for the output files.")
-    try:
-        explanation = explain_saved_models(
-            FLAGS.model,
-            FLAGS.out_dir,
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            methods=FLAGS.methods,
-            num_images=FLAGS.num_images,
-            images=_parse_indices(FLAGS.images),
-            curve_images=FLAGS.curve_images,
-            agreement_images=FLAGS.agreement_images,
-            curve_method=FLAGS.curve_method,
-            fill=FLAGS.fill,
-            smooth_samples=FLAGS.smooth_samples,
-            penultimate_layer=FLAGS.penultimate_layer,
-            sanity_threshold=FLAGS.sanity_threshold,
-            seed=FLAGS.seed,
-            report=FLAGS.report,
-            overwrite=FLAGS.overwrite,
-            progress=lambda message: print(f"{PROGRAM}: {message}", file=sys.stderr),
-        )
-    except (ValueError, OSError) as error:
-        text = str(error).strip().splitlines()
-        return _error(text[0] if text else type(error).__name__)
+        raise _cli.UsageError("pass --out_dir DIR for the output files.")
+    explanation = explain_saved_models(
+        FLAGS.model,
+        FLAGS.out_dir,
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        methods=FLAGS.methods,
+        num_images=FLAGS.num_images,
+        images=_parse_indices(FLAGS.images),
+        curve_images=FLAGS.curve_images,
+        agreement_images=FLAGS.agreement_images,
+        curve_method=FLAGS.curve_method,
+        fill=FLAGS.fill,
+        smooth_samples=FLAGS.smooth_samples,
+        penultimate_layer=FLAGS.penultimate_layer,
+        sanity_threshold=FLAGS.sanity_threshold,
+        seed=FLAGS.seed,
+        report=FLAGS.report,
+        overwrite=FLAGS.overwrite,
+        progress=_cli.progress(PROGRAM),
+    )
     print(explanation.summary)
     return EXIT_OK
 
