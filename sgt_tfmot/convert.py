@@ -4,12 +4,12 @@ Converts a trained classifier (a QAT model from `sgt_tfmot.quantize_model`, or a
 quantized after training on calibration images) to a full-integer .tflite with a fixed
 batch of 1, then checks the result in LiteRT on the test split of its dataset
 (`sgt_tfmot.tflite.checks`): test accuracy against the Keras model, top-1 agreement (shown
-beside its numerical floor, the Keras model's agreement with itself after a one-ulp change
-of its weights: a 4-bit model can be too sensitive to rounding for any runtime to agree
-with it better), and saliency fidelity (the integer model must lose accuracy like the Keras
-model when the features the Keras model's saliency ranks highest, or lowest, are removed).
-It also reads the flatbuffer for the Edge TPU verdict and converts a float32 TFLite of the
-same network as the size baseline.
+beside what rounding alone costs: the Keras model's agreement with itself after a one-ulp
+change of its weights, since a 4-bit model can be too sensitive to rounding for any runtime
+to agree with it much better), and saliency fidelity (the integer model must lose accuracy
+like the Keras model when the features the Keras model's saliency ranks highest, or lowest,
+are removed). It also reads the flatbuffer for the Edge TPU verdict and converts a float32
+TFLite of the same network as the size baseline.
 
 Usage:
 
@@ -518,7 +518,7 @@ def format_summary(report: dict, op_table: str) -> str:
         f"(drop {report['accuracy_drop_pp']:.2f} pp; max {thresholds['max_accuracy_drop']:g})",
         f"Top-1 agreement: {_percent(report['agreement'])} "
         f"(min {100 * thresholds['min_agreement']:g} %)",
-        f"  (numerical floor: the Keras model agrees with itself after a one-ulp change of its "
+        f"  (rounding alone: the Keras model agrees with itself after a one-ulp change of its "
         f"weights on {_percent(report['ulp_agreement'])})",
     ]
     if report["biases_aligned"] is False:

@@ -14,10 +14,10 @@ test images:
 
        gap = max over x in fractions, order in {top, bottom} of |acc_keras(x) − acc_tflite(x)|.
 
-   `ulp_agreement` tells how far agreement can go at all: the Keras model's agreement with
-   itself after every weight moved by one float32 ulp. A 4-bit network amplifies rounding
+   `ulp_agreement` tells what rounding alone costs: the Keras model's agreement with itself
+   after every weight moved by one float32 ulp. A 4-bit network amplifies rounding
    differences layer after layer; when this number is low, no integer model (and no other
-   runtime) can agree with the Keras model much better.
+   runtime) can be expected to agree with the Keras model much better.
 3. Is it a release? `gate` compares the numbers with `Thresholds` and lists what failed;
    the Edge TPU verdict (`sgt_tfmot.tflite.edgetpu`) fails the gate only when asked for.
 
@@ -124,7 +124,7 @@ class AccuracyComparison:
       agreement: Share of images on which both predict the same class.
       num_images: Number of test images.
       ulp_agreement: The Keras model's agreement with itself after a one-ulp change of its
-        weights (`ulp_agreement`), when measured: the numerical floor of `agreement`.
+        weights (`ulp_agreement`), when measured: what rounding alone costs in `agreement`.
     """
 
     keras_accuracy: float
@@ -198,9 +198,11 @@ def ulp_agreement(
     value up or down, at random (seeded), which is the size of the differences between two
     correct implementations of the same model (the integer model stores its scales in
     float32, a runtime sums in another order). The share of images whose class survives is
-    the numerical floor of any agreement check against this model: a well-conditioned model
-    gives ~100 %; a 4-bit network that amplifies rounding flips layer after layer can give
-    less than the 99.5 % release target. The model's weights are restored afterwards.
+    what such differences alone cost: a correct integer model lands near it or above, a
+    wrong one far below. A well-conditioned model gives ~100 %; a 4-bit network that
+    amplifies rounding flips layer after layer can give less than the 99.5 % release
+    target, and then no runtime can be expected to meet that target reliably. The model's
+    weights are restored afterwards.
 
     Args:
       model: A Keras classifier.
