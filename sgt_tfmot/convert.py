@@ -391,10 +391,16 @@ def convert_and_check(
         return lambda images: model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
 
     say(f"evaluating both models on {len(x_test)} test images")
-    accuracy = checks.compare_accuracy(predictor(keras_model), tflite_model.predict, x_test, y_test)
+    keras_scores = predictor(keras_model)(x_test)  # for the accuracy and the ulp check
+    accuracy = checks.compare_accuracy(
+        lambda images: keras_scores, tflite_model.predict, x_test, y_test
+    )
     say("numerical sensitivity of the Keras model (one-ulp weight change)")
     accuracy = dataclasses.replace(
-        accuracy, ulp_agreement=checks.ulp_agreement(keras_model, x_test, batch_size=PREDICT_BATCH)
+        accuracy,
+        ulp_agreement=checks.ulp_agreement(
+            keras_model, x_test, batch_size=PREDICT_BATCH, scores=keras_scores
+        ),
     )
     # A k-bit QAT model (k < 8) converts through its 8-bit export model (8-bit activations
     # over the k-bit ranges): measuring that model too tells rounding from conversion error.

@@ -190,7 +190,11 @@ def compare_accuracy(
 
 
 def ulp_agreement(
-    model: keras.Model, images: np.ndarray, seed: int = 0, batch_size: int = 128
+    model: keras.Model,
+    images: np.ndarray,
+    seed: int = 0,
+    batch_size: int = 128,
+    scores: np.ndarray | None = None,
 ) -> float:
     """Top-1 agreement of `model` with itself after every float weight moved by one ulp.
 
@@ -209,6 +213,7 @@ def ulp_agreement(
       images: (N, ...) images in the model's input range, N >= 1.
       seed: Seed of the directions.
       batch_size: Batch size of the predictions.
+      scores: The model's class scores on `images` when already computed (saves a pass).
 
     Returns:
       The agreement, a share in [0, 1].
@@ -218,7 +223,9 @@ def ulp_agreement(
         raise ValueError("`images` must hold at least one image. Received: 0 images")
     rng = np.random.default_rng(seed)
     weights = model.get_weights()
-    base = _scores(lambda x: model.predict(x, batch_size=batch_size, verbose=0), images, "Keras")
+    if scores is None:
+        scores = model.predict(images, batch_size=batch_size, verbose=0)
+    base = _scores(lambda _: scores, images, "Keras")  # checks the shape
     moved = []
     for weight in weights:
         if weight.dtype.kind == "f":
