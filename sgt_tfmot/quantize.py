@@ -42,16 +42,42 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
 )
 
 
+class QuantizeWrapperV2(_wrapper_mod.QuantizeWrapperV2):
+    """TFMOT's `QuantizeWrapperV2` with a weight order that does not depend on build timing.
+
+    TFMOT's wrapper lists its trainable weights as the inner layer's weights *known when the
+    wrapper is built*, then its own (the kernel again, PACT's α, ...), then the rest of the
+    inner layer's. `quantize_model` wraps layers that are already built, giving
+    [kernel, bias, α]; a model rebuilt from a file builds the inner layer inside the
+    wrapper's `build`, giving [kernel, α, bias]. HDF5 files store weights by position, so a
+    Conv2D or Dense with a bias and a fused `activation="relu"` (α trainable beside the bias)
+    could be saved but not loaded ("Shape mismatch ... output_alpha"). Building the inner
+    layer first makes a loaded wrapper list its weights like the wrapper that was saved.
+
+    The class keeps TFMOT's name, so files stay readable by TFMOT's own `quantize_scope`;
+    `quantize_scope` below maps that name to this class.
+    """
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        super().build(input_shape)
+
+
 def quantize_scope(*custom_objects: Mapping[str, object]):
     """Scope for loading saved QAT models: TFMOT's wrappers plus this package's quantizers.
 
+    Saved QAT models are HDF5 files (`.h5`); see `sgt_tfmot.saving`.
+
     Example:
         >>> with sgt_tfmot.quantize_scope():
-        ...     model = keras.models.load_model("model.keras")
+        ...     model = keras.models.load_model("model.h5")
     """
     objects = {cls.__name__: cls for cls in QUANTIZERS}
     objects["LayerQuantizeConfig"] = configs.LayerQuantizeConfig
-    return _tfq.quantize_scope(objects, *custom_objects)
+    objects["QuantizeWrapperV2"] = QuantizeWrapperV2
+    tfmot_objects = _tfq.quantize_scope().custom_objects  # later dicts win
+    return keras.utils.custom_object_scope(*tfmot_objects, objects, *custom_objects)
 
 
 class _InputQuantize(_transforms.Transform):

@@ -1,8 +1,11 @@
 """Saving and loading models, QAT or float, and the files of a training run's directory.
 
-QAT models are saved in the HDF5 format (`.h5`): TFMOT 0.8.1's `QuantizeWrapperV2` does not
-round-trip through the `.keras` zip format of tf_keras 2.21 (it stores the wrapped kernel
-twice and refuses to load it back). Float models may use either format.
+Float and QAT models round-trip through both formats, HDF5 (`.h5`, what training writes) and
+the `.keras` zip format, with `save_model`/`load_model` here or with
+`keras.models.load_model` inside `sgt_tfmot.quantize_scope()`. (TFMOT 0.8.1's own
+`QuantizeWrapperV2` orders its weights by when its inner layer was built, which broke both
+formats for some layers; `quantize_scope` loads wrappers through
+`sgt_tfmot.quantize.QuantizeWrapperV2`, which does not.)
 
 A training run's directory (`python -m sgt_tfmot.train --out_dir OUT`) holds the trained
 model as `OUT/model.h5`; every command that takes a model accepts either that file or the
@@ -76,7 +79,7 @@ def save_model(model: keras.Model, path: str | os.PathLike, overwrite: bool = Fa
 
     Raises:
       FileExistsError: when `path` exists and `overwrite` is False.
-      ValueError: for a suffix other than .h5 / .keras (QAT models: .h5 only).
+      ValueError: for a suffix other than .h5 / .keras.
     """
     path = Path(path)
     if path.suffix not in MODEL_SUFFIXES:
