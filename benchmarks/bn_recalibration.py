@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 
 from sgt_tfmot import data, saving
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Saved model or training run directory.", required=True)

@@ -16,7 +16,7 @@ from absl import app, flags
 
 import sgt_tfmot
 from sgt_tfmot import models
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 20, "Timed steps per model.")

@@ -27,7 +27,7 @@ from absl import app, flags
 
 import sgt_tfmot
 from sgt_tfmot import models
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.trainers import SaliencyGuidedModel
 
 FLAGS = flags.FLAGS

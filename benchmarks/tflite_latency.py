@@ -29,7 +29,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 import sgt_tfmot
 from sgt_tfmot import models, saving
-from sgt_tfmot._keras import keras
+from sgt_tfmot.keras import keras
 from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
 
 FLAGS = flags.FLAGS

@@ -1,29 +1,60 @@
 """sgt-tfmot: PACT quantization-aware training and Saliency-Guided Training for tf_keras.
 
-Importing this package makes sure TensorFlow runs with Keras 2 (`tf_keras`), which TFMOT and
-tf-keras-vis need; see `sgt_tfmot._keras`.
+Importing this package sets `TF_USE_LEGACY_KERAS=1`, so that TensorFlow, when it is
+imported, runs with Keras 2 (`tf_keras`), which TFMOT and tf-keras-vis need (see
+`sgt_tfmot.keras`). TensorFlow itself is imported on first use of the API below, so the
+command-line tools can start it quietly.
 
 The supported API:
 
 * `quantize_model`, `quantize_scope`: PACT quantization-aware training (`sgt_tfmot.quantize`).
-* `PACTQuantizer`, `WeightQuantizer`, `pact`, `quantize_weights`: the quantizers.
-* `sgt_tfmot.trainers.SaliencyGuidedModel`: Saliency-Guided Training through `model.fit`.
-* `sgt_tfmot.saliency.saliency_mask`: the masking rule.
-* `sgt_tfmot.tflite.to_integer_tflite`: full-integer TFLite export.
+* `PACTQuantizer`, `WeightQuantizer`, `RangeQuantizer`, `FixedRangeQuantizer`, `pact`,
+  `quantize_weights`: the quantizers (for `layer_configs` and custom QuantizeConfigs).
+* `SaliencyGuidedModel`: Saliency-Guided Training through `model.fit`.
+* `saliency_mask`, `mask_input`: the masking rule of SGT (`sgt_tfmot.masking`).
+* `save_model`, `load_model`: saving and (safe) loading of float and QAT models.
+* `align_biases`, `export_model`: the Keras-level export rewrite (`sgt_tfmot.export`).
+* `sgt_tfmot.tflite.to_integer_tflite`: full-integer TFLite export; `sgt_tfmot.explain`:
+  attribution maps and accuracy-drop curves; `sgt_tfmot.data`, `sgt_tfmot.models`.
 """
 
-from sgt_tfmot import _keras  # noqa: F401  (must come first: sets TF_USE_LEGACY_KERAS)
-from sgt_tfmot.quantize import quantize_model, quantize_scope
-from sgt_tfmot.quantizers import PACTQuantizer, WeightQuantizer, pact, quantize_weights
+import importlib
+import os
+import sys
+
+if "tensorflow" not in sys.modules:
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PACTQuantizer",
-    "WeightQuantizer",
-    "__version__",
-    "pact",
-    "quantize_model",
-    "quantize_scope",
-    "quantize_weights",
-]
+_API = {
+    "quantize_model": "sgt_tfmot.quantize",
+    "quantize_scope": "sgt_tfmot.quantize",
+    "PACTQuantizer": "sgt_tfmot.quantizers",
+    "WeightQuantizer": "sgt_tfmot.quantizers",
+    "RangeQuantizer": "sgt_tfmot.quantizers",
+    "FixedRangeQuantizer": "sgt_tfmot.quantizers",
+    "pact": "sgt_tfmot.quantizers",
+    "quantize_weights": "sgt_tfmot.quantizers",
+    "SaliencyGuidedModel": "sgt_tfmot.trainers",
+    "saliency_mask": "sgt_tfmot.masking",
+    "mask_input": "sgt_tfmot.masking",
+    "save_model": "sgt_tfmot.saving",
+    "load_model": "sgt_tfmot.saving",
+    "align_biases": "sgt_tfmot.export",
+    "export_model": "sgt_tfmot.export",
+}
+
+__all__ = sorted([*_API, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sgt_tfmot' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

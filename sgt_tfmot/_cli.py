@@ -1,23 +1,74 @@
-"""Plumbing shared by the command-line tools: the main() frame, run directories and atomic
-output files."""
+"""The frame every command-line tool shares: quiet start, flags, one-line errors, exit codes.
+
+A tool (`sgt_tfmot.train`, `sgt_tfmot.convert`, `sgt_tfmot.explain`) declares its flags in
+its own `FlagValues`, then calls `run_main(argv, program, flags, module name, work)`. The
+frame parses the flags, prints the tool's help for `--help`, runs `work(positional args)`
+and maps every outcome to an exit status:
+
+| status | meaning |
+|---|---|
+| 0 | done (and every check passed) |
+| 1 | a check failed (convert's gate); the files say why |
+| 2 | bad input: one line "PROGRAM: error: ..." on stderr, nothing written |
+| 130 | interrupted (Ctrl-C); run the same command again to resume where that applies |
+
+Importing this module before TensorFlow keeps TensorFlow's C++ start-up lines (oneDNN, CUDA,
+CPU features) off the terminal: TensorFlow is imported with stderr captured (and shown if
+the import itself fails), and `TF_CPP_MIN_LOG_LEVEL=3` silences its later C++ logging.
+`--verbose` on the command line, or a `TF_CPP_MIN_LOG_LEVEL` of the user's own, keeps
+everything TensorFlow prints.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from absl import flags
-
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 METRICS_FILE = "metrics.json"
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
-class UsageError(ValueError):
-    """A command line that cannot run (a missing or extra argument); printed as one line."""
+def _verbose_requested(argv: list[str]) -> bool:
+    return any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in argv)
+
+
+def _import_tensorflow_quietly() -> None:
+    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    if _verbose_requested(sys.argv[1:]):
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_import_tensorflow_quietly()
+
+from absl import flags  # noqa: E402
+
+from sgt_tfmot._checks import InputError  # noqa: E402
+
+UsageError = InputError  # a command line that cannot run; kept for the tools' own checks
 
 
 def run_main(
@@ -31,86 +82,108 @@ def run_main(
 
     Parses `argv` into the tool's own `flag_values` (not absl's global FLAGS, so the
     package's CLIs can be imported together), prints the module docstring and flag help for
-    --help, and otherwise returns `body(positional arguments)`. A flag error, or a
-    ValueError / OSError from `body` (a `UsageError`, a model that cannot be loaded, an
-    unwritable path, ...), is printed as "PROGRAM: error: <its first line>" on stderr and
-    gives exit status 2, never a traceback.
+    --help, and otherwise returns `body(positional arguments)`. A flag that does not parse,
+    an `InputError` (shown with flag names), or another ValueError / OSError from `body` is
+    printed as "PROGRAM: error: <one line>" on stderr with exit status 2, never a traceback.
     """
     flag_values.unparse_flags()
     try:
         positional = flag_values(list(argv))[1:]
     except flags.Error as error:
-        return _bad_input(program, str(error))
+        return _bad_input(program, _flag_error(error, flag_values))
     if flag_values["help"].value:
         module = sys.modules[module_name]
         print(module.__doc__.strip() + "\n\nFlags:\n" + flag_values.module_help(module))
         return EXIT_OK
+    _quiet_python_logging()
     try:
         return body(positional)
+    except InputError as error:
+        return _bad_input(program, error.for_flags())
     except (ValueError, OSError) as error:
-        return _bad_input(program, str(error) or type(error).__name__)
+        return _bad_input(program, _describe(error))
+    except KeyboardInterrupt:
+        print(f"\n{program}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _quiet_python_logging() -> None:
+    """TensorFlow's and absl's Python warnings off (the tools print what matters)."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip()
+    if isinstance(error, OSError) and error.filename is not None:
+        reason = error.strerror or type(error).__name__
+        return f"{error.filename}: {reason}"
+    return text or type(error).__name__
 
 
 def _bad_input(program: str, message: str) -> int:
-    lines = message.strip().splitlines()
+    lines = [line for line in message.strip().splitlines() if line.strip()]
     print(f"{program}: error: {lines[0] if lines else message}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
+def _accepted(flag) -> str:
+    """What a flag accepts, from its absl parser."""
+    parser = flag.parser
+    kind = type(parser).__name__
+    if hasattr(parser, "enum_values"):
+        return "one of " + ", ".join(parser.enum_values)
+    if kind in ("BooleanParser",):
+        return f"--{flag.name} or --no{flag.name}"
+    noun = {"IntegerParser": "an integer", "FloatParser": "a number"}.get(kind)
+    if noun is None:
+        return flag.help
+    low, high = getattr(parser, "lower_bound", None), getattr(parser, "upper_bound", None)
+    if low is not None and high is not None:
+        return f"{noun} in [{low}, {high}]"
+    if low is not None:
+        return f"{noun} >= {low}"
+    if high is not None:
+        return f"{noun} <= {high}"
+    return noun
+
+
+def _flag_error(error: flags.Error, flag_values: flags.FlagValues) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    match = re.match(r"flag --(\w+)=(.*?): (.*)", message)
+    if match and match.group(1) in flag_values:
+        name, value, reason = match.groups()
+        if "range" in reason or "one of" in reason:
+            return f"--{name}={value}: {reason}"
+        return f"--{name}={value} is not valid ({reason}); accepted: {_accepted(flag_values[name])}"
+    unknown = re.match(r"Unknown command line flag '(\w+)'", message)
+    if unknown:
+        return f"unknown flag --{unknown.group(1)} (--help lists the flags)"
+    return message
+
+
 def progress(program: str) -> Callable[[str], None]:
     """A progress callback printing "PROGRAM: message" lines on stderr."""
-    return lambda message: print(f"{program}: {message}", file=sys.stderr)
+    return lambda message: print(f"{program}: {message}", file=sys.stderr, flush=True)
 
 
-def run_flags(model_file: Path, error: type[ValueError]) -> dict:
+def run_flags(model_file: Path) -> dict:
     """The flags of the training run that wrote `model_file` (its metrics.json), or {}.
 
     Raises:
-      `error`: when the run's metrics.json exists but cannot be read.
+      InputError: when the run's metrics.json exists but cannot be read.
     """
     metrics = model_file.parent / METRICS_FILE
     if not metrics.is_file():
         return {}
     try:
-        flags = json.loads(metrics.read_text()).get("flags", {})
+        settings = json.loads(metrics.read_text()).get("flags", {})
     except (OSError, ValueError, AttributeError) as exc:
-        raise error(
+        raise InputError(
             f"Cannot read the training run's {metrics} ({exc}); pass --dataset (and "
             "--data_dir) explicitly."
         ) from None
-    return flags if isinstance(flags, dict) else {}
-
-
-def write_files(
-    contents: dict[Path, bytes], overwrite: bool = True, error: type[ValueError] = ValueError
-) -> None:
-    """Writes every file to a temporary name in its directory, then renames all of them.
-
-    Nothing half-written is ever left behind: on any failure the temporary files are removed
-    and no target is touched.
-
-    Raises:
-      `error`: when a target appeared meanwhile and `overwrite` is False.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    temporary: dict[Path, str] = {}
-    try:
-        for path, content in contents.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(
-                dir=path.parent, prefix=f".{path.name}.", suffix=".partial"
-            )
-            temporary[path] = name
-            with os.fdopen(handle, "wb") as file:
-                file.write(content)
-            os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600; write like open() would
-        for path in contents:
-            if path.exists() and not overwrite:
-                raise error(f"{path} appeared meanwhile; pass --overwrite to replace it.")
-        for path, name in temporary.items():
-            os.replace(name, path)
-    finally:
-        for name in temporary.values():
-            if os.path.exists(name):
-                os.remove(name)
+    return settings if isinstance(settings, dict) else {}

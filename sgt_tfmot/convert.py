@@ -49,13 +49,20 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from sgt_tfmot import _cli, data, explain, saving
-from sgt_tfmot._keras import keras
-from sgt_tfmot.saliency import FILLS
+from sgt_tfmot import (
+    _cli,  # first: starts TensorFlow quietly
+    data,
+    explain,
+    saving,
+)
+from sgt_tfmot._checks import InputError, check_choice, check_int
+from sgt_tfmot._files import check_output_file, write_outputs
+from sgt_tfmot.export import biases_aligned, export_model, is_quantized
+from sgt_tfmot.keras import keras
+from sgt_tfmot.masking import FILLS
 from sgt_tfmot.tflite import checks
 from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
 from sgt_tfmot.tflite.edgetpu import check_edgetpu, format_table
-from sgt_tfmot.tflite.export import biases_aligned, export_model, is_quantized
 from sgt_tfmot.tflite.runtime import TFLiteModel
 
 __all__ = ["ConvertError", "Conversion", "convert_and_check", "format_summary", "main"]
@@ -128,8 +135,7 @@ flags.DEFINE_bool("require_edgetpu", False, "Fail when an op would not run on th
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
 
-class ConvertError(ValueError):
-    """Bad input to the conversion: a path, a model or a dataset that cannot be used."""
+ConvertError = InputError  # the former name of bad input to the conversion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,41 +153,6 @@ class Conversion:
     @property
     def passed(self) -> bool:
         return bool(self.report["checks_passed"])
-
-
-def _check_int(value, name: str, low: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ConvertError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_choice(value, choices, name: str):
-    if value not in choices:
-        raise ConvertError(
-            f"`{name}` must be one of {', '.join(map(repr, choices))}. Received: {name}={value!r}"
-        )
-    return value
-
-
-def _check_writable(path: Path, flag: str, overwrite: bool) -> None:
-    """Fails early (before the slow work) when `path` cannot be written or would be replaced."""
-    if path.is_dir():
-        raise ConvertError(f"--{flag} {path} is a directory; pass a file path.")
-    if path.exists() and not overwrite:
-        raise ConvertError(f"--{flag} {path} already exists; pass --overwrite to replace it.")
-    parent = path.parent
-    if not parent.is_dir():
-        raise ConvertError(f"--{flag} {path}: the directory {parent} does not exist.")
-    try:
-        handle, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
-        os.close(handle)
-        os.remove(probe)
-    except OSError as error:
-        raise ConvertError(
-            f"--{flag} {path}: cannot write in {parent} ({error.strerror or error})."
-        ) from None
 
 
 def _check_classifier(model: keras.Model, path: Path) -> tuple[tuple[int, ...], int]:
@@ -212,7 +183,7 @@ def _resolve_dataset(
     """(dataset, data_dir, where the dataset name came from)."""
     source = "--dataset"
     if dataset is None:
-        run_flags = _cli.run_flags(model_file, ConvertError)
+        run_flags = _cli.run_flags(model_file)
         if run_flags.get("dataset"):
             dataset, source = str(run_flags["dataset"]), f"{model_file.parent / METRICS_FILE}"
             if data_dir is None and run_flags.get("data_dir"):
@@ -309,13 +280,13 @@ def convert_and_check(
         is written.
     """
     say = progress or (lambda message: None)
-    io_dtype = _check_choice(io_dtype, ("int8", "uint8"), "io_dtype")
-    calibration_samples = _check_int(calibration_samples, "calibration_samples", 0)
-    num_test = _check_int(num_test, "num_test", 1, allow_none=True)
-    fidelity_images = _check_int(fidelity_images, "fidelity_images", 0)
-    smooth_samples = _check_int(smooth_samples, "smooth_samples", 1)
-    saliency = _check_choice(saliency, explain.METHODS, "saliency")
-    fidelity_fill = _check_choice(fidelity_fill, FILLS, "fidelity_fill")
+    io_dtype = check_choice(io_dtype, ("int8", "uint8"), "io_dtype")
+    calibration_samples = check_int(calibration_samples, "calibration_samples", 0)
+    num_test = check_int(num_test, "num_test", 1, allow_none=True)
+    fidelity_images = check_int(fidelity_images, "fidelity_images", 0)
+    smooth_samples = check_int(smooth_samples, "smooth_samples", 1)
+    saliency = check_choice(saliency, explain.METHODS, "saliency")
+    fidelity_fill = check_choice(fidelity_fill, FILLS, "fidelity_fill")
     thresholds = checks.Thresholds() if thresholds is None else thresholds
 
     output = Path(output)
@@ -332,7 +303,7 @@ def convert_and_check(
             + ", ".join(f"--{flag} {path}" for flag, path in targets.items())
         )
     for flag, path in targets.items():
-        _check_writable(path, flag, overwrite)
+        check_output_file(path, flag, overwrite)
 
     model_file = saving.resolve_model_path(model)
     keras_model = saving.load_model(model_file)
@@ -490,7 +461,7 @@ def convert_and_check(
     }
     if report_path is not None:
         contents[report_path] = (json.dumps(result, indent=2) + "\n").encode()
-    _cli.write_files(contents, overwrite, ConvertError)
+    write_outputs(contents, PROGRAM)
     return Conversion(result, format_summary(result, format_table(edgetpu)))
 
 

@@ -37,13 +37,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from sgt_tfmot._keras import tf
+from sgt_tfmot._checks import check_choice, check_int
+from sgt_tfmot.keras import tf
 
-__all__ = ["DataError", "DatasetInfo", "info", "load", "load_arrays"]
+__all__ = ["DataError", "DatasetInfo", "info", "load", "load_arrays", "training_batches"]
 
 DATA_DIR_ENV = "SGT_TFMOT_DATA_DIR"
 SPLITS = ("train", "test")
@@ -236,6 +238,69 @@ def load(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def training_batches(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    total_steps: int,
+    start_step: int = 0,
+    augment: bool = False,
+    hflip: bool = False,
+) -> tf.data.Dataset:
+    """The training batches of global steps `start_step` .. `total_steps` − 1, exactly.
+
+    Every batch is a function of (seed, step) alone, so a run that resumes at step g sees
+    the very batches an uninterrupted run sees from step g on:
+
+        epoch  e = g // S,  position s = g mod S,  S = ceil(N / batch_size)
+        order  π_e = argsort(u),  u ~ U[0, 1)^N drawn with the stateless seed (seed, e)
+        batch  x[π_e[s·B : (s + 1)·B]]   (the last batch of an epoch holds the remainder)
+
+    and the augmentation (see `load`) of batch g uses the stateless seed (seed, g).
+
+    Args:
+      x: (N, H, W, C) uint8 images, held in memory.
+      y: (N,) integer labels.
+      batch_size: B, the global batch size, >= 1.
+      seed: Seed of the order and the augmentation.
+      total_steps: Steps of the whole run.
+      start_step: First step to produce (a resumed run's position).
+      augment: Random shift (zero padding + crop) of every image.
+      hflip: With `augment`, a random horizontal mirror too.
+
+    Returns:
+      A dataset of (float32 images in 0..255, int64 labels) batches, prefetched.
+    """
+    _check_positive_int("batch_size", batch_size)
+    count = len(x)
+    steps_per_epoch = -(-count // batch_size)
+    images, labels = tf.constant(x), tf.constant(np.asarray(y, np.int64))
+    seed = int(seed)
+
+    def batch(step):
+        epoch, position = step // steps_per_epoch, step % steps_per_epoch
+        order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([seed, epoch])))
+        begin = position * batch_size
+        indices = order[begin : tf.minimum(begin + batch_size, count)]
+        batch_images = _to_float(tf.gather(images, indices))
+        if augment:
+            batch_images = _augment_batch(batch_images, _step_seed(seed, step), hflip)
+        return batch_images, tf.gather(labels, indices)
+
+    steps = tf.data.Dataset.range(int(start_step), int(total_steps))
+    return steps.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def _step_seed(seed: int, step: tf.Tensor) -> tf.Tensor:
+    """One int64 per (seed, step), the seed of that step's stateless augmentation ops."""
+    pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+    return tf.random.stateless_uniform([], seed=pair, minval=None, maxval=None, dtype=tf.int64)
+
+
 def _to_float(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32)
 
@@ -266,15 +331,11 @@ def _augment_batch(images: tf.Tensor, seed: tf.Tensor, hflip: bool) -> tf.Tensor
 
 
 def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        accepted = ", ".join(repr(s) for s in SPLITS)
-        raise ValueError(f"Unknown split {split!r}. Accepted: {accepted}.")
-    return split
+    return check_choice(split, SPLITS, "split")
 
 
 def _check_positive_int(arg: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{arg}` must be an integer >= 1. Received: {value!r}")
+    check_int(value, arg, 1)
 
 
 def _one_line(error: BaseException) -> str:
@@ -294,16 +355,39 @@ def _load_tfds(tfds_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_npz(path: Path, dataset: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
     x_key, y_key = f"x_{split}", f"y_{split}"
-    with np.load(path, allow_pickle=False) as archive:
-        for key in (x_key, y_key):
-            if key not in archive.files:
-                raise DataError(
-                    f"{str(path)!r} has no key {key!r} (dataset {dataset.name!r}, split "
-                    f"{split!r}). Keys found: {sorted(archive.files)}; expected "
-                    f"{', '.join(_NPZ_KEYS)}."
-                )
-        x, y = archive[x_key], archive[y_key]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise ValueError("it holds a single array, not an .npz archive of arrays")
+            for key in (x_key, y_key):
+                if key not in archive.files:
+                    raise DataError(
+                        f"{str(path)!r} has no key {key!r} (dataset {dataset.name!r}, split "
+                        f"{split!r}). Keys found: {sorted(archive.files)}; expected "
+                        f"{', '.join(_NPZ_KEYS)}."
+                    )
+            x, y = archive[x_key], archive[y_key]
+    except DataError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(_unreadable_npz(path, error)) from None
     return _check_arrays(x, y, dataset, f"{str(path)!r} ({x_key}, {y_key})")
+
+
+def _unreadable_npz(path: Path, error: BaseException) -> str:
+    """One line saying why `path` is not a readable .npz (never numpy's pickle advice)."""
+    if isinstance(error, EOFError) or (path.is_file() and path.stat().st_size == 0):
+        reason = "the file is empty"
+    elif isinstance(error, zipfile.BadZipFile):
+        reason = f"the zip archive is damaged or truncated ({error})"
+    elif "pickle" in str(error):
+        reason = "it is not a numpy archive (it would need pickle, which is never used)"
+    else:
+        reason = _one_line(error)
+    return (
+        f"{str(path)!r} is not a readable .npz archive: {reason}. Expected numpy's .npz "
+        f"(np.savez) with keys {', '.join(_NPZ_KEYS)}."
+    )
 
 
 def _check_arrays(

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 
 __all__ = ["MODELS", "build", "mobilenet_tiny", "resnet20"]
 

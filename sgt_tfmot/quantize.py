@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sgt_tfmot import quantize_configs as configs
-from sgt_tfmot._keras import keras, tfmot
+from sgt_tfmot.keras import keras, tfmot
 from sgt_tfmot.quantizers import (
     QUANTIZERS,
     FixedRangeQuantizer,
+    PACTQuantizer,
     RangeQuantizer,
     check_alpha_init,
     check_alpha_l2,
@@ -67,7 +68,7 @@ class QuantizeWrapperV2(_wrapper_mod.QuantizeWrapperV2):
 def quantize_scope(*custom_objects: Mapping[str, object]):
     """Scope for loading saved QAT models: TFMOT's wrappers plus this package's quantizers.
 
-    Saved QAT models are HDF5 files (`.h5`); see `sgt_tfmot.saving`.
+    Works for `.h5` and `.keras` files; see `sgt_tfmot.saving`.
 
     Example:
         >>> with sgt_tfmot.quantize_scope():
@@ -138,7 +139,7 @@ def _check_model(model) -> None:
             raise ValueError(
                 f"`model` is a Keras 3 model ({module}.{type(model).__name__}); sgt_tfmot and "
                 "TFMOT need a tf_keras (Keras 2) model. Build it with `tf_keras` layers, or "
-                "`from sgt_tfmot._keras import keras`."
+                "`from sgt_tfmot.keras import keras`."
             )
         raise ValueError(
             f"`model` must be a tf_keras Functional or Sequential model. Received: {model!r}"
@@ -167,6 +168,25 @@ def _check_model(model) -> None:
                 f"`model` {model.name!r} contains a nested model {layer.name!r}; TFMOT cannot "
                 "quantize nested models. Flatten it into one Functional model first."
             )
+
+
+def pact_alphas(model: keras.Model) -> dict:
+    """Layer name -> the α variable of every PACT activation of a QAT model (in layer order).
+
+    Asks each quantize wrapper for the variables its output quantizer built, instead of
+    matching variable names.
+    """
+    found = {}
+    for layer in model.layers:
+        config = getattr(layer, "quantize_config", None)
+        if isinstance(getattr(config, "output_quantizer", None), PACTQuantizer):
+            found[layer.name] = layer._output_quantizer_vars["alpha"]
+    return found
+
+
+def output_range_variables(layer) -> dict:
+    """The variables of a wrapped layer's output quantizer by role ("alpha", "min_var", ...)."""
+    return dict(getattr(layer, "_output_quantizer_vars", None) or {})
 
 
 def _consumers(model) -> dict[str, list[str]]:

@@ -26,7 +26,7 @@ each layer type can do.
 
 from __future__ import annotations
 
-from sgt_tfmot._keras import keras, tfmot
+from sgt_tfmot.keras import keras, tfmot
 from sgt_tfmot.quantizers import PACTQuantizer, RangeQuantizer, WeightQuantizer
 
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig

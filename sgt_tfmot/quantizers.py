@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sgt_tfmot._keras import keras, tf, tfmot
+from sgt_tfmot import _checks
+from sgt_tfmot.keras import keras, tf, tfmot
 
 _Quantizer = tfmot.quantization.keras.quantizers.Quantizer
 _EPSILON = 1e-3  # smallest clipping level α we allow; keeps the fake-quant range non-empty
@@ -21,12 +22,8 @@ MIN_BITS, MAX_BITS = 2, 8
 
 
 def check_bits(value, name: str) -> int:
-    """Returns `value` if it is an int in [2, 8], else raises a `ValueError` naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
-        raise ValueError(
-            f"`{name}` must be an int between {MIN_BITS} and {MAX_BITS}. Received: {value!r}"
-        )
-    return value
+    """`value` as an int if it is an integer (Python or numpy) in [2, 8]."""
+    return _checks.check_int(value, name, MIN_BITS, MAX_BITS)
 
 
 def _to_float32(x):
@@ -86,7 +83,7 @@ def pact_integer(x: tf.Tensor, alpha: tf.Tensor, num_bits: int) -> tf.Tensor:
     restores the clip at α. The result equals `pact(x, α, k)` value for value; for k = 8 the
     MINIMUM is not needed and not emitted. The TFLite converter turns this into the
     producer's int8 output (scale α/(2^k − 1)) followed by one int8 MINIMUM, an op the Edge TPU
-    supports. Used for export only (see `sgt_tfmot.tflite.export`).
+    supports. Used for export only (see `sgt_tfmot.export`).
     """
     x32, alpha32 = _to_float32(x), tf.maximum(_to_float32(alpha), _EPSILON)
     levels = 2**num_bits - 1
@@ -366,17 +363,13 @@ class _MinValue(keras.constraints.Constraint):
 
 
 def check_alpha_init(value) -> float:
-    """Returns `value` as a float if it is > 0, else raises a `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"`alpha_init` must be a number > 0. Received: {value!r}")
-    return float(value)
+    """`value` as a float if it is a number > 0."""
+    return _checks.check_number(value, "alpha_init", 0.0, low_open=True)
 
 
 def check_alpha_l2(value) -> float:
-    """Returns `value` as a float if it is ≥ 0, else raises a `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"`alpha_l2` must be a number >= 0. Received: {value!r}")
-    return float(value)
+    """`value` as a float if it is a number >= 0."""
+    return _checks.check_number(value, "alpha_l2", 0.0)
 
 
 QUANTIZERS: Sequence[type] = (PACTQuantizer, WeightQuantizer, RangeQuantizer, FixedRangeQuantizer)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sgt_tfmot._keras import keras
+from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import quantize_scope
 
 RUN_MODEL_FILE = "model.h5"

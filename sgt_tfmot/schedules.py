@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 

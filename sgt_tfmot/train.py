@@ -2,85 +2,126 @@
 
 With no flags it trains SGT + PACT at 8 bits on the MNIST subset that ships with the package
 (a few minutes on a laptop CPU) and prints where the results are. See `sgt_tfmot.training`
-for what the output directory holds; `--helpfull` lists every flag.
+for what the run directory holds. Run the same command again after an interruption and it
+resumes exactly where the last backup left it.
 
     python -m sgt_tfmot.train
     python -m sgt_tfmot.train --preset paper_cifar10 --data_dir ../shared/data --out_dir runs/c
     python -m sgt_tfmot.train --dataset cifar10 --data_dir DATA --weight_bits 4 \\
-        --activation_bits 4 --epochs 30 --mixed_precision --out_dir runs/cifar10-w4a4-sgt
+        --activation_bits 4 --epochs 30 --out_dir runs/cifar10-w4a4-sgt
+
+Exit status: 0 trained, 2 bad input (one line on stderr, nothing written), 130 interrupted.
 """
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags  # noqa: E402
 
-from sgt_tfmot import data as datasets
-from sgt_tfmot.saving import RUN_MODEL_FILE
-from sgt_tfmot.training import RunError, TrainConfig, config_from_flags, train
+from sgt_tfmot import (  # noqa: E402
+    _cli,  # first: starts TensorFlow quietly
+    models,
+    precision,
+    schedules,
+)
+from sgt_tfmot.masking import FILLS  # noqa: E402
+from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS  # noqa: E402
+from sgt_tfmot.saving import RUN_MODEL_FILE  # noqa: E402
+from sgt_tfmot.training import DISTRIBUTE, PRESETS, TrainConfig, config_from_flags, train  # noqa: E402
 
-FLAGS = flags.FLAGS
-_defaults = TrainConfig()
-flags.DEFINE_string("dataset", _defaults.dataset, "mnist_subset (embedded), mnist or cifar10.")
-flags.DEFINE_string("data_dir", None, "Folder with NAME.npz (x_train, y_train, x_test, y_test).")
-flags.DEFINE_string("model", _defaults.model, "resnet20 or mobilenet_tiny.")
-flags.DEFINE_integer("weight_bits", _defaults.weight_bits, "Bits of the kernels (2..8).")
-flags.DEFINE_integer("activation_bits", _defaults.activation_bits, "Bits of PACT (2..8).")
-flags.DEFINE_integer("first_last_bits", _defaults.first_last_bits, "Bits of first/last kernel.")
-flags.DEFINE_bool("float", False, "Train the float model (no quantization).")
-flags.DEFINE_bool("sgt", True, "Saliency-Guided Training (--nosgt: plain training).")
-flags.DEFINE_float("mask_fraction", _defaults.mask_fraction, "Share of features masked by SGT.")
-flags.DEFINE_float("kl_weight", _defaults.kl_weight, "λ of the KL term of SGT.")
-flags.DEFINE_string("fill", _defaults.fill, "Fill of masked features: random, zero or mean.")
-flags.DEFINE_integer("epochs", _defaults.epochs, "Epochs.")
-flags.DEFINE_integer("batch_size", _defaults.batch_size, "Global batch size.")
-flags.DEFINE_float("learning_rate", _defaults.learning_rate, "Peak learning rate (SGD).")
-flags.DEFINE_string("schedule", _defaults.schedule, "onecycle, cosine or constant.")
-flags.DEFINE_float("weight_decay", _defaults.weight_decay, "L2 factor on kernels.")
-flags.DEFINE_float("alpha_init", _defaults.alpha_init, "Initial PACT α.")
-flags.DEFINE_float("alpha_l2", _defaults.alpha_l2, "L2 penalty on α.")
-flags.DEFINE_string("preset", None, "paper_mnist or paper_cifar10: the paper's settings.")
-flags.DEFINE_bool("mixed_precision", False, "Train with the mixed_bfloat16 policy.")
-flags.DEFINE_integer("seed", _defaults.seed, "Random seed.")
-flags.DEFINE_integer("max_steps", None, "Cap on the number of training steps.")
-flags.DEFINE_string("out_dir", None, "Output directory (default: runs/<dataset>-<model>-...).")
-flags.DEFINE_bool("overwrite", False, "Replace a finished run in --out_dir.")
-flags.DEFINE_string("distribute", "none", "none, mirrored (local devices) or multi_worker.")
-flags.DEFINE_integer("backup_every", _defaults.backup_every, "Steps between resume points.")
-flags.DEFINE_integer("verbose", None, "Keras verbosity (default: bars on a terminal).")
+PROGRAM = "sgt_tfmot.train"
+FLAGS = flags.FlagValues()
+_IN = {"flag_values": FLAGS}
+_d = TrainConfig()
+_BITS = {"lower_bound": MIN_BITS, "upper_bound": MAX_BITS, **_IN}
+flags.DEFINE_string("dataset", _d.dataset, "Dataset name (see sgt_tfmot.data).", **_IN)
+flags.DEFINE_string(
+    "data_dir", None, "Folder with NAME.npz (x_train, y_train, x_test, y_test).", **_IN
+)
+flags.DEFINE_enum("model", _d.model, list(models.MODELS), "Model architecture.", **_IN)
+flags.DEFINE_integer("weight_bits", _d.weight_bits, "Bits of the kernels.", **_BITS)
+flags.DEFINE_integer("activation_bits", _d.activation_bits, "Bits of PACT.", **_BITS)
+flags.DEFINE_integer("first_last_bits", _d.first_last_bits, "Bits of first/last kernel.", **_BITS)
+flags.DEFINE_bool("float", False, "Train the float model (no quantization).", **_IN)
+flags.DEFINE_bool("sgt", True, "Saliency-Guided Training (--nosgt: plain training).", **_IN)
+flags.DEFINE_float(
+    "mask_fraction", _d.mask_fraction, "Share of features masked by SGT, in (0, 1).", **_IN
+)
+flags.DEFINE_float(
+    "kl_weight", _d.kl_weight, "λ of the KL term of SGT, >= 0.", lower_bound=0, **_IN
+)
+flags.DEFINE_enum("fill", _d.fill, list(FILLS), "Fill of masked features.", **_IN)
+flags.DEFINE_integer("epochs", _d.epochs, "Epochs.", lower_bound=1, **_IN)
+flags.DEFINE_integer("batch_size", _d.batch_size, "Global batch size.", lower_bound=1, **_IN)
+flags.DEFINE_float("learning_rate", _d.learning_rate, "Peak learning rate (SGD).", **_IN)
+flags.DEFINE_enum(
+    "schedule", _d.schedule, list(schedules.SCHEDULES), "Learning-rate schedule.", **_IN
+)
+flags.DEFINE_float("weight_decay", _d.weight_decay, "L2 factor on kernels.", lower_bound=0, **_IN)
+flags.DEFINE_float("alpha_init", _d.alpha_init, "Initial PACT α, > 0.", **_IN)
+flags.DEFINE_float("alpha_l2", _d.alpha_l2, "L2 penalty on α.", lower_bound=0, **_IN)
+flags.DEFINE_enum("preset", None, list(PRESETS), "The paper's settings.", **_IN)
+flags.DEFINE_enum(
+    "mixed_precision", _d.mixed_precision, list(precision.CHOICES),
+    "Compute precision; auto: mixed_bfloat16 where the hardware computes bfloat16 natively.",
+    **_IN,
+)  # fmt: skip
+flags.DEFINE_integer("seed", _d.seed, "Random seed.", lower_bound=0, **_IN)
+flags.DEFINE_integer(
+    "max_steps", None, "Cap on the number of training steps.", lower_bound=1, **_IN
+)
+flags.DEFINE_string("out_dir", None, "Run directory (default: runs/<dataset>-<model>-...).", **_IN)
+flags.DEFINE_bool("overwrite", False, "Replace a finished run's own files in --out_dir.", **_IN)
+flags.DEFINE_enum("distribute", "none", list(DISTRIBUTE), "Distribution strategy.", **_IN)
+flags.DEFINE_integer(
+    "backup_every", _d.backup_every, "Steps between resume points.", lower_bound=1, **_IN
+)
+flags.DEFINE_integer(
+    "progress", None, "Keras progress: 0 none, 1 bar, 2 a line per epoch (default: bar on a "
+    "terminal).", lower_bound=0, upper_bound=2, **_IN,
+)  # fmt: skip
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **_IN)
+flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
+
+# Former spellings: --mixed_precision was a switch.
+_LEGACY = {"--mixed_precision": "--mixed_precision=mixed_bfloat16",
+           "--nomixed_precision": "--mixed_precision=float32"}  # fmt: skip
 
 
-def main(argv) -> int:
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return 2
-    values = {name: FLAGS[name].value for name in FLAGS if name in TrainConfig.__annotations__}
-    explicit = {name for name in values if FLAGS[name].present}
+def main(argv: list[str]) -> int:
+    """Parses the command line, trains, prints where the results are; returns the exit status."""
+    argv = [argv[0], *(_LEGACY.get(arg, arg) for arg in argv[1:])]
+    return _cli.run_main(argv, PROGRAM, FLAGS, __name__, _train)
+
+
+def _train(positional: list[str]) -> int:
+    if positional:
+        raise _cli.UsageError(f"unexpected arguments: {' '.join(positional)}")
+    names = {f for f in TrainConfig.__dataclass_fields__ if f in FLAGS}
+    values = {name: FLAGS[name].value for name in names}
+    explicit = {name for name in names if FLAGS[name].present}
+    config = config_from_flags(values, explicit, FLAGS.preset)
     try:
-        config = config_from_flags(values, explicit, FLAGS.preset)
         metrics = train(config)
-    except (RunError, datasets.DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: run the same command again to resume from the last backup in "
-            f"{config.out_dir}",
+            f"\n{PROGRAM}: interrupted; run the same command again to resume from the last "
+            f"backup in {config.out_dir}",
             file=sys.stderr,
         )
-        return 130
+        return _cli.EXIT_INTERRUPTED
     out = config.out_dir
     print(
         f"\ntest accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} epochs "
         f"({metrics['wall_time_seconds']:.0f} s).\nResults in {out}/: {RUN_MODEL_FILE}, "
         "metrics.json, history.json, alpha.json, alpha.png, tensorboard/\n"
-        f"Next: python -m sgt_tfmot.convert --int8 {out} --output {out}/model.tflite"
+        f"Next: python -m sgt_tfmot.convert --int8 {out} --output {out}-int8.tflite "
+        f"--report {out}-int8.json"
     )
-    return 0
+    return _cli.EXIT_OK
 
 
 def run() -> None:
-    app.run(lambda argv: sys.exit(main(argv)))
+    sys.exit(main(sys.argv))
 
 
 if __name__ == "__main__":

@@ -1,25 +1,35 @@
-"""Training runs: SGT + PACT training of ResNet-20 (or a tiny MobileNet) into a run directory.
+"""Training runs: SGT and/or PACT training of a classifier into a run directory.
 
 The library behind `python -m sgt_tfmot.train` (`sgt_tfmot/train.py` only parses flags):
 
     config = TrainConfig(dataset="mnist_subset", weight_bits=4, activation_bits=4, epochs=3)
     metrics = train(config)        # writes config.out_dir, returns metrics.json's content
 
-The output directory receives:
+The run directory receives:
 
     model.h5          the trained model (QAT, or float with --float); load it with
                       `sgt_tfmot.saving.load_model(OUT)`. A QAT model's biases are put on
-                      the integer model's grid first (`sgt_tfmot.tflite.align_biases`), so
+                      the integer model's grid first (`sgt_tfmot.export.align_biases`), so
                       it computes what its integer TFLite model computes
-    metrics.json      test_accuracy (a fraction), test_loss, the flags, wall time, epochs
+    metrics.json      test_accuracy (a fraction), test_loss, the flags, wall time, epochs;
+                      written last: a run is finished when it exists
     history.csv/.json per-epoch training and validation metrics
     alpha.json/.png   the clipping level α of every PACT layer after each epoch
     flags.json        the settings of the run (a rerun must match them to resume)
+    wall_time.json    training time so far, over every attempt
     tensorboard/      TensorBoard logs
-    backup/           the resume point while the run is unfinished (removed at the end)
+    backup/           the resume point while the run is unfinished (removed at the very end)
+    .sgt_tfmot.json   the manifest: the files above are the run's own (`sgt_tfmot._files`)
 
-Run the same command again after an interruption (Ctrl-C, kill) and it resumes from the last
-backup. A finished run's directory is never replaced without `--overwrite`.
+No lost work:
+
+* Run the same command again after an interruption (Ctrl-C, a kill, a crash, at any moment,
+  during finalisation too) and it resumes from the last backup, or reports the run as
+  finished. The resumed run is exact: every batch, augmentation and SGT fill is a function
+  of (seed, step) (`sgt_tfmot.data.training_batches`), so with the same seed it ends with
+  the weights of an uninterrupted run (tests/test_resume.py checks bit equality).
+* A finished run is never replaced without `--overwrite`, and `--overwrite` removes only the
+  run's own files: a directory holding anything else (a converted model, notes) is refused.
 """
 
 from __future__ import annotations
@@ -31,15 +41,28 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from sgt_tfmot import data as datasets, models as model_zoo, quantize, saliency, schedules
-from sgt_tfmot._keras import keras, tf
-from sgt_tfmot.quantizers import check_bits
+from sgt_tfmot import (
+    _checks,
+    data as datasets,
+    masking,
+    models as model_zoo,
+    precision,
+    quantize,
+    schedules,
+)
+from sgt_tfmot._checks import InputError
+from sgt_tfmot._files import MANIFEST, Manifest, atomic_write, check_output_dir
+from sgt_tfmot.export import align_biases, is_quantized
+from sgt_tfmot.keras import keras, tf
+from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS
 from sgt_tfmot.saving import RUN_MODEL_FILE, save_model
-from sgt_tfmot.tflite.export import align_biases, is_quantized
 from sgt_tfmot.trainers import SaliencyGuidedModel
+
+TOOL = "sgt_tfmot.train"
 
 # The paper's Table I (Maleki et al.), plus what it leaves open: SGD with momentum 0.9 and a
 # constant learning rate, no augmentation beyond the loader's defaults.
@@ -55,10 +78,13 @@ PRESETS = {
 }  # fmt: skip
 
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
+BACKUP_DIR = "backup"
+RUN_FILES = (
+    MANIFEST, "flags.json", RUN_MODEL_FILE, "metrics.json", "history.csv", "history.json",
+    "alpha.json", "alpha.png", "wall_time.json", "labels.txt", "tensorboard", BACKUP_DIR,
+)  # fmt: skip
 
-
-class RunError(ValueError):
-    """Bad flags or an output directory that cannot be used; shown as one line."""
+RunError = InputError  # the former name of a bad setting or output directory
 
 
 @dataclasses.dataclass
@@ -83,48 +109,39 @@ class TrainConfig:
     weight_decay: float = 1e-4
     alpha_init: float = 10.0
     alpha_l2: float = 2e-4
-    mixed_precision: bool = False
+    mixed_precision: str = "auto"
     seed: int = 0
     max_steps: int | None = None
     out_dir: str | None = None
     overwrite: bool = False
     distribute: str = "none"
     backup_every: int = 200
-    verbose: int | None = None
+    progress: int | None = None
 
     def check(self) -> TrainConfig:
-        """Validates every field; raises `RunError` naming the flag and what is accepted."""
+        """Validates every field; raises `InputError` naming the field and what is accepted."""
         try:
             datasets.info(self.dataset)
         except ValueError as error:
-            raise RunError(str(error)) from None
-        if self.model not in model_zoo.MODELS:
-            raise RunError(
-                f"Unknown model {self.model!r}. Known models: {', '.join(model_zoo.MODELS)}."
-            )
-        try:
-            for name in ("weight_bits", "activation_bits", "first_last_bits"):
-                check_bits(getattr(self, name), name)
-            saliency._check_fraction(self.mask_fraction, "mask_fraction")
-        except ValueError as error:
-            raise RunError(str(error).replace("`", "--", 1).replace("`", "", 1)) from None
-        if self.kl_weight < 0:
-            raise RunError(f"--kl_weight must be >= 0. Received: {self.kl_weight}")
-        if self.fill not in saliency.FILLS:
-            raise RunError(f"--fill must be one of {', '.join(saliency.FILLS)}: {self.fill!r}")
+            raise InputError(str(error)) from None
+        _checks.check_choice(self.model, model_zoo.MODELS, "model")
+        for name in ("weight_bits", "activation_bits", "first_last_bits"):
+            setattr(self, name, _checks.check_int(getattr(self, name), name, MIN_BITS, MAX_BITS))
+        _checks.check_open_fraction(self.mask_fraction, "mask_fraction")
+        _checks.check_number(self.kl_weight, "kl_weight", 0.0)
+        _checks.check_choice(self.fill, masking.FILLS, "fill")
         for name in ("epochs", "batch_size", "backup_every"):
-            if getattr(self, name) < 1:
-                raise RunError(f"--{name} must be >= 1. Received: {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise RunError(f"--max_steps must be >= 1. Received: {self.max_steps}")
-        if not self.learning_rate > 0:
-            raise RunError(f"--learning_rate must be > 0. Received: {self.learning_rate}")
-        if self.schedule not in schedules.SCHEDULES:
-            raise RunError(
-                f"--schedule must be one of {', '.join(schedules.SCHEDULES)}: {self.schedule!r}"
-            )
-        if self.distribute not in DISTRIBUTE:
-            raise RunError(f"--distribute must be one of {', '.join(DISTRIBUTE)}.")
+            _checks.check_int(getattr(self, name), name, 1)
+        _checks.check_int(self.max_steps, "max_steps", 1, allow_none=True)
+        _checks.check_int(self.seed, "seed", 0)
+        _checks.check_number(self.learning_rate, "learning_rate", 0.0, low_open=True)
+        _checks.check_number(self.weight_decay, "weight_decay", 0.0)
+        _checks.check_number(self.alpha_init, "alpha_init", 0.0, low_open=True)
+        _checks.check_number(self.alpha_l2, "alpha_l2", 0.0)
+        _checks.check_choice(self.schedule, schedules.SCHEDULES, "schedule")
+        _checks.check_choice(self.mixed_precision, precision.CHOICES, "mixed_precision")
+        _checks.check_choice(self.distribute, DISTRIBUTE, "distribute")
+        _checks.check_int(self.progress, "progress", 0, 2, allow_none=True)
         return self
 
     def default_out_dir(self) -> str:
@@ -136,7 +153,7 @@ class TrainConfig:
     def run_settings(self) -> dict:
         """The settings that define the run (a resumed run must use the same)."""
         settings = dataclasses.asdict(self)
-        for name in ("overwrite", "verbose", "out_dir"):
+        for name in ("overwrite", "progress", "out_dir"):
             settings.pop(name)
         return settings
 
@@ -146,74 +163,182 @@ def config_from_flags(values: dict, explicit: set[str], preset: str | None) -> T
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in values.items() if k in fields}
     if preset:
-        if preset not in PRESETS:
-            raise RunError(f"Unknown preset {preset!r}. Known presets: {', '.join(PRESETS)}.")
+        _checks.check_choice(preset, tuple(PRESETS), "preset")
         for name, value in PRESETS[preset].items():
             if name not in explicit:
                 settings[name] = value
     return TrainConfig(**settings).check()
 
 
-def _prepare_out_dir(config: TrainConfig) -> tuple[Path, bool]:
-    """Creates or reuses the output directory; returns it and whether the run resumes."""
-    out = Path(config.out_dir)
-    flags_file = out / "flags.json"
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out_dir {out} exists and is not a directory.")
+# ----------------------------------------------------------------------------- run directory
+@dataclasses.dataclass(frozen=True)
+class RunDirectory:
+    """Where a run writes, and where it stands.
+
+    Attributes:
+      out: The run directory.
+      work: Where this process writes the run's files: `out` on the chief (or alone), a
+        temporary directory on the other workers of a multi-worker run.
+      finished: The run finished earlier (its metrics.json exists).
+      resumes: The directory holds an unfinished run of the same settings.
+    """
+
+    out: Path
+    work: Path
+    finished: bool
+    resumes: bool
+
+    @property
+    def backup(self) -> Path:
+        return self.out / BACKUP_DIR
+
+
+def _run_manifest(out: Path) -> Manifest:
+    manifest = Manifest.read(out)
+    for name in RUN_FILES:
+        if name != MANIFEST:
+            manifest.record(name, TOOL)
+    return manifest
+
+
+def _is_run_directory(out: Path) -> bool:
+    return Manifest.read(out).owner("flags.json") == TOOL
+
+
+def prepare_run_directory(config: TrainConfig) -> RunDirectory:
+    """Creates, resumes or (with --overwrite) clears the run directory, by the ownership rule.
+
+    Raises:
+      InputError: when the directory cannot be created or written; holds files that are not a
+        run's (and is not empty); holds a finished run without --overwrite; holds an
+        unfinished run with other settings; or, with --overwrite, holds anything besides the
+        run's own files (named in the message).
+    """
+    out = check_output_dir(config.out_dir, "out_dir")
     if out.is_dir() and any(out.iterdir()):
-        ours = flags_file.is_file()
+        if not _is_run_directory(out):
+            raise InputError(
+                f"--out_dir {out} is not empty and is not a sgt_tfmot run directory (no "
+                f"{MANIFEST} naming its files); choose another --out_dir."
+            )
+        finished = (out / "metrics.json").is_file()
         if config.overwrite:
-            if not ours:
-                raise RunError(
-                    f"--out_dir {out} is not empty and is not a sgt_tfmot run directory; "
-                    "--overwrite only replaces run directories. Choose another --out_dir."
+            foreign = Manifest.read(out).foreign(TOOL)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                raise InputError(
+                    f"--out_dir {out} holds files that are not the run's own ({shown}); "
+                    "--overwrite only replaces a run's own files: move them elsewhere or "
+                    "choose another --out_dir."
                 )
-            shutil.rmtree(out)
-        elif (out / "metrics.json").is_file():
-            raise RunError(
+            _remove_run_files(out)
+        elif finished:
+            shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)  # left by a kill at the end
+            raise InputError(
                 f"--out_dir {out} holds a finished run; pass --overwrite to train again "
                 "there, or choose another --out_dir."
             )
-        elif ours:
-            previous = json.loads(flags_file.read_text())
+        elif (out / "flags.json").is_file():
+            previous = json.loads((out / "flags.json").read_text())
             current = config.run_settings()
             changed = sorted(k for k in current if previous.get(k) != current[k])
             if changed:
-                raise RunError(
-                    f"--out_dir {out} holds an unfinished run with other settings "
-                    f"({', '.join(f'{k}: {previous.get(k)!r} -> {current[k]!r}' for k in changed)}"
-                    "); rerun with the same flags to resume, or pass --overwrite."
+                detail = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
+                raise InputError(
+                    f"--out_dir {out} holds an unfinished run with other settings ({detail}); "
+                    "rerun with the same flags to resume, or pass --overwrite."
                 )
-            return out, True
-        else:
-            raise RunError(
-                f"--out_dir {out} is not empty and is not a sgt_tfmot run directory. Choose "
-                "another --out_dir."
-            )
+            return RunDirectory(out, out, finished=False, resumes=True)
     out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise RunError(f"--out_dir {out} is not writable.")
-    flags_file.write_text(json.dumps(config.run_settings(), indent=2))
-    return out, False
+    _run_manifest(out).write()
+    atomic_write(out / "flags.json", json.dumps(config.run_settings(), indent=2).encode())
+    return RunDirectory(out, out, finished=False, resumes=False)
 
 
-def _strategy(name: str):
+def _remove_run_files(out: Path) -> None:
+    for name in RUN_FILES:
+        path = out / name
+        if name == MANIFEST:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    for path in out.glob(".*.partial"):
+        path.unlink()
+
+
+def _backup_position(backup: Path, steps_per_epoch: int) -> tuple[int, int] | None:
+    """(epoch, step in epoch) where `fit` resumes from the backup, Keras's own rule."""
+    latest = tf.train.latest_checkpoint(str(backup / "chief"))
+    if latest is None:
+        return None
+    reader = tf.train.load_checkpoint(latest)
+    epoch = int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    batch = int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE"))
+    if batch < 0:
+        return epoch + 1, 0
+    if batch == steps_per_epoch - 1:
+        return epoch + 1, 0
+    return epoch, batch + 1
+
+
+# ----------------------------------------------------------------------------- distribution
+def _cluster_spec() -> dict:
+    """The parsed and checked $TF_CONFIG of a multi-worker run."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise InputError(
+            "--distribute multi_worker needs the cluster in $TF_CONFIG, e.g. "
+            '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", '
+            '"index": 0}} (see docs/DISTRIBUTED.md).'
+        )
+    try:
+        spec = json.loads(text)
+        cluster, task = spec["cluster"], spec["task"]
+        kind, index = task["type"], task["index"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(
+            f"$TF_CONFIG is not valid JSON with 'cluster' and 'task' ({type(error).__name__}: "
+            f"{error}); see docs/DISTRIBUTED.md."
+        ) from None
+    if not isinstance(cluster, dict) or kind not in cluster or not isinstance(cluster[kind], list):
+        raise InputError(
+            f"$TF_CONFIG: this process is task {kind!r}, but the cluster has only "
+            f"{sorted(cluster) if isinstance(cluster, dict) else cluster!r}."
+        )
+    if not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise InputError(
+            f"$TF_CONFIG: task index {index!r} is out of range for the {len(cluster[kind])} "
+            f"{kind} address(es) of the cluster."
+        )
+    if set(cluster) - {"chief", "worker"}:
+        raise InputError(
+            f"$TF_CONFIG: the cluster has {sorted(set(cluster) - {'chief', 'worker'})}; "
+            "MultiWorkerMirroredStrategy takes 'chief' and 'worker' tasks only "
+            "(parameter-server training is not supported, see docs/DISTRIBUTED.md)."
+        )
+    return spec
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy of --distribute (checked $TF_CONFIG for multi_worker)."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise RunError("--distribute multi_worker needs the cluster in $TF_CONFIG.")
+        _cluster_spec()
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 
+def _is_chief(strategy) -> bool:
+    return bool(strategy.extended.should_checkpoint)
+
+
+# ----------------------------------------------------------------------------- callbacks
 def alphas(model: keras.Model) -> dict[str, float]:
     """Layer name -> current α of every PACT quantizer in `model`."""
-    return {
-        w.name.split("/")[0]: float(w.numpy())
-        for w in model.weights
-        if w.name.split("/")[-1].startswith("output_alpha")
-    }
+    return {name: float(alpha.numpy()) for name, alpha in quantize.pact_alphas(model).items()}
 
 
 class AlphaHistory(keras.callbacks.Callback):
@@ -236,22 +361,26 @@ class AlphaHistory(keras.callbacks.Callback):
     def _record(self, epoch: int) -> None:
         self.history = [h for h in self.history if h["epoch"] < epoch]
         self.history.append({"epoch": epoch, "alpha": alphas(self.watched)})
-        self.json_path.write_text(json.dumps(self.history, indent=1))
+        atomic_write(self.json_path, json.dumps(self.history, indent=1).encode())
         plot_alphas(self.history, self.png_path, self.title)
 
 
 def plot_alphas(history: list[dict], path: Path, title: str) -> None:
     """The paper's Figures 1 and 2: α of each PACT layer against the epoch."""
-    import matplotlib
-    import matplotlib.ticker
+    import io
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
     names = list(history[-1]["alpha"])
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    colors = plt.cm.viridis([i / max(len(names) - 1, 1) for i in range(len(names))])
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    colors = matplotlib.colormaps["viridis"](
+        [i / max(len(names) - 1, 1) for i in range(len(names))]
+    )
     labelled = set(names) if len(names) <= 12 else {names[0], names[len(names) // 2], names[-1]}
     for name, color in zip(names, colors, strict=True):
         axis.plot(epochs, [h["alpha"].get(name, float("nan")) for h in history], color=color,
@@ -266,26 +395,46 @@ def plot_alphas(history: list[dict], path: Path, title: str) -> None:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=6, ncol=2)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    atomic_write(path, buffer.getvalue())
 
 
-class _WallClock(keras.callbacks.Callback):
-    """Accumulates training wall time across resumed sessions in `OUT/wall_time.json`."""
+class WallClock(keras.callbacks.Callback):
+    """Training wall time over every attempt of a run, kept in `wall_time.json`.
 
-    def __init__(self, out: Path):
+    The file is rewritten at most once a second during training, so an attempt that is
+    killed loses at most about a second of its time.
+    """
+
+    def __init__(self, path: Path):
         super().__init__()
-        self.path = out / "wall_time.json"
-        self.previous = json.loads(self.path.read_text())["seconds"] if self.path.exists() else 0
+        self.path = path
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        self.previous = float(saved.get("seconds", 0.0))
+        self.attempts = int(saved.get("attempts", 0)) + 1
         self.start = time.monotonic()
+        self.last_saved = -math.inf
+        self.save(force=True)
 
     def seconds(self) -> float:
         return self.previous + time.monotonic() - self.start
 
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_saved >= 1.0:
+            self.last_saved = now
+            content = {"seconds": round(self.seconds(), 3), "attempts": self.attempts}
+            atomic_write(self.path, json.dumps(content).encode())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.save()
+
     def on_epoch_end(self, epoch, logs=None):
-        self.path.write_text(json.dumps({"seconds": self.seconds()}))
+        self.save(force=True)
 
 
+# ----------------------------------------------------------------------------- the run
 def build_model(config: TrainConfig, image_shape, num_classes) -> keras.Model:
     """The float model, quantized with PACT unless `config.float`."""
     model = model_zoo.build(
@@ -303,113 +452,57 @@ def build_model(config: TrainConfig, image_shape, num_classes) -> keras.Model:
     )
 
 
-def train(config: TrainConfig, extra_callbacks=()) -> dict:
-    """Trains, evaluates and writes the run directory; returns the final metrics.
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
 
-    Args:
-      config: The run's settings (`TrainConfig.check()` is called).
-      extra_callbacks: More Keras callbacks for `fit` (tests use one to interrupt a run).
 
-    Raises:
-      RunError: on bad settings or an unusable output directory; the loader's `DataError`
-        on missing or malformed data.
-    """
-    config.check()
-    if config.out_dir is None:
-        config.out_dir = config.default_out_dir()
-    info = datasets.info(config.dataset)
-    train_x, _ = datasets.load_arrays(config.dataset, "train", config.data_dir)  # validates
-    datasets.load_arrays(config.dataset, "test", config.data_dir)
-    out, resumed = _prepare_out_dir(config)
-    keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if config.mixed_precision else "float32"
+def _plan(config: TrainConfig, train_size: int) -> _Plan:
+    steps_per_epoch = math.ceil(train_size / config.batch_size)
+    epochs = config.epochs
+    if config.max_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+        epochs = min(epochs, math.ceil(config.max_steps / steps_per_epoch))
+    total = steps_per_epoch * epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    return _Plan(steps_per_epoch, epochs, total)
+
+
+def _make_trainer(config: TrainConfig, model: keras.Model, plan: _Plan, image_shape):
+    optimizer = keras.optimizers.SGD(
+        schedules.make(config.schedule, config.learning_rate, plan.total_steps),
+        momentum=0.9,
+        nesterov=True,
     )
-    try:
-        strategy = _strategy(config.distribute)
-        steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
-        epochs = config.epochs
-        if config.max_steps is not None:
-            steps_per_epoch = min(steps_per_epoch, config.max_steps)
-            epochs = min(epochs, math.ceil(config.max_steps / steps_per_epoch))
-        train_ds = datasets.load(
-            config.dataset, "train", config.data_dir, config.batch_size, seed=config.seed
-        ).repeat()
-        test_ds = datasets.load(config.dataset, "test", config.data_dir, config.batch_size)
+    trainer = model
+    if config.sgt:
+        trainer = SaliencyGuidedModel(
+            model,
+            mask_fraction=config.mask_fraction,
+            kl_weight=config.kl_weight,
+            fill=config.fill,
+            seed=config.seed,
+        )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    trainer.compile(optimizer, loss, metrics=["accuracy"])
+    trainer(tf.zeros([1, *image_shape]))  # built, so BackupAndRestore can restore
+    return trainer
 
-        with strategy.scope():
-            model = build_model(config, info.image_shape, info.num_classes)
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            optimizer = keras.optimizers.SGD(
-                schedules.make(config.schedule, config.learning_rate, steps_per_epoch * epochs),
-                momentum=0.9,
-                nesterov=True,
-            )
-            trainer = model
-            if config.sgt:
-                trainer = SaliencyGuidedModel(
-                    model,
-                    mask_fraction=config.mask_fraction,
-                    kl_weight=config.kl_weight,
-                    fill=config.fill,
-                    seed=config.seed,
-                )
-            trainer.compile(optimizer, loss, metrics=["accuracy"])
-            trainer(tf.zeros([1, *info.image_shape]))  # built, so BackupAndRestore can restore
 
-        clock = _WallClock(out)
-        title = (
-            f"{config.dataset} {config.model} "
-            f"{'SGT + ' if config.sgt else ''}PACT W{config.weight_bits}A{config.activation_bits}"
-        )
-        callbacks = [
-            keras.callbacks.BackupAndRestore(
-                str(out / "backup"), save_freq=config.backup_every, delete_checkpoint=True
-            ),
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-            keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
-            AlphaHistory(model, out, title),
-            clock,
-            *extra_callbacks,
-        ]
-        verbose = (
-            config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
-        )
-        if resumed:
-            print(f"Resuming the unfinished run in {out}", flush=True)
-        trainer.fit(
-            train_ds,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=test_ds,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-        shutil.rmtree(out / "backup", ignore_errors=True)  # the run is complete
-        # The saved model computes what its integer TFLite model will compute (docstring of
-        # `align_biases`); the test accuracy below is measured after this step.
-        aligned = align_biases(model) if is_quantized(model) else 0
-        trainer.make_test_function(force=True)  # the input offsets may have moved
-        test_loss, test_accuracy = trainer.evaluate(test_ds, verbose=0)[:2]
-        save_model(model, out / RUN_MODEL_FILE, overwrite=True)
-        history = _read_history(out / "history.csv")
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        metrics = {
-            "test_accuracy": float(test_accuracy),
-            "test_loss": float(test_loss),
-            "epochs": epochs,
-            "optimizer_steps": int(trainer.optimizer.iterations.numpy()),
-            "steps_per_epoch": steps_per_epoch,
-            "wall_time_seconds": round(clock.seconds(), 1),
-            "alpha": alphas(model),
-            "aligned_bias_layers": aligned,
-            "flags": config.run_settings(),
-            "model_file": RUN_MODEL_FILE,
-        }
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return metrics
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+def _truncate_history(path: Path, epoch: int) -> None:
+    """Keeps the history rows of the epochs before `epoch` (a resumed run redoes the rest)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as file:
+        rows = list(csv.reader(file))
+    if not rows:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) < epoch]
+    lines = [",".join(row) for row in kept]
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
 def _read_history(path: Path) -> list[dict]:
@@ -422,3 +515,138 @@ def _read_history(path: Path) -> list[dict]:
         {k: (float(v) if k != "epoch" else int(v) + 1) for k, v in by_epoch[e].items() if v != ""}
         for e in sorted(by_epoch)
     ]
+
+
+def train(config: TrainConfig, extra_callbacks=()) -> dict:
+    """Trains, evaluates and writes the run directory; returns the final metrics.
+
+    Args:
+      config: The run's settings (`TrainConfig.check()` is called).
+      extra_callbacks: More Keras callbacks for `fit` (tests use one to interrupt a run).
+
+    Raises:
+      InputError: on bad settings or an unusable output directory; the loader's `DataError`
+        on missing or malformed data (both ValueErrors, raised before any training).
+    """
+    config.check()
+    if config.out_dir is None:
+        config.out_dir = config.default_out_dir()
+    info = datasets.info(config.dataset)
+    train_x, train_y = datasets.load_arrays(config.dataset, "train", config.data_dir)
+    datasets.load_arrays(config.dataset, "test", config.data_dir)  # validated before training
+    policy, policy_reason = precision.resolve(config.mixed_precision)
+    strategy = make_strategy(config.distribute)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise InputError(
+            f"--batch_size {config.batch_size} is not divisible by the {replicas} replicas of "
+            "the cluster; pass a multiple of the replica count (the global batch is split "
+            "evenly)."
+        )
+    chief = _is_chief(strategy)
+    run = prepare_run_directory(config) if chief else _worker_directory(config)
+    plan = _plan(config, len(train_x))
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        position = _backup_position(run.backup, plan.steps_per_epoch)
+        start_step = 0 if position is None else position[0] * plan.steps_per_epoch + position[1]
+        start_step = min(start_step, plan.total_steps)
+        if position is not None and chief:
+            _truncate_history(run.work / "history.csv", position[0])
+        train_ds = datasets.training_batches(
+            train_x, train_y, config.batch_size, seed=config.seed,
+            total_steps=max(plan.total_steps, start_step + 1), start_step=start_step,
+            augment=info.augment_train, hflip=info.hflip,
+        )  # fmt: skip
+        test_ds = datasets.load(config.dataset, "test", config.data_dir, config.batch_size)
+        with strategy.scope():
+            model = build_model(config, info.image_shape, info.num_classes)
+            trainer = _make_trainer(config, model, plan, info.image_shape)
+        clock = WallClock(run.work / "wall_time.json")
+        if run.resumes or position is not None:
+            where = (
+                f"from epoch {position[0] + 1}, step {position[1]} (global step {start_step} "
+                f"of {plan.total_steps})"
+                if position is not None
+                else "from the start: no backup had been written yet"
+            )
+            print(f"Resuming the unfinished run in {run.out} {where}", flush=True)
+        print(f"Precision: {policy} ({policy_reason})", flush=True)
+        title = (
+            f"{config.dataset} {config.model} "
+            f"{'SGT + ' if config.sgt else ''}PACT W{config.weight_bits}A{config.activation_bits}"
+        )
+        callbacks = [
+            keras.callbacks.BackupAndRestore(
+                str(run.backup), save_freq=config.backup_every, delete_checkpoint=False
+            ),
+            keras.callbacks.CSVLogger(str(run.work / "history.csv"), append=True),
+            keras.callbacks.TensorBoard(str(run.work / "tensorboard"), update_freq="epoch"),
+            AlphaHistory(model, run.work, title),
+            clock,
+            *extra_callbacks,
+        ]
+        progress = config.progress
+        if progress is None:
+            progress = 1 if sys.stdout.isatty() else 2
+        trainer.fit(
+            train_ds,
+            epochs=plan.epochs,
+            steps_per_epoch=plan.steps_per_epoch,
+            validation_data=test_ds,
+            callbacks=callbacks,
+            verbose=progress,
+        )
+        metrics = _finalise(config, run, model, trainer, test_ds, plan, clock, policy)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if not chief:
+        shutil.rmtree(run.work, ignore_errors=True)
+    return metrics
+
+
+def _worker_directory(config: TrainConfig) -> RunDirectory:
+    """A non-chief worker writes the run's files into a temporary directory of its own."""
+    out = Path(config.out_dir)
+    work = Path(tempfile.mkdtemp(prefix="sgt_tfmot-worker-"))
+    return RunDirectory(out, work, finished=False, resumes=(out / BACKUP_DIR).is_dir())
+
+
+def _finalise(config, run, model, trainer, test_ds, plan, clock, policy) -> dict:
+    """Aligns, evaluates and writes the results; metrics.json last, the backup removed after.
+
+    A kill anywhere in here leaves the backup, so the same command resumes (and finds
+    nothing left to train) or, once metrics.json exists, reports the run as finished.
+    """
+    # The saved model computes what its integer TFLite model will compute (docstring of
+    # `align_biases`); the test accuracy below is measured after this step.
+    aligned = align_biases(model) if is_quantized(model) else 0
+    trainer.make_test_function(force=True)  # the input offsets may have moved
+    test_loss, test_accuracy = trainer.evaluate(test_ds, verbose=0)[:2]
+    save_model(model, run.work / RUN_MODEL_FILE, overwrite=True)
+    history = _read_history(run.work / "history.csv")
+    atomic_write(run.work / "history.json", json.dumps(history, indent=1).encode())
+    clock.save(force=True)
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "epochs": plan.epochs,
+        "optimizer_steps": int(trainer.optimizer.iterations.numpy()),
+        "steps_per_epoch": plan.steps_per_epoch,
+        "wall_time_seconds": round(clock.seconds(), 1),
+        "attempts": clock.attempts,
+        "precision": policy,
+        "alpha": alphas(model),
+        "aligned_bias_layers": aligned,
+        "flags": config.run_settings(),
+        "model_file": RUN_MODEL_FILE,
+    }
+    atomic_write(run.work / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    _remove_backup(run.backup if run.work == run.out else None)
+    return metrics
+
+
+def _remove_backup(backup: Path | None) -> None:
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import data, explain, quantize_model
-from sgt_tfmot._keras import keras
+from sgt_tfmot.export import align_biases, export_model
+from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
 from sgt_tfmot.tflite import checks
 from sgt_tfmot.tflite.converter import float_tflite, strip_quantization, to_integer_tflite
 from sgt_tfmot.tflite.edgetpu import EdgeTpuReport, OpVerdict, Reason
-from sgt_tfmot.tflite.export import align_biases, export_model
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from tests.test_quantize import residual_model

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.tflite import edgetpu
 from sgt_tfmot.tflite.edgetpu import check_edgetpu, format_table
 from sgt_tfmot.tflite.flatbuffer import ModelSummary, OpInfo, TensorInfo, read_model

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import explain, quantize_model
-from sgt_tfmot._keras import keras
 from sgt_tfmot.explain import report
+from sgt_tfmot.keras import keras
 from tests.test_quantize import residual_model
 
 L = keras.layers

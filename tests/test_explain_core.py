@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import explain
-from sgt_tfmot._keras import keras
+from sgt_tfmot.keras import keras
 
 SHAPE = (4, 5, 2)  # 20 pixels, 2 channels
 CLASSES = 3

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import quantize_model
-from sgt_tfmot._keras import keras
+from sgt_tfmot.export import align_biases, biases_aligned, export_model
+from sgt_tfmot.keras import keras
 from sgt_tfmot.quantizers import quantize_weights
 from sgt_tfmot.tflite.converter import to_integer_tflite
-from sgt_tfmot.tflite.export import align_biases, biases_aligned, export_model
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from tests.test_quantize import residual_model

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import data, models
-from sgt_tfmot._keras import keras
+from sgt_tfmot.keras import keras
 
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465]) * 255
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616]) * 255

@@ -9,7 +9,7 @@ import pytest
 
 import sgt_tfmot
 from sgt_tfmot import quantize_model, quantize_scope
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantizers import FixedRangeQuantizer, PACTQuantizer, RangeQuantizer
 
 L = keras.layers
@@ -243,7 +243,7 @@ def test_already_quantized_model_is_rejected():
 
 def test_import_after_keras_3_tensorflow_fails_clearly():
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    script = "import tensorflow as tf; tf.keras.layers; import sgt_tfmot"
+    script = "import tensorflow as tf; tf.keras.layers; import sgt_tfmot; sgt_tfmot.quantize_model"
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantizers import (
     FixedRangeQuantizer,
     PACTQuantizer,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import quantize_model, quantize_scope
-from sgt_tfmot._keras import keras
+from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import ModelFileError, float32_model, load_model, save_model
 from tests.test_quantize import residual_model
 

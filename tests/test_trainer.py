@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.trainers import SaliencyGuidedModel
 from sgt_tfmot.trainers.saliency_guided import kl_divergence
 
@@ -442,7 +442,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json
     import numpy as np
-    from sgt_tfmot._keras import keras, tf
+    from sgt_tfmot.keras import keras, tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from sgt_tfmot.trainers import SaliencyGuidedModel

@@ -1,8 +1,8 @@
 """Full-integer TFLite export and deployment checks (LiteRT, Edge TPU rules)."""
 
+from sgt_tfmot.export import align_biases, export_model
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.edgetpu import check_edgetpu, format_table
-from sgt_tfmot.tflite.export import align_biases, export_model
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
 

@@ -34,15 +34,14 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sgt_tfmot import explain
-from sgt_tfmot._keras import keras
+from sgt_tfmot import _checks, explain
+from sgt_tfmot.keras import keras
 from sgt_tfmot.tflite.edgetpu import EdgeTpuReport
 from sgt_tfmot.tflite.runtime import TFLiteModel
 
@@ -61,14 +60,7 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
 def _check_number(value, name: str, low: float, high: float) -> float:
-    """`value` as a float if it is a finite number in [low, high], else a ValueError."""
-    is_number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    number = float(value) if is_number else math.nan
-    if not (math.isfinite(number) and low <= number <= high):
-        raise ValueError(
-            f"`{name}` must be a number in [{low:g}, {high:g}]. Received: {name}={value!r}"
-        )
-    return number
+    return _checks.check_number(value, name, low, high)
 
 
 @dataclass(frozen=True)
@@ -253,7 +245,7 @@ class FidelityResult:
       fill: The fill of the removed features.
       num_images: Images per curve point.
       export_top, export_bottom: The curves of the 8-bit export model of a k-bit QAT model
-        (`sgt_tfmot.tflite.export.export_model`), when it was given, else None.
+        (`sgt_tfmot.export.export_model`), when it was given, else None.
       export_gap: max |export − tflite| over both curves, else None. The TFLite model
         computes the export model, which rounds PACT activations to 8 bits over the k-bit
         ranges; a small `export_gap` beside a large `gap` says the difference is that
@@ -344,7 +336,7 @@ def fidelity_check(
       method: "vanilla" or "smoothgrad", when the saliency is computed here.
       smooth_samples: Noisy samples per image for SmoothGrad.
       fractions: Shares of features removed, each in [0, 1].
-      fill: "mean", "zero" or "random" (see `sgt_tfmot.saliency.fill_values`).
+      fill: "mean", "zero" or "random" (see `sgt_tfmot.masking.fill_values`).
       reduce_channels: How a pixel's channels are ranked together ("mean", "max", None).
       seed: Seed of SmoothGrad's noise and of the random fill.
       batch_size: Batch size of the Keras model's predictions and gradients.

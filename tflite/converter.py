@@ -1,6 +1,6 @@
 """Full-integer TFLite conversion of QAT models (any bits 2..8) and of float models.
 
-A QAT model converts through its export model (`sgt_tfmot.tflite.export.export_model`: 8-bit
+A QAT model converts through its export model (`sgt_tfmot.export.export_model`: 8-bit
 fake-quants over the same learned ranges, BatchNormalization folded, biases on the int32
 grid), which the converter turns into integers without changing a value; a float model is
 quantized after training on representative data. `float_tflite` gives the float32 baseline
@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from sgt_tfmot._keras import keras, tf
-from sgt_tfmot.tflite.export import export_model, is_quantized, rebuild_functional
+from sgt_tfmot.export import export_model, is_quantized, rebuild_functional
+from sgt_tfmot.keras import keras, tf
 
 __all__ = ["float_tflite", "strip_quantization", "to_integer_tflite"]
 

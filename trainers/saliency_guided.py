@@ -17,7 +17,7 @@ is a constant (no second-order graph). `test_step`/`predict` are the wrapped mod
 Example:
 
 >>> import numpy as np
->>> from sgt_tfmot._keras import keras
+>>> from sgt_tfmot.keras import keras
 >>> inputs = keras.Input((8, 8, 1))
 >>> h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
 >>> outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
@@ -31,11 +31,10 @@ Example:
 
 from __future__ import annotations
 
-import math
 import random
 
-from sgt_tfmot import saliency as saliency_ops
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot import _checks, masking
+from sgt_tfmot.keras import keras, tf
 
 TARGETS = ("label", "predicted")
 
@@ -86,33 +85,10 @@ def _check_model(model) -> None:
         )
 
 
-def _check_kl_weight(kl_weight) -> float:
-    try:
-        value = float(kl_weight)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(kl_weight, bool) or not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(
-            f"`kl_weight` must be a finite number >= 0. Received: kl_weight={kl_weight!r}"
-        )
-    return value
-
-
-def _check_from_logits(from_logits):
-    if from_logits is not None and not isinstance(from_logits, bool):
-        raise ValueError(
-            "`from_logits` must be True, False or None (detect from the output layer). "
-            f"Received: from_logits={from_logits!r}"
-        )
-    return from_logits
-
-
 def _check_seed(seed):
     if seed is None:
         return random.randint(0, 2**31 - 1)  # follows keras.utils.set_random_seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"`seed` must be None or an integer >= 0. Received: seed={seed!r}")
-    return seed
+    return _checks.check_int(seed, "seed", 0)
 
 
 def _class_ids(y: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, bool]:
@@ -225,7 +201,7 @@ class SaliencyGuidedModel(keras.Model):
         *,
         mask_fraction: float = 0.5,
         kl_weight: float = 1.0,
-        fill: str | saliency_ops.FillFn = "random",
+        fill: str | masking.FillFn = "random",
         saliency: str = "abs",
         reduce_channels: str | None = "mean",
         target: str = "label",
@@ -235,24 +211,19 @@ class SaliencyGuidedModel(keras.Model):
         **kwargs,
     ):
         _check_model(model)
-        mask_fraction = saliency_ops._check_fraction(mask_fraction, "mask_fraction")
-        kl_weight = _check_kl_weight(kl_weight)
+        mask_fraction = _checks.check_open_fraction(mask_fraction, "mask_fraction")
+        kl_weight = _checks.check_number(kl_weight, "kl_weight", 0.0)
         if not callable(fill):
-            saliency_ops._check_choice(fill, saliency_ops.FILLS, "fill")
-        saliency_ops._check_choice(saliency, saliency_ops.RANKINGS, "saliency")
+            _checks.check_choice(fill, masking.FILLS, "fill")
+        _checks.check_choice(saliency, masking.RANKINGS, "saliency")
         if reduce_channels == "none":
             reduce_channels = None
-        saliency_ops._check_choice(
-            reduce_channels, saliency_ops.CHANNEL_REDUCTIONS, "reduce_channels"
-        )
-        saliency_ops._check_choice(target, TARGETS, "target")
-        from_logits = _check_from_logits(from_logits)
+        _checks.check_choice(reduce_channels, masking.CHANNEL_REDUCTIONS, "reduce_channels")
+        _checks.check_choice(target, TARGETS, "target")
+        if from_logits is not None:
+            from_logits = _checks.check_bool(from_logits, "from_logits")
         seed = _check_seed(seed)
-        if not isinstance(update_masked_statistics, bool):
-            raise ValueError(
-                "`update_masked_statistics` must be True or False. Received: "
-                f"update_masked_statistics={update_masked_statistics!r}"
-            )
+        _checks.check_bool(update_masked_statistics, "update_masked_statistics")
         super().__init__(**kwargs)
         self.model = model
         self.mask_fraction = mask_fraction
@@ -301,11 +272,11 @@ class SaliencyGuidedModel(keras.Model):
             with tape.stop_recording():
                 # 2.-3. saliency, mask and fill are constants for the update.
                 grads = tf.stop_gradient(input_tape.gradient(score, x))
-                mask = saliency_ops.saliency_mask(
+                mask = masking.saliency_mask(
                     grads, self.mask_fraction, self.reduce_channels, rank_by=self.saliency
                 )
                 noise = self._fill_noise(x) if self.fill == "random" else None
-                x_masked = saliency_ops.mask_input(x, mask, self.fill, noise=noise)
+                x_masked = masking.mask_input(x, mask, self.fill, noise=noise)
                 state = [] if self.update_masked_statistics else _forward_state(self.model)
                 clean_state = [tf.identity(variable) for variable in state]
             y_pred_masked = self(x_masked, training=True)

@@ -24,62 +24,33 @@ Example:
     print(curves.areas(), agreement(maps_float, maps_qat).spearman_mean)
 """
 
-from sgt_tfmot.explain.agreement import (
-    Agreement,
-    SanityCheck,
-    agreement,
-    concentration,
-    randomize_weights,
-    sanity_check,
-    spearman_per_image,
-    top_fraction_iou,
-)
-from sgt_tfmot.explain.attribution import (
-    CAM_METHODS,
-    MAP_METHODS,
-    METHODS,
-    attribution_maps,
-    gradcam_maps,
-    input_gradients,
-    last_conv_layer,
-    saliency_maps,
-)
-from sgt_tfmot.explain.curves import (
-    DEFAULT_FRACTIONS,
-    ORDERS,
-    DropCurves,
-    accuracy_drop_curve,
-    curve_area,
-    curves_csv,
-    drop_curves,
-)
-from sgt_tfmot.explain.evaluate import Evaluation, ModelEvaluation, evaluate_models
+import importlib
 
-__all__ = [
-    "CAM_METHODS",
-    "DEFAULT_FRACTIONS",
-    "MAP_METHODS",
-    "METHODS",
-    "ORDERS",
-    "Agreement",
-    "DropCurves",
-    "Evaluation",
-    "ModelEvaluation",
-    "SanityCheck",
-    "accuracy_drop_curve",
-    "agreement",
-    "attribution_maps",
-    "concentration",
-    "curve_area",
-    "curves_csv",
-    "drop_curves",
-    "evaluate_models",
-    "gradcam_maps",
-    "input_gradients",
-    "last_conv_layer",
-    "randomize_weights",
-    "saliency_maps",
-    "sanity_check",
-    "spearman_per_image",
-    "top_fraction_iou",
-]
+_API = {
+    "Agreement": "agreement", "SanityCheck": "agreement", "agreement": "agreement",
+    "concentration": "agreement", "randomize_weights": "agreement", "sanity_check": "agreement",
+    "spearman_per_image": "agreement", "top_fraction_iou": "agreement",
+    "CAM_METHODS": "attribution", "MAP_METHODS": "attribution", "METHODS": "attribution",
+    "attribution_maps": "attribution", "gradcam_maps": "attribution",
+    "input_gradients": "attribution", "last_conv_layer": "attribution",
+    "saliency_maps": "attribution",
+    "DEFAULT_FRACTIONS": "curves", "ORDERS": "curves", "DropCurves": "curves",
+    "accuracy_drop_curve": "curves", "curve_area": "curves", "curves_csv": "curves",
+    "drop_curves": "curves",
+    "Evaluation": "evaluate", "ModelEvaluation": "evaluate", "evaluate_models": "evaluate",
+}  # fmt: skip
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    """Imports the public names on first use (the CLI starts TensorFlow quietly first)."""
+    if name in _API:
+        value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

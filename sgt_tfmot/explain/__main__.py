@@ -45,13 +45,19 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from sgt_tfmot import _cli, data, saving
-from sgt_tfmot._keras import keras
+from sgt_tfmot import (
+    _cli,  # first: starts TensorFlow quietly
+    data,
+    saving,
+)
+from sgt_tfmot._checks import InputError
+from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
 from sgt_tfmot.explain import report as reports
 from sgt_tfmot.explain.agreement import DEFAULT_SANITY_THRESHOLD
 from sgt_tfmot.explain.attribution import CAM_METHODS, MAP_METHODS, _penultimate
 from sgt_tfmot.explain.evaluate import Evaluation, check_settings, evaluate_models
-from sgt_tfmot.saliency import FILLS
+from sgt_tfmot.keras import keras
+from sgt_tfmot.masking import FILLS
 
 __all__ = ["ExplainError", "Explanation", "explain_saved_models", "format_summary", "main"]
 
@@ -106,8 +112,7 @@ flags.DEFINE_bool("overwrite", False, "Replace existing output files.", **_IN)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
 
-class ExplainError(ValueError):
-    """Bad input to the CLI: a path, a model or a dataset that cannot be used."""
+ExplainError = InputError  # the former name of bad input to the explain tool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +148,7 @@ def _resolve_dataset(dataset, data_dir, model_files: Sequence[Path]) -> tuple[st
     if dataset is None:
         found = {}
         for file in model_files:
-            run_flags = _cli.run_flags(file, ExplainError)
+            run_flags = _cli.run_flags(file)
             if run_flags.get("dataset"):
                 found[str(run_flags["dataset"])] = run_flags.get("data_dir")
         if not found:
@@ -188,22 +193,12 @@ def _check_fits(model: keras.Model, path: Path, dataset: str) -> None:
 
 
 def _output_paths(out_dir, report, overwrite: bool) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExplainError(f"--out_dir {out_dir} is a file; pass a directory.")
+    """The output files, checked before any work: writable, and replaced only if ours."""
+    out_dir = check_output_dir(out_dir, "out_dir")
     paths = {kind: out_dir / name for kind, name in FILES.items()}
     paths["report"] = out_dir / REPORT_FILE if report is None else Path(report)
-    if paths["report"].is_dir():
-        raise ExplainError(f"--report {paths['report']} is a directory; pass a file path.")
-    if report is not None and not paths["report"].parent.is_dir():
-        raise ExplainError(
-            f"--report {paths['report']}: the directory {paths['report'].parent} does not exist."
-        )
-    existing = [str(path) for path in paths.values() if path.exists()]
-    if existing and not overwrite:
-        raise ExplainError(
-            f"{existing[0]} already exists; pass --overwrite to replace the output files."
-        )
+    for kind, path in paths.items():
+        check_output_file(path, "report" if kind == "report" else "out_dir", overwrite)
     return paths
 
 
@@ -354,7 +349,7 @@ def explain_saved_models(
         paths["summary"]: (json.dumps(summary, indent=2) + "\n").encode(),
         paths["report"]: reports.markdown_report(evaluation, links, context=context).encode(),
     }
-    _cli.write_files(contents)
+    write_outputs(contents, PROGRAM)
     return Explanation(evaluation, paths, format_summary(evaluation, paths))
 
 

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sgt_tfmot._keras import keras
+from sgt_tfmot._checks import check_choice, check_int, check_open_fraction  # noqa: F401
+from sgt_tfmot.keras import keras
 
 
 def check_positive_int(value, name: str) -> int:
-    """`value` as an int after checking it is an integer >= 1, else a `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
-
-
-def check_open_fraction(value, name: str) -> float:
-    """`value` as a float after checking 0 < value < 1, else a `ValueError`."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not 0.0 < number < 1.0:
-        raise ValueError(
-            f"`{name}` must be a number in the open interval (0, 1). Received: {name}={value!r}"
-        )
-    return number
+    """`value` as an int if it is an integer >= 1."""
+    return check_int(value, name, 1)
 
 
 def check_labels(images: np.ndarray, labels, num_classes: int | None = None) -> np.ndarray:

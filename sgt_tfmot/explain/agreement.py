@@ -38,10 +38,10 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
-from sgt_tfmot import saliency as saliency_ops
-from sgt_tfmot._keras import keras
+from sgt_tfmot import masking
 from sgt_tfmot.explain import _validation as checks
 from sgt_tfmot.explain.attribution import MAP_METHODS, attribution_maps
+from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import quantize_scope
 
 __all__ = [
@@ -115,7 +115,7 @@ def _top_k(flat: np.ndarray, fraction: float) -> tuple[np.ndarray, int]:
     """(indices of the k largest values per row, lower index first among ties; k)."""
     fraction = checks.check_open_fraction(fraction, "fraction")
     n = flat.shape[1]
-    k = saliency_ops.masked_count(fraction, n)
+    k = masking.masked_count(fraction, n)
     if k < 1:
         raise ValueError(
             f"`fraction` selects no feature: ⌊{fraction} · {n}⌋ = 0 for maps of {n} features. "
@@ -395,7 +395,7 @@ def sanity_check(
       ValueError: On an unknown `method`, a `threshold` outside (0, 1), no images, maps of
         the wrong shape, or the errors of `attribution_maps`.
     """
-    saliency_ops._check_choice(method, MAP_METHODS, "method")
+    checks.check_choice(method, MAP_METHODS, "method")
     threshold = checks.check_open_fraction(threshold, "threshold")
     if not len(images):
         raise ValueError("`images` must hold at least one image. Received: 0 images")

@@ -41,9 +41,8 @@ from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
 from tf_keras_vis.saliency import Saliency
 from tf_keras_vis.utils.scores import CategoricalScore
 
-from sgt_tfmot import saliency as saliency_ops
-from sgt_tfmot._keras import keras, tf
 from sgt_tfmot.explain import _validation as checks
+from sgt_tfmot.keras import keras, tf
 
 __all__ = [
     "CAM_METHODS",
@@ -101,7 +100,7 @@ def saliency_maps(
       ValueError: On an unknown `method`, bad sizes, a model that is not a one-input
         classifier, or labels that do not match the images or the model's classes.
     """
-    saliency_ops._check_choice(method, METHODS, "method")
+    checks.check_choice(method, METHODS, "method")
     smooth_samples = checks.check_positive_int(smooth_samples, "smooth_samples")
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise > 0:
@@ -284,7 +283,7 @@ def gradcam_maps(
         non-4-D `penultimate_layer`, images that are not (N, H, W, C), or the errors of
         `saliency_maps`.
     """
-    saliency_ops._check_choice(method, CAM_METHODS, "method")
+    checks.check_choice(method, CAM_METHODS, "method")
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     images, labels = checks.check_model_inputs(model, images, labels)
     if images.ndim != 4:
@@ -326,7 +325,7 @@ def attribution_maps(
     """One map per image with one value per pixel, for any of `MAP_METHODS`.
 
     Gradient methods (`saliency_maps`) are reduced over the channels by the mean of |S|, the
-    per-pixel score of SGT's masking rule (`sgt_tfmot.saliency.saliency_mask`); Grad-CAM and
+    per-pixel score of SGT's masking rule (`sgt_tfmot.masking.saliency_mask`); Grad-CAM and
     Grad-CAM++ (`gradcam_maps`) are per pixel already. These are the maps of the figures, the
     agreement and concentration measures and the sanity check.
 
@@ -348,7 +347,7 @@ def attribution_maps(
       ValueError: On an unknown `method` (naming the accepted ones), or the errors of
         `saliency_maps` and `gradcam_maps`.
     """
-    saliency_ops._check_choice(method, MAP_METHODS, "method")
+    checks.check_choice(method, MAP_METHODS, "method")
     if method in CAM_METHODS:
         return gradcam_maps(model, images, labels, method, penultimate_layer, batch_size)
     maps = saliency_maps(

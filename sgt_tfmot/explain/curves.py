@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sgt_tfmot import saliency as saliency_ops
-from sgt_tfmot._keras import keras, tf
+from sgt_tfmot import masking
 from sgt_tfmot.explain import _validation as checks
 from sgt_tfmot.explain.attribution import input_gradients
+from sgt_tfmot.keras import keras, tf
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -66,7 +66,7 @@ def _ranking_mask(
     """
     score = tf.abs(tf.convert_to_tensor(saliency, tf.float32))
     if order == "bottom":
-        return saliency_ops.saliency_mask(score, fraction, reduce_channels, rank_by="signed")
+        return masking.saliency_mask(score, fraction, reduce_channels, rank_by="signed")
     has_channels = score.shape.rank >= 3
     if order == "random":
         # One uniform score per position (per feature without a reduction).
@@ -75,12 +75,12 @@ def _ranking_mask(
             shape = tf.concat([shape[:-1], [1]], axis=0)
         score = tf.random.stateless_uniform(shape, seed=[seed, 0])
         score = tf.broadcast_to(score, tf.shape(saliency))
-        return saliency_ops.saliency_mask(score, fraction, reduce_channels, rank_by="signed")
+        return masking.saliency_mask(score, fraction, reduce_channels, rank_by="signed")
     if reduce_channels == "max" and has_channels:
         # mean over channels of a per-position constant = that constant.
         score = tf.broadcast_to(tf.reduce_max(score, axis=-1, keepdims=True), tf.shape(score))
         reduce_channels = "mean"
-    return saliency_ops.saliency_mask(-score, fraction, reduce_channels, rank_by="signed")
+    return masking.saliency_mask(-score, fraction, reduce_channels, rank_by="signed")
 
 
 def accuracy_drop_curve(
@@ -99,7 +99,7 @@ def accuracy_drop_curve(
     For each fraction x: with n ranked positions per image (pixels, or features when
     `reduce_channels` is None), the k = ⌊x · n⌋ positions of highest saliency (`order="top"`),
     lowest saliency (`"bottom"`) or random ones (`"random"`, seeded) are marked by
-    `sgt_tfmot.saliency.saliency_mask` on |S| and replaced by `mask_input(x, mask, fill)`;
+    `sgt_tfmot.masking.saliency_mask` on |S| and replaced by `mask_input(x, mask, fill)`;
     the curve holds mean(argmax predict_fn(x̃) == label). x = 0 is the plain accuracy, x = 1
     replaces every feature (with a constant fill: the accuracy of the constant image).
     Ties in saliency go to the lower flat index first, for every order.
@@ -125,9 +125,9 @@ def accuracy_drop_curve(
       ValueError: On an unknown `order`, `fill` or `reduce_channels`, a fraction outside
         [0, 1], a saliency that is not shaped like the images, or labels that do not match.
     """
-    saliency_ops._check_choice(order, ORDERS, "order")
-    saliency_ops._check_choice(fill, saliency_ops.FILLS, "fill")
-    saliency_ops._check_choice(reduce_channels, saliency_ops.CHANNEL_REDUCTIONS, "reduce_channels")
+    checks.check_choice(order, ORDERS, "order")
+    checks.check_choice(fill, masking.FILLS, "fill")
+    checks.check_choice(reduce_channels, masking.CHANNEL_REDUCTIONS, "reduce_channels")
     fractions = _check_fractions(fractions)
     images = np.asarray(images, dtype=np.float32)
     labels = checks.check_labels(images, labels)
@@ -150,7 +150,7 @@ def accuracy_drop_curve(
                 mask = tf.ones_like(x, dtype=tf.bool)
             else:
                 mask = _ranking_mask(saliency, fraction, order, reduce_channels, seed)
-            masked = saliency_ops.mask_input(x, mask, fill, seed=fill_seed).numpy()
+            masked = masking.mask_input(x, mask, fill, seed=fill_seed).numpy()
         scores = np.asarray(predict_fn(masked))
         if scores.ndim != 2 or len(scores) != len(images):
             raise ValueError(
@@ -300,7 +300,7 @@ def drop_curves(
             f"least one. Received: orders={orders!r}"
         )
     for order in orders:
-        saliency_ops._check_choice(order, ORDERS, "order")
+        checks.check_choice(order, ORDERS, "order")
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     images, labels = checks.check_model_inputs(model, images, labels)
     if not len(images):

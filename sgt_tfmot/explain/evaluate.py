@@ -29,8 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from sgt_tfmot import saliency as saliency_ops
-from sgt_tfmot._keras import keras
+from sgt_tfmot import masking
 from sgt_tfmot.explain import _validation as checks
 from sgt_tfmot.explain.agreement import (
     DEFAULT_SANITY_THRESHOLD,
@@ -56,6 +55,7 @@ from sgt_tfmot.explain.curves import (
     _check_fractions,
     drop_curves,
 )
+from sgt_tfmot.keras import keras
 
 __all__ = ["Evaluation", "ModelEvaluation", "check_settings", "evaluate_models"]
 
@@ -138,7 +138,7 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
         methods = [methods]
     methods = list(methods)
     for method in methods:
-        saliency_ops._check_choice(method, MAP_METHODS, "method")
+        checks.check_choice(method, MAP_METHODS, "method")
     if not methods or len(set(methods)) != len(methods):
         raise ValueError(
             f"`methods` must name each of {', '.join(map(repr, MAP_METHODS))} at most once, "
@@ -208,8 +208,8 @@ def check_settings(
       ValueError: Naming the first bad setting and what it accepts.
     """
     methods = _check_methods(methods)
-    saliency_ops._check_choice(curve_method, MAP_METHODS, "curve_method")
-    saliency_ops._check_choice(fill, saliency_ops.FILLS, "fill")
+    checks.check_choice(curve_method, MAP_METHODS, "curve_method")
+    checks.check_choice(fill, masking.FILLS, "fill")
     checks.check_positive_int(num_images, "num_images")
     if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise > 0:
         raise ValueError(f"`noise` must be a number > 0. Received: noise={noise!r}")

@@ -35,7 +35,7 @@ import copy
 
 import numpy as np
 
-from sgt_tfmot._keras import keras
+from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import quantize_scope
 from sgt_tfmot.quantize_configs import PASS_THROUGH_LAYERS as PASS_THROUGH, LayerQuantizeConfig
 from sgt_tfmot.quantizers import (

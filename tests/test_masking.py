@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sgt_tfmot._keras import tf
-from sgt_tfmot.saliency import fill_values, mask_input, masked_count, saliency_mask
+from sgt_tfmot.keras import tf
+from sgt_tfmot.masking import fill_values, mask_input, masked_count, saliency_mask
 
 
 def numpy_mask(saliency, fraction, reduce_channels="mean", rank_by="abs"):
@@ -195,6 +195,6 @@ def test_rank2_inputs_use_per_sample_range():
 def test_module_docstring_example_runs():
     import doctest
 
-    from sgt_tfmot import saliency
+    from sgt_tfmot import masking
 
-    assert doctest.testmod(saliency).failed == 0
+    assert doctest.testmod(masking).failed == 0
