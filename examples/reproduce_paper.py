@@ -35,8 +35,10 @@ flags.DEFINE_string("data_dir", None, "Folder with mnist.npz / cifar10.npz.")
 flags.DEFINE_string("out_dir", os.path.join("runs", "paper"), "Where the runs and table go.")
 flags.DEFINE_integer("epochs", None, "Epochs per run (default: the paper's 50).")
 flags.DEFINE_integer("max_steps", None, "Cap on the steps of every run (smoke tests).")
-flags.DEFINE_bool("mixed_precision", False, "Train with mixed_bfloat16.")
-flags.DEFINE_integer("verbose", 2, "Keras verbosity.")
+flags.DEFINE_enum(
+    "mixed_precision", "auto", ["auto", "mixed_bfloat16", "float32"], "Compute precision."
+)
+flags.DEFINE_integer("progress", 2, "Keras progress: 0 none, 1 bar, 2 a line per epoch.")
 
 
 def run_rows(
@@ -45,8 +47,8 @@ def run_rows(
     data_dir: str | None = None,
     epochs: int | None = None,
     max_steps: int | None = None,
-    mixed_precision: bool = False,
-    verbose: int = 2,
+    mixed_precision: str = "auto",
+    progress: int = 2,
 ) -> list[dict]:
     """Trains (or reuses) the PACT-only and SGT + PACT run of each dataset; returns the rows."""
     rows = []
@@ -59,7 +61,7 @@ def run_rows(
             run_dir = Path(out_dir) / f"{dataset}-{method}"
             values = dict(
                 dataset=dataset, data_dir=data_dir, sgt=method == "sgt", out_dir=str(run_dir),
-                max_steps=max_steps, mixed_precision=mixed_precision, verbose=verbose,
+                max_steps=max_steps, mixed_precision=mixed_precision, progress=progress,
             )  # fmt: skip
             explicit = {"dataset", "data_dir", "sgt", "out_dir", "max_steps"}
             if epochs is not None:
@@ -108,7 +110,7 @@ def main(argv) -> int:
     try:
         rows = run_rows(
             FLAGS.datasets, FLAGS.out_dir, FLAGS.data_dir, FLAGS.epochs, FLAGS.max_steps,
-            FLAGS.mixed_precision, FLAGS.verbose,
+            FLAGS.mixed_precision, FLAGS.progress,
         )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -15,8 +15,8 @@ and maps every outcome to an exit status:
 Importing this module before TensorFlow keeps TensorFlow's C++ start-up lines (oneDNN, CUDA,
 CPU features) off the terminal: TensorFlow is imported with stderr captured (and shown if
 the import itself fails), and `TF_CPP_MIN_LOG_LEVEL=3` silences its later C++ logging.
-`--verbose` on the command line, or a `TF_CPP_MIN_LOG_LEVEL` of the user's own, keeps
-everything TensorFlow prints.
+`--verbose` on the command line, or a `TF_CPP_MIN_LOG_LEVEL` of the user's own (other
+than 3, which is quiet anyway), keeps everything TensorFlow prints.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def _verbose_requested(argv: list[str]) -> bool:
 
 
 def _import_tensorflow_quietly() -> None:
-    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        return
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
+        return  # too late, or the user's own log level
     if _verbose_requested(sys.argv[1:]):
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"

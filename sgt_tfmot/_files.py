@@ -61,7 +61,7 @@ def atomic_write(path: Path, content: bytes) -> None:
 
 
 def _is_partial_of(name: str, owned: Iterable[str]) -> bool:
-    return name.endswith(PARTIAL_SUFFIX) and any(name.startswith(f".{o}.") for o in owned)
+    return PARTIAL_SUFFIX in name and any(name.startswith(f".{o}.") for o in owned)
 
 
 class Manifest:

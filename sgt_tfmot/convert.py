@@ -86,7 +86,13 @@ flags.DEFINE_string("report", None, "Path of the JSON report to write (optional)
 flags.DEFINE_string(
     "figure", None, "Path of the saliency PNG; default: the --report path with .png.", **_IN
 )
-flags.DEFINE_bool("overwrite", False, "Replace existing output files.", **_IN)
+flags.DEFINE_bool(
+    "overwrite", False, "Replace output files this tool wrote before (never others).", **_IN
+)
+flags.DEFINE_bool(
+    "trust_model_code", False, "Load models whose layers carry Python code (Lambda).", **_IN
+)
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **_IN)
 flags.DEFINE_string(
     "dataset",
     None,
@@ -246,6 +252,7 @@ def convert_and_check(
     report: str | os.PathLike | None = None,
     figure: str | os.PathLike | None = None,
     overwrite: bool = False,
+    trust_model_code: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Converts a saved classifier to an integer .tflite, checks it, writes the files.
@@ -269,7 +276,9 @@ def convert_and_check(
       report: Where to write the JSON report, or None.
       figure: Where to write the saliency PNG; None: beside `report` (same name, .png), or no
         figure without a report.
-      overwrite: Replace existing files.
+      overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
+      trust_model_code: Load a model whose layers carry Python code (see
+        `sgt_tfmot.saving.load_model`).
       progress: Called with a short message before each slow stage.
 
     Returns:
@@ -306,7 +315,7 @@ def convert_and_check(
         check_output_file(path, flag, overwrite)
 
     model_file = saving.resolve_model_path(model)
-    keras_model = saving.load_model(model_file)
+    keras_model = saving.load_model(model_file, trust_code=trust_model_code)
     image_shape, num_classes = _check_classifier(keras_model, model_file)
     rebuilt = saving.float32_model(keras_model)
     compute_dtype = (
@@ -596,6 +605,7 @@ def _convert(positional: list[str]) -> int:
         report=FLAGS.report,
         figure=FLAGS.figure,
         overwrite=FLAGS.overwrite,
+        trust_model_code=FLAGS.trust_model_code,
         progress=_cli.progress(PROGRAM),
     )
     print(conversion.summary)

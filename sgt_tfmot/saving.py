@@ -14,7 +14,10 @@ directory.
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
+import zipfile
 from pathlib import Path
 
 from sgt_tfmot.keras import keras
@@ -49,20 +52,111 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
-    """Loads a float or QAT model from a file or a training run's directory.
+_CODE_LAYERS = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda"})
+_KERAS_NAMESPACES = ("layers", "initializers", "regularizers", "constraints", "mixed_precision")
+_MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model", "Policy", "DTypePolicy"})
+
+
+def _stored_config(file: Path) -> dict:
+    """The model config stored in an .h5 or .keras file, read without deserializing it."""
+    try:
+        if file.suffix == ".keras":
+            with zipfile.ZipFile(file) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(file, "r") as handle:
+            text = handle.attrs.get("model_config")
+        if text is None:
+            raise ValueError("the file holds no model_config (weights only?)")
+        return json.loads(text.decode() if isinstance(text, bytes) else text)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"Could not load a Keras model from {file}: {reason}") from None
+
+
+def _known_class(name: str, scope_objects: dict) -> bool:
+    if name in _MODEL_CLASSES or name in scope_objects:
+        return True
+    if keras.utils.get_registered_object(name) is not None:
+        return True
+    return any(
+        isinstance(getattr(getattr(keras, namespace), name, None), type)
+        for namespace in _KERAS_NAMESPACES
+    )
+
+
+def _serialized_objects(config, owner: str = "?"):
+    """(owning layer name, class name) of every serialized Keras object inside `config`."""
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if "class_name" in config and isinstance(inner, dict | type(None)):
+            name = inner.get("name", owner) if isinstance(inner, dict) else owner
+            yield name, config["class_name"]
+            owner = name
+        for value in config.values():
+            yield from _serialized_objects(value, owner)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _serialized_objects(value, owner)
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """Refuses a model file whose layers carry Python code or unknown custom classes.
+
+    Reads the stored config without deserializing anything: a `Lambda` (or `TFOpLambda`)
+    layer, whose function would run while the model is rebuilt, and any class that is not a
+    Keras, TFMOT or sgt_tfmot class nor registered by the caller
+    (`keras.utils.register_keras_serializable`) is refused.
+
+    Raises:
+      ModelFileError: naming the first such layer, its class, and the way out.
+    """
+    file = resolve_model_path(path)
+    with quantize_scope() as scope:
+        objects = {}
+        for mapping in scope.custom_objects:
+            objects.update(mapping)
+    for layer, class_name in _serialized_objects(_stored_config(file)):
+        if class_name in _CODE_LAYERS:
+            raise ModelFileError(
+                f"{file}: layer {layer!r} is a {class_name} layer, which runs Python code "
+                "stored in the file; nothing was loaded. Pass --trust_model_code "
+                "(trust_code=True) only for files you trust."
+            )
+        if not _known_class(class_name, objects):
+            raise ModelFileError(
+                f"{file}: layer {layer!r} has class {class_name!r}, which is neither a Keras, "
+                "TFMOT or sgt_tfmot class nor registered with "
+                "keras.utils.register_keras_serializable; register it (its code then comes "
+                "from you, not from the file) or pass --trust_model_code."
+            )
+    return file
+
+
+def load_model(
+    path: str | os.PathLike, compile: bool = False, trust_code: bool = False
+) -> keras.Model:
+    """Loads a float or QAT model from a file or a training run's directory, safely.
+
+    Opening a model must not run code hidden in it: unless `trust_code`, the file's config is
+    checked first (`check_model_file`) and `.keras` files load with Keras's `safe_mode`.
 
     Args:
       path: A `.h5` / `.keras` file, or a directory holding `model.h5`.
       compile: Restore the training configuration too.
+      trust_code: Allow layers that carry Python code (`Lambda`) and unregistered classes.
 
     Raises:
-      ModelFileError (a ValueError): when the path is missing or is not a Keras model.
+      ModelFileError (a ValueError): when the path is missing, is not a Keras model, or
+        (without `trust_code`) holds code.
     """
-    file = resolve_model_path(path)
+    file = resolve_model_path(path) if trust_code else check_model_file(path)
+    options = {"safe_mode": not trust_code} if file.suffix == ".keras" else {}
     try:
-        with quantize_scope():
-            model = keras.models.load_model(file, compile=compile)
+        with quantize_scope(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.models.load_model(file, compile=compile, **options)
     except (OSError, ValueError, TypeError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise ModelFileError(f"Could not load a Keras model from {file}: {first_line}") from None
@@ -89,7 +183,9 @@ def save_model(model: keras.Model, path: str | os.PathLike, overwrite: bool = Fa
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial{path.suffix}")
     options = {"include_optimizer": False} if path.suffix == ".h5" else {}
-    float32_model(model).save(tmp, **options)
+    with warnings.catch_warnings():  # Keras's advice against HDF5, about our own choice
+        warnings.simplefilter("ignore")
+        float32_model(model).save(tmp, **options)
     os.replace(tmp, path)
     return path
 

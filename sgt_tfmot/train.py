@@ -87,9 +87,24 @@ _LEGACY = {"--mixed_precision": "--mixed_precision=mixed_bfloat16",
            "--nomixed_precision": "--mixed_precision=float32"}  # fmt: skip
 
 
+def _legacy_spellings(argv: list[str]) -> list[str]:
+    """Former spellings: the switch --mixed_precision; --verbose N (now --progress N)."""
+    result, args = [argv[0]], list(argv[1:])
+    while args:
+        arg = args.pop(0)
+        if arg == "--verbose" and args and args[0] in ("0", "1", "2"):
+            arg = f"--progress={args.pop(0)}"
+        elif arg.startswith("--verbose=") and arg[10:] in ("0", "2"):
+            arg = f"--progress={arg[10:]}"
+        if arg in _LEGACY and not (args and not args[0].startswith("-")):
+            arg = _LEGACY[arg]
+        result.append(arg)
+    return result
+
+
 def main(argv: list[str]) -> int:
     """Parses the command line, trains, prints where the results are; returns the exit status."""
-    argv = [argv[0], *(_LEGACY.get(arg, arg) for arg in argv[1:])]
+    argv = _legacy_spellings(argv)
     return _cli.run_main(argv, PROGRAM, FLAGS, __name__, _train)
 
 

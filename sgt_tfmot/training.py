@@ -264,7 +264,7 @@ def _remove_run_files(out: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
-    for path in out.glob(".*.partial"):
+    for path in out.glob(".*.partial*"):
         path.unlink()
 
 

@@ -98,9 +98,9 @@ def test_default_thresholds_are_the_release_targets():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"max_accuracy_drop": -0.1}, r"`max_accuracy_drop` must be a number in \[0, 100\]"),
+        ({"max_accuracy_drop": -0.1}, r"`max_accuracy_drop` must be a finite number in \[0, 100\]"),
         ({"min_agreement": 99.5}, r"`min_agreement` must be .*\[0, 1\]. Received: .*=99.5"),
-        ({"max_fidelity_gap": float("nan")}, r"`max_fidelity_gap` must be a number"),
+        ({"max_fidelity_gap": float("nan")}, r"`max_fidelity_gap` must be a finite number"),
         ({"max_fidelity_gap": "5"}, r"Received: max_fidelity_gap='5'"),
         ({"require_edgetpu": "yes"}, r"`require_edgetpu` must be True or False.*'yes'"),
     ],

@@ -108,7 +108,7 @@ def test_unknown_dataset_lists_known_ones():
 
 
 def test_unknown_split():
-    match = r"Unknown split 'validation'\. Accepted: 'train', 'test'\."
+    match = r"`split` must be one of 'train', 'test'\. Received: split='validation'"
     with pytest.raises(ValueError, match=match):
         data.load_arrays("mnist_subset", "validation")
     with pytest.raises(ValueError, match=match):

@@ -11,7 +11,7 @@ def test_reproduce_paper_under_a_step_cap(tmp_path):
     out = tmp_path / "paper"
     command = [
         sys.executable, str(EXAMPLES / "reproduce_paper.py"), "--datasets", "mnist_subset",
-        "--max_steps", "1", "--out_dir", str(out), "--verbose", "0",
+        "--max_steps", "1", "--out_dir", str(out), "--progress", "0",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -330,7 +330,7 @@ def test_agreement_averages_over_the_images_with_a_defined_rho():
     [
         (lambda: explain.spearman_per_image(np.zeros((2, 4)), np.zeros((3, 4))), r"same shape"),
         (lambda: explain.top_fraction_iou(np.zeros((1, 5)), np.zeros((1, 5))), r"⌊0.1 · 5⌋ = 0"),
-        (lambda: explain.concentration(np.ones((1, 5)), 1.0), r"open interval \(0, 1\)"),
+        (lambda: explain.concentration(np.ones((1, 5)), 1.0), r"in \(0, 1\)"),
         (lambda: explain.agreement(np.zeros((0, 4)), np.zeros((0, 4))), r"at least one image"),
     ],
 )
@@ -429,7 +429,7 @@ def test_sanity_check_without_any_defined_similarity_fails():
 def test_sanity_check_rejects_bad_arguments():
     model, _, _ = linear_model()
     images, labels = data(2)
-    with pytest.raises(ValueError, match=r"`threshold` must be a number in the open interval"):
+    with pytest.raises(ValueError, match=r"`threshold` must be a finite number in \(0, 1\)"):
         explain.sanity_check(model, images, labels, threshold=1.5)
     with pytest.raises(ValueError, match=r"`method` must be one of .*Received: method='x'"):
         explain.sanity_check(model, images, labels, method="x")
@@ -496,13 +496,13 @@ def test_report_files_are_pngs_json_and_markdown(evaluation):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"methods": ["vanilla", "occlusion"]}, r"`method` must be one of .*'occlusion'"),
+        ({"methods": ["vanilla", "occlusion"]}, r"`methods` must each be one of .*'occlusion'"),
         ({"methods": []}, r"`methods` must name each of"),
         ({"num_images": 0}, r"`num_images` must be an integer >= 1. Received: num_images=0"),
         ({"map_indices": [0, 99]}, r"`map_indices` must be .*in \[0, 4\)"),
         ({"curve_images": -1}, r"`curve_images` must be an integer >= 1"),
         ({"curve_method": "lrp"}, r"`curve_method` must be one of"),
-        ({"sanity_threshold": 0}, r"`sanity_threshold` must be a number in the open interval"),
+        ({"sanity_threshold": 0}, r"`sanity_threshold` must be a finite number in \(0, 1\)"),
         ({"models": {}}, r"`models` must hold at least one model"),
         ({"models": "linear"}, r"Model 'm': Grad-CAM needs a convolution, but model 'linear_m"),
         ({"images": np.zeros((4, 8, 8, 3))}, r"Model 'm': `images` of shape \(8, 8, 3\) do not"),

@@ -172,11 +172,20 @@ def test_resnet20_kernels_are_on_a_k_bit_grid():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"weight_bits": 1}, r"`weight_bits` must be an int between 2 and 8\. Received: 1"),
-        ({"activation_bits": 9}, r"`activation_bits` must be an int between 2 and 8\. Received: 9"),
-        ({"first_last_bits": 4.5}, r"`first_last_bits` must be an int between 2 and 8"),
-        ({"alpha_init": 0.0}, r"`alpha_init` must be a number > 0\. Received: 0.0"),
-        ({"alpha_l2": -1.0}, r"`alpha_l2` must be a number >= 0\. Received: -1.0"),
+        (
+            {"weight_bits": 1},
+            r"`weight_bits` must be an integer in \[2, 8\]\. Received: weight_bits=1",
+        ),
+        (
+            {"activation_bits": 9},
+            r"`activation_bits` must be an integer in \[2, 8\]\. Received: activation_bits=9",
+        ),
+        ({"first_last_bits": 4.5}, r"`first_last_bits` must be an integer in \[2, 8\]"),
+        (
+            {"alpha_init": 0.0},
+            r"`alpha_init` must be a finite number > 0\. Received: alpha_init=0.0",
+        ),
+        ({"alpha_l2": -1.0}, r"`alpha_l2` must be a finite number >= 0\. Received: alpha_l2=-1.0"),
         ({"input_range": (1.0, 0.0)}, r"`input_range` must be \(low, high\) with low < high"),
         ({"layer_configs": {"nope": None}}, r"`layer_configs` names layers not in the model"),
     ],

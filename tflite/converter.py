@@ -67,7 +67,8 @@ def to_integer_tflite(
     Args:
       model: A tf_keras classifier, QAT or float, with one input and one output.
       representative_data: Input images (N, H, W, C) in the model's input range. Required for
-        a float model; for a QAT model it is used to calibrate any tensor without a range.
+        a float model; a QAT model needs none (its ranges were learned; without data the
+        conversion is run on two synthetic sets and must come out the same from both).
       io_dtype: "int8" or "uint8": the type of the model's input and output tensors.
       batch_size: The fixed batch dimension (1 for the Edge TPU, which rejects dynamic
         shapes).
@@ -89,15 +90,43 @@ def to_integer_tflite(
             f"`model` {model.name!r} is a float model: post-training quantization needs "
             "`representative_data` (a few hundred input images)."
         )
-    converter = _converter(export_model(model) if quantized else model, batch_size)
+    source = export_model(model) if quantized else model
+    if representative_data is not None:
+        return _convert(source, batch_size, io_dtype, representative_data, calibration_samples)
+    # A QAT model needs no calibration: every tensor has a learned range. The converter
+    # still asks for representative data, so it gets two opposite synthetic sets; the
+    # files must come out identical, which proves no range came from them.
+    shape = (batch_size, *model.inputs[0].shape[1:])
+    low, high = _input_range(model)
+    results = [
+        _convert(source, batch_size, io_dtype, np.full(shape, value, np.float32), batch_size)
+        for value in (low, high)
+    ]
+    if results[0] != results[1]:
+        raise ValueError(
+            f"`model` {model.name!r} has tensors without a learned range (for example a layer "
+            "annotated by hand): calibration images change the integer model. Pass "
+            "`representative_data` (convert: --calibration_samples N with N >= 1)."
+        )
+    return results[0]
+
+
+def _input_range(model: keras.Model) -> tuple[float, float]:
+    """The fixed input range of a QAT model (its input quantizer), or (0, 255)."""
+    for layer in model.layers:
+        quantizer = getattr(layer, "quantizer", None)
+        if hasattr(quantizer, "low") and hasattr(quantizer, "high"):
+            return float(quantizer.low), float(quantizer.high)
+    return 0.0, 255.0
+
+
+def _convert(source, batch_size, io_dtype, representative_data, samples) -> bytes:
+    converter = _converter(source, batch_size)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = IO_DTYPES[io_dtype]
     converter.inference_output_type = IO_DTYPES[io_dtype]
-    if representative_data is not None:
-        converter.representative_dataset = _representative(
-            representative_data, batch_size, calibration_samples
-        )
+    converter.representative_dataset = _representative(representative_data, batch_size, samples)
     return converter.convert()
 
 

@@ -109,6 +109,46 @@ def _class_ids(y: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, bool]:
     )
 
 
+_SPARSE_LOSSES = ("SparseCategoricalCrossentropy", "sparse_categorical_crossentropy")
+_ONE_HOT_LOSSES = ("CategoricalCrossentropy", "categorical_crossentropy")
+
+
+def _label_spec(x, y) -> tuple[tuple, bool] | None:
+    """(shape, is integer) of the labels `fit` will see, when known without reading data."""
+    if y is not None:
+        shape, dtype = getattr(y, "shape", None), getattr(y, "dtype", None)
+        if shape is None or dtype is None:
+            return None
+        integer = (
+            tf.as_dtype(dtype).is_integer if not hasattr(dtype, "kind") else dtype.kind in "iu"
+        )
+        return tuple(shape), integer
+    spec = getattr(x, "element_spec", None)
+    if isinstance(spec, tuple) and len(spec) >= 2 and isinstance(spec[1], tf.TensorSpec):
+        return tuple(spec[1].shape), spec[1].dtype.is_integer
+    return None
+
+
+def _check_labels_suit_loss(loss, spec, num_classes: int) -> None:
+    """One clear error for one-hot labels with a sparse loss, and the reverse."""
+    if spec is None:
+        return
+    name = loss if isinstance(loss, str) else type(loss).__name__
+    shape, integer = spec
+    one_hot = len(shape) == 2 and shape[-1] == num_classes and num_classes > 1
+    ids = len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
+    if name in _SPARSE_LOSSES and one_hot:
+        raise ValueError(
+            f"The labels are one-hot, shape {shape}, but the loss {name} takes class ids of "
+            "shape (batch,): pass y.argmax(-1), or compile with CategoricalCrossentropy."
+        )
+    if name in _ONE_HOT_LOSSES and ids and integer:
+        raise ValueError(
+            f"The labels are class ids, shape {shape}, but the loss {name} takes one-hot "
+            "labels: compile with SparseCategoricalCrossentropy, or one-hot encode them."
+        )
+
+
 def _log_probabilities(y_pred: tf.Tensor, from_logits: bool) -> tf.Tensor:
     """log softmax(z) for logits, log(clip(p, ε, 1)) for probabilities; in float32."""
     y_pred = tf.cast(y_pred, tf.float32)
@@ -239,6 +279,11 @@ class SaliencyGuidedModel(keras.Model):
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.masked_accuracy_tracker = keras.metrics.Mean(name="masked_accuracy")
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, after checking that the labels suit the compiled loss."""
+        _check_labels_suit_loss(self.loss, _label_spec(x, y), self.num_classes)
+        return super().fit(x, y, *args, **kwargs)
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)

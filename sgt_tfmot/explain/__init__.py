@@ -9,7 +9,7 @@ This package answers both for any saved classifier, float or QAT:
 | `attribution` | maps: vanilla gradient, SmoothGrad, Grad-CAM, Grad-CAM++ (tf-keras-vis),   |
 |               | and `input_gradients`, the batched graph-function fast path               |
 | `curves`      | accuracy-drop curves (top, bottom, random order) and their areas          |
-| `agreement`   | Spearman ρ and top-10 % IoU between maps, concentration, sanity check     |
+| `measures`    | Spearman ρ and top-10 % IoU between maps, concentration, sanity check     |
 | `evaluate`    | all of it for a set of models on the same test images                     |
 | `report`      | figures, JSON, CSV and markdown of an evaluation                          |
 | `__main__`    | the CLI, `python -m sgt_tfmot.explain --model PATH ... --out_dir DIR`     |
@@ -27,9 +27,9 @@ Example:
 import importlib
 
 _API = {
-    "Agreement": "agreement", "SanityCheck": "agreement", "agreement": "agreement",
-    "concentration": "agreement", "randomize_weights": "agreement", "sanity_check": "agreement",
-    "spearman_per_image": "agreement", "top_fraction_iou": "agreement",
+    "Agreement": "measures", "SanityCheck": "measures", "agreement": "measures",
+    "concentration": "measures", "randomize_weights": "measures", "sanity_check": "measures",
+    "spearman_per_image": "measures", "top_fraction_iou": "measures",
     "CAM_METHODS": "attribution", "MAP_METHODS": "attribution", "METHODS": "attribution",
     "attribution_maps": "attribution", "gradcam_maps": "attribution",
     "input_gradients": "attribution", "last_conv_layer": "attribution",

@@ -53,9 +53,9 @@ from sgt_tfmot import (
 from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
 from sgt_tfmot.explain import report as reports
-from sgt_tfmot.explain.agreement import DEFAULT_SANITY_THRESHOLD
 from sgt_tfmot.explain.attribution import CAM_METHODS, MAP_METHODS, _penultimate
 from sgt_tfmot.explain.evaluate import Evaluation, check_settings, evaluate_models
+from sgt_tfmot.explain.measures import DEFAULT_SANITY_THRESHOLD
 from sgt_tfmot.keras import keras
 from sgt_tfmot.masking import FILLS
 
@@ -108,7 +108,13 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer("seed", 0, "Seed of image choice, random order and fill, noise.", **_IN)
 flags.DEFINE_string("report", None, f"Markdown report path; default OUT_DIR/{REPORT_FILE}.", **_IN)
-flags.DEFINE_bool("overwrite", False, "Replace existing output files.", **_IN)
+flags.DEFINE_bool(
+    "overwrite", False, "Replace output files this tool wrote before (never others).", **_IN
+)
+flags.DEFINE_bool(
+    "trust_model_code", False, "Load models whose layers carry Python code (Lambda).", **_IN
+)
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **_IN)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
 
@@ -163,10 +169,7 @@ def _resolve_dataset(dataset, data_dir, model_files: Sequence[Path]) -> tuple[st
             )
         dataset, run_data_dir = next(iter(found.items()))
         data_dir = data_dir if data_dir is not None else run_data_dir
-    try:
-        data.info(dataset)
-    except ValueError as error:
-        raise ExplainError(str(error)) from None
+    data.info(dataset)
     return dataset, None if data_dir is None else str(data_dir)
 
 
@@ -233,6 +236,7 @@ def explain_saved_models(
     seed: int = 0,
     report: str | os.PathLike | None = None,
     overwrite: bool = False,
+    trust_model_code: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Explanation:
     """Loads saved models and a dataset's test split, evaluates, writes the files.
@@ -246,7 +250,8 @@ def explain_saved_models(
       smooth_samples, penultimate_layer, sanity_threshold, seed: See `evaluate_models`.
       images: Test image indices of the figure (instead of `num_images` random ones).
       report: Path of the markdown report; default OUT_DIR/report.md.
-      overwrite: Replace existing output files.
+      overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
+      trust_model_code: Load models whose layers carry Python code.
       progress: Called with a short message before each slow step.
 
     Returns:
@@ -260,28 +265,22 @@ def explain_saved_models(
     say = progress or (lambda message: None)
     if not models:
         raise ExplainError("Pass at least one --model PATH (a model file or run directory).")
-    try:
-        check_settings(
-            methods=methods,
-            curve_method=curve_method,
-            fill=fill,
-            num_images=num_images if images is None else 1,
-            curve_images=curve_images,
-            agreement_images=agreement_images,
-            smooth_samples=smooth_samples,
-            sanity_threshold=sanity_threshold,
-        )
-    except ValueError as error:
-        raise ExplainError(str(error)) from None
+    check_settings(
+        methods=methods,
+        curve_method=curve_method,
+        fill=fill,
+        num_images=num_images if images is None else 1,
+        curve_images=curve_images,
+        agreement_images=agreement_images,
+        smooth_samples=smooth_samples,
+        sanity_threshold=sanity_threshold,
+    )
     paths = _output_paths(out_dir, report, overwrite)
 
     loaded, files = [], []
     for path in map(Path, models):  # no progress messages before the input is checked
-        try:
-            model = saving.load_model(path)
-            files.append(saving.resolve_model_path(path))
-        except ValueError as error:
-            raise ExplainError(str(error)) from None
+        model = saving.load_model(path, trust_code=trust_model_code)
+        files.append(saving.resolve_model_path(path))
         loaded.append(saving.float32_model(model))
     paths_in = [Path(p) for p in models]
     dataset, data_dir = _resolve_dataset(dataset, data_dir, files)
@@ -293,31 +292,25 @@ def explain_saved_models(
                 _penultimate(model, penultimate_layer)
             except ValueError as error:
                 raise ExplainError(f"{path}: {error}") from None
-    try:
-        x_test, y_test = data.load_arrays(dataset, "test", data_dir)
-    except ValueError as error:
-        raise ExplainError(str(error)) from None
+    x_test, y_test = data.load_arrays(dataset, "test", data_dir)
     names = _model_names(files, paths_in)
-    try:
-        evaluation = evaluate_models(
-            dict(zip(names, loaded, strict=True)),
-            x_test.astype(np.float32),
-            y_test,
-            methods=methods,
-            num_images=num_images,
-            map_indices=images,
-            curve_images=curve_images,
-            agreement_images=agreement_images,
-            curve_method=curve_method,
-            fill=fill,
-            smooth_samples=smooth_samples,
-            penultimate_layer=penultimate_layer,
-            sanity_threshold=sanity_threshold,
-            seed=seed,
-            progress=progress,
-        )
-    except ValueError as error:
-        raise ExplainError(str(error)) from None
+    evaluation = evaluate_models(
+        dict(zip(names, loaded, strict=True)),
+        x_test.astype(np.float32),
+        y_test,
+        methods=methods,
+        num_images=num_images,
+        map_indices=images,
+        curve_images=curve_images,
+        agreement_images=agreement_images,
+        curve_method=curve_method,
+        fill=fill,
+        smooth_samples=smooth_samples,
+        penultimate_layer=penultimate_layer,
+        sanity_threshold=sanity_threshold,
+        seed=seed,
+        progress=progress,
+    )
 
     say("writing the figures and the report")
     report_dir = paths["report"].resolve().parent
@@ -409,6 +402,7 @@ def _explain(positional: list[str]) -> int:
         seed=FLAGS.seed,
         report=FLAGS.report,
         overwrite=FLAGS.overwrite,
+        trust_model_code=FLAGS.trust_model_code,
         progress=_cli.progress(PROGRAM),
     )
     print(explanation.summary)

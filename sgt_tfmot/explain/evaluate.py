@@ -30,17 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from sgt_tfmot import masking
+from sgt_tfmot._checks import InputError
 from sgt_tfmot.explain import _validation as checks
-from sgt_tfmot.explain.agreement import (
-    DEFAULT_SANITY_THRESHOLD,
-    DEFAULT_TOP_FRACTION,
-    Agreement,
-    SanityCheck,
-    _mean_std,
-    agreement,
-    concentration,
-    sanity_check,
-)
 from sgt_tfmot.explain.attribution import (
     CAM_METHODS,
     MAP_METHODS,
@@ -54,6 +45,16 @@ from sgt_tfmot.explain.curves import (
     DropCurves,
     _check_fractions,
     drop_curves,
+)
+from sgt_tfmot.explain.measures import (
+    DEFAULT_SANITY_THRESHOLD,
+    DEFAULT_TOP_FRACTION,
+    Agreement,
+    SanityCheck,
+    _mean_std,
+    agreement,
+    concentration,
+    sanity_check,
 )
 from sgt_tfmot.keras import keras
 
@@ -138,11 +139,15 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
         methods = [methods]
     methods = list(methods)
     for method in methods:
-        checks.check_choice(method, MAP_METHODS, "method")
+        if method not in MAP_METHODS:
+            raise InputError(
+                f"must each be one of {', '.join(map(repr, MAP_METHODS))}", "methods", methods
+            )
     if not methods or len(set(methods)) != len(methods):
-        raise ValueError(
-            f"`methods` must name each of {', '.join(map(repr, MAP_METHODS))} at most once, "
-            f"and at least one. Received: methods={methods!r}"
+        raise InputError(
+            f"must name each of {', '.join(map(repr, MAP_METHODS))} at most once, and at least one",
+            "methods",
+            methods,
         )
     return tuple(methods)
 
