@@ -58,7 +58,7 @@ def is_quantized(model: keras.Model) -> bool:
 def _export_quantizer(quantizer):
     """The 8-bit export version of one quantizer (see module docstring)."""
     if isinstance(quantizer, PACTQuantizer):
-        return PACTQuantizer(quantizer.num_bits, quantizer.alpha_init, quantizer.alpha_l2, True)
+        return PACTQuantizer(**{**quantizer.get_config(), "export": True})
     if isinstance(quantizer, WeightQuantizer):
         scale = quantizer.range_scale * export_range_scale(quantizer.num_bits, 8)
         return WeightQuantizer(8, quantizer.per_channel, scale)

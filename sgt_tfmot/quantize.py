@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sgt_tfmot import quantize_configs as configs
+import numpy as np
+
+from sgt_tfmot import _checks, quantize_configs as configs
 from sgt_tfmot.keras import keras, tfmot
 from sgt_tfmot.quantizers import (
     QUANTIZERS,
@@ -187,6 +189,67 @@ def pact_alphas(model: keras.Model) -> dict:
 def output_range_variables(layer) -> dict:
     """The variables of a wrapped layer's output quantizer by role ("alpha", "min_var", ...)."""
     return dict(getattr(layer, "_output_quantizer_vars", None) or {})
+
+
+def calibrate_ranges(
+    qat: keras.Model,
+    float_model: keras.Model,
+    images,
+    percentile: float = 99.9,
+    batch_size: int = 128,
+    alphas: bool = True,
+) -> dict[str, float]:
+    """Starts a QAT model's ranges from its float model's activations on `images`.
+
+    For each wrapped layer of `qat` with an output quantizer, the float model's layer of
+    the same name gives the activations (inference mode):
+
+        PACT α        = the `percentile`-th percentile of the activations (capped at
+                        `max_alpha`, 6 for ReLU6; at least 1e-3)
+        8-bit ranges  = [min(0, min activation), max(0, max activation)]
+
+    so that QAT fine-tuning from a trained float model starts from the float model's own
+    function instead of α₀ = 10 and the moving ranges' initial [−6, 6].
+
+    Args:
+      qat: A QAT model from `quantize_model` of `float_model` (same layer names).
+      float_model: The float model, with trained weights.
+      images: (N, H, W, C) inputs, e.g. a few training batches.
+      percentile: In (0, 100].
+      batch_size: Images per forward pass.
+      alphas: Set the PACT α too (else only the 8-bit ranges).
+
+    Returns:
+      Layer name -> the α it was given, for the PACT layers.
+    """
+    percentile = _checks.check_number(percentile, "alpha_percentile", 0.0, 100.0, low_open=True)
+    targets = {}
+    for layer in qat.layers:
+        config = getattr(layer, "quantize_config", None)
+        quantizer = getattr(config, "output_quantizer", None)
+        if isinstance(quantizer, RangeQuantizer) or (
+            alphas and isinstance(quantizer, PACTQuantizer)
+        ):
+            targets[layer.name] = (layer, quantizer, float_model.get_layer(layer.layer.name))
+    if not targets:
+        return {}
+    probe = keras.Model(float_model.inputs, [t[2].output for t in targets.values()])
+    outputs = probe.predict(images, batch_size=batch_size, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    found = {}
+    for (name, (layer, quantizer, _)), values in zip(targets.items(), outputs, strict=True):
+        variables = output_range_variables(layer)
+        values = values.astype(np.float64).ravel()
+        if isinstance(quantizer, PACTQuantizer):
+            alpha = max(float(np.percentile(values, percentile)), 1e-3)
+            if quantizer.max_alpha is not None:
+                alpha = min(alpha, quantizer.max_alpha)
+            variables["alpha"].assign(alpha)
+            found[name] = alpha
+        else:
+            variables["min_var"].assign(min(0.0, float(values.min())))
+            variables["max_var"].assign(max(0.0, float(values.max())))
+    return found
 
 
 def _consumers(model) -> dict[str, list[str]]:

@@ -96,6 +96,13 @@ def is_pact_activation(layer) -> bool:
     return False
 
 
+def relu6(layer) -> bool:
+    """True for a PACT activation that is a ReLU6 (`ReLU(6)`, relu6 activations)."""
+    if isinstance(layer, layers.ReLU):
+        return layer.max_value is not None and float(layer.max_value) == 6.0
+    return _activation_name(layer) == "relu6"
+
+
 def is_pass_through(layer) -> bool:
     """True for layers that keep their input's quantization (no quantizer of their own)."""
     if isinstance(layer, PASS_THROUGH_LAYERS):
@@ -213,7 +220,8 @@ def config_for(
 
     output_quantizer = None
     if is_pact_activation(layer):
-        output_quantizer = PACTQuantizer(activation_bits, alpha_init, alpha_l2)
+        max_alpha = 6.0 if relu6(layer) else None
+        output_quantizer = PACTQuantizer(activation_bits, alpha_init, alpha_l2, max_alpha=max_alpha)
     elif quantize_output and not is_pass_through(layer):
         output_quantizer = RangeQuantizer(8, straight_through=model_output)
 

@@ -185,13 +185,18 @@ class PACTQuantizer(_Serializable):
 
     Owns one trainable scalar α per quantized tensor, created in `build` with an L2 penalty
     `alpha_l2 · α²` (it shows up in `model.losses`) and a constraint keeping it ≥ 1e-3 after
-    each optimizer step.
+    each optimizer step (and ≤ `max_alpha`, when given).
+
+    A ReLU6 gets `max_alpha=6`: clip(x, 0, α) with α ≤ 6 is exactly PACT on relu6(x), so the
+    float model's cap is kept and α starts at min(α₀, 6); above 6, ∂L/∂α = Σ[x ≥ α] would be
+    zero for every ReLU6 input and α could never come down.
 
     Args:
       num_bits: k, in [2, 8].
       alpha_init: Initial α, > 0 (PACT paper: 10).
       alpha_l2: L2 penalty on α, ≥ 0 (PACT paper: 2e-4).
       export: Compute the same values with 8-bit ops (`pact_integer`), for conversion.
+      max_alpha: Upper bound of α (6 for ReLU6), or None.
     """
 
     def __init__(
@@ -200,20 +205,33 @@ class PACTQuantizer(_Serializable):
         alpha_init: float = 10.0,
         alpha_l2: float = 2e-4,
         export: bool = False,
+        max_alpha: float | None = None,
     ):
         self.num_bits = check_bits(num_bits, "num_bits")
         self.alpha_init = check_alpha_init(alpha_init)
         self.alpha_l2 = check_alpha_l2(alpha_l2)
         self.export = bool(export)
+        self.max_alpha = _checks.check_number(max_alpha, "max_alpha", _EPSILON, allow_none=True)
+
+    @property
+    def levels(self) -> int:
+        """2^k − 1, the number of steps of the activation grid [0, α]."""
+        return 2**self.num_bits - 1
+
+    def step(self, alpha: float) -> float:
+        """The grid step α / (2^k − 1) of this quantizer at clipping level `alpha`."""
+        return float(alpha) / self.levels
 
     def build(self, tensor_shape, name: str, layer) -> dict:
         alpha = layer.add_weight(
             f"{name}_alpha",
             shape=(),
             dtype=tf.float32,
-            initializer=keras.initializers.Constant(self.alpha_init),
+            initializer=keras.initializers.Constant(
+                self.alpha_init if self.max_alpha is None else min(self.alpha_init, self.max_alpha)
+            ),
             regularizer=keras.regularizers.L2(self.alpha_l2) if self.alpha_l2 else None,
-            constraint=_MinValue(_EPSILON),
+            constraint=_MinValue(_EPSILON, self.max_alpha),
             trainable=True,
             experimental_autocast=False,  # stays float32 under mixed precision
         )
@@ -224,12 +242,15 @@ class PACTQuantizer(_Serializable):
         return quantize(inputs, tf.convert_to_tensor(weights["alpha"]), self.num_bits)
 
     def get_config(self) -> dict:
-        return {
+        config = {
             "num_bits": self.num_bits,
             "alpha_init": self.alpha_init,
             "alpha_l2": self.alpha_l2,
             "export": self.export,
         }
+        if self.max_alpha is not None:
+            config["max_alpha"] = self.max_alpha
+        return config
 
 
 @keras.utils.register_keras_serializable(package="sgt_tfmot")
@@ -350,16 +371,21 @@ class FixedRangeQuantizer(_Serializable):
 
 @keras.utils.register_keras_serializable(package="sgt_tfmot")
 class _MinValue(keras.constraints.Constraint):
-    """Keeps a variable ≥ `min_value` after each optimizer step."""
+    """Keeps a variable ≥ `min_value` (and ≤ `max_value`) after each optimizer step."""
 
-    def __init__(self, min_value: float):
+    def __init__(self, min_value: float, max_value: float | None = None):
         self.min_value = float(min_value)
+        self.max_value = None if max_value is None else float(max_value)
 
     def __call__(self, w):
-        return tf.maximum(w, self.min_value)
+        w = tf.maximum(w, self.min_value)
+        return w if self.max_value is None else tf.minimum(w, self.max_value)
 
     def get_config(self) -> dict:
-        return {"min_value": self.min_value}
+        config = {"min_value": self.min_value}
+        if self.max_value is not None:
+            config["max_value"] = self.max_value
+        return config
 
 
 def check_alpha_init(value) -> float:

@@ -37,7 +37,13 @@ flags.DEFINE_string("dataset", _d.dataset, "Dataset name (see sgt_tfmot.data).",
 flags.DEFINE_string(
     "data_dir", None, "Folder with NAME.npz (x_train, y_train, x_test, y_test).", **_IN
 )
-flags.DEFINE_enum("model", _d.model, list(models.MODELS), "Model architecture.", **_IN)
+flags.DEFINE_string(
+    "model", _d.model, f"{', '.join(models.MODELS)}, or a float classifier file (.h5/.keras).",
+    **_IN,
+)
+flags.DEFINE_string(
+    "init_from", None, "Start from this trained float model (run directory or file).", **_IN
+)
 flags.DEFINE_integer("weight_bits", _d.weight_bits, "Bits of the kernels.", **_BITS)
 flags.DEFINE_integer("activation_bits", _d.activation_bits, "Bits of PACT.", **_BITS)
 flags.DEFINE_integer("first_last_bits", _d.first_last_bits, "Bits of first/last kernel.", **_BITS)
@@ -57,7 +63,14 @@ flags.DEFINE_enum(
     "schedule", _d.schedule, list(schedules.SCHEDULES), "Learning-rate schedule.", **_IN
 )
 flags.DEFINE_float("weight_decay", _d.weight_decay, "L2 factor on kernels.", lower_bound=0, **_IN)
-flags.DEFINE_float("alpha_init", _d.alpha_init, "Initial PACT α, > 0.", **_IN)
+flags.DEFINE_string(
+    "alpha_init", str(_d.alpha_init),
+    "Initial PACT α (> 0), or calibrate: the --alpha_percentile of --init_from's activations.",
+    **_IN,
+)  # fmt: skip
+flags.DEFINE_float(
+    "alpha_percentile", _d.alpha_percentile, "Percentile for --alpha_init calibrate.", **_IN
+)
 flags.DEFINE_float("alpha_l2", _d.alpha_l2, "L2 penalty on α.", lower_bound=0, **_IN)
 flags.DEFINE_enum("preset", None, list(PRESETS), "The paper's settings.", **_IN)
 flags.DEFINE_enum(
@@ -113,6 +126,7 @@ def _train(positional: list[str]) -> int:
         raise _cli.UsageError(f"unexpected arguments: {' '.join(positional)}")
     names = {f for f in TrainConfig.__dataclass_fields__ if f in FLAGS}
     values = {name: FLAGS[name].value for name in names}
+    values["alpha_init"] = _alpha_init(values["alpha_init"])
     explicit = {name for name in names if FLAGS[name].present}
     config = config_from_flags(values, explicit, FLAGS.preset)
     try:
@@ -133,6 +147,17 @@ def _train(positional: list[str]) -> int:
         f"--report {out}-int8.json"
     )
     return _cli.EXIT_OK
+
+
+def _alpha_init(text: str) -> float | str:
+    if text == "calibrate":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise _cli.UsageError(
+            f"--alpha_init must be a number > 0 or calibrate. Received: {text!r}"
+        ) from None
 
 
 def run() -> None:

@@ -52,6 +52,7 @@ from sgt_tfmot import (
     models as model_zoo,
     precision,
     quantize,
+    saving,
     schedules,
 )
 from sgt_tfmot._checks import InputError
@@ -107,8 +108,10 @@ class TrainConfig:
     learning_rate: float = 0.1
     schedule: str = "onecycle"
     weight_decay: float = 1e-4
-    alpha_init: float = 10.0
+    alpha_init: float | str = 10.0
+    alpha_percentile: float = 99.9
     alpha_l2: float = 2e-4
+    init_from: str | None = None
     mixed_precision: str = "auto"
     seed: int = 0
     max_steps: int | None = None
@@ -124,7 +127,8 @@ class TrainConfig:
             datasets.info(self.dataset)
         except ValueError as error:
             raise InputError(str(error)) from None
-        _checks.check_choice(self.model, model_zoo.MODELS, "model")
+        if not model_zoo.is_model_file(self.model):
+            _checks.check_choice(self.model, model_zoo.MODELS, "model")
         for name in ("weight_bits", "activation_bits", "first_last_bits"):
             setattr(self, name, _checks.check_int(getattr(self, name), name, MIN_BITS, MAX_BITS))
         _checks.check_open_fraction(self.mask_fraction, "mask_fraction")
@@ -136,7 +140,14 @@ class TrainConfig:
         _checks.check_int(self.seed, "seed", 0)
         _checks.check_number(self.learning_rate, "learning_rate", 0.0, low_open=True)
         _checks.check_number(self.weight_decay, "weight_decay", 0.0)
-        _checks.check_number(self.alpha_init, "alpha_init", 0.0, low_open=True)
+        if self.alpha_init != "calibrate":
+            _checks.check_number(self.alpha_init, "alpha_init", 0.0, low_open=True)
+        elif self.init_from is None:
+            raise InputError(
+                "--alpha_init calibrate sets each α from a trained float model's activations: "
+                "pass that model with --init_from RUN_DIR_OR_FILE (or a number, e.g. 10)."
+            )
+        _checks.check_number(self.alpha_percentile, "alpha_percentile", 0.0, 100.0, low_open=True)
         _checks.check_number(self.alpha_l2, "alpha_l2", 0.0)
         _checks.check_choice(self.schedule, schedules.SCHEDULES, "schedule")
         _checks.check_choice(self.mixed_precision, precision.CHOICES, "mixed_precision")
@@ -435,21 +446,43 @@ class WallClock(keras.callbacks.Callback):
 
 
 # ----------------------------------------------------------------------------- the run
-def build_model(config: TrainConfig, image_shape, num_classes) -> keras.Model:
-    """The float model, quantized with PACT unless `config.float`."""
+CALIBRATION_IMAGES = 1024  # the first training images set the ranges of --init_from runs
+
+
+def build_model(
+    config: TrainConfig, image_shape, num_classes, calibration_images=None
+) -> keras.Model:
+    """The float model (from --init_from's weights when given), quantized unless --float.
+
+    With --init_from the QAT model starts from the float model's function: its 8-bit ranges
+    are the float activations' ranges on `calibration_images`, and with
+    `--alpha_init calibrate` each PACT α is their `alpha_percentile`-th percentile
+    (`sgt_tfmot.quantize.calibrate_ranges`).
+    """
     model = model_zoo.build(
-        config.model, image_shape, num_classes, weight_decay=config.weight_decay
-    )
+        config.model, image_shape, num_classes, weight_decay=config.weight_decay,
+        trust_code=False,
+    )  # fmt: skip
+    if config.init_from is not None:
+        model_zoo.copy_weights(
+            saving.load_model(config.init_from), model, f"--init_from {config.init_from}"
+        )
     if config.float:
         return model
-    return quantize.quantize_model(
+    calibrate = config.alpha_init == "calibrate"
+    qat = quantize.quantize_model(
         model,
         weight_bits=config.weight_bits,
         activation_bits=config.activation_bits,
         first_last_bits=config.first_last_bits,
-        alpha_init=config.alpha_init,
+        alpha_init=10.0 if calibrate else config.alpha_init,
         alpha_l2=config.alpha_l2,
     )
+    if config.init_from is not None and calibration_images is not None:
+        quantize.calibrate_ranges(
+            qat, model, calibration_images, config.alpha_percentile, alphas=calibrate
+        )
+    return qat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -561,7 +594,10 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
         )  # fmt: skip
         test_ds = datasets.load(config.dataset, "test", config.data_dir, config.batch_size)
         with strategy.scope():
-            model = build_model(config, info.image_shape, info.num_classes)
+            model = build_model(
+                config, info.image_shape, info.num_classes,
+                train_x[:CALIBRATION_IMAGES].astype("float32"),
+            )  # fmt: skip
             trainer = _make_trainer(config, model, plan, info.image_shape)
         clock = WallClock(run.work / "wall_time.json")
         if run.resumes or position is not None:
