@@ -4,10 +4,13 @@ The export rule, in one place (`export_model`): TensorFlow 2.21's converter only
 fake-quant ops, so a k-bit QAT model is rebuilt with 8-bit quantizers over the same learned
 ranges before conversion:
 
-* BatchNormalization after a per-channel Conv is folded into it here, on the k-bit kernel:
+* BatchNormalization after a Conv or DepthwiseConv is folded into it here, on the k-bit
+  kernel (`sgt_tfmot._graph.bn_folds_into` is the rule, shared with `quantize_model`):
   kernel' = w_q · γ/√(σ² + ε) and bias' = (b − μ) · γ/√(σ² + ε) + β per output channel. The
   folded kernel is again on a symmetric k-bit grid per channel (the grid's step times a
-  per-channel factor), so the integer kernel holds it exactly. Left to the converter, the fold
+  per-channel factor), so the integer kernel holds it exactly; a depthwise kernel, quantized
+  per tensor, gets per-channel export ranges that contain its scaled grid
+  (`ChannelRangeQuantizer`). Left to the converter, the fold
   would happen after the fake-quant and be rounded again to 8 bits, moving the conv outputs by
   a fraction of a weight step, which at 4 bits flips ~4 % of CIFAR-10 predictions;
 * weights: the kernels are set to their k-bit values, and the 8-bit weight quantizer's range
@@ -35,10 +38,12 @@ import copy
 
 import numpy as np
 
+from sgt_tfmot import _graph
 from sgt_tfmot.keras import keras
-from sgt_tfmot.quantize import quantize_scope
+from sgt_tfmot.quantize import output_range_variables, quantize_scope
 from sgt_tfmot.quantize_configs import PASS_THROUGH_LAYERS as PASS_THROUGH, LayerQuantizeConfig
 from sgt_tfmot.quantizers import (
+    ChannelRangeQuantizer,
     FixedRangeQuantizer,
     PACTQuantizer,
     RangeQuantizer,
@@ -73,66 +78,70 @@ def _export_config(config: LayerQuantizeConfig, output_quantizer) -> LayerQuanti
     )
 
 
-def _consumers(layer_configs: list[dict], output_layers: list) -> dict[str, list[str]]:
-    """Layer name -> names of the layers (or "<output>") that take its output."""
-    consumers: dict[str, list[str]] = {}
-    for layer_config in layer_configs:
-        for node in layer_config["inbound_nodes"]:
-            for entry in node:
-                consumers.setdefault(entry[0], []).append(layer_config["name"])
-    for entry in output_layers:
-        consumers.setdefault(entry[0], []).append("<output>")
-    return consumers
-
-
 def _batch_norm_folds(model: keras.Model, config: dict) -> dict[str, keras.layers.Layer]:
-    """Wrapped per-channel Conv layers whose only consumer is a BatchNormalization over the
-    channel axis, with no fake-quant between them: conv wrapper name -> BN layer (plain or
-    wrapped)."""
-    consumers = _consumers(config["layers"], config["output_layers"])
+    """Wrapped convolutions whose only consumer is a BatchNormalization that folds into them
+    (`sgt_tfmot._graph.bn_folds_into`), with no fake-quant between: conv wrapper name -> BN
+    layer (plain or wrapped)."""
+    consumers = _graph.consumers(config)
     folds = {}
     for layer in model.layers:
         quantize_config = getattr(layer, "quantize_config", None)
-        inner = getattr(layer, "layer", None)
+        after = consumers.get(layer.name, [])
         if (
             not isinstance(quantize_config, LayerQuantizeConfig)
-            or not isinstance(inner, (keras.layers.Conv1D, keras.layers.Conv2D))
-            or isinstance(inner, keras.layers.DepthwiseConv2D)
-            or inner.get_config()["activation"] != "linear"
+            or quantize_config.weight_quantizer is None
             or quantize_config.output_quantizer is not None
-            or not getattr(quantize_config.weight_quantizer, "per_channel", False)
-            or len(consumers.get(layer.name, [])) != 1
-            or consumers[layer.name][0] == "<output>"
+            or len(after) != 1
+            or after[0] == _graph.OUTPUT
         ):
             continue
-        bn = model.get_layer(consumers[layer.name][0])
-        bn_inner = getattr(bn, "layer", bn)
+        bn = model.get_layer(after[0])
         bn_config = getattr(bn, "quantize_config", None)
-        axis = bn_inner.axis if isinstance(bn_inner, keras.layers.BatchNormalization) else None
-        if (
-            axis is None
-            or list(axis) != [len(layer.output_shape) - 1]
-            or bn_inner.get_config().get("renorm")
-            or (bn is not bn_inner and not isinstance(bn_config, LayerQuantizeConfig))
-            or (bn_config is not None and bn_config.weight_quantizer is not None)
-        ):
+        if not _graph.bn_folds_into(layer, bn):
+            continue
+        if bn is not getattr(bn, "layer", bn) and not isinstance(bn_config, LayerQuantizeConfig):
+            continue
+        if bn_config is not None and bn_config.weight_quantizer is not None:
             continue
         folds[layer.name] = bn
     return folds
 
 
-def _fold(conv: keras.layers.Layer, bn: keras.layers.Layer, kernel: np.ndarray):
-    """(kernel', bias') of Conv → BatchNormalization in inference mode, per output channel."""
+def _bn_factor(bn: keras.layers.Layer) -> np.ndarray:
+    """γ / √(σ² + ε) of a BatchNormalization in inference mode, per channel."""
     bn = getattr(bn, "layer", bn)
-    mean, variance = bn.moving_mean.numpy(), bn.moving_variance.numpy()
-    factor = 1.0 / np.sqrt(variance + bn.epsilon)
-    if bn.scale:
-        factor = factor * bn.gamma.numpy()
+    factor = 1.0 / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    return factor * bn.gamma.numpy() if bn.scale else factor
+
+
+def _fold(conv: keras.layers.Layer, bn: keras.layers.Layer, kernel: np.ndarray):
+    """(kernel', bias') of Conv → BatchNormalization in inference mode, per output channel.
+
+    A depthwise kernel (kh, kw, C, M) feeds output channel c·M + m, so its factor is laid
+    out (1, 1, C, M).
+    """
+    factor = _bn_factor(bn)
+    bn = getattr(bn, "layer", bn)
+    mean = bn.moving_mean.numpy()
     bias = conv.bias.numpy() if conv.use_bias else np.zeros_like(mean)
     bias = (bias - mean) * factor
     if bn.center:
         bias = bias + bn.beta.numpy()
+    if isinstance(conv, keras.layers.DepthwiseConv2D):
+        factor = factor.reshape(1, 1, kernel.shape[2], kernel.shape[3])
     return (kernel * factor).astype(np.float32), bias.astype(np.float32)
+
+
+def _depthwise_fold_quantizer(source, bn) -> ChannelRangeQuantizer:
+    """The export weight quantizer of a DepthwiseConv2D with BN folded in: per-channel
+    ranges m · |f_c| · export_range_scale(k) around the per-tensor k-bit grid (m = max |w|)."""
+    quantizer = source.quantize_config.weight_quantizer
+    attr = f"{source.quantize_config.weight_attr}:0"
+    kernel = next(w for w in source.weights if _short(w) == attr).numpy()
+    m = max(float(np.abs(kernel).max()), 1e-8) * quantizer.range_scale
+    scale = export_range_scale(quantizer.num_bits, 8)
+    ranges = np.maximum(m * np.abs(_bn_factor(bn)) * scale, 1e-8)
+    return ChannelRangeQuantizer(ranges.tolist(), 8, depthwise=True)
 
 
 def _rescalings(model: keras.Model) -> set[str]:
@@ -232,12 +241,18 @@ def export_model(model: keras.Model) -> keras.Model:
         elif isinstance(quantize_config, LayerQuantizeConfig):
             output_quantizer = quantize_config.output_quantizer
             layer_config = copy.deepcopy(layer_config)
+            export_config = _export_config(quantize_config, None)
             if name in folds:
                 layer_config["config"]["layer"]["config"]["use_bias"] = True
                 bn_config = getattr(folds[name], "quantize_config", None)
                 output_quantizer = bn_config and bn_config.output_quantizer
+                if isinstance(layer.layer, keras.layers.DepthwiseConv2D):
+                    export_config.weight_quantizer = _depthwise_fold_quantizer(layer, folds[name])
+            export_config.output_quantizer = output_quantizer and _export_quantizer(
+                output_quantizer
+            )
             layer_config["config"]["quantize_config"] = keras.utils.serialize_keras_object(
-                _export_config(quantize_config, output_quantizer)
+                export_config
             )
         layers.append(layer_config)
 
@@ -266,7 +281,7 @@ def export_model(model: keras.Model) -> keras.Model:
             bn = folds[target.name]
             # The BN wrapper's output range (if any) moves to the conv; the rest is unused.
             values.update({_short(w): w.numpy() for w in bn.weights if _short(w) not in values})
-            values["kernel:0"], values["bias:0"] = _fold(source.layer, bn, values["kernel:0"])
+            values[attr], values["bias:0"] = _fold(source.layer, bn, values[attr])
         target.set_weights([values[_short(w)] for w in target.weights])
     _round_biases(exported)
     return exported
@@ -291,18 +306,14 @@ def _output_step(layer) -> float | None:
     while True:
         quantizer = getattr(layer, "quantizer", None)  # the model's input QuantizeLayer
         if isinstance(quantizer, FixedRangeQuantizer):
-            return (quantizer.high - quantizer.low) / (2**quantizer.num_bits - 1)
+            return quantizer.step()
         config = getattr(layer, "quantize_config", None)
         quantizer = config.output_quantizer if isinstance(config, LayerQuantizeConfig) else None
+        variables = output_range_variables(layer)
         if isinstance(quantizer, PACTQuantizer):
-            alpha = next(w for w in layer.weights if _short(w) == "output_alpha:0")
-            return float(alpha.numpy()) / (2**quantizer.num_bits - 1)
+            return quantizer.step(variables["alpha"].numpy())
         if isinstance(quantizer, RangeQuantizer):
-            low, high = (
-                float(next(w for w in layer.weights if _short(w) == f"output_{end}:0").numpy())
-                for end in ("min", "max")
-            )
-            return (high - low) / (2**quantizer.num_bits - 1)
+            return quantizer.step(variables["min_var"].numpy(), variables["max_var"].numpy())
         if quantizer is not None or not isinstance(getattr(layer, "layer", layer), PASS_THROUGH):
             return None
         layer = _inbound_layer(layer)
@@ -327,12 +338,9 @@ def _round_biases(exported: keras.Model) -> None:
         input_step = None if producer is None else _output_step(producer)
         if input_step is None:
             continue
-        values = {_short(w): w for w in layer.weights}
+        values = {_short(w): w for w in layer.weights}  # the variables, not the quantized kernel
         kernel = values[f"{config.weight_attr}:0"].numpy()
-        axes = tuple(range(kernel.ndim - 1)) if quantizer.per_channel else None
-        levels = 2 ** (quantizer.num_bits - 1) - 1  # symmetric, narrow range
-        weight_step = np.abs(kernel).max(axis=axes) * quantizer.range_scale / levels
-        unit = np.maximum(input_step * weight_step.astype(np.float64), 1e-30)
+        unit = np.maximum(input_step * quantizer.steps(kernel), 1e-30)
         bias = values["bias:0"]
         bias.assign((np.round(bias.numpy() / unit) * unit).astype(np.float32))
 

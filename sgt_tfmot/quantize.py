@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from sgt_tfmot import _checks, quantize_configs as configs
+from sgt_tfmot import _checks, _graph, quantize_configs as configs
 from sgt_tfmot.keras import keras, tfmot
 from sgt_tfmot.quantizers import (
     QUANTIZERS,
@@ -252,25 +252,11 @@ def calibrate_ranges(
     return found
 
 
-def _consumers(model) -> dict[str, list[str]]:
-    """Layer name -> names of the layers that take its output, within `model`."""
-    consumers: dict[str, list[str]] = {layer.name: [] for layer in model.layers}
-    for layer_config in model.get_config()["layers"]:
-        for node in layer_config.get("inbound_nodes", []):
-            inbound = node if isinstance(node, list) else node.get("args", [])
-            for entry in inbound:
-                if isinstance(entry, list) and entry and isinstance(entry[0], str):
-                    consumers[entry[0]].append(layer_config["name"])
-    return consumers
-
-
 def _quantizes_its_input(producer, consumer) -> bool:
     """True when `consumer` makes `producer`'s own output quantizer redundant."""
     if configs.is_pact_activation(consumer) and not configs.is_kernel_layer(consumer):
         return True
-    return isinstance(consumer, keras.layers.BatchNormalization) and configs.is_kernel_layer(
-        producer
-    )
+    return _graph.bn_folds_into(producer, consumer)
 
 
 def quantize_model(
@@ -333,7 +319,7 @@ def quantize_model(
         raise ValueError(f"`layer_configs` names layers not in the model: {sorted(unknown)}")
 
     layer_by_name = {layer.name: layer for layer in model.layers}
-    consumers = _consumers(model)
+    consumers = _graph.consumers(model.get_config())
     kernel_layers = [layer.name for layer in model.layers if configs.is_kernel_layer(layer)]
     first_last = {kernel_layers[0], kernel_layers[-1]} if kernel_layers else set()
     output_layers = {tensor._keras_history.layer.name for tensor in model.outputs}
@@ -351,7 +337,7 @@ def quantize_model(
                 f"`layer_configs={{{layer.name!r}: a tfmot QuantizeConfig}}`, or replace the "
                 "layer with a supported one."
             )
-        outs = [layer_by_name[name] for name in consumers[layer.name]]
+        outs = [layer_by_name.get(name) for name in consumers[layer.name]]
         quantize_output = not (len(outs) == 1 and _quantizes_its_input(layer, outs[0]))
         config = configs.config_for(
             layer,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from sgt_tfmot import _checks
 from sgt_tfmot.keras import keras, tf, tfmot
 
@@ -275,6 +277,17 @@ class WeightQuantizer(_Serializable):
     def __call__(self, inputs, training, weights, **kwargs):
         return quantize_weights(inputs, self.num_bits, self.per_channel, self.range_scale)
 
+    @property
+    def levels(self) -> int:
+        """L = 2^(k−1) − 1: the grid is {−L, ..., L} · step."""
+        return _weight_levels(self.num_bits)
+
+    def steps(self, kernel) -> np.ndarray:
+        """The grid step of `kernel` (per output channel, or one), as `quantize_weights`."""
+        kernel = np.asarray(kernel, np.float32)  # float32 like the converter's scales
+        axes = tuple(range(kernel.ndim - 1)) if self.per_channel else None
+        return (np.abs(kernel).max(axis=axes) * self.range_scale / self.levels).astype(np.float64)
+
     def get_config(self) -> dict:
         return {
             "num_bits": self.num_bits,
@@ -336,6 +349,10 @@ class RangeQuantizer(_Serializable):
             y = _straight_through(x, y)
         return tf.cast(y, inputs.dtype)
 
+    def step(self, low: float, high: float) -> float:
+        """The grid step (high − low) / (2^k − 1) over a range [low, high]."""
+        return (float(high) - float(low)) / (2**self.num_bits - 1)
+
     def get_config(self) -> dict:
         return {"num_bits": self.num_bits, "straight_through": self.straight_through}
 
@@ -365,8 +382,66 @@ class FixedRangeQuantizer(_Serializable):
         )
         return tf.cast(y, inputs.dtype)
 
+    def step(self) -> float:
+        """The grid step (high − low) / (2^k − 1); 1 for the default [0, 255]."""
+        return (self.high - self.low) / (2**self.num_bits - 1)
+
     def get_config(self) -> dict:
         return {"low": self.low, "high": self.high, "num_bits": self.num_bits}
+
+
+@keras.utils.register_keras_serializable(package="sgt_tfmot")
+class ChannelRangeQuantizer(_Serializable):
+    """Symmetric 8-bit weights over fixed per-output-channel ranges (export only).
+
+    The export model needs it where a per-tensor k-bit kernel meets a per-channel factor:
+    a DepthwiseConv2D with BatchNormalization folded into it holds w_q · f_c, whose channel
+    c lies on the grid (m / L_k) · |f_c| (m: the per-tensor k-bit range). With
+    `ranges[c] = m · |f_c| · export_range_scale(k)` the 8-bit grid of each channel contains
+    that grid, so the integer kernel holds the folded values exactly.
+
+    Output channel o of a depthwise kernel (kh, kw, C, M) is c·M + m; the fake-quant runs on
+    the kernel reshaped to (kh, kw, 1, C·M), the layout of TFLite's per-channel depthwise
+    weights.
+
+    Args:
+      ranges: One positive range per output channel.
+      num_bits: Bits (8 for export).
+      depthwise: The kernel is a depthwise kernel (kh, kw, C, M).
+    """
+
+    def __init__(self, ranges, num_bits: int = 8, depthwise: bool = False):
+        self.ranges = [float(r) for r in ranges]
+        self.num_bits = check_bits(num_bits, "num_bits")
+        self.depthwise = bool(depthwise)
+
+    def build(self, tensor_shape, name: str, layer) -> dict:
+        return {}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        w = _to_float32(inputs)
+        shape = w.shape
+        if self.depthwise:
+            w = tf.reshape(w, [shape[0], shape[1], 1, shape[2] * shape[3]])
+        m = tf.constant(self.ranges, tf.float32)
+        y = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            w, -m, m, num_bits=self.num_bits, narrow_range=True
+        )
+        return tf.cast(tf.reshape(y, shape), inputs.dtype)
+
+    @property
+    def levels(self) -> int:
+        return _weight_levels(self.num_bits)
+
+    def steps(self, kernel=None) -> np.ndarray:
+        """The grid step of each output channel."""
+        return np.asarray(self.ranges, np.float64) / self.levels
+
+    def get_config(self) -> dict:
+        return {"ranges": self.ranges, "num_bits": self.num_bits, "depthwise": self.depthwise}
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(self.ranges), self.num_bits, self.depthwise))
 
 
 @keras.utils.register_keras_serializable(package="sgt_tfmot")
@@ -398,4 +473,10 @@ def check_alpha_l2(value) -> float:
     return _checks.check_number(value, "alpha_l2", 0.0)
 
 
-QUANTIZERS: Sequence[type] = (PACTQuantizer, WeightQuantizer, RangeQuantizer, FixedRangeQuantizer)
+QUANTIZERS: Sequence[type] = (
+    PACTQuantizer,
+    WeightQuantizer,
+    RangeQuantizer,
+    FixedRangeQuantizer,
+    ChannelRangeQuantizer,
+)

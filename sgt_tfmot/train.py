@@ -38,7 +38,9 @@ flags.DEFINE_string(
     "data_dir", None, "Folder with NAME.npz (x_train, y_train, x_test, y_test).", **_IN
 )
 flags.DEFINE_string(
-    "model", _d.model, f"{', '.join(models.MODELS)}, or a float classifier file (.h5/.keras).",
+    "model",
+    _d.model,
+    f"{', '.join(models.MODELS)}, or a float classifier file (.h5/.keras).",
     **_IN,
 )
 flags.DEFINE_string(

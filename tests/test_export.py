@@ -277,3 +277,43 @@ def test_bad_arguments():
         to_integer_tflite(qat, X, batch_size=0)
     with pytest.raises(ValueError, match="is a float model: post-training quantization needs"):
         to_integer_tflite(residual_model())
+
+
+# ----------------------------------------------------------------------------- depthwise
+def depthwise_model():
+    """Conv-BN-ReLU6, DepthwiseConv-BN-ReLU6 (MobileNet's pattern), 1x1 Conv-BN-ReLU6."""
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    x = L.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = L.ReLU(6.0)(L.BatchNormalization(momentum=0.5)(x))
+    x = L.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, depth_multiplier=2)(x)
+    x = L.ReLU(6.0)(L.BatchNormalization(momentum=0.5)(x))
+    x = L.Conv2D(8, 1, use_bias=False)(x)
+    x = L.ReLU(6.0)(L.BatchNormalization(momentum=0.5)(x))
+    outputs = L.Dense(4)(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_depthwise_conv_with_batch_norm_converts_exactly():
+    """BN folds into the depthwise kernel in the export model (per-channel int8 weights);
+    left to the converter, the int32 bias got another scale than input × weight (issue 12)."""
+    keras.utils.set_random_seed(3)
+    qat = quantize_model(depthwise_model(), weight_bits=4, activation_bits=4, alpha_init=4.0)
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(X, Y, epochs=4, batch_size=16, verbose=0)  # BN statistics far from (0, 1)
+    align_biases(qat)
+    flatbuffer = to_integer_tflite(qat, X[:32])
+    tflite = TFLiteModel(flatbuffer)
+    scale = tflite.output["quantization"][0]
+    expected, actual = qat.predict(X, verbose=0), tflite.predict(X)
+    np.testing.assert_allclose(actual, expected, atol=scale + 1e-6)
+    assert np.ptp(expected, axis=0).max() > 10 * scale  # the logits depend on the input
+    summary = read_model(flatbuffer)
+    for op in summary.ops:
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and op.inputs[2]:
+            x, w, b = op.inputs[:3]
+            ratio = np.asarray(b.quantization.scale) / (
+                x.quantization.scale[0] * np.asarray(w.quantization.scale)
+            )
+            np.testing.assert_allclose(ratio, 1.0, rtol=1e-5, err_msg=op.name)
