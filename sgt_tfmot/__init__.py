@@ -14,6 +14,7 @@ The supported API:
 * `saliency_mask`, `mask_input`: the masking rule of SGT (`sgt_tfmot.masking`).
 * `save_model`, `load_model`: saving and (safe) loading of float and QAT models.
 * `align_biases`, `export_model`: the Keras-level export rewrite (`sgt_tfmot.export`).
+* `flatten_model`: inlines nested Functional models (`quantize_model` does it itself).
 * `sgt_tfmot.tflite.to_integer_tflite`: full-integer TFLite export; `sgt_tfmot.explain`:
   attribution maps and accuracy-drop curves; `sgt_tfmot.data`, `sgt_tfmot.models`.
 """
@@ -43,6 +44,7 @@ _API = {
     "load_model": "sgt_tfmot.saving",
     "align_biases": "sgt_tfmot.export",
     "export_model": "sgt_tfmot.export",
+    "flatten_model": "sgt_tfmot._graph",
 }
 
 __all__ = sorted([*_API, "__version__"])

@@ -74,3 +74,67 @@ def bn_folds_into(producer, bn) -> bool:
     rank = _output_rank(producer)
     axis = [norm.axis] if isinstance(norm.axis, int) else list(norm.axis)
     return rank is not None and axis in ([rank - 1], [-1])
+
+
+def flatten_model(model: keras.Model) -> keras.Model:
+    """The same network with every nested Functional model inlined into one Functional model.
+
+    The Keras transfer-learning pattern (`base = MobileNetV2(include_top=False)`, then
+    `head(base(inputs))`) nests a model inside a model, which TFMOT cannot quantize. Each
+    layer of the nested models is copied (same class, config and weights) into the new
+    graph; layer names are kept, and a name that would clash is prefixed with its nested
+    model's name. Before quantization the outputs are identical.
+
+    Args:
+      model: A built Functional or Sequential tf_keras model.
+
+    Returns:
+      A new Functional model without nested models (`model` itself when it has none).
+    """
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    used: set[str] = set()
+    copies: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
+    inputs = [
+        keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=t.name.split(":")[0])
+        for t in model.inputs
+    ]
+    outputs = _inline(model, inputs, used, copies, prefix="")
+    flat = keras.Model(inputs, outputs, name=model.name)
+    for original, copy in copies:
+        copy.set_weights(original.get_weights())
+    return flat
+
+
+def _inline(model, inputs, used, copies, prefix):
+    """Calls copies of `model`'s layers on `inputs`, depth by depth; returns the outputs."""
+    import tensorflow as tf
+
+    tensors = {id(t): x for t, x in zip(model.inputs, inputs, strict=True)}
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.layer
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            args, kwargs = tf.nest.map_structure(
+                lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
+            )
+            if isinstance(layer, keras.Model):
+                flat_inputs = tf.nest.flatten((args, kwargs))
+                flat_inputs = [t for t in flat_inputs if tf.is_tensor(t)]
+                result = _inline(layer, flat_inputs, used, copies, f"{layer.name}_")
+            else:
+                config = layer.get_config()
+                name = config["name"]
+                if name in used:
+                    name = f"{prefix}{name}"
+                used.add(name)
+                config["name"] = name
+                copy = type(layer).from_config(config)
+                result = copy(*args, **kwargs)
+                copies.append((layer, copy))
+            for original, new in zip(
+                tf.nest.flatten(node.outputs), tf.nest.flatten(result), strict=True
+            ):
+                tensors[id(original)] = new
+    return tf.nest.map_structure(lambda t: tensors[id(t)], model.outputs)

@@ -165,11 +165,6 @@ def _check_model(model) -> None:
                 f"`model` {model.name!r} is already quantized (layer {layer.name!r} is a "
                 f"{type(layer).__name__}); pass the float model to quantize_model."
             )
-        if isinstance(layer, keras.Model):
-            raise ValueError(
-                f"`model` {model.name!r} contains a nested model {layer.name!r}; TFMOT cannot "
-                "quantize nested models. Flatten it into one Functional model first."
-            )
 
 
 def pact_alphas(model: keras.Model) -> dict:
@@ -247,9 +242,24 @@ def calibrate_ranges(
             variables["alpha"].assign(alpha)
             found[name] = alpha
         else:
-            variables["min_var"].assign(min(0.0, float(values.min())))
-            variables["max_var"].assign(max(0.0, float(values.max())))
+            low, high = _zero_on_grid(min(0.0, float(values.min())), max(0.0, float(values.max())))
+            variables["min_var"].assign(low)
+            variables["max_var"].assign(high)
     return found
+
+
+def _zero_on_grid(low: float, high: float, levels: int = 255) -> tuple[float, float]:
+    """[low, high] moved so that 0 is a grid point far from a rounding tie.
+
+    Fake-quant ops and the TFLite converter both move a range until 0 is on its grid, each
+    rounding the zero point by its own rule; a range such as [−1, 1] puts the zero point
+    exactly half-way (127.5) and the two round it differently (one step apart everywhere).
+    """
+    if high - low <= 0:
+        return low, high
+    scale = (high - low) / levels
+    zero_point = float(np.floor(-low / scale + 0.5))
+    return -zero_point * scale, (levels - zero_point) * scale
 
 
 def _quantizes_its_input(producer, consumer) -> bool:
@@ -296,9 +306,11 @@ def quantize_model(
 
     Returns:
       A new Functional QAT model (the weights are copied; `model` is left unchanged).
+      Nested Functional models (a Keras Applications base inside a classifier) are inlined
+      first (`sgt_tfmot.flatten_model`).
 
     Raises:
-      ValueError: On bits outside 2..8, α₀ <= 0, λ_α < 0, a Keras 3, subclassed, nested or
+      ValueError: On bits outside 2..8, α₀ <= 0, λ_α < 0, a Keras 3, subclassed or
         already quantized model, or a layer type with no config.
     """
     weight_bits = check_bits(weight_bits, "weight_bits")
@@ -313,6 +325,7 @@ def quantize_model(
     _check_model(model)
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
+    model = _graph.flatten_model(model)  # TFMOT cannot quantize nested models
 
     unknown = set(layer_configs) - {layer.name for layer in model.layers}
     if unknown:

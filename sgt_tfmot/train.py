@@ -43,6 +43,7 @@ flags.DEFINE_string(
     f"{', '.join(models.MODELS)}, or a float classifier file (.h5/.keras).",
     **_IN,
 )
+flags.DEFINE_float("width", None, "Width multiplier of mobilenet_v2 (default 0.35).", **_IN)
 flags.DEFINE_string(
     "init_from", None, "Start from this trained float model (run directory or file).", **_IN
 )

@@ -95,6 +95,7 @@ class TrainConfig:
     dataset: str = "mnist_subset"
     data_dir: str | None = None
     model: str = "resnet20"
+    width: float | None = None
     weight_bits: int = 8
     activation_bits: int = 8
     first_last_bits: int = 8
@@ -129,6 +130,10 @@ class TrainConfig:
             raise InputError(str(error)) from None
         if not model_zoo.is_model_file(self.model):
             _checks.check_choice(self.model, model_zoo.MODELS, "model")
+        if self.width is not None:
+            _checks.check_number(self.width, "width", 0.0, low_open=True)
+            if not model_zoo.takes(self.model, "width"):
+                raise InputError(f"--width applies to mobilenet_v2; --model is {self.model!r}.")
         for name in ("weight_bits", "activation_bits", "first_last_bits"):
             setattr(self, name, _checks.check_int(getattr(self, name), name, MIN_BITS, MAX_BITS))
         _checks.check_open_fraction(self.mask_fraction, "mask_fraction")
@@ -459,10 +464,10 @@ def build_model(
     `--alpha_init calibrate` each PACT α is their `alpha_percentile`-th percentile
     (`sgt_tfmot.quantize.calibrate_ranges`).
     """
+    options = {} if config.width is None else {"width": config.width}
     model = model_zoo.build(
-        config.model, image_shape, num_classes, weight_decay=config.weight_decay,
-        trust_code=False,
-    )  # fmt: skip
+        config.model, image_shape, num_classes, weight_decay=config.weight_decay, **options
+    )
     if config.init_from is not None:
         model_zoo.copy_weights(
             saving.load_model(config.init_from), model, f"--init_from {config.init_from}"

@@ -218,12 +218,24 @@ def test_subclassed_model_is_rejected():
         quantize_model(net)
 
 
-def test_nested_model_is_rejected():
-    inner = keras.Sequential([keras.Input((4,)), L.Dense(3)], name="inner")
-    inputs = keras.Input((4,))
-    outer = keras.Model(inputs, L.Dense(2)(inner(inputs)))
-    with pytest.raises(ValueError, match="contains a nested model 'inner'"):
-        quantize_model(outer)
+def test_nested_models_are_flattened_with_names_and_outputs_kept():
+    """The transfer-learning pattern: a Functional base (with a clashing layer name) inside
+    a classifier, itself nested in a Sequential."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    base = keras.Model(inputs, L.GlobalAveragePooling2D(name="pool")(x), name="base")
+    head = keras.Sequential([keras.Input((4,)), L.Dense(3, name="conv")], name="head")
+    outer_in = keras.Input((6, 6, 3))
+    outer = keras.Model(outer_in, head(base(L.Rescaling(1 / 255)(outer_in))))
+    flat = sgt_tfmot.flatten_model(outer)
+    names = [layer.name for layer in flat.layers]
+    assert not any(isinstance(layer, keras.Model) for layer in flat.layers)
+    assert "conv" in names and "head_conv" in names and "pool" in names
+    x = np.random.default_rng(0).uniform(0, 255, (5, 6, 6, 3)).astype("float32")
+    np.testing.assert_array_equal(flat.predict(x, verbose=0), outer.predict(x, verbose=0))
+    qat = quantize_model(outer, weight_bits=8, activation_bits=8)
+    assert "quant_head_conv" in [layer.name for layer in qat.layers]
 
 
 def test_layer_without_config_names_layer_class_and_the_way_out():

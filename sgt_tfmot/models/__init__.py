@@ -1,0 +1,112 @@
+"""Small image classifiers that TFMOT can quantize: CIFAR ResNet-20 and a tiny MobileNet.
+
+Both are Functional `tf_keras` models made only of built-in layers (no `Lambda`, no raw tf
+ops on Keras tensors, which would become `TFOpLambda` layers that TFMOT cannot quantize).
+Each activation is its own `ReLU` layer and each residual sum an `Add` layer, so that the
+quantizer can put PACT on every activation and quantize every kernel.
+
+The models take RAW pixels in 0..255 (what `sgt_tfmot.data` yields) and standardise them in
+their first layer, a `Rescaling` with fixed per-channel statistics:
+
+    y = x * (1 / std) + (-mean / std)  =  (x - mean) / std
+
+`Rescaling` rather than `Normalization`: the integer converter turns it into one int8 MUL
+and ADD, where `Normalization` leaves a DEQUANTIZE/QUANTIZE pair at the input.
+
+BatchNormalization uses momentum 0.9 (PyTorch's 0.1), the value of the reference ResNet-20
+trainings; Keras's default 0.99 leaves the moving statistics far behind in short runs.
+
+Defaults by input shape: 28x28x1 uses the MNIST training statistics (mean 0.1307 * 255, std
+0.3081 * 255), 32x32x3 the CIFAR-10 ones (means (0.4914, 0.4822, 0.4465) * 255, stds
+(0.2470, 0.2435, 0.2616) * 255); any other shape mean 127.5, std 127.5 (to [-1, 1]).
+
+Both end in a `Dense` layer named "logits" with no softmax: train with
+`SparseCategoricalCrossentropy(from_logits=True)`.
+
+Example:
+
+    model = build("resnet20", (32, 32, 3), 10)
+    logits = model(images)  # images: (B, 32, 32, 3) float32 in 0..255
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sgt_tfmot._checks import InputError
+from sgt_tfmot.keras import keras
+from sgt_tfmot.models import files
+from sgt_tfmot.models.applications import mobilenet_v2
+from sgt_tfmot.models.files import check_classifier, copy_weights, is_model_file
+from sgt_tfmot.models.mobilenet import mobilenet_tiny
+from sgt_tfmot.models.resnet import resnet20
+
+__all__ = [
+    "MODELS",
+    "build",
+    "check_classifier",
+    "copy_weights",
+    "is_model_file",
+    "mobilenet_tiny",
+    "mobilenet_v2",
+    "register",
+    "resnet20",
+    "takes",
+]
+
+# The model registry: a new architecture is one module and one line here.
+_BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "resnet20": resnet20,
+    "mobilenet_tiny": mobilenet_tiny,
+    "mobilenet_v2": mobilenet_v2,
+}
+MODELS = tuple(_BUILDERS)
+
+
+def takes(name: str, argument: str) -> bool:
+    """True when the builder `name` has the keyword `argument` (e.g. "width")."""
+    import inspect
+
+    builder = _BUILDERS.get(name)
+    return builder is not None and argument in inspect.signature(builder).parameters
+
+
+def register(name: str, builder: Callable[..., keras.Model]) -> None:
+    """Adds a builder `builder(input_shape, num_classes, **kwargs) -> keras.Model`."""
+    global MODELS
+    _BUILDERS[name] = builder
+    MODELS = tuple(_BUILDERS)
+
+
+def build(
+    name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    trust_code: bool = False,
+    **kwargs: object,
+) -> keras.Model:
+    """Builds a model by name, or loads a user's float classifier from a file.
+
+    Args:
+        name: A builder ("resnet20", "mobilenet_tiny", ...; see `MODELS`) or the path of a
+            saved float classifier (.h5 / .keras) taking raw 0..255 pixels; its
+            architecture and weights are used.
+        input_shape: (height, width, channels).
+        num_classes: Number of classes, >= 2.
+        trust_code: Let a model file hold layers with Python code (see `sgt_tfmot.saving`).
+        **kwargs: Keyword arguments of the builder (`mean`, `std`, `weight_decay`, `name`);
+            ignored for a model file.
+
+    Returns:
+        The model (see `resnet20`, `mobilenet_tiny`, ...).
+
+    Raises:
+        ValueError: For an unknown `name`, a model file that is not a float classifier of
+            these images, and the builder's own errors.
+    """
+    if is_model_file(name):
+        return files.model_from_file(name, input_shape, num_classes, trust_code)
+    if name not in _BUILDERS:
+        known = ", ".join(repr(n) for n in sorted(_BUILDERS))
+        raise InputError(f"Unknown model {name!r}. Known models: {known}, or a .h5/.keras file.")
+    return _BUILDERS[name](input_shape, num_classes, **kwargs)

@@ -1,0 +1,100 @@
+"""QAT from a trained float model: --init_from, calibrated α and ranges, --model FILE."""
+
+import numpy as np
+import pytest
+
+from sgt_tfmot import quantize_model, save_model
+from sgt_tfmot._checks import InputError
+from sgt_tfmot.keras import keras
+from sgt_tfmot.quantize import calibrate_ranges, output_range_variables, pact_alphas
+from sgt_tfmot.training import TrainConfig, train
+from tests.test_quantize import residual_model
+
+RNG = np.random.default_rng(0)
+X = RNG.uniform(0, 255, (64, 8, 8, 3)).astype("float32")
+
+
+def trained_float():
+    keras.utils.set_random_seed(0)
+    model = residual_model()
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.MeanSquaredError())
+    model.fit(X, RNG.normal(size=(64, 4)), epochs=3, verbose=0)  # BN statistics move
+    return model
+
+
+def test_calibrated_alpha_is_the_percentile_of_the_float_activations():
+    model = trained_float()
+    qat = quantize_model(model, weight_bits=8, activation_bits=4)
+    alphas = calibrate_ranges(qat, model, X, percentile=99.0)
+    for name in ("quant_stem_relu", "quant_add_relu"):
+        inner = qat.get_layer(name).layer.name
+        recorded = keras.Model(model.inputs, model.get_layer(inner).output).predict(X, verbose=0)
+        expected = np.percentile(recorded.astype(np.float64), 99.0)
+        assert alphas[name] == pytest.approx(expected, rel=1e-6)
+        assert float(pact_alphas(qat)[name].numpy()) == pytest.approx(expected, rel=1e-6)
+    # An 8-bit range covers the recorded values, with 0 on its grid (not a rounding tie).
+    variables = output_range_variables(qat.get_layer("quant_pool"))
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output).predict(X, verbose=0)
+    low, high = float(variables["min_var"].numpy()), float(variables["max_var"].numpy())
+    assert low <= min(0.0, pooled.min()) + 1e-6 and high >= pooled.max() - (high - low) / 255
+    zero_point = -low / ((high - low) / 255)
+    assert abs(zero_point - round(zero_point)) < 1e-3
+
+
+def test_first_outputs_of_the_qat_model_are_the_float_model_within_quantization():
+    model = trained_float()
+    qat = quantize_model(model, weight_bits=8, activation_bits=8)
+    calibrate_ranges(qat, model, X, percentile=100.0)
+    logits = output_range_variables(qat.get_layer("quant_logits"))
+    step = float(logits["max_var"].numpy() - logits["min_var"].numpy()) / 255
+    difference = np.abs(qat.predict(X, verbose=0) - model.predict(X, verbose=0))
+    # Each of the seven quantized tensors of the chain (input, two PACT, add, pool, logits,
+    # the 8-bit kernels) is rounded by half a step of its own grid; measured here: 3.2 steps
+    # of the logits' grid at most. Before calibration (α = 10, ranges [−6, 6]) far more.
+    assert difference.max() <= 4 * step
+    uncalibrated = quantize_model(model, weight_bits=8, activation_bits=8)
+    before = np.abs(uncalibrated.predict(X, verbose=0) - model.predict(X, verbose=0)).max()
+    assert before > 10 * difference.max()
+
+
+def tiny(out, **overrides):
+    settings = dict(model="mobilenet_tiny", max_steps=2, batch_size=16, progress=0,
+                    mixed_precision="float32", out_dir=str(out))  # fmt: skip
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_init_from_a_float_run_starts_qat_from_its_weights(tmp_path):
+    train(tiny(tmp_path / "float", float=True, sgt=False))
+    metrics = train(
+        tiny(tmp_path / "qat", init_from=str(tmp_path / "float"), alpha_init="calibrate",
+             weight_bits=4, activation_bits=4, max_steps=1)
+    )  # fmt: skip
+    alphas = metrics["alpha"]
+    assert alphas and all(0 < a <= 6.0 for a in alphas.values())  # ReLU6: α <= 6
+    assert len(set(alphas.values())) > 1  # one per layer, from the activations
+
+
+@pytest.mark.parametrize("case", ["qat", "architecture", "missing"])
+def test_init_from_refuses_what_it_cannot_start_from(case, tmp_path):
+    if case == "qat":
+        path = save_model(quantize_model(residual_model((28, 28, 1), 10)), tmp_path / "q.h5")
+        message = "is a QAT model; pass the trained float model"
+    elif case == "architecture":
+        path = save_model(residual_model((28, 28, 1), 10), tmp_path / "other.h5")
+        message = "has another architecture than the model being trained"
+    else:
+        path, message = tmp_path / "nothing.h5", "No model at"
+    with pytest.raises(InputError if case != "missing" else ValueError, match=message):
+        train(tiny(tmp_path / "run", init_from=str(path)))
+
+
+def test_a_users_model_file_is_trained_and_checked_against_the_data(tmp_path):
+    path = save_model(residual_model((28, 28, 1), 10), tmp_path / "mine.h5")
+    metrics = train(tiny(tmp_path / "run", model=str(path), sgt=False, max_steps=1))
+    assert metrics["optimizer_steps"] == 1
+    wrong = save_model(residual_model((28, 28, 1), 3), tmp_path / "three.h5")
+    with pytest.raises(InputError, match="has 3 outputs but the data has 10 classes"):
+        train(tiny(tmp_path / "run2", model=str(wrong)))
+    with pytest.raises(InputError, match="--alpha_init calibrate sets each α"):
+        tiny(tmp_path / "run3", alpha_init="calibrate").check()
