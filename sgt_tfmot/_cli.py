@@ -187,3 +187,47 @@ def run_flags(model_file: Path) -> dict:
             "--data_dir) explicitly."
         ) from None
     return settings if isinstance(settings, dict) else {}
+
+
+def resolve_dataset(
+    dataset: str | None, data_dir: str | None, model_files
+) -> tuple[str, str | None, str]:
+    """(dataset, data_dir, where the name came from) for the models a tool was given.
+
+    `--dataset` when given; else the dataset of the training runs that wrote the models
+    (their metrics.json), never a guess from the input shape.
+
+    Raises:
+      InputError: without --dataset when no model comes from a training run, or the runs
+        used different datasets; for an unknown dataset.
+    """
+    from sgt_tfmot import data
+
+    source = "--dataset"
+    if dataset is None:
+        found = {}
+        for file in model_files:
+            settings = run_flags(Path(file))
+            if settings.get("dataset"):
+                found.setdefault(str(settings["dataset"]), (settings.get("data_dir"), file))
+        if not found:
+            raise InputError(
+                f"No dataset given and no model comes from a training run with {METRICS_FILE}: "
+                "pass --dataset NAME (and --data_dir DIR), the data the model was trained on."
+            )
+        if len(found) > 1:
+            raise InputError(
+                f"The models were trained on different datasets ({', '.join(sorted(found))}); "
+                "pass --dataset NAME."
+            )
+        dataset, (run_data_dir, file) = next(iter(found.items()))
+        source = str(Path(file).parent / METRICS_FILE)
+        if data_dir is None and run_data_dir:
+            data_dir = str(run_data_dir)
+    try:
+        data.info(dataset)
+    except InputError:
+        raise
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    return dataset, None if data_dir is None else str(data_dir), source

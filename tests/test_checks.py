@@ -20,9 +20,11 @@ from sgt_tfmot import data, explain, quantize_model
 from sgt_tfmot.export import align_biases, export_model
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
-from sgt_tfmot.tflite import checks
+from sgt_tfmot.conversion import checks
+from sgt_tfmot.explain import fidelity as fidelity_module
 from sgt_tfmot.tflite.converter import float_tflite, strip_quantization, to_integer_tflite
-from sgt_tfmot.tflite.edgetpu import EdgeTpuReport, OpVerdict, Reason
+from sgt_tfmot.tflite.edgetpu import EdgeTpu
+from sgt_tfmot.tflite.targets import TargetContext
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from tests.test_quantize import residual_model
@@ -92,6 +94,7 @@ def test_default_thresholds_are_the_release_targets():
         "min_agreement": 0.995,
         "max_fidelity_gap": 5.0,
         "require_edgetpu": False,
+        "require": (),
     }
 
 
@@ -171,14 +174,20 @@ def test_gate_names_the_numerical_floor_when_agreement_cannot_be_reached():
 
 
 def edgetpu_report(compatible):
-    reasons = () if compatible else (Reason("unsupported_op", "LEAKY_RELU is not an Edge TPU op"),)
-    op = OpVerdict(0, "LEAKY_RELU", 1, ("INT8",), ("INT8",), compatible, reasons, "cpu")
-    return EdgeTpuReport(compatible, [op], None if compatible else 0, 0)
+    """The Edge TPU target's report on a real file: a LEAKY_RELU model or a ReLU model."""
+    inputs = keras.Input((4, 4, 1))
+    hidden = keras.layers.Conv2D(2, 3)(inputs)
+    hidden = (keras.layers.ReLU() if compatible else keras.layers.LeakyReLU())(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(hidden)))
+    images = np.random.default_rng(0).uniform(0, 1, (8, 4, 4, 1)).astype("float32")
+    flatbuffer = to_integer_tflite(model, images)
+    context = TargetContext(flatbuffer, "m.tflite", images[:0], None, None)
+    return [EdgeTpu().check(context)]
 
 
 def test_gate_lists_each_failed_check():
     accuracy = checks.AccuracyComparison(0.95, 0.94, 0.99, 1000)  # 1 pp drop, 99 % agreement
-    fidelity = checks.FidelityResult(
+    fidelity = fidelity_module.FidelityResult(
         (0.0, 0.5), (0.9, 0.5), (0.9, 0.3), (0.9, 0.8), (0.9, 0.8), 0.2, "vanilla", "mean", 10
     )
     failures = checks.gate(
@@ -189,7 +198,7 @@ def test_gate_lists_each_failed_check():
     assert failures[1] == "top-1 agreement 99.00 % is below --min_agreement 99.5 %"
     assert failures[2].startswith("saliency fidelity gap 20.00 pp exceeds --max_fidelity_gap 5")
     assert failures[3] == (
-        "not Edge TPU compatible (first CPU op: #0 LEAKY_RELU) and --require_edgetpu is set"
+        "not Edge TPU compatible (first CPU op: #1 LEAKY_RELU) and --require_edgetpu is set"
     )
     # Looser thresholds pass; the Edge TPU verdict only counts when required.
     loose = checks.Thresholds(max_accuracy_drop=1.0, min_agreement=0.99, max_fidelity_gap=20)
@@ -204,7 +213,7 @@ def test_fidelity_check_passes_on_the_faithful_integer_model(faithful, mnist):
     qat, tflite = faithful
     _, x_test, y_test = mnist
     images, labels = x_test[:FIDELITY_IMAGES], y_test[:FIDELITY_IMAGES]
-    result = checks.fidelity_check(qat, tflite, images, labels, export_model=export_model(qat))
+    result = fidelity_module.fidelity_check(qat, tflite, images, labels, export_model=export_model(qat))
     assert result.fractions == explain.DEFAULT_FRACTIONS
     # x = 0 is the plain accuracy of each model on these images.
     accuracy = checks.compare_accuracy(
@@ -238,8 +247,8 @@ def test_fidelity_check_fails_on_a_planted_unfaithful_integer_model(
     _, x_test, y_test = mnist
     images, labels = x_test[:FIDELITY_IMAGES], y_test[:FIDELITY_IMAGES]
     saliency = explain.saliency_maps(qat, images, labels)
-    good = checks.fidelity_check(qat, tflite, images, labels, saliency=saliency)
-    bad = checks.fidelity_check(qat, shuffled_tflite, images, labels, saliency=saliency)
+    good = fidelity_module.fidelity_check(qat, tflite, images, labels, saliency=saliency)
+    bad = fidelity_module.fidelity_check(qat, shuffled_tflite, images, labels, saliency=saliency)
     assert good.keras_top == bad.keras_top  # same Keras model, same masks
     assert bad.gap_pp > 30.0  # measured: about 75 pp
     failures = checks.gate(checks.Thresholds(), checks.AccuracyComparison(1, 1, 1, 1), bad)
@@ -252,7 +261,7 @@ def test_fidelity_check_counts_all_zero_saliency_maps(faithful, mnist):
     images, labels = x_test[:8], y_test[:8]
     saliency = explain.saliency_maps(qat, images, labels)
     saliency[:3] = 0.0
-    result = checks.fidelity_check(qat, tflite, images, labels, saliency=saliency, fractions=(0.5,))
+    result = fidelity_module.fidelity_check(qat, tflite, images, labels, saliency=saliency, fractions=(0.5,))
     assert result.zero_saliency_images >= 3
     assert result.areas() == {}  # one point has no area
 
@@ -261,11 +270,11 @@ def test_fidelity_check_rejects_bad_input(faithful, mnist):
     qat, tflite = faithful
     _, x_test, y_test = mnist
     with pytest.raises(ValueError, match=r"`images` must hold at least one image"):
-        checks.fidelity_check(qat, tflite, x_test[:0], y_test[:0])
+        fidelity_module.fidelity_check(qat, tflite, x_test[:0], y_test[:0])
     with pytest.raises(ValueError, match=r"`saliency` must be shaped like `images`"):
-        checks.fidelity_check(qat, tflite, x_test[:4], y_test[:4], saliency=np.zeros((4, 28, 28)))
+        fidelity_module.fidelity_check(qat, tflite, x_test[:4], y_test[:4], saliency=np.zeros((4, 28, 28)))
     with pytest.raises(ValueError, match=r"`method` must be one of 'vanilla', 'smoothgrad'"):
-        checks.fidelity_check(
+        fidelity_module.fidelity_check(
             qat, tflite, x_test[:4], y_test[:4], saliency=x_test[:4], method="lime"
         )
 
@@ -276,12 +285,12 @@ def test_saliency_figure_is_a_png(tmp_path, faithful, mnist):
     images, labels = x_test[:3], y_test[:3]
     saliency = explain.saliency_maps(qat, images, labels)
     path = tmp_path / "saliency.png"
-    checks.save_saliency_figure(path, images, saliency, labels, tflite.predict(images))
+    fidelity_module.save_saliency_figure(path, images, saliency, labels, tflite.predict(images))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match=r"`max_images` must be an integer >= 1. Received: 0"):
-        checks.save_saliency_figure(path, images, saliency, labels, labels, max_images=0)
+        fidelity_module.save_saliency_figure(path, images, saliency, labels, labels, max_images=0)
     with pytest.raises(ValueError, match=r"`images` must be \(N, H, W, C\)"):
-        checks.save_saliency_figure(path, images, saliency[:, :, :, 0], labels, labels)
+        fidelity_module.save_saliency_figure(path, images, saliency[:, :, :, 0], labels, labels)
 
 
 # ------------------------------------------------------------ float baseline of the converter

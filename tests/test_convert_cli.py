@@ -15,7 +15,8 @@ import pytest
 from sgt_tfmot import convert, saving
 from sgt_tfmot._files import write_outputs
 from sgt_tfmot.keras import keras
-from sgt_tfmot.tflite import align_biases, checks
+from sgt_tfmot.conversion import checks, stages
+from sgt_tfmot.tflite import align_biases
 from sgt_tfmot.tflite.flatbuffer import read_model
 from tests.test_checks import tiny_mnist_classifier, train_tiny_mnist_qat
 
@@ -143,6 +144,8 @@ def test_a_failed_check_exits_1_and_still_writes_the_files(models_dir, tmp_path,
             "50",
             "--fidelity_images",
             "0",
+            "--dataset",
+            "mnist_subset",
         ],
         capsys,
     )
@@ -152,8 +155,8 @@ def test_a_failed_check_exits_1_and_still_writes_the_files(models_dir, tmp_path,
     assert report["checks_passed"] is False
     assert report["quantization"] == "post_training" and report["io_dtype"] == "uint8"
     assert report["keras_compute_dtype"] == "float32 (rebuilt from mixed precision)"
-    # No metrics.json beside the file: the 28x28x1 default.
-    assert report["dataset"] == "mnist_subset" and report["dataset_source"].startswith("default")
+    # No metrics.json beside the file: the dataset must be given (never guessed from 28x28x1).
+    assert report["dataset"] == "mnist_subset" and report["dataset_source"] == "--dataset"
     assert report["edgetpu_compatible"] is False
     assert report["fidelity"] is None
     assert any(f.startswith("not Edge TPU compatible (first CPU op:") for f in report["failures"])
@@ -167,7 +170,7 @@ def test_an_error_late_in_the_run_leaves_no_file(models_dir, tmp_path, capsys, m
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checks, "save_saliency_figure", full_disk)
+    monkeypatch.setattr(stages, "save_saliency_figure", full_disk)
     code, _, err = run_main(
         [
             "--int8",
@@ -182,6 +185,8 @@ def test_an_error_late_in_the_run_leaves_no_file(models_dir, tmp_path, capsys, m
             "20",
             "--fidelity_images",
             "0",
+            "--dataset",
+            "mnist_subset",
         ],
         capsys,
     )
@@ -202,7 +207,7 @@ BAD_INPUT = [
     ),
     (
         ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "cifar10"],
-        "images of shape (32, 32, 3), which do not fit the model input (28, 28, 1)",
+        "the model's input shape (28, 28, 1) does not fit the images (32, 32, 3)",
     ),
     (
         ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "imagenet"],

@@ -147,8 +147,8 @@ def test_existing_files_need_overwrite(explained, models_dir, capsys):
         (["--model", "{root}/corrupt.h5"], r"Could not load a Keras model from .*corrupt.h5"),
         (
             ["--model", "{root}/cifar_shaped.h5", "--dataset", "mnist_subset"],
-            r"cifar_shaped.h5: the model's input shape \(32, 32, 3\) does not match the "
-            r"mnist_subset images \(28, 28, 1\)",
+            r"cifar_shaped.h5: the model's input shape \(32, 32, 3\) does not fit the "
+            r"images \(28, 28, 1\) of the data",
         ),
         (
             ["--model", "{root}/run", "--methods", "vanilla,lime"],
@@ -163,7 +163,7 @@ def test_existing_files_need_overwrite(explained, models_dir, capsys):
             ["--model", "{root}/run", "--model", "{root}/dense.h5"],
             r"dense.h5: Grad-CAM needs a convolution, but model '.*' has no Conv2D",
         ),
-        (["--model", "{root}/dense.h5"], r"No dataset given and no model is a training run"),
+        (["--model", "{root}/dense.h5"], r"No dataset given and no model comes from a training run"),
         (
             ["--model", "{root}/run", "--dataset", "imagenet"],
             r"Unknown dataset 'imagenet'. Known datasets: 'cifar10', 'mnist', 'mnist_subset'",

@@ -495,3 +495,31 @@ def _verdict_text(verdict: OpVerdict, first_cpu_op: int | None) -> str:
     if verdict.placement == CPU:
         return f"CPU (after op {first_cpu_op})"
     return f"Edge TPU ({verdict.note})" if verdict.note else "Edge TPU"
+
+
+class EdgeTpu:
+    """The Edge TPU as a deployment target (`sgt_tfmot.tflite.targets`).
+
+    The verdict comes from the flatbuffer (`check_edgetpu`); the compiler itself is only in
+    Coral's apt repository, so the report gives the command to run where it is installed.
+    """
+
+    name, title = "edgetpu", "Edge TPU"
+
+    def check(self, context):
+        from sgt_tfmot.tflite.targets import TargetReport
+
+        report = check_edgetpu(context.flatbuffer)
+        failure = None
+        if not report.compatible:
+            first = report.ops[report.first_cpu_op] if report.first_cpu_op is not None else None
+            where = f" (first CPU op: #{first.index} {first.name})" if first is not None else ""
+            failure = f"not Edge TPU compatible{where}"
+        command = f"edgetpu_compiler --show_operations {context.output}"
+        section = {
+            **report.to_dict(),
+            "op_names": [op.name for op in report.ops],
+            "compiler_command": command,
+        }
+        lines = (format_table(report), f"  compile on a machine with Coral's compiler: {command}")
+        return TargetReport(self.name, self.title, report.compatible, failure, lines, section)

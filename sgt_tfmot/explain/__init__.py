@@ -30,7 +30,7 @@ _API = {
     "Agreement": "measures", "SanityCheck": "measures", "agreement": "measures",
     "concentration": "measures", "randomize_weights": "measures", "sanity_check": "measures",
     "spearman_per_image": "measures", "top_fraction_iou": "measures",
-    "CAM_METHODS": "attribution", "MAP_METHODS": "attribution", "METHODS": "attribution",
+    "CAM_METHODS": "attributions", "MAP_METHODS": "attributions", "METHODS": "attributions",
     "attribution_maps": "attribution", "gradcam_maps": "attribution",
     "input_gradients": "attribution", "last_conv_layer": "attribution",
     "saliency_maps": "attribution",

@@ -53,11 +53,12 @@ from sgt_tfmot import (
 from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
 from sgt_tfmot.explain import report as reports
-from sgt_tfmot.explain.attribution import CAM_METHODS, MAP_METHODS, _penultimate
+from sgt_tfmot.explain.attribution import _penultimate
+from sgt_tfmot.explain.attributions import CAM_METHODS, MAP_METHODS
 from sgt_tfmot.explain.evaluate import Evaluation, check_settings, evaluate_models
 from sgt_tfmot.explain.measures import DEFAULT_SANITY_THRESHOLD
-from sgt_tfmot.keras import keras
 from sgt_tfmot.masking import FILLS
+from sgt_tfmot.models import check_classifier
 
 __all__ = ["ExplainError", "Explanation", "explain_saved_models", "format_summary", "main"]
 
@@ -150,51 +151,6 @@ def _model_names(files: Sequence[Path], paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _resolve_dataset(dataset, data_dir, model_files: Sequence[Path]) -> tuple[str, str | None]:
-    if dataset is None:
-        found = {}
-        for file in model_files:
-            run_flags = _cli.run_flags(file)
-            if run_flags.get("dataset"):
-                found[str(run_flags["dataset"])] = run_flags.get("data_dir")
-        if not found:
-            raise ExplainError(
-                f"No dataset given and no model is a training run with {METRICS_FILE}: pass "
-                "--dataset NAME (mnist, cifar10 or mnist_subset)."
-            )
-        if len(found) > 1:
-            raise ExplainError(
-                f"The models were trained on different datasets ({', '.join(sorted(found))}); "
-                "pass --dataset NAME."
-            )
-        dataset, run_data_dir = next(iter(found.items()))
-        data_dir = data_dir if data_dir is not None else run_data_dir
-    data.info(dataset)
-    return dataset, None if data_dir is None else str(data_dir)
-
-
-def _check_fits(model: keras.Model, path: Path, dataset: str) -> None:
-    """A clear error when the model is not a classifier of the dataset's images."""
-    info = data.info(dataset)
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ExplainError(
-            f"{path}: expected a classifier with one input and one output; the model has "
-            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
-        )
-    input_shape = tuple(model.inputs[0].shape[1:])
-    if input_shape != info.image_shape:
-        raise ExplainError(
-            f"{path}: the model's input shape {input_shape} does not match the {dataset} "
-            f"images {info.image_shape}."
-        )
-    output_shape = tuple(model.outputs[0].shape)
-    if len(output_shape) != 2 or output_shape[-1] != info.num_classes:
-        raise ExplainError(
-            f"{path}: the model's output {output_shape} is not (batch, {info.num_classes}), "
-            f"the {info.num_classes} classes of {dataset}."
-        )
-
-
 def _output_paths(out_dir, report, overwrite: bool) -> dict[str, Path]:
     """The output files, checked before any work: writable, and replaced only if ours."""
     out_dir = check_output_dir(out_dir, "out_dir")
@@ -283,10 +239,11 @@ def explain_saved_models(
         files.append(saving.resolve_model_path(path))
         loaded.append(saving.float32_model(model))
     paths_in = [Path(p) for p in models]
-    dataset, data_dir = _resolve_dataset(dataset, data_dir, files)
+    dataset, data_dir, _ = _cli.resolve_dataset(dataset, data_dir, files)
+    info = data.info(dataset)
     cam = bool((set(methods) | {curve_method}) & set(CAM_METHODS))
     for model, path in zip(loaded, paths_in, strict=True):
-        _check_fits(model, path, dataset)
+        check_classifier(model, str(path), info.image_shape, info.num_classes)
         if cam:
             try:
                 _penultimate(model, penultimate_layer)

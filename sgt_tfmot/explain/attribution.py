@@ -45,9 +45,6 @@ from sgt_tfmot.explain import _validation as checks
 from sgt_tfmot.keras import keras, tf
 
 __all__ = [
-    "CAM_METHODS",
-    "MAP_METHODS",
-    "METHODS",
     "attribution_maps",
     "gradcam_maps",
     "input_gradients",
@@ -55,9 +52,8 @@ __all__ = [
     "saliency_maps",
 ]
 
-METHODS = ("vanilla", "smoothgrad")  # gradient maps with one value per input feature
-CAM_METHODS = ("gradcam", "gradcampp")
-MAP_METHODS = METHODS + CAM_METHODS
+_GRADIENT_METHODS = ("vanilla", "smoothgrad")  # one value per input feature
+_CAM_METHODS = ("gradcam", "gradcampp")
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
@@ -100,7 +96,7 @@ def saliency_maps(
       ValueError: On an unknown `method`, bad sizes, a model that is not a one-input
         classifier, or labels that do not match the images or the model's classes.
     """
-    checks.check_choice(method, METHODS, "method")
+    checks.check_choice(method, _GRADIENT_METHODS, "method")
     smooth_samples = checks.check_positive_int(smooth_samples, "smooth_samples")
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise > 0:
@@ -283,7 +279,7 @@ def gradcam_maps(
         non-4-D `penultimate_layer`, images that are not (N, H, W, C), or the errors of
         `saliency_maps`.
     """
-    checks.check_choice(method, CAM_METHODS, "method")
+    checks.check_choice(method, _CAM_METHODS, "method")
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     images, labels = checks.check_model_inputs(model, images, labels)
     if images.ndim != 4:
@@ -322,7 +318,7 @@ def attribution_maps(
     batch_size: int = 64,
     seed: int = 0,
 ) -> np.ndarray:
-    """One map per image with one value per pixel, for any of `MAP_METHODS`.
+    """One map per image with one value per pixel, for any registered method.
 
     Gradient methods (`saliency_maps`) are reduced over the channels by the mean of |S|, the
     per-pixel score of SGT's masking rule (`sgt_tfmot.masking.saliency_mask`); Grad-CAM and
@@ -333,7 +329,7 @@ def attribution_maps(
       model: A tf_keras image classifier (float or QAT).
       images: (N, H, W, C) images in the model's input range.
       labels: (N,) integer class ids.
-      method: "vanilla", "smoothgrad", "gradcam" or "gradcampp".
+      method: A name of `sgt_tfmot.explain.attributions.REGISTRY`.
       smooth_samples: SmoothGrad's noisy copies per image, >= 1.
       noise: SmoothGrad's noise level, > 0.
       penultimate_layer: Grad-CAM layer (see `gradcam_maps`).
@@ -347,10 +343,10 @@ def attribution_maps(
       ValueError: On an unknown `method` (naming the accepted ones), or the errors of
         `saliency_maps` and `gradcam_maps`.
     """
-    checks.check_choice(method, MAP_METHODS, "method")
-    if method in CAM_METHODS:
-        return gradcam_maps(model, images, labels, method, penultimate_layer, batch_size)
-    maps = saliency_maps(
-        model, images, labels, method, smooth_samples, noise, batch_size=batch_size, seed=seed
-    )
-    return maps.mean(axis=-1) if maps.ndim >= 3 else maps
+    from sgt_tfmot.explain.attributions import AttributionOptions, get
+
+    options = AttributionOptions(
+        batch_size=batch_size, seed=seed, smooth_samples=smooth_samples, noise=noise,
+        penultimate_layer=penultimate_layer,
+    )  # fmt: skip
+    return get(method)(model, images, labels, options)

@@ -31,15 +31,9 @@ import numpy as np
 
 from sgt_tfmot import masking
 from sgt_tfmot._checks import InputError
-from sgt_tfmot.explain import _validation as checks
-from sgt_tfmot.explain.attribution import (
-    CAM_METHODS,
-    MAP_METHODS,
-    _penultimate,
-    attribution_maps,
-    gradcam_maps,
-    saliency_maps,
-)
+from sgt_tfmot.explain import _validation as checks, attributions
+from sgt_tfmot.explain.attribution import _penultimate, attribution_maps
+from sgt_tfmot.explain.attributions import CAM_METHODS, MAP_METHODS, AttributionOptions
 from sgt_tfmot.explain.curves import (
     DEFAULT_FRACTIONS,
     DropCurves,
@@ -172,24 +166,11 @@ def _map_indices(indices, num_images: int, count: int, seed: int) -> tuple[int, 
 
 
 def _curve_saliency(model, images, labels, method, options, seed) -> np.ndarray | None:
-    """Saliency shaped like the images for ranking the curves (None: `input_gradients`)."""
+    """Scores shaped like the images for ranking the curves (None: `input_gradients`)."""
     if method == "vanilla":
-        return None
-    if method == "smoothgrad":
-        return saliency_maps(
-            model,
-            images,
-            labels,
-            "smoothgrad",
-            options["smooth_samples"],
-            options["noise"],
-            options["batch_size"],
-            seed,
-        )
-    cam = gradcam_maps(
-        model, images, labels, method, options["penultimate_layer"], options["batch_size"]
-    )
-    return np.broadcast_to(cam[..., None], images.shape)
+        return None  # drop_curves' own fast path
+    settings = AttributionOptions(seed=seed, **options)
+    return attributions.get(method, "curve_method").features(model, images, labels, settings)
 
 
 def check_settings(

@@ -40,7 +40,8 @@ from scipy.stats import rankdata
 
 from sgt_tfmot import masking
 from sgt_tfmot.explain import _validation as checks
-from sgt_tfmot.explain.attribution import MAP_METHODS, attribution_maps
+from sgt_tfmot.explain.attribution import attribution_maps
+from sgt_tfmot.explain.attributions import MAP_METHODS
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import quantize_scope
 

@@ -25,18 +25,23 @@ from sgt_tfmot.explain.evaluate import Evaluation
 
 __all__ = ["curves_csv", "curves_figure", "curves_json", "maps_figure", "markdown_report"]
 
+
+class _MethodNames(dict):
+    """Method name -> its title, read from the attribution registry."""
+
+    def __missing__(self, name: str) -> str:
+        from sgt_tfmot.explain.attributions import REGISTRY
+
+        return REGISTRY[name].title if name in REGISTRY else name
+
+
 ORDER_STYLES = {"top": "-", "bottom": "--", "random": ":"}
 ORDER_NAMES = {
     "top": "most salient removed first",
     "bottom": "least salient removed first",
     "random": "random order",
 }
-METHOD_NAMES = {
-    "vanilla": "vanilla gradient",
-    "smoothgrad": "SmoothGrad",
-    "gradcam": "Grad-CAM",
-    "gradcampp": "Grad-CAM++",
-}
+METHOD_NAMES = _MethodNames()
 
 
 def _png(figure) -> bytes:

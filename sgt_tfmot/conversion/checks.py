@@ -1,0 +1,261 @@
+"""Release checks of an integer model against the Keras model it came from.
+
+* `compare_accuracy`: top-1 accuracy of each model and their top-1 agreement (the share of
+  images on which both predict the same class).
+* `ulp_agreement`: what rounding alone costs: the Keras model's agreement with itself after
+  every weight moved by one float32 ulp. A 4-bit network amplifies rounding differences
+  layer after layer; when this number is low, no integer model (and no other runtime) can
+  be expected to agree with the Keras model much better.
+* `gate`: the numbers against `Thresholds`, one line per failed check. Deployment targets
+  (`sgt_tfmot.tflite.targets`) add their own verdicts.
+
+The saliency-fidelity check is `sgt_tfmot.explain.fidelity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from sgt_tfmot import _checks
+from sgt_tfmot.explain.fidelity import FidelityResult
+from sgt_tfmot.keras import keras
+
+__all__ = [
+    "AccuracyComparison",
+    "Thresholds",
+    "compare_accuracy",
+    "gate",
+    "ulp_agreement",
+]
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _check_number(value, name: str, low: float, high: float) -> float:
+    return _checks.check_number(value, name, low, high)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What an integer model must meet to pass the deployment gate.
+
+    The defaults are the project's release targets for the integer model (see the issue
+    "python -m sgt_tfmot.convert --int8"): at most 0.3 percentage points of test accuracy
+    lost and at least 99.5 % top-1 agreement with the Keras model. Agreement bounds the
+    accuracy change (|Δacc| <= 1 − agreement), so the two are consistent.
+
+    Attributes:
+      max_accuracy_drop: Largest allowed Keras − TFLite test accuracy, in percentage points
+        (0.3 = 0.3 %). A TFLite model that is more accurate always passes.
+      min_agreement: Smallest allowed share of test images on which both models predict
+        the same class, in [0, 1].
+      max_fidelity_gap: Largest allowed distance between the Keras and TFLite accuracy-drop
+        curves, in percentage points (see the module docstring). Default 5: masked images
+        are far from the calibration data, so the integer model rounds them more coarsely
+        than clean images; with a few hundred fidelity images one point is a handful of
+        images, and a model whose integer version ignores the salient pixels misses by tens
+        of points.
+      require_edgetpu: Fail the gate when the Edge TPU checker finds an op that would run
+        on the CPU. Off by default: the verdict is reported either way, and mobile CPUs run
+        models the Edge TPU cannot.
+      require: Names of deployment targets (`sgt_tfmot.tflite.targets`) whose verdict must
+        be "compatible" (`require_edgetpu` adds "edgetpu").
+    """
+
+    max_accuracy_drop: float = 0.3
+    min_agreement: float = 0.995
+    max_fidelity_gap: float = 5.0
+    require_edgetpu: bool = False
+    require: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _check_number(self.max_accuracy_drop, "max_accuracy_drop", 0.0, 100.0)
+        _check_number(self.min_agreement, "min_agreement", 0.0, 1.0)
+        _check_number(self.max_fidelity_gap, "max_fidelity_gap", 0.0, 100.0)
+        _checks.check_bool(self.require_edgetpu, "require_edgetpu")
+        required = tuple(self.require) + (("edgetpu",) if self.require_edgetpu else ())
+        object.__setattr__(self, "require", tuple(dict.fromkeys(required)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AccuracyComparison:
+    """Top-1 accuracy of the Keras and TFLite models on the same images.
+
+    Attributes:
+      keras_accuracy: Share of images the Keras model classifies correctly, in [0, 1].
+      tflite_accuracy: The same for the TFLite model.
+      agreement: Share of images on which both predict the same class.
+      num_images: Number of test images.
+      ulp_agreement: The Keras model's agreement with itself after a one-ulp change of its
+        weights (`ulp_agreement`), when measured: what rounding alone costs in `agreement`.
+    """
+
+    keras_accuracy: float
+    tflite_accuracy: float
+    agreement: float
+    num_images: int
+    ulp_agreement: float | None = None
+
+    @property
+    def accuracy_drop_pp(self) -> float:
+        """Keras − TFLite accuracy in percentage points (negative: TFLite is better)."""
+        return 100.0 * (self.keras_accuracy - self.tflite_accuracy)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "accuracy_drop_pp": self.accuracy_drop_pp}
+
+
+def _scores(predict_fn: PredictFn, images: np.ndarray, who: str) -> np.ndarray:
+    scores = np.asarray(predict_fn(images))
+    if scores.ndim != 2 or len(scores) != len(images):
+        raise ValueError(
+            f"The {who} model must return class scores of shape ({len(images)}, num_classes). "
+            f"Received: {scores.shape}"
+        )
+    return scores
+
+
+def compare_accuracy(
+    keras_predict: PredictFn,
+    tflite_predict: PredictFn,
+    images: np.ndarray,
+    labels: np.ndarray,
+) -> AccuracyComparison:
+    """Accuracy of both models and their top-1 agreement on `images`.
+
+    Args:
+      keras_predict: Float images -> class scores of the Keras model (`model.predict`).
+      tflite_predict: The same for the TFLite model (`TFLiteModel.predict`).
+      images: (N, ...) test images in the models' input range, N >= 1.
+      labels: (N,) integer class ids.
+
+    Returns:
+      An `AccuracyComparison`.
+
+    Raises:
+      ValueError: On empty or mismatched inputs, or predictions of the wrong shape.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    labels = np.asarray(labels)
+    if len(images) == 0 or labels.shape != (len(images),):
+        raise ValueError(
+            "`images` and `labels` must be non-empty with one label per image. Received: "
+            f"{len(images)} images, labels of shape {labels.shape}"
+        )
+    keras_classes = _scores(keras_predict, images, "Keras").argmax(axis=-1)
+    tflite_classes = _scores(tflite_predict, images, "TFLite").argmax(axis=-1)
+    return AccuracyComparison(
+        keras_accuracy=float(np.mean(keras_classes == labels)),
+        tflite_accuracy=float(np.mean(tflite_classes == labels)),
+        agreement=float(np.mean(keras_classes == tflite_classes)),
+        num_images=len(images),
+    )
+
+
+def ulp_agreement(
+    model: keras.Model,
+    images: np.ndarray,
+    seed: int = 0,
+    batch_size: int = 128,
+    scores: np.ndarray | None = None,
+) -> float:
+    """Top-1 agreement of `model` with itself after every float weight moved by one ulp.
+
+    Each float32 weight (kernels, BN statistics, α, ranges) is moved to its next float32
+    value up or down, at random (seeded), which is the size of the differences between two
+    correct implementations of the same model (the integer model stores its scales in
+    float32, a runtime sums in another order). The share of images whose class survives is
+    what such differences alone cost: a correct integer model lands near it or above, a
+    wrong one far below. A well-conditioned model gives ~100 %; a 4-bit network that
+    amplifies rounding flips layer after layer can give less than the 99.5 % release
+    target, and then no runtime can be expected to meet that target reliably. The model's
+    weights are restored afterwards.
+
+    Args:
+      model: A Keras classifier.
+      images: (N, ...) images in the model's input range, N >= 1.
+      seed: Seed of the directions.
+      batch_size: Batch size of the predictions.
+      scores: The model's class scores on `images` when already computed (saves a pass).
+
+    Returns:
+      The agreement, a share in [0, 1].
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if len(images) == 0:
+        raise ValueError("`images` must hold at least one image. Received: 0 images")
+    rng = np.random.default_rng(seed)
+    weights = model.get_weights()
+    if scores is None:
+        scores = model.predict(images, batch_size=batch_size, verbose=0)
+    base = _scores(lambda _: scores, images, "Keras")  # checks the shape
+    moved = []
+    for weight in weights:
+        if weight.dtype.kind == "f":
+            direction = np.where(rng.random(weight.shape) < 0.5, -np.inf, np.inf)
+            weight = np.nextafter(weight, direction.astype(weight.dtype))
+        moved.append(weight)
+    try:
+        model.set_weights(moved)
+        perturbed = model.predict(images, batch_size=batch_size, verbose=0)
+    finally:
+        model.set_weights(weights)
+    return float(np.mean(base.argmax(axis=-1) == np.asarray(perturbed).argmax(axis=-1)))
+
+
+def gate(
+    thresholds: Thresholds,
+    accuracy: AccuracyComparison,
+    fidelity: FidelityResult | None = None,
+    targets: Sequence = (),
+) -> list[str]:
+    """The checks that failed, one readable line each; an empty list is a pass.
+
+    Args:
+      thresholds: What to require.
+      accuracy: From `compare_accuracy`.
+      fidelity: From `fidelity_check`, or None when it was not run (not a failure).
+      targets: `sgt_tfmot.tflite.targets.TargetReport`s; one fails the gate only when its
+        name is in `thresholds.require` and it is not compatible.
+
+    Returns:
+      Failure messages, in the order accuracy, agreement, fidelity, targets.
+    """
+    failures = []
+    if accuracy.accuracy_drop_pp > thresholds.max_accuracy_drop + 1e-9:
+        failures.append(
+            f"accuracy drop {accuracy.accuracy_drop_pp:.2f} pp (Keras "
+            f"{100 * accuracy.keras_accuracy:.2f} % -> TFLite "
+            f"{100 * accuracy.tflite_accuracy:.2f} %) exceeds --max_accuracy_drop "
+            f"{thresholds.max_accuracy_drop:g} pp"
+        )
+    if accuracy.agreement < thresholds.min_agreement - 1e-9:
+        floor = accuracy.ulp_agreement
+        failures.append(
+            f"top-1 agreement {100 * accuracy.agreement:.2f} % is below --min_agreement "
+            f"{100 * thresholds.min_agreement:g} %"
+            + (
+                ""
+                if floor is None or floor >= thresholds.min_agreement
+                else f" (the Keras model agrees with itself after a one-ulp change of its "
+                f"weights on only {100 * floor:.2f} %: it is too sensitive to rounding for "
+                "any integer model to agree better; see the report's ulp_agreement)"
+            )
+        )
+    if fidelity is not None and fidelity.gap_pp > thresholds.max_fidelity_gap + 1e-9:
+        failures.append(
+            f"saliency fidelity gap {fidelity.gap_pp:.2f} pp exceeds --max_fidelity_gap "
+            f"{thresholds.max_fidelity_gap:g} pp: the integer model does not lose accuracy "
+            "like the Keras model when salient features are removed"
+        )
+    for target in targets:
+        if target.name in thresholds.require and target.compatible is not True:
+            failures.append(f"{target.failure or 'not ' + target.title + ' compatible'}"
+                            f" and --require_{target.name} is set")  # fmt: skip
+    return failures

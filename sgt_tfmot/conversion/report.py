@@ -1,0 +1,206 @@
+"""The outcome of a conversion: `ConversionReport`, its JSON schema and its summary.
+
+`ConversionReport.to_dict()` is the JSON report `python -m sgt_tfmot.convert --report` writes.
+Its keys, in one place:
+
+| key | meaning |
+|---|---|
+| model, output, report, figure | the paths read and written |
+| quantization | "qat" (learned ranges) or "post_training" (calibrated float model) |
+| keras_compute_dtype | the Keras model of the checks: "float32", or rebuilt from bf16 |
+| io_dtype, batch_size | the integer model's input/output type and fixed batch |
+| dataset, dataset_source, data_dir, class_names | the data, and where its name came from |
+| calibration_samples | training images that calibrated ranges (0 for a QAT model) |
+| size_bytes, float_size_bytes, size_ratio | the .tflite against a float32 .tflite of it |
+| num_test, keras_accuracy, tflite_accuracy, accuracy_drop_pp, agreement, ulp_agreement | |
+| | `AccuracyComparison`, on the test split |
+| biases_aligned | a QAT model's biases are on the int32 grid (`align_biases`) |
+| export_model | for k < 8 bits: the 8-bit export model's accuracy and agreement with TFLite |
+| fidelity, fidelity_gap_pp | `sgt_tfmot.explain.fidelity.FidelityResult`, or null when skipped |
+| targets | deployment target name -> its section (`sgt_tfmot.tflite.targets`) |
+| edgetpu_compatible, internal_quantize_ops, op_names, edgetpu | the Edge TPU target, flat |
+| deployment | what an app needs: I/O tensors' types and quantization |
+| thresholds, failures, checks_passed | the gate |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sgt_tfmot.conversion.checks import AccuracyComparison, Thresholds
+from sgt_tfmot.explain.fidelity import FidelityResult
+
+__all__ = ["ConversionReport", "format_summary"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionReport:
+    """What `convert_and_check` did and found (see the module docstring for the JSON keys)."""
+
+    model: str
+    output: str
+    quantization: str
+    keras_compute_dtype: str
+    io_dtype: str
+    dataset: str
+    dataset_source: str
+    data_dir: str | None
+    calibration_samples: int
+    size_bytes: int
+    float_size_bytes: int
+    accuracy: AccuracyComparison
+    biases_aligned: bool | None
+    export_model: dict | None
+    fidelity: FidelityResult | None
+    targets: dict
+    deployment: dict
+    thresholds: Thresholds
+    failures: tuple[str, ...]
+    report: str | None = None
+    figure: str | None = None
+    class_names: tuple[str, ...] | None = None
+    batch_size: int = 1
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def size_ratio(self) -> float:
+        return self.size_bytes / self.float_size_bytes
+
+    def to_dict(self) -> dict:
+        """The JSON report."""
+        accuracy = self.accuracy
+        edgetpu = self.targets.get("edgetpu")
+        flat_edgetpu = {}
+        if edgetpu is not None:
+            section = edgetpu.section
+            flat_edgetpu = {
+                "edgetpu_compatible": edgetpu.compatible,
+                "internal_quantize_ops": section.get("internal_quantize_ops"),
+                "op_names": section.get("op_names"),
+                "edgetpu": {k: v for k, v in section.items() if k != "op_names"},
+            }
+        return {
+            "model": self.model,
+            "output": self.output,
+            "quantization": self.quantization,
+            "keras_compute_dtype": self.keras_compute_dtype,
+            "io_dtype": self.io_dtype,
+            "batch_size": self.batch_size,
+            "dataset": self.dataset,
+            "dataset_source": self.dataset_source,
+            "data_dir": self.data_dir,
+            "class_names": None if self.class_names is None else list(self.class_names),
+            "calibration_samples": self.calibration_samples,
+            "size_bytes": self.size_bytes,
+            "float_size_bytes": self.float_size_bytes,
+            "size_ratio": self.size_ratio,
+            "num_test": accuracy.num_images,
+            "keras_accuracy": accuracy.keras_accuracy,
+            "tflite_accuracy": accuracy.tflite_accuracy,
+            "accuracy_drop_pp": accuracy.accuracy_drop_pp,
+            "agreement": accuracy.agreement,
+            "ulp_agreement": accuracy.ulp_agreement,
+            "biases_aligned": self.biases_aligned,
+            "export_model": self.export_model,
+            "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
+            "fidelity_gap_pp": None if self.fidelity is None else self.fidelity.gap_pp,
+            "targets": {name: target.to_dict() for name, target in self.targets.items()},
+            **flat_edgetpu,
+            "deployment": self.deployment,
+            "thresholds": self.thresholds.to_dict(),
+            "failures": list(self.failures),
+            "checks_passed": self.passed,
+            "report": self.report,
+            "figure": self.figure,
+        }
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def _accuracy_lines(report: ConversionReport) -> list[str]:
+    accuracy, thresholds = report.accuracy, report.thresholds
+    lines = [
+        f"Accuracy on {accuracy.num_images} {report.dataset} test images: Keras "
+        f"{_percent(accuracy.keras_accuracy)}, TFLite {_percent(accuracy.tflite_accuracy)} "
+        f"(drop {accuracy.accuracy_drop_pp:.2f} pp; max {thresholds.max_accuracy_drop:g})",
+        f"Top-1 agreement: {_percent(accuracy.agreement)} "
+        f"(min {100 * thresholds.min_agreement:g} %)",
+        f"  (rounding alone: the Keras model agrees with itself after a one-ulp change of its "
+        f"weights on {_percent(accuracy.ulp_agreement)})",
+    ]
+    if report.biases_aligned is False:
+        lines.append(
+            "  (the Keras model's biases are not on the integer model's int32 grid: "
+            "sgt_tfmot.align_biases(model) makes the Keras model compute the integer "
+            "model; python -m sgt_tfmot.train does it at the end of a run)"
+        )
+    export = report.export_model
+    if export is not None:
+        lines.append(
+            f"  ({export['lowest_bits']}-bit QAT model: the integer model computes its 8-bit "
+            f"export model (BN folded, biases on the int32 grid), accuracy "
+            f"{_percent(export['keras_accuracy'])}, agreement with "
+            f"TFLite {_percent(export['agreement_with_tflite'])})"
+        )
+    return lines
+
+
+def _fidelity_lines(report: ConversionReport) -> list[str]:
+    fidelity = report.fidelity
+    if fidelity is None:
+        return ["Saliency fidelity: not run (--fidelity_images 0)"]
+    lines = [
+        f"Saliency fidelity ({fidelity.method}, fill {fidelity.fill}, "
+        f"{fidelity.num_images} images): gap {fidelity.gap_pp:.2f} pp "
+        f"(max {report.thresholds.max_fidelity_gap:g})"
+    ]
+    if fidelity.zero_saliency_images:
+        lines.append(
+            f"  ({fidelity.zero_saliency_images} images have an all-zero saliency map: "
+            "their true-class output is outside the output quantizer's range)"
+        )
+    if fidelity.export_gap_pp is not None:
+        lines.append(
+            f"  (gap between the 8-bit export model and TFLite: {fidelity.export_gap_pp:.2f} pp)"
+        )
+    lines.append(
+        "  accuracy % with x % removed  " + " ".join(f"{100 * f:>5.0f}" for f in fidelity.fractions)
+    )
+    for order in ("top", "bottom"):
+        for model in ("keras", "tflite", "export"):
+            curve = fidelity.curves().get(f"{model}_{order}")
+            if curve is None:
+                continue
+            label = f"  {model} ({'most' if order == 'top' else 'least'} salient first)"
+            lines.append(f"{label:<30}" + " ".join(f"{100 * a:5.1f}" for a in curve))
+    return lines
+
+
+def format_summary(report: ConversionReport) -> str:
+    """The CLI's human summary: size, targets, accuracy, agreement, fidelity, files, verdict."""
+    lines = [
+        f"Integer TFLite model: {report.output} ({report.io_dtype} I/O, batch "
+        f"{report.batch_size}, {report.quantization.replace('_', '-')} ranges, "
+        f"{report.calibration_samples} calibration images)",
+        f"Size: {report.size_bytes:,} bytes vs {report.float_size_bytes:,} bytes for the "
+        f"float32 TFLite model ({report.size_ratio:.2f}x)",
+    ]
+    for target in report.targets.values():
+        lines += ["", *target.lines]
+    lines += ["", *_accuracy_lines(report), *_fidelity_lines(report)]
+    written = [f"model {report.output}"]
+    if report.report:
+        written.append(f"report {report.report}")
+    if report.figure:
+        written.append(f"figure {report.figure}")
+    lines.append("Wrote " + ", ".join(written))
+    if report.passed:
+        lines.append("Checks passed.")
+    else:
+        lines.extend(f"FAILED: {failure}" for failure in report.failures)
+    return "\n".join(lines)

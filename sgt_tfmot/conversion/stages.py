@@ -1,0 +1,345 @@
+"""`convert_and_check`: a saved classifier to an integer .tflite, checked, in small stages.
+
+    outputs = check_outputs(...)      the files to write: writable, replaced only if ours
+    loaded  = load(...)               the Keras model (safely), float32, checked a classifier
+    data    = load_data(...)          the test split (and calibration images) of its dataset
+    files   = convert(...)            the integer .tflite and the float32 baseline
+    checks  = run_checks(...)         accuracy, agreement, ulp floor, export model, fidelity
+    targets = check_targets(...)      every deployment target of `sgt_tfmot.tflite.targets`
+    report  = ConversionReport(...)   typed; `to_dict()` is the JSON report
+    write(...)                        the .tflite, report and figure, atomically
+
+Each stage is a function of the previous stages' results, so each can be tested alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from sgt_tfmot import _cli, data, saving
+from sgt_tfmot._checks import InputError, check_choice, check_int
+from sgt_tfmot._files import check_output_file, write_outputs
+from sgt_tfmot.conversion import checks
+from sgt_tfmot.conversion.report import ConversionReport, format_summary
+from sgt_tfmot.explain import attributions
+from sgt_tfmot.explain.fidelity import fidelity_check, save_saliency_figure
+from sgt_tfmot.export import biases_aligned, export_model, is_quantized
+from sgt_tfmot.keras import keras
+from sgt_tfmot.masking import FILLS
+from sgt_tfmot.models import check_classifier
+from sgt_tfmot.tflite import targets as deployment_targets
+from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
+from sgt_tfmot.tflite.runtime import TFLiteModel
+
+__all__ = ["Conversion", "convert_and_check"]
+
+PROGRAM = "sgt_tfmot.convert"
+FIGURE_IMAGES = 8
+PREDICT_BATCH = 256
+TARGET_IMAGES = 32  # test images a target that runs the model gets
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+    """What `convert_and_check` did: the typed report and the CLI's summary."""
+
+    result: ConversionReport
+    summary: str
+
+    @property
+    def report(self) -> dict:
+        """The JSON report (`ConversionReport.to_dict()`)."""
+        return self.result.to_dict()
+
+    @property
+    def passed(self) -> bool:
+        return self.result.passed
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loaded:
+    file: Path
+    model: keras.Model
+    compute_dtype: str
+    quantized: bool
+    image_shape: tuple[int, ...]
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    dataset: str
+    data_dir: str | None
+    source: str
+    x_test: np.ndarray
+    y_test: np.ndarray
+    calibration: np.ndarray | None
+    class_names: tuple[str, ...] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checks:
+    accuracy: checks.AccuracyComparison
+    export_model: dict | None
+    fidelity: object
+    maps: np.ndarray | None
+
+
+def check_outputs(output, report, figure, overwrite: bool) -> dict[str, Path]:
+    """Flag -> path of every file to write, each checked before any slow work."""
+    output = Path(output)
+    report_path = None if report is None else Path(report)
+    figure_path = Path(figure) if figure is not None else None
+    if figure_path is None and report_path is not None:
+        figure_path = report_path.with_suffix(".png")
+    targets = {"output": output, "report": report_path, "figure": figure_path}
+    targets = {flag: path for flag, path in targets.items() if path is not None}
+    resolved = [path.resolve() for path in targets.values()]
+    if len(set(resolved)) != len(resolved):
+        raise InputError(
+            "--output, --report and --figure must be different files. Received: "
+            + ", ".join(f"--{flag} {path}" for flag, path in targets.items())
+        )
+    for flag, path in targets.items():
+        check_output_file(path, flag, overwrite)
+    return targets
+
+
+def load(model, calibration_samples: int, trust_model_code: bool) -> _Loaded:
+    """The saved model, rebuilt in float32 if it was trained under mixed precision."""
+    file = saving.resolve_model_path(model)
+    keras_model = saving.load_model(file, trust_code=trust_model_code)
+    image_shape, num_classes = check_classifier(keras_model, str(file))
+    rebuilt = saving.float32_model(keras_model)
+    dtype = "float32" if rebuilt is keras_model else "float32 (rebuilt from mixed precision)"
+    quantized = is_quantized(rebuilt)
+    if not quantized and calibration_samples == 0:
+        raise InputError(
+            f"{file} is a float model: post-training quantization needs calibration "
+            "images; pass --calibration_samples N with N >= 1 (for example 500)."
+        )
+    return _Loaded(file, rebuilt, dtype, quantized, image_shape, num_classes)
+
+
+def load_data(loaded: _Loaded, dataset, data_dir, num_test, calibration_samples) -> _Data:
+    """The test split (first `num_test`) and calibration images of the model's dataset."""
+    dataset, data_dir, source = _cli.resolve_dataset(dataset, data_dir, [loaded.file])
+    info = data.info(dataset)
+    check_classifier(loaded.model, str(loaded.file), info.image_shape, info.num_classes)
+    x_test, y_test = data.load_arrays(dataset, "test", data_dir)
+    if num_test is not None:
+        x_test, y_test = x_test[:num_test], y_test[:num_test]
+    calibration = None
+    if calibration_samples:  # a QAT model's converter uses them only for range-less tensors
+        x_train, _ = data.load_arrays(dataset, "train", data_dir)
+        calibration = x_train[:calibration_samples].astype(np.float32)
+    names = getattr(info, "class_names", None)
+    return _Data(dataset, data_dir, source, x_test.astype(np.float32), y_test, calibration,
+                 None if names is None else tuple(names))  # fmt: skip
+
+
+def convert(loaded: _Loaded, samples: _Data, io_dtype: str, say) -> tuple[bytes, bytes]:
+    """(integer .tflite, float32 .tflite of the same network)."""
+    say(f"converting to an integer TFLite model ({io_dtype} I/O)")
+    calibration = samples.calibration
+    try:
+        flatbuffer = to_integer_tflite(
+            loaded.model, calibration, io_dtype=io_dtype,
+            calibration_samples=len(calibration) if calibration is not None else 0,
+        )  # fmt: skip
+        say("converting the float32 TFLite baseline")
+        return flatbuffer, float_tflite(loaded.model)
+    except Exception as error:  # the converter's ConverterError, not exported by tf.lite
+        if type(error).__name__ != "ConverterError":
+            raise
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unknown"
+        raise InputError(f"TFLite conversion of {loaded.file} failed: {first_line}") from None
+
+
+def _lowest_bits(model: keras.Model) -> int:
+    """The fewest bits of any quantizer of a QAT model (8 when none says otherwise)."""
+    bits = [8]
+    for layer in model.layers:
+        config = getattr(layer, "quantize_config", None)
+        for quantizer in (
+            getattr(config, "weight_quantizer", None),
+            getattr(config, "output_quantizer", None),
+        ):
+            if isinstance(getattr(quantizer, "num_bits", None), int):
+                bits.append(quantizer.num_bits)
+    return min(bits)
+
+
+def run_checks(loaded, samples, tflite_model, fidelity_images, method, fill, options, say):
+    """Accuracy and agreement (with the ulp floor), the export model, saliency fidelity."""
+    model, x_test, y_test = loaded.model, samples.x_test, samples.y_test
+
+    def predictor(keras_model):
+        return lambda images: keras_model.predict(images, batch_size=PREDICT_BATCH, verbose=0)
+
+    say(f"evaluating both models on {len(x_test)} test images")
+    scores = predictor(model)(x_test)
+    accuracy = checks.compare_accuracy(lambda _: scores, tflite_model.predict, x_test, y_test)
+    say("numerical sensitivity of the Keras model (one-ulp weight change)")
+    floor = checks.ulp_agreement(model, x_test, batch_size=PREDICT_BATCH, scores=scores)
+    accuracy = dataclasses.replace(accuracy, ulp_agreement=floor)
+    # A k-bit QAT model (k < 8) converts through its 8-bit export model: measuring that
+    # model too tells rounding from conversion error.
+    low = _lowest_bits(model) if loaded.quantized else 8
+    exported = export_model(model) if low < 8 else None
+    export = None
+    if exported is not None:
+        measured = checks.compare_accuracy(
+            predictor(exported), tflite_model.predict, x_test, y_test
+        )
+        export = {"lowest_bits": low, "keras_accuracy": measured.keras_accuracy,
+                  "agreement_with_tflite": measured.agreement}  # fmt: skip
+    count = min(fidelity_images, len(x_test))
+    if not count:
+        return _Checks(accuracy, export, None, None)
+    say(f"saliency fidelity on {count} test images ({method})")
+    maps = attributions.get(method, "saliency").features(
+        model, x_test[:count], y_test[:count], options
+    )
+    fidelity = fidelity_check(
+        model, tflite_model, x_test[:count], y_test[:count], saliency=maps, method=method,
+        fill=fill, export_model=exported,
+    )  # fmt: skip
+    return _Checks(accuracy, export, fidelity, maps)
+
+
+def check_targets(flatbuffer: bytes, output: Path, samples: _Data, tflite_model, say) -> dict:
+    """Name -> `TargetReport` of every registered deployment target."""
+    context = deployment_targets.TargetContext(
+        flatbuffer=flatbuffer, output=str(output), images=samples.x_test[:TARGET_IMAGES],
+        class_names=samples.class_names, integer_predict=tflite_model.predict,
+    )  # fmt: skip
+    reports = {}
+    for target in deployment_targets.TARGETS:
+        say(f"deployment target: {target.title}")
+        reports[target.name] = target.check(context)
+    return reports
+
+
+def deployment_section(tflite_model: TFLiteModel) -> dict:
+    """The I/O tensors an app feeds and reads: shape, type, scale and zero point."""
+
+    def tensor(details):
+        scale, zero_point = details["quantization"]
+        return {"shape": [int(d) for d in details["shape"]], "dtype": details["dtype"].__name__,
+                "scale": float(scale), "zero_point": int(zero_point)}  # fmt: skip
+
+    return {"input": tensor(tflite_model.input), "output": tensor(tflite_model.output)}
+
+
+def _figure(loaded, samples, found: _Checks, tflite_model, io_dtype, options) -> bytes:
+    shown = min(FIGURE_IMAGES, len(samples.x_test))
+    images, labels = samples.x_test[:shown], samples.y_test[:shown]
+    maps = found.maps
+    if maps is None or len(maps) < shown:
+        maps = attributions.get("vanilla").features(loaded.model, images, labels, options)
+    buffer = io.BytesIO()
+    save_saliency_figure(
+        buffer, images, maps[:shown], labels, tflite_model.predict(images), FIGURE_IMAGES,
+        title=f"{io_dtype} TFLite", class_names=samples.class_names,
+    )  # fmt: skip
+    return buffer.getvalue()
+
+
+def convert_and_check(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    io_dtype: str = "int8",
+    dataset: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    calibration_samples: int = 500,
+    num_test: int | None = None,
+    fidelity_images: int = 500,
+    saliency: str = "vanilla",
+    smooth_samples: int = 20,
+    fidelity_fill: str = "mean",
+    thresholds: checks.Thresholds | None = None,
+    report: str | os.PathLike | None = None,
+    figure: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    trust_model_code: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Conversion:
+    """Converts a saved classifier to an integer .tflite, checks it, writes the files.
+
+    Args:
+      model: A .h5 / .keras file, or a `python -m sgt_tfmot.train` run directory.
+      output: Where to write the .tflite file.
+      io_dtype: "int8" or "uint8" input and output tensors.
+      dataset: Dataset of the calibration and test images; None: the training run's.
+      data_dir: Folder with DATASET.npz (see `sgt_tfmot.data.load_arrays`).
+      calibration_samples: The first N training images calibrate a float model's ranges; a
+        QAT model needs none (its ranges are learned) and uses none.
+      num_test: Check on the first N test images only; None: the whole test split.
+      fidelity_images: Test images of the saliency fidelity check; 0 skips it.
+      saliency: A gradient attribution method ("vanilla", "smoothgrad").
+      smooth_samples: Noisy samples per image for SmoothGrad.
+      fidelity_fill: Fill of the removed features: "mean", "zero" or "random" (seeded).
+      thresholds: What the checks require; default `checks.Thresholds()`.
+      report: Where to write the JSON report, or None.
+      figure: Where to write the saliency PNG; None: beside `report` (same name, .png).
+      overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
+      trust_model_code: Load a model whose layers carry Python code.
+      progress: Called with a short message before each slow stage.
+
+    Returns:
+      A `Conversion`; `passed` is False when a check failed.
+
+    Raises:
+      InputError, ModelFileError, DataError (all ValueErrors): on bad input, before any
+        file is written.
+    """
+    say = progress or (lambda message: None)
+    io_dtype = check_choice(io_dtype, ("int8", "uint8"), "io_dtype")
+    calibration_samples = check_int(calibration_samples, "calibration_samples", 0)
+    num_test = check_int(num_test, "num_test", 1, allow_none=True)
+    fidelity_images = check_int(fidelity_images, "fidelity_images", 0)
+    options = attributions.AttributionOptions(
+        smooth_samples=check_int(smooth_samples, "smooth_samples", 1)
+    )
+    check_choice(saliency, attributions.feature_methods(), "saliency")
+    check_choice(fidelity_fill, FILLS, "fidelity_fill")
+    thresholds = checks.Thresholds() if thresholds is None else thresholds
+    paths = check_outputs(output, report, figure, overwrite)
+    loaded = load(model, calibration_samples, trust_model_code)
+    samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples)
+    flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, say)
+    tflite_model = TFLiteModel(flatbuffer)
+    found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity_fill,
+                       options, say)  # fmt: skip
+    reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, say)
+    failures = checks.gate(thresholds, found.accuracy, found.fidelity, reports.values())
+    result = ConversionReport(
+        model=str(loaded.file), output=str(paths["output"]),
+        quantization="qat" if loaded.quantized else "post_training",
+        keras_compute_dtype=loaded.compute_dtype, io_dtype=io_dtype, dataset=samples.dataset,
+        dataset_source=samples.source, data_dir=samples.data_dir,
+        calibration_samples=0 if samples.calibration is None else len(samples.calibration),
+        size_bytes=len(flatbuffer), float_size_bytes=len(float_flatbuffer),
+        accuracy=found.accuracy,
+        biases_aligned=biases_aligned(loaded.model) if loaded.quantized else None,
+        export_model=found.export_model, fidelity=found.fidelity, targets=reports,
+        deployment=deployment_section(tflite_model), thresholds=thresholds,
+        failures=tuple(failures), report=str(paths["report"]) if "report" in paths else None,
+        figure=str(paths["figure"]) if "figure" in paths else None, class_names=samples.class_names,
+    )  # fmt: skip
+    contents = {paths["output"]: flatbuffer}
+    if "figure" in paths:
+        contents[paths["figure"]] = _figure(loaded, samples, found, tflite_model, io_dtype, options)
+    if "report" in paths:
+        contents[paths["report"]] = (json.dumps(result.to_dict(), indent=2) + "\n").encode()
+    write_outputs(contents, PROGRAM)
+    return Conversion(result, format_summary(result))
