@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import data, explain, quantize_model
+from sgt_tfmot.conversion import checks
+from sgt_tfmot.explain import fidelity
 from sgt_tfmot.export import align_biases, export_model
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
-from sgt_tfmot.conversion import checks
-from sgt_tfmot.explain import fidelity as fidelity_module
 from sgt_tfmot.tflite.converter import float_tflite, strip_quantization, to_integer_tflite
 from sgt_tfmot.tflite.edgetpu import EdgeTpu
-from sgt_tfmot.tflite.targets import TargetContext
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
+from sgt_tfmot.tflite.targets import TargetContext
 from tests.test_quantize import residual_model
 
 L = keras.layers
@@ -187,11 +187,11 @@ def edgetpu_report(compatible):
 
 def test_gate_lists_each_failed_check():
     accuracy = checks.AccuracyComparison(0.95, 0.94, 0.99, 1000)  # 1 pp drop, 99 % agreement
-    fidelity = fidelity_module.FidelityResult(
+    result = fidelity.FidelityResult(
         (0.0, 0.5), (0.9, 0.5), (0.9, 0.3), (0.9, 0.8), (0.9, 0.8), 0.2, "vanilla", "mean", 10
     )
     failures = checks.gate(
-        checks.Thresholds(require_edgetpu=True), accuracy, fidelity, edgetpu_report(False)
+        checks.Thresholds(require_edgetpu=True), accuracy, result, edgetpu_report(False)
     )
     assert len(failures) == 4
     assert failures[0].startswith("accuracy drop 1.00 pp (Keras 95.00 % -> TFLite 94.00 %)")
@@ -202,7 +202,7 @@ def test_gate_lists_each_failed_check():
     )
     # Looser thresholds pass; the Edge TPU verdict only counts when required.
     loose = checks.Thresholds(max_accuracy_drop=1.0, min_agreement=0.99, max_fidelity_gap=20)
-    assert checks.gate(loose, accuracy, fidelity, edgetpu_report(False)) == []
+    assert checks.gate(loose, accuracy, result, edgetpu_report(False)) == []
     # A TFLite model more accurate than the Keras model never fails the accuracy check.
     better = checks.AccuracyComparison(0.90, 0.95, 1.0, 20)
     assert checks.gate(checks.Thresholds(), better) == []
@@ -213,7 +213,7 @@ def test_fidelity_check_passes_on_the_faithful_integer_model(faithful, mnist):
     qat, tflite = faithful
     _, x_test, y_test = mnist
     images, labels = x_test[:FIDELITY_IMAGES], y_test[:FIDELITY_IMAGES]
-    result = fidelity_module.fidelity_check(qat, tflite, images, labels, export_model=export_model(qat))
+    result = fidelity.fidelity_check(qat, tflite, images, labels, export_model=export_model(qat))
     assert result.fractions == explain.DEFAULT_FRACTIONS
     # x = 0 is the plain accuracy of each model on these images.
     accuracy = checks.compare_accuracy(
@@ -247,8 +247,8 @@ def test_fidelity_check_fails_on_a_planted_unfaithful_integer_model(
     _, x_test, y_test = mnist
     images, labels = x_test[:FIDELITY_IMAGES], y_test[:FIDELITY_IMAGES]
     saliency = explain.saliency_maps(qat, images, labels)
-    good = fidelity_module.fidelity_check(qat, tflite, images, labels, saliency=saliency)
-    bad = fidelity_module.fidelity_check(qat, shuffled_tflite, images, labels, saliency=saliency)
+    good = fidelity.fidelity_check(qat, tflite, images, labels, saliency=saliency)
+    bad = fidelity.fidelity_check(qat, shuffled_tflite, images, labels, saliency=saliency)
     assert good.keras_top == bad.keras_top  # same Keras model, same masks
     assert bad.gap_pp > 30.0  # measured: about 75 pp
     failures = checks.gate(checks.Thresholds(), checks.AccuracyComparison(1, 1, 1, 1), bad)
@@ -261,7 +261,9 @@ def test_fidelity_check_counts_all_zero_saliency_maps(faithful, mnist):
     images, labels = x_test[:8], y_test[:8]
     saliency = explain.saliency_maps(qat, images, labels)
     saliency[:3] = 0.0
-    result = fidelity_module.fidelity_check(qat, tflite, images, labels, saliency=saliency, fractions=(0.5,))
+    result = fidelity.fidelity_check(
+        qat, tflite, images, labels, saliency=saliency, fractions=(0.5,)
+    )
     assert result.zero_saliency_images >= 3
     assert result.areas() == {}  # one point has no area
 
@@ -270,11 +272,11 @@ def test_fidelity_check_rejects_bad_input(faithful, mnist):
     qat, tflite = faithful
     _, x_test, y_test = mnist
     with pytest.raises(ValueError, match=r"`images` must hold at least one image"):
-        fidelity_module.fidelity_check(qat, tflite, x_test[:0], y_test[:0])
+        fidelity.fidelity_check(qat, tflite, x_test[:0], y_test[:0])
     with pytest.raises(ValueError, match=r"`saliency` must be shaped like `images`"):
-        fidelity_module.fidelity_check(qat, tflite, x_test[:4], y_test[:4], saliency=np.zeros((4, 28, 28)))
+        fidelity.fidelity_check(qat, tflite, x_test[:4], y_test[:4], saliency=np.zeros((4, 28, 28)))
     with pytest.raises(ValueError, match=r"`method` must be one of 'vanilla', 'smoothgrad'"):
-        fidelity_module.fidelity_check(
+        fidelity.fidelity_check(
             qat, tflite, x_test[:4], y_test[:4], saliency=x_test[:4], method="lime"
         )
 
@@ -285,12 +287,12 @@ def test_saliency_figure_is_a_png(tmp_path, faithful, mnist):
     images, labels = x_test[:3], y_test[:3]
     saliency = explain.saliency_maps(qat, images, labels)
     path = tmp_path / "saliency.png"
-    fidelity_module.save_saliency_figure(path, images, saliency, labels, tflite.predict(images))
+    fidelity.save_saliency_figure(path, images, saliency, labels, tflite.predict(images))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match=r"`max_images` must be an integer >= 1. Received: 0"):
-        fidelity_module.save_saliency_figure(path, images, saliency, labels, labels, max_images=0)
+        fidelity.save_saliency_figure(path, images, saliency, labels, labels, max_images=0)
     with pytest.raises(ValueError, match=r"`images` must be \(N, H, W, C\)"):
-        fidelity_module.save_saliency_figure(path, images, saliency[:, :, :, 0], labels, labels)
+        fidelity.save_saliency_figure(path, images, saliency[:, :, :, 0], labels, labels)
 
 
 # ------------------------------------------------------------ float baseline of the converter

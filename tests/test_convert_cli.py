@@ -14,8 +14,8 @@ import pytest
 
 from sgt_tfmot import convert, saving
 from sgt_tfmot._files import write_outputs
+from sgt_tfmot.conversion import stages
 from sgt_tfmot.keras import keras
-from sgt_tfmot.conversion import checks, stages
 from sgt_tfmot.tflite import align_biases
 from sgt_tfmot.tflite.flatbuffer import read_model
 from tests.test_checks import tiny_mnist_classifier, train_tiny_mnist_qat

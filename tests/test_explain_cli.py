@@ -163,7 +163,7 @@ def test_existing_files_need_overwrite(explained, models_dir, capsys):
             ["--model", "{root}/run", "--model", "{root}/dense.h5"],
             r"dense.h5: Grad-CAM needs a convolution, but model '.*' has no Conv2D",
         ),
-        (["--model", "{root}/dense.h5"], r"No dataset given and no model comes from a training run"),
+        (["--model", "{root}/dense.h5"], r"No dataset given and no model comes from a training"),
         (
             ["--model", "{root}/run", "--dataset", "imagenet"],
             r"Unknown dataset 'imagenet'. Known datasets: 'cifar10', 'mnist', 'mnist_subset'",
