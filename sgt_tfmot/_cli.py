@@ -189,45 +189,61 @@ def run_flags(model_file: Path) -> dict:
     return settings if isinstance(settings, dict) else {}
 
 
+DATA_OPTIONS = ("image_size", "color_mode", "validation_split")
+
+
+def define_data_flags(flag_values: flags.FlagValues) -> None:
+    """The flags that say how an image folder is read (train, convert and explain share them)."""
+    flags.DEFINE_string("image_size", None, "H,W: resize folder images to this size.",
+                        flag_values=flag_values)  # fmt: skip
+    flags.DEFINE_enum("color_mode", None, ["grayscale", "rgb"],
+                      "Channels of folder images (default: the images' own).",
+                      flag_values=flag_values)  # fmt: skip
+    flags.DEFINE_float("validation_split", None,
+                       "Share of a folder without train/ and test/ held out as the test split.",
+                       flag_values=flag_values)  # fmt: skip
+
+
 def resolve_dataset(
-    dataset: str | None, data_dir: str | None, model_files
-) -> tuple[str, str | None, str]:
-    """(dataset, data_dir, where the name came from) for the models a tool was given.
+    dataset: str | None, data_dir: str | None, model_files, data_options: dict | None = None
+) -> tuple[str, str | None, str, dict]:
+    """(dataset, data_dir, where the name came from, data options) for a tool's models.
 
     `--dataset` when given; else the dataset of the training runs that wrote the models
-    (their metrics.json), never a guess from the input shape.
+    (their metrics.json), never a guess from the input shape. The folder options
+    (image size, colour mode, validation split) are the flags given, else the run's.
 
     Raises:
       InputError: without --dataset when no model comes from a training run, or the runs
-        used different datasets; for an unknown dataset.
+        used different datasets; for a dataset that cannot be opened.
     """
     from sgt_tfmot import data
 
-    source = "--dataset"
+    given = {k: v for k, v in (data_options or {}).items() if v is not None}
+    source = "--dataset" if dataset is not None else None
+    run = {}
+    for file in model_files:
+        settings = run_flags(Path(file))
+        if settings.get("dataset"):
+            run.setdefault(str(settings["dataset"]), (settings, file))
     if dataset is None:
-        found = {}
-        for file in model_files:
-            settings = run_flags(Path(file))
-            if settings.get("dataset"):
-                found.setdefault(str(settings["dataset"]), (settings.get("data_dir"), file))
-        if not found:
+        if not run:
             raise InputError(
                 f"No dataset given and no model comes from a training run with {METRICS_FILE}: "
                 "pass --dataset NAME (and --data_dir DIR), the data the model was trained on."
             )
-        if len(found) > 1:
+        if len(run) > 1:
             raise InputError(
-                f"The models were trained on different datasets ({', '.join(sorted(found))}); "
+                f"The models were trained on different datasets ({', '.join(sorted(run))}); "
                 "pass --dataset NAME."
             )
-        dataset, (run_data_dir, file) = next(iter(found.items()))
+        dataset = next(iter(run))
+    settings, file = run.get(dataset, ({}, None))
+    if source is None:
         source = str(Path(file).parent / METRICS_FILE)
-        if data_dir is None and run_data_dir:
-            data_dir = str(run_data_dir)
-    try:
-        data.info(dataset)
-    except InputError:
-        raise
-    except ValueError as error:
-        raise InputError(str(error)) from None
-    return dataset, None if data_dir is None else str(data_dir), source
+    if data_dir is None and settings.get("data_dir"):
+        data_dir = str(settings["data_dir"])
+    options = {k: settings.get(k) for k in DATA_OPTIONS if settings.get(k) is not None}
+    options.update(given)
+    data.info(dataset, data_dir, **options)  # opens it: one clear error now
+    return dataset, None if data_dir is None else str(data_dir), source, options

@@ -126,6 +126,7 @@ flags.DEFINE_float(
     **_IN,
 )
 flags.DEFINE_bool("require_edgetpu", False, "Fail when an op would not run on the Edge TPU.", **_IN)
+_cli.define_data_flags(FLAGS)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
 
@@ -171,6 +172,7 @@ def _convert(positional: list[str]) -> int:
         figure=FLAGS.figure,
         overwrite=FLAGS.overwrite,
         trust_model_code=FLAGS.trust_model_code,
+        data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
         progress=_cli.progress(PROGRAM),
     )
     print(conversion.summary)

@@ -29,6 +29,8 @@ import math
 from collections.abc import Callable
 from fractions import Fraction
 
+import numpy as np
+
 from sgt_tfmot._checks import check_choice, check_open_fraction
 from sgt_tfmot.keras import tf
 
@@ -60,10 +62,14 @@ def masked_count(fraction: float, n: int) -> int:
       n: number of ranked features (positions) per sample.
 
     Returns:
-      k, an `int` with 0 <= k < n.
+      k, an `int` with 0 <= k < n; for a tensor `n` (positions known only at run time), the
+      same k as an int32 tensor, by the same integer arithmetic.
     """
-    fraction = check_open_fraction(fraction, "fraction")
-    return math.floor(Fraction(repr(fraction)) * int(n))
+    fraction = Fraction(repr(check_open_fraction(fraction, "fraction")))
+    if isinstance(n, int | np.integer):
+        return math.floor(fraction * int(n))
+    n = tf.cast(n, tf.int64)
+    return tf.cast(n * fraction.numerator // fraction.denominator, tf.int32)
 
 
 def _position_axes(rank: int) -> list[int]:
@@ -132,11 +138,7 @@ def saliency_mask(
     batch = tf.shape(score)[0]
     flat = tf.reshape(score, [batch, -1])
     n = flat.shape[1]
-    if n is not None:
-        k = masked_count(fraction, n)
-    else:  # positions only known at run time
-        n_dynamic = tf.cast(tf.shape(flat)[1], tf.float64)
-        k = tf.cast(tf.floor(fraction * n_dynamic + 1e-9), tf.int32)
+    k = masked_count(fraction, n if n is not None else tf.shape(flat)[1])
 
     # top_k of -score = the k lowest scores; equal values come out lower index first.
     _, lowest = tf.math.top_k(-flat, k=k, sorted=True)

@@ -29,8 +29,9 @@ from sgt_tfmot.quantizers import (
 _tfq = tfmot.quantization.keras
 
 
-# TFMOT's extension points (layout transforms, schemes, registries) are only importable from
-# its `python` tree; this is the one module that reaches into it.
+# TFMOT's extension points (layout transforms, schemes, registries, its wrapper) are only
+# importable from its `python` tree; this module and `quantizers` (TFMOT's quant_ops for the
+# moving-average ranges) are the ones that reach into it.
 from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402
     quantize_annotate as _annotate_mod,
     quantize_layer as _layer_mod,

@@ -94,6 +94,10 @@ class TrainConfig:
 
     dataset: str = "mnist_subset"
     data_dir: str | None = None
+    image_size: str | None = None
+    color_mode: str | None = None
+    validation_split: float | None = None
+    augment: str | None = None
     model: str = "resnet20"
     width: float | None = None
     weight_bits: int = 8
@@ -124,10 +128,8 @@ class TrainConfig:
 
     def check(self) -> TrainConfig:
         """Validates every field; raises `InputError` naming the field and what is accepted."""
-        try:
-            datasets.info(self.dataset)
-        except ValueError as error:
-            raise InputError(str(error)) from None
+        datasets.options(self.image_size, self.color_mode, self.validation_split)
+        datasets.parse_augment(self.augment)
         if not model_zoo.is_model_file(self.model):
             _checks.check_choice(self.model, model_zoo.MODELS, "model")
         if self.width is not None:
@@ -257,7 +259,8 @@ def prepare_run_directory(config: TrainConfig) -> RunDirectory:
         elif (out / "flags.json").is_file():
             previous = json.loads((out / "flags.json").read_text())
             current = config.run_settings()
-            changed = sorted(k for k in current if previous.get(k) != current[k])
+            defaults = TrainConfig().run_settings()  # settings a run of an older version lacks
+            changed = sorted(k for k in current if previous.get(k, defaults[k]) != current[k])
             if changed:
                 detail = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
                 raise InputError(
@@ -454,9 +457,16 @@ class WallClock(keras.callbacks.Callback):
 CALIBRATION_IMAGES = 1024  # the first training images set the ranges of --init_from runs
 
 
-def build_model(
-    config: TrainConfig, image_shape, num_classes, calibration_images=None
-) -> keras.Model:
+def data_options(config: TrainConfig) -> dict:
+    """The options of `sgt_tfmot.data.open_dataset` a run's settings give."""
+    return {
+        "image_size": config.image_size,
+        "color_mode": config.color_mode,
+        "validation_split": config.validation_split,
+    }
+
+
+def build_model(config: TrainConfig, info, calibration_images=None) -> keras.Model:
     """The float model (from --init_from's weights when given), quantized unless --float.
 
     With --init_from the QAT model starts from the float model's function: its 8-bit ranges
@@ -465,9 +475,12 @@ def build_model(
     (`sgt_tfmot.quantize.calibrate_ranges`).
     """
     options = {} if config.width is None else {"width": config.width}
+    if model_zoo.takes(config.model, "mean"):  # the data's own pixel statistics
+        options.update(mean=info.mean, std=info.std)
     model = model_zoo.build(
-        config.model, image_shape, num_classes, weight_decay=config.weight_decay, **options
-    )
+        config.model, info.image_shape, info.num_classes, weight_decay=config.weight_decay,
+        **options,
+    )  # fmt: skip
     if config.init_from is not None:
         model_zoo.copy_weights(
             saving.load_model(config.init_from), model, f"--init_from {config.init_from}"
@@ -569,9 +582,10 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
     config.check()
     if config.out_dir is None:
         config.out_dir = config.default_out_dir()
-    info = datasets.info(config.dataset)
-    train_x, train_y = datasets.load_arrays(config.dataset, "train", config.data_dir)
-    datasets.load_arrays(config.dataset, "test", config.data_dir)  # validated before training
+    info, arrays = datasets.open_dataset(config.dataset, config.data_dir, **data_options(config))
+    train_x, train_y = arrays.split("train")
+    augment = datasets.parse_augment(config.augment)
+    augment = info.augment if augment is None else augment
     policy, policy_reason = precision.resolve(config.mixed_precision)
     strategy = make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
@@ -595,15 +609,15 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
         train_ds = datasets.training_batches(
             train_x, train_y, config.batch_size, seed=config.seed,
             total_steps=max(plan.total_steps, start_step + 1), start_step=start_step,
-            augment=info.augment_train, hflip=info.hflip,
+            augment=augment,
         )  # fmt: skip
-        test_ds = datasets.load(config.dataset, "test", config.data_dir, config.batch_size)
+        test_ds = datasets.batches(*arrays.split("test"), config.batch_size)
         with strategy.scope():
-            model = build_model(
-                config, info.image_shape, info.num_classes,
-                train_x[:CALIBRATION_IMAGES].astype("float32"),
-            )  # fmt: skip
+            model = build_model(config, info, train_x[:CALIBRATION_IMAGES].astype("float32"))
             trainer = _make_trainer(config, model, plan, info.image_shape)
+        if chief:
+            labels = "\n".join(info.labels()) + "\n"
+            atomic_write(run.work / "labels.txt", labels.encode())
         clock = WallClock(run.work / "wall_time.json")
         if run.resumes or position is not None:
             where = (
@@ -639,7 +653,9 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
             callbacks=callbacks,
             verbose=progress,
         )
-        metrics = _finalise(config, run, model, trainer, test_ds, plan, clock, policy)
+        metrics = _finalise(
+            config, run, model, trainer, test_ds, plan, clock, policy, info, augment
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if not chief:
@@ -654,7 +670,7 @@ def _worker_directory(config: TrainConfig) -> RunDirectory:
     return RunDirectory(out, work, finished=False, resumes=(out / BACKUP_DIR).is_dir())
 
 
-def _finalise(config, run, model, trainer, test_ds, plan, clock, policy) -> dict:
+def _finalise(config, run, model, trainer, test_ds, plan, clock, policy, info, augment) -> dict:
     """Aligns, evaluates and writes the results; metrics.json last, the backup removed after.
 
     A kill anywhere in here leaves the backup, so the same command resumes (and finds
@@ -682,6 +698,15 @@ def _finalise(config, run, model, trainer, test_ds, plan, clock, policy) -> dict
         "aligned_bias_layers": aligned,
         "flags": config.run_settings(),
         "model_file": RUN_MODEL_FILE,
+        "data": {
+            "source": info.source,
+            "image_shape": list(info.image_shape),
+            "num_classes": info.num_classes,
+            "train_size": info.train_size,
+            "test_size": info.test_size,
+            "class_names": list(info.labels()),
+            "augment": list(augment),
+        },
     }
     atomic_write(run.work / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     _remove_backup(run.backup if run.work == run.out else None)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from sgt_tfmot import convert, saving
@@ -62,6 +63,11 @@ def models_dir(tmp_path_factory):
     dense = L.Dense(10)(L.GlobalAveragePooling2D()(inputs))
     saving.save_model(keras.Model(inputs, dense), root / "cifar_shaped.h5")
     (root / "corrupt.h5").write_bytes(b"this is not an HDF5 file")
+    rng = np.random.default_rng(0)
+    colour = {
+        f"x_{s}": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8) for s in ("train", "test")
+    }
+    np.savez(root / "colour.npz", **colour, y_train=np.arange(8) % 10, y_test=np.arange(8) % 10)
     return root
 
 
@@ -206,12 +212,12 @@ BAD_INPUT = [
         "float model: post-training quantization needs calibration images",
     ),
     (
-        ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "cifar10"],
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "{dir}/colour.npz"],
         "the model's input shape (28, 28, 1) does not fit the images (32, 32, 3)",
     ),
     (
-        ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "imagenet"],
-        "Unknown dataset 'imagenet'",
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "no_such_dataset"],
+        "Unknown dataset 'no_such_dataset'",
     ),
     (
         ["--int8", "{dir}/float.keras", "--output", "{out}", "--dataset", "mnist"]

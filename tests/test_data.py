@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import data
+from sgt_tfmot.data import embedded, npz
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _full_data_dir() -> Path | None:
     """The folder with the full datasets, if this machine has it."""
-    for candidate in (os.environ.get(data.DATA_DIR_ENV), REPO.parent / "shared" / "data"):
+    for candidate in (os.environ.get(npz.DATA_DIR_ENV), REPO.parent / "shared" / "data"):
         if candidate and (Path(candidate) / "mnist.npz").is_file():
             return Path(candidate)
     return None
@@ -83,179 +84,112 @@ def _window_matches(aug, orig, pad=data.AUGMENT_PADDING, hflip=True):
     return found
 
 
-# ----------------------------------------------------------------------------- registry
-
-
-def test_info_of_known_datasets():
-    assert data.info("mnist").image_shape == (28, 28, 1)
-    assert data.info("cifar10").image_shape == (32, 32, 3)
-    subset = data.info("mnist_subset")
-    assert (subset.image_shape, subset.num_classes) == ((28, 28, 1), 10)
-    assert (subset.size("train"), subset.size("test")) == (5000, 1000)
-    assert (data.info("cifar10").train_size, data.info("cifar10").test_size) == (50000, 10000)
-    assert data.info("cifar10").augment_train and data.info("cifar10").hflip
-    assert not data.info("mnist").augment_train and not data.info("mnist").hflip
-
-
-def test_unknown_dataset_lists_known_ones():
-    match = r"Unknown dataset 'svhn'\. Known datasets: 'cifar10', 'mnist', 'mnist_subset'\."
-    with pytest.raises(ValueError, match=match):
-        data.info("svhn")
-    with pytest.raises(ValueError, match=match):
-        data.load_arrays("svhn", "train")
-    with pytest.raises(ValueError, match=match):
-        data.load("svhn", "train")
-
-
-def test_unknown_split():
-    match = r"`split` must be one of 'train', 'test'\. Received: split='validation'"
-    with pytest.raises(ValueError, match=match):
-        data.load_arrays("mnist_subset", "validation")
-    with pytest.raises(ValueError, match=match):
-        data.load("mnist_subset", "validation")
-
-
-# ----------------------------------------------------------------------------- npz source
-
-
-def test_load_arrays_from_npz(tmp_path):
-    arrays = _write_npz(tmp_path, "cifar10", (32, 32, 3))
-    for split in ("train", "test"):
-        x, y = data.load_arrays("cifar10", split, data_dir=tmp_path)
-        assert x.dtype == np.uint8 and y.dtype == np.int64
-        np.testing.assert_array_equal(x, arrays[f"x_{split}"])
-        np.testing.assert_array_equal(y, arrays[f"y_{split}"])
-
-
-def test_load_arrays_adds_channel_axis_and_flattens_labels(tmp_path):
-    x_train, y_train = _arrays((28, 28), 5)
-    _write_npz(tmp_path, "mnist", (28, 28), x_train=x_train, y_train=y_train[:, None])
-    x, y = data.load_arrays("mnist", "train", data_dir=str(tmp_path))
-    assert x.shape == (5, 28, 28, 1) and y.shape == (5,)
-    np.testing.assert_array_equal(x[..., 0], x_train)
-    np.testing.assert_array_equal(y, y_train)
-
-
-def test_env_var_is_used_when_data_dir_is_none(tmp_path, monkeypatch, fake_tfds):
-    arrays = _write_npz(tmp_path, "mnist", (28, 28, 1))
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
-    x, _ = data.load_arrays("mnist", "test")
+# ----------------------------------------------------------------------------- npz sources
+def test_any_name_in_a_data_dir_and_any_npz_path(tmp_path):
+    arrays = _write_npz(
+        tmp_path, "my_photos", (12, 10, 3), labels=np.array([f"c{i}" for i in range(10)])
+    )
+    info = data.info("my_photos", data_dir=tmp_path)
+    assert info.image_shape == (12, 10, 3) and info.num_classes == 10
+    assert (info.train_size, info.test_size) == (10, 6)
+    assert info.class_names == tuple(f"c{i}" for i in range(10))
+    assert info.augment == ("crop", "flip")  # colour images
+    x, y = data.load_arrays(str(tmp_path / "my_photos.npz"), "test")
     np.testing.assert_array_equal(x, arrays["x_test"])
-    assert fake_tfds.calls == []
+    np.testing.assert_array_equal(y, arrays["y_test"])
+    np.testing.assert_allclose(info.mean, arrays["x_train"].mean(axis=(0, 1, 2)), rtol=1e-6)
 
 
-def test_data_dir_without_the_file(tmp_path, fake_tfds):
-    _write_npz(tmp_path, "mnist", (28, 28, 1))
-    with pytest.raises(data.DataError, match=r"has no file 'cifar10\.npz' for dataset 'cifar10'"):
-        data.load_arrays("cifar10", "train", data_dir=tmp_path)
-    assert fake_tfds.calls == []  # an explicit data_dir does not fall back to tfds
+def test_labels_txt_beside_the_npz_names_the_classes(tmp_path):
+    _write_npz(tmp_path, "digits", (8, 8), n_train=10)
+    (tmp_path / "digits.labels.txt").write_text("\n".join(f"d{i}" for i in range(10)) + "\n")
+    info = data.info(str(tmp_path / "digits.npz"))
+    assert info.class_names[:2] == ("d0", "d1") and info.image_shape == (8, 8, 1)
+    assert info.augment == ()  # one channel: no flip, no crop by default
 
 
-def test_npz_missing_a_key(tmp_path):
-    _write_npz(tmp_path, "cifar10", (32, 32, 3), y_test=None)
-    data.load_arrays("cifar10", "train", data_dir=tmp_path)  # the train keys are there
-    with pytest.raises(data.DataError, match=r"has no key 'y_test'.*Keys found: \['x_test', "):
-        data.load_arrays("cifar10", "test", data_dir=tmp_path)
+def test_env_var_is_used_when_data_dir_is_none(tmp_path, monkeypatch):
+    _write_npz(tmp_path, "mnist", (28, 28))
+    monkeypatch.setenv(npz.DATA_DIR_ENV, str(tmp_path))
+    x, _ = data.load_arrays("mnist", "test")
+    assert x.shape == (6, 28, 28, 1)
 
 
-def test_length_mismatch(tmp_path):
-    _write_npz(tmp_path, "mnist", (28, 28, 1), y_train=np.zeros(9, np.uint8))
-    with pytest.raises(data.DataError, match=r"10 images but 9 labels"):
-        data.load_arrays("mnist", "train", data_dir=tmp_path)
-
-
-@pytest.mark.parametrize("bad", [10, -1])
-def test_labels_outside_range(tmp_path, bad):
-    labels = np.zeros(10, np.int64)
-    labels[3] = bad
-    _write_npz(tmp_path, "mnist", (28, 28, 1), y_train=labels)
-    with pytest.raises(data.DataError, match=rf"label {bad} is outside \[0, 10\)"):
-        data.load_arrays("mnist", "train", data_dir=tmp_path)
-
-
-def test_images_of_another_shape(tmp_path):
-    x, _ = _arrays((28, 28, 3), 10)
-    _write_npz(tmp_path, "mnist", (28, 28, 1), x_train=x)
-    with pytest.raises(data.DataError, match=r"shape \(10, 28, 28, 3\), expected \(N, 28, 28, 1\)"):
-        data.load_arrays("mnist", "train", data_dir=tmp_path)
-    x, _ = _arrays((32, 32), 10)  # no channel axis is only accepted for 1-channel datasets
-    _write_npz(tmp_path, "cifar10", (32, 32, 3), x_train=x)
-    with pytest.raises(data.DataError, match=r"shape \(10, 32, 32\), expected \(N, 32, 32, 3\)"):
+def test_data_dir_without_the_file(tmp_path):
+    with pytest.raises(data.DataError, match=r"has no file 'cifar10.npz' for dataset 'cifar10'"):
         data.load_arrays("cifar10", "train", data_dir=tmp_path)
 
 
-def test_images_not_uint8(tmp_path):
-    x, _ = _arrays((28, 28, 1), 10)
-    _write_npz(tmp_path, "mnist", (28, 28, 1), x_train=x.astype(np.float32))
-    with pytest.raises(data.DataError, match=r"dtype float32, expected uint8"):
-        data.load_arrays("mnist", "train", data_dir=tmp_path)
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"x_test": None}, r"has no key 'x_test'"),
+        ({"y_train": np.zeros(9, np.uint8)}, r"\(train\): 10 images but 9 labels"),
+        ({"y_train": np.arange(10) * 0.5}, r"y_train: labels have shape \(10,\) and dtype float64"),
+        ({"y_train": np.eye(10, dtype=np.uint8)}, r"one-hot it seems; .*store y.argmax\(1\)"),
+        ({"y_test": np.full(6, -1)}, r"\(test\): label -1 is outside 0..9"),
+        ({"x_test": np.zeros((6, 4, 4, 3), np.uint8)}, r"train images are \(12, 10, 3\) but test"),
+        ({"x_train": np.zeros((10, 12, 10, 3), np.float32)}, r"dtype float32, expected uint8"),
+        ({"labels": np.array(["a", "b"])}, r"label 9 is outside 0..1 \(2 class names\)"),
+    ],
+)
+def test_bad_npz_contents(tmp_path, overrides, message):
+    _write_npz(tmp_path, "bad", (12, 10, 3), **overrides)
+    with pytest.raises(data.DataError, match=message):
+        data.info("bad", data_dir=tmp_path)
 
 
-# ----------------------------------------------------------------------------- tfds source
+def test_unknown_split_and_bad_options():
+    with pytest.raises(ValueError, match=r"`split` must be one of 'train', 'test'"):
+        data.load_arrays("mnist_subset", "validation")
+    with pytest.raises(ValueError, match=r"`image_size` must be H,W with positive integers"):
+        data.options(image_size="big")
+    with pytest.raises(ValueError, match=r"`augment` must be none or a comma-separated"):
+        data.parse_augment("crop,rotate")
+    assert data.parse_augment("none") == () and data.parse_augment("flip,crop") == ("flip", "crop")
 
 
-def test_tfds_failure_says_where_it_looked(fake_tfds):
-    with pytest.raises(data.DataError) as raised:
-        data.load_arrays("cifar10", "train")
-    message = str(raised.value)
-    assert "no data_dir given and $SGT_TFMOT_DATA_DIR is not set" in message
-    assert "tensorflow_datasets failed: ConnectionError: no network." in message
-    assert "second line" not in message  # the reason is one line
-    assert fake_tfds.calls == [("cifar10", "train", -1, True)]
-    assert isinstance(raised.value, ValueError)
+# ----------------------------------------------------------------------------- TFDS
+def test_unknown_tfds_name_fails_at_once():
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(data.DataError, match=r"Unknown dataset 'no_such_set_xyz'"):
+        data.info("no_such_set_xyz")
+    assert time.monotonic() - start < 30
 
 
-def test_env_var_without_the_file_falls_back_to_tfds(tmp_path, monkeypatch, fake_tfds):
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
-    fake_tfds.result = RuntimeError("Failed to resolve 'storage.googleapis.com'")
-    with pytest.raises(data.DataError) as raised:
-        data.load_arrays("mnist", "test")
-    message = str(raised.value)
-    assert f"{str(tmp_path / 'mnist.npz')!r} does not exist" in message
-    assert "RuntimeError: Failed to resolve 'storage.googleapis.com'" in message
+def test_a_tfds_set_that_is_not_image_classification_is_refused():
+    with pytest.raises(data.DataError, match=r"'imdb_reviews' is not an image-classification"):
+        data.info("imdb_reviews")
 
 
-def test_tfds_arrays_are_checked_and_converted(fake_tfds):
-    x, y = _arrays((28, 28, 1), 4)
-    fake_tfds.result = (x, y.astype(np.int64))
-    got_x, got_y = data.load_arrays("mnist", "test")
-    np.testing.assert_array_equal(got_x, x)
-    np.testing.assert_array_equal(got_y, y)
-    fake_tfds.result = (x[:, :27], y)
-    with pytest.raises(data.DataError, match=r"tensorflow_datasets 'mnist'/test: images have"):
-        data.load_arrays("mnist", "test")
+def test_tfds_arrays_go_through_the_same_checks(monkeypatch):
+    from sgt_tfmot.data import tfds_source
 
+    x, y = _arrays((8, 8, 1), 6)
 
-# ----------------------------------------------------------------------------- pipeline
+    class Builder:
+        info = types.SimpleNamespace(
+            features={
+                "image": None,
+                "label": types.SimpleNamespace(names=[str(i) for i in range(10)]),
+            }
+        )
 
+        def is_prepared(self):
+            return True
 
-def test_test_split_is_the_raw_arrays_in_order(tmp_path):
-    arrays = _write_npz(tmp_path, "cifar10", (32, 32, 3), n_test=7)
-    ds = data.load("cifar10", "test", data_dir=tmp_path, batch_size=3)
-    batches = list(ds)
-    assert [b[0].shape[0] for b in batches] == [3, 3, 1]
-    images, labels = _batches(ds)
-    assert images.dtype == np.float32 and labels.dtype == np.int64
-    # Raw pixel range, not standardised: exactly the uint8 values as floats.
-    np.testing.assert_array_equal(images, arrays["x_test"].astype(np.float32))
-    np.testing.assert_array_equal(labels, arrays["y_test"])
-
-
-def test_drop_remainder_and_limit(tmp_path):
-    arrays = _write_npz(tmp_path, "cifar10", (32, 32, 3), n_test=7)
-    ds = data.load("cifar10", "test", data_dir=tmp_path, batch_size=3, drop_remainder=True)
-    assert [b[0].shape[0] for b in ds] == [3, 3]
-    images, _ = _batches(data.load("cifar10", "test", data_dir=tmp_path, limit=4))
-    np.testing.assert_array_equal(images, arrays["x_test"][:4])
-    images, _ = _batches(data.load("cifar10", "test", data_dir=tmp_path, limit=100))
-    assert len(images) == 7  # a limit above the split size keeps the split
-
-
-@pytest.mark.parametrize("arg", ["batch_size", "limit"])
-@pytest.mark.parametrize("value", [0, -2, 2.5, True])
-def test_bad_batch_size_and_limit(arg, value):
-    with pytest.raises(ValueError, match=rf"`{arg}` must be an integer >= 1\. Received: "):
-        data.load("mnist_subset", "test", **{arg: value})
+    stub = types.SimpleNamespace(
+        builder=lambda name: Builder(),
+        as_numpy=lambda tree: tree,
+        load=lambda name, split, batch_size, as_supervised: (x, y),
+    )
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", stub)
+    info = data.info("fake_tfds_set")
+    assert info.image_shape == (8, 8, 1) and info.class_names[3] == "3"
+    assert "tensorflow_datasets 'fake_tfds_set'" in info.source
+    del tfds_source
 
 
 def test_mnist_training_split_is_shuffled_not_augmented(tmp_path):
@@ -272,7 +206,7 @@ def test_mnist_training_split_is_shuffled_not_augmented(tmp_path):
 )
 def test_augmentation_is_a_shifted_window_of_the_padded_image(tmp_path, name, shape, hflip):
     arrays = _write_npz(tmp_path, name, shape, n_train=24)
-    # cifar10 augments its training split by default; MNIST only when asked.
+    # Colour images are cropped and flipped by default; one channel only when asked.
     ds = data.load(
         name,
         "train",
@@ -280,7 +214,7 @@ def test_augmentation_is_a_shifted_window_of_the_padded_image(tmp_path, name, sh
         batch_size=8,
         shuffle=False,
         seed=0,
-        augment=None if name == "cifar10" else True,
+        augment=None if name == "cifar10" else ["crop"],
     )
     images, labels = _batches(ds)
     assert images.shape == (24, *shape) and images.dtype == np.float32
@@ -288,7 +222,7 @@ def test_augmentation_is_a_shifted_window_of_the_padded_image(tmp_path, name, sh
     np.testing.assert_array_equal(labels, arrays["y_train"])
     placements = []
     for aug, orig in zip(images, arrays["x_train"], strict=True):
-        found = _window_matches(aug, orig.astype(np.float32), hflip=True)
+        found = _window_matches(aug, orig.astype(np.float32), hflip=hflip)
         assert len(found) == 1, found  # random images: exactly one window matches
         placements.append(found[0])
     # Offsets are drawn per image: several distinct ones, not all the identity (4, 4).
@@ -325,7 +259,7 @@ def test_same_seed_same_batches(tmp_path):
 
 
 def test_shipped_subset_file():
-    path = data._SUBSET_FILE
+    path = embedded.EMBEDDED["mnist_subset"]
     assert path.stat().st_size < 2 * 1024 * 1024
     assert (path.parent / "README.md").is_file()
     # The first ten labels of the official MNIST splits (no class reaches its quota within
@@ -350,16 +284,16 @@ def test_shipped_subset_ignores_data_dir_and_feeds_the_pipeline(tmp_path):
 def test_first_per_class_keeps_the_official_order():
     labels = np.array([2, 0, 0, 1, 2, 0, 1, 2, 1])
     # Hand-derived: first two 0s at 1, 2; first two 1s at 3, 6; first two 2s at 0, 4.
-    np.testing.assert_array_equal(data._first_per_class(labels, 2, 3), [0, 1, 2, 3, 4, 6])
+    np.testing.assert_array_equal(embedded._first_per_class(labels, 2, 3), [0, 1, 2, 3, 4, 6])
     with pytest.raises(ValueError, match=r"Class 1 has 1 examples, fewer than 2\."):
-        data._first_per_class(np.array([2, 0, 0, 1, 2, 0, 2]), 2, 3)
+        embedded._first_per_class(np.array([2, 0, 0, 1, 2, 0, 2]), 2, 3)
 
 
 @pytest.mark.skipif(FULL_DATA_DIR is None, reason="full MNIST (mnist.npz) not available")
 def test_shipped_subset_matches_its_selection_rule(tmp_path):
-    rebuilt = data._make_mnist_subset(FULL_DATA_DIR / "mnist.npz", tmp_path / "subset.npz")
-    shipped = data._SUBSET_FILE
+    rebuilt = embedded._make_mnist_subset(FULL_DATA_DIR / "mnist.npz", tmp_path / "subset.npz")
+    shipped = embedded.EMBEDDED["mnist_subset"]
     with np.load(rebuilt) as new, np.load(shipped) as old:
-        assert sorted(new.files) == sorted(old.files) == sorted(data._NPZ_KEYS)
+        assert sorted(new.files) == sorted(old.files) == sorted(npz.KEYS)
         for key in new.files:
             np.testing.assert_array_equal(new[key], old[key])

@@ -152,8 +152,8 @@ def test_existing_files_need_overwrite(explained, models_dir, capsys):
         ),
         (
             ["--model", "{root}/run", "--methods", "vanilla,lime"],
-            r"--methods must each be one of 'vanilla', 'smoothgrad', 'gradcam', 'gradcampp'. "
-            r"Received: vanilla,lime",
+            r"--methods must each be one of 'vanilla', 'smoothgrad', 'gradcam', 'gradcampp', "
+            r"'occlusion'. Received: vanilla,lime",
         ),
         (
             ["--model", "{root}/run", "--num_images", "0"],
@@ -165,8 +165,8 @@ def test_existing_files_need_overwrite(explained, models_dir, capsys):
         ),
         (["--model", "{root}/dense.h5"], r"No dataset given and no model comes from a training"),
         (
-            ["--model", "{root}/run", "--dataset", "imagenet"],
-            r"Unknown dataset 'imagenet'. Known datasets: 'cifar10', 'mnist', 'mnist_subset'",
+            ["--model", "{root}/run", "--dataset", "no_such_dataset"],
+            r"Unknown dataset 'no_such_dataset': Dataset no_such_dataset not found",
         ),
         (["--model", "{root}/run", "--images", "1,b"], r"--images must be a comma-separated"),
         (
@@ -190,7 +190,7 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, match, models_dir, tmp_p
 def test_bad_input_in_a_subprocess_exits_2_without_traceback(models_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sgt_tfmot.explain", "--model", str(models_dir / "run")]
-        + ["--out_dir", str(tmp_path / "out"), "--methods", "occlusion"],
+        + ["--out_dir", str(tmp_path / "out"), "--methods", "lime"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -200,6 +200,6 @@ def test_bad_input_in_a_subprocess_exits_2_without_traceback(models_dir, tmp_pat
     # The whole of stderr: no TensorFlow start-up lines before the message.
     assert result.stderr.splitlines() == [
         f"{ERROR_PREFIX}--methods must each be one of 'vanilla', 'smoothgrad', 'gradcam', "
-        "'gradcampp'. Received: occlusion"
+        "'gradcampp', 'occlusion'. Received: lime"
     ]
     assert "Traceback" not in result.stderr

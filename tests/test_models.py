@@ -16,7 +16,7 @@ NOT_QUANTIZABLE = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
 @pytest.fixture(scope="module")
 def resnet():
     keras.utils.set_random_seed(0)
-    return models.resnet20()
+    return models.resnet20(mean=CIFAR_MEAN, std=CIFAR_STD)  # the data's statistics
 
 
 def _layer_counts(model):
@@ -111,8 +111,8 @@ def test_normalization_maps_cifar_statistics(resnet):
 @pytest.mark.parametrize(
     "shape, kwargs, mean, std",
     [
-        ((28, 28, 1), {}, 0.1307 * 255, 0.3081 * 255),  # MNIST defaults
-        ((16, 16, 2), {}, 127.5, 127.5),  # any other shape: 0..255 -> -1..1
+        ((28, 28, 1), {}, 127.5, 127.5),  # no statistics: 0..255 -> -1..1, whatever the shape
+        ((16, 16, 2), {}, 127.5, 127.5),
         ((8, 8, 2), {"mean": (10.0, 20.0), "std": 2.0}, np.array([10.0, 20.0]), 2.0),
     ],
 )
@@ -180,7 +180,9 @@ def test_models_take_the_data_pipeline_output():
 
 
 def test_build_unknown_model():
-    match = r"Unknown model 'vgg16'\. Known models: 'mobilenet_tiny', 'resnet20'\."
+    match = (
+        r"Unknown model 'vgg16'\. Known models: 'mobilenet_tiny', 'mobilenet_v2', 'resnet20', or"
+    )
     with pytest.raises(ValueError, match=match):
         models.build("vgg16", (32, 32, 3), 10)
 

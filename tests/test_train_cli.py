@@ -35,7 +35,7 @@ def test_run_writes_every_output(tmp_path):
     assert saved["wall_time_seconds"] > 0
     alphas = json.loads((out / "alpha.json").read_text())
     assert [h["epoch"] for h in alphas] == [0, 1] and len(alphas[0]["alpha"]) == 9  # PACT layers
-    assert set(alphas[0]["alpha"].values()) == {10.0}  # α₀
+    assert set(alphas[0]["alpha"].values()) == {6.0}  # α₀ = 10, capped at 6 for ReLU6
     model = load_model(out)
     x = np.zeros((2, 28, 28, 1), np.float32)
     assert model.predict(x, verbose=0).shape == (2, 10)

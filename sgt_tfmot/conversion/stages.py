@@ -128,21 +128,23 @@ def load(model, calibration_samples: int, trust_model_code: bool) -> _Loaded:
     return _Loaded(file, rebuilt, dtype, quantized, image_shape, num_classes)
 
 
-def load_data(loaded: _Loaded, dataset, data_dir, num_test, calibration_samples) -> _Data:
+def load_data(
+    loaded: _Loaded, dataset, data_dir, num_test, calibration_samples, data_options=None
+) -> _Data:
     """The test split (first `num_test`) and calibration images of the model's dataset."""
-    dataset, data_dir, source = _cli.resolve_dataset(dataset, data_dir, [loaded.file])
-    info = data.info(dataset)
+    dataset, data_dir, source, options = _cli.resolve_dataset(
+        dataset, data_dir, [loaded.file], data_options
+    )
+    info, arrays = data.open_dataset(dataset, data_dir, **options)
     check_classifier(loaded.model, str(loaded.file), info.image_shape, info.num_classes)
-    x_test, y_test = data.load_arrays(dataset, "test", data_dir)
+    x_test, y_test = arrays.split("test")
     if num_test is not None:
         x_test, y_test = x_test[:num_test], y_test[:num_test]
     calibration = None
     if calibration_samples:  # a QAT model's converter uses them only for range-less tensors
-        x_train, _ = data.load_arrays(dataset, "train", data_dir)
-        calibration = x_train[:calibration_samples].astype(np.float32)
-    names = getattr(info, "class_names", None)
+        calibration = arrays.x_train[:calibration_samples].astype(np.float32)
     return _Data(dataset, data_dir, source, x_test.astype(np.float32), y_test, calibration,
-                 None if names is None else tuple(names))  # fmt: skip
+                 info.class_names)  # fmt: skip
 
 
 def convert(loaded: _Loaded, samples: _Data, io_dtype: str, say) -> tuple[bytes, bytes]:
@@ -271,6 +273,7 @@ def convert_and_check(
     figure: str | os.PathLike | None = None,
     overwrite: bool = False,
     trust_model_code: bool = False,
+    data_options: dict | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Converts a saved classifier to an integer .tflite, checks it, writes the files.
@@ -293,6 +296,8 @@ def convert_and_check(
       figure: Where to write the saliency PNG; None: beside `report` (same name, .png).
       overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
       trust_model_code: Load a model whose layers carry Python code.
+      data_options: How an image-folder dataset is read (`sgt_tfmot.data.options`);
+        default: the training run's.
       progress: Called with a short message before each slow stage.
 
     Returns:
@@ -315,7 +320,7 @@ def convert_and_check(
     thresholds = checks.Thresholds() if thresholds is None else thresholds
     paths = check_outputs(output, report, figure, overwrite)
     loaded = load(model, calibration_samples, trust_model_code)
-    samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples)
+    samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples, data_options)
     flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, say)
     tflite_model = TFLiteModel(flatbuffer)
     found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity_fill,

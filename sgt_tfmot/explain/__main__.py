@@ -54,7 +54,7 @@ from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
 from sgt_tfmot.explain import report as reports
 from sgt_tfmot.explain.attribution import _penultimate
-from sgt_tfmot.explain.attributions import CAM_METHODS, MAP_METHODS
+from sgt_tfmot.explain.attributions import CAM_METHODS, MAP_METHODS, names
 from sgt_tfmot.explain.evaluate import Evaluation, check_settings, evaluate_models
 from sgt_tfmot.explain.measures import DEFAULT_SANITY_THRESHOLD
 from sgt_tfmot.masking import FILLS
@@ -63,6 +63,7 @@ from sgt_tfmot.models import check_classifier
 __all__ = ["ExplainError", "Explanation", "explain_saved_models", "format_summary", "main"]
 
 PROGRAM = "sgt_tfmot.explain"
+DEFAULT_METHODS = names(gradient_free=False)  # occlusion on request (--methods ...)
 METRICS_FILE = _cli.METRICS_FILE
 FILES = {
     "maps": "maps.png",
@@ -88,7 +89,10 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("data_dir", None, "Folder with DATASET.npz (see sgt_tfmot.data).", **_IN)
 flags.DEFINE_string("out_dir", None, "Folder of the output files (created if missing).", **_IN)
-flags.DEFINE_list("methods", list(MAP_METHODS), "Attribution methods of the maps.", **_IN)
+flags.DEFINE_list(
+    "methods", list(DEFAULT_METHODS),
+    f"Attribution methods of the maps: any of {', '.join(MAP_METHODS)}.", **_IN,
+)  # fmt: skip
 flags.DEFINE_integer("num_images", 8, "Test images in maps.png, drawn with --seed.", **_IN)
 flags.DEFINE_list("images", None, "Indices of the test images in maps.png (not random).", **_IN)
 flags.DEFINE_integer("curve_images", 500, "First N test images of the drop curves.", **_IN)
@@ -116,6 +120,7 @@ flags.DEFINE_bool(
     "trust_model_code", False, "Load models whose layers carry Python code (Lambda).", **_IN
 )
 flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **_IN)
+_cli.define_data_flags(FLAGS)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
 
@@ -179,7 +184,7 @@ def explain_saved_models(
     *,
     dataset: str | None = None,
     data_dir: str | os.PathLike | None = None,
-    methods: Sequence[str] = MAP_METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     num_images: int = 8,
     images: Sequence[int] | None = None,
     curve_images: int = 500,
@@ -193,6 +198,7 @@ def explain_saved_models(
     report: str | os.PathLike | None = None,
     overwrite: bool = False,
     trust_model_code: bool = False,
+    data_options: dict | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Explanation:
     """Loads saved models and a dataset's test split, evaluates, writes the files.
@@ -239,8 +245,8 @@ def explain_saved_models(
         files.append(saving.resolve_model_path(path))
         loaded.append(saving.float32_model(model))
     paths_in = [Path(p) for p in models]
-    dataset, data_dir, _ = _cli.resolve_dataset(dataset, data_dir, files)
-    info = data.info(dataset)
+    dataset, data_dir, _, options = _cli.resolve_dataset(dataset, data_dir, files, data_options)
+    info, arrays = data.open_dataset(dataset, data_dir, **options)
     cam = bool((set(methods) | {curve_method}) & set(CAM_METHODS))
     for model, path in zip(loaded, paths_in, strict=True):
         check_classifier(model, str(path), info.image_shape, info.num_classes)
@@ -249,7 +255,7 @@ def explain_saved_models(
                 _penultimate(model, penultimate_layer)
             except ValueError as error:
                 raise ExplainError(f"{path}: {error}") from None
-    x_test, y_test = data.load_arrays(dataset, "test", data_dir)
+    x_test, y_test = arrays.split("test")
     names = _model_names(files, paths_in)
     evaluation = evaluate_models(
         dict(zip(names, loaded, strict=True)),
@@ -267,6 +273,7 @@ def explain_saved_models(
         sanity_threshold=sanity_threshold,
         seed=seed,
         progress=progress,
+        class_names=info.class_names,
     )
 
     say("writing the figures and the report")
@@ -360,6 +367,7 @@ def _explain(positional: list[str]) -> int:
         report=FLAGS.report,
         overwrite=FLAGS.overwrite,
         trust_model_code=FLAGS.trust_model_code,
+        data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
         progress=_cli.progress(PROGRAM),
     )
     print(explanation.summary)

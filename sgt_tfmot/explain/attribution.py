@@ -21,7 +21,7 @@ compare.
   images.
 * `last_conv_layer` finds the Grad-CAM layer of a float or TFMOT QAT model (looking inside
   `QuantizeWrapperV2`, whose inner layer is `wrapper.layer`); tf-keras-vis 0.8.7 cannot find
-  it on tf_keras models on its own (see docs/STACK-NOTES.md).
+  it on tf_keras models on its own (tf-keras-vis 0.8.7 looks for Keras 3 layer classes).
 
 QAT models work as they are: fake-quant ops pass gradients inside their ranges and none
 outside, so an image whose true-class output lies beyond the output quantizer's range has an

@@ -101,6 +101,7 @@ class Evaluation:
       maps: (model name, method) -> (N, H, W) maps of the map images.
       predictions: Model name -> predicted class of each map image.
       settings: The arguments that shaped the numbers (sizes, fill, seed, ...).
+      class_names: The dataset's class names, for the figures (None: ids).
     """
 
     models: list[ModelEvaluation]
@@ -112,6 +113,7 @@ class Evaluation:
     maps: dict[tuple[str, str], np.ndarray]
     predictions: dict[str, np.ndarray]
     settings: dict
+    class_names: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict:
         """Everything but the images and maps, JSON-ready."""
@@ -175,7 +177,7 @@ def _curve_saliency(model, images, labels, method, options, seed) -> np.ndarray 
 
 def check_settings(
     *,
-    methods: Sequence[str] = MAP_METHODS,
+    methods: Sequence[str] = attributions.names(gradient_free=False),
     curve_method: str = "vanilla",
     fill: str = "mean",
     num_images: int = 8,
@@ -220,7 +222,7 @@ def evaluate_models(
     images: np.ndarray,
     labels: np.ndarray,
     *,
-    methods: Sequence[str] = MAP_METHODS,
+    methods: Sequence[str] = attributions.names(gradient_free=False),
     num_images: int = 8,
     map_indices: Sequence[int] | None = None,
     curve_images: int = 500,
@@ -236,6 +238,7 @@ def evaluate_models(
     seed: int = 0,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Evaluation:
     """Maps, accuracy-drop curves, agreement, concentration and sanity checks of models.
 
@@ -264,6 +267,7 @@ def evaluate_models(
         the sanity check.
       batch_size: Images per gradient or tf-keras-vis call, >= 1.
       progress: Called with a short message before each slow step.
+      class_names: The dataset's class names, for the figures.
 
     Returns:
       An `Evaluation`.
@@ -393,4 +397,5 @@ def evaluate_models(
         maps=maps,
         predictions=predictions,
         settings=settings,
+        class_names=None if class_names is None else tuple(class_names),
     )

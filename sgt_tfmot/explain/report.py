@@ -22,6 +22,7 @@ import numpy as np
 
 from sgt_tfmot.explain.curves import curves_csv as _curves_csv
 from sgt_tfmot.explain.evaluate import Evaluation
+from sgt_tfmot.explain.figures import class_name, overlay
 
 __all__ = ["curves_csv", "curves_figure", "curves_json", "maps_figure", "markdown_report"]
 
@@ -62,8 +63,9 @@ def _new_figure(width: float, height: float):
 def maps_figure(evaluation: Evaluation) -> bytes:
     """PNG: rows are the map images, columns the image and then models × methods.
 
-    Each map is shown on its own scale (0 to its maximum, "jet" colors); the title of a
-    map's cell gives the model's prediction, green when right and red when wrong.
+    Each map is drawn over its image, on its own scale (0 to its maximum, "jet" colours
+    with transparency, one colour bar); the title of a map's cell gives the model's
+    prediction (class names when the data has them), green when right and red when wrong.
 
     Args:
       evaluation: From `evaluate_models`.
@@ -72,33 +74,31 @@ def maps_figure(evaluation: Evaluation) -> bytes:
       The PNG file's bytes.
     """
     names = [model.name for model in evaluation.models]
+    classes = evaluation.class_names
     columns = [(name, method) for name in names for method in evaluation.methods]
     rows = len(evaluation.map_images)
-    figure = _new_figure(1.35 * (len(columns) + 1), 1.45 * rows + 0.6)
+    figure = _new_figure(1.35 * (len(columns) + 1) + 0.6, 1.45 * rows + 0.6)
     axes = figure.subplots(rows, len(columns) + 1, squeeze=False)
+    artist = None
     for row, (index, image, label) in enumerate(
         zip(evaluation.map_indices, evaluation.map_images, evaluation.map_labels, strict=True)
     ):
-        shown = np.clip(image, 0, 255) / 255.0
         cell = axes[row, 0]
-        if shown.shape[-1] == 1:
-            cell.imshow(shown[..., 0], cmap="gray", vmin=0, vmax=1)
-        else:
-            cell.imshow(shown[..., :3])
-        cell.set_title(f"#{index} label {int(label)}", fontsize=7)
+        overlay(cell, image, np.zeros(image.shape[:2]), alpha=0.0)
+        cell.set_title(f"#{index} {class_name(label, classes)}", fontsize=7)
         for column, (name, method) in enumerate(columns, start=1):
             cell = axes[row, column]
             saliency = evaluation.maps[name, method][row]
             top = float(saliency.max())
-            cell.imshow(saliency, cmap="jet", vmin=0.0, vmax=top if top > 0 else 1.0)
+            artist = overlay(cell, image, saliency / top if top > 0 else saliency, vmax=1.0)
             predicted = int(evaluation.predictions[name][row])
-            title = f"pred {predicted}" + (" (zero map)" if top == 0 else "")
+            title = f"pred {class_name(predicted, classes)}" + (" (zero map)" if top == 0 else "")
             if row == 0:
                 title = f"{name}\n{METHOD_NAMES[method]}\n{title}"
             cell.set_title(title, fontsize=7, color="green" if predicted == label else "red")
-    for cell in axes.flat:
-        cell.set_xticks([])
-        cell.set_yticks([])
+    if artist is not None:
+        figure.colorbar(artist, ax=list(axes.flat), fraction=0.02, pad=0.01,
+                        label="saliency / the map's maximum")  # fmt: skip
     figure.suptitle("Saliency of the true class (columns: model, method)", fontsize=9)
     figure.tight_layout()
     return _png(figure)

@@ -1,6 +1,13 @@
-"""Small image classifiers that TFMOT can quantize: CIFAR ResNet-20 and a tiny MobileNet.
+"""Image classifiers TFMOT can quantize, in one registry (`MODELS`, `build`, `register`).
 
-Both are Functional `tf_keras` models made only of built-in layers (no `Lambda`, no raw tf
+| name             | module         | what                                              |
+|------------------|----------------|---------------------------------------------------|
+| `resnet20`       | `resnet`       | CIFAR ResNet-20 (He et al. 2016)                  |
+| `mobilenet_tiny` | `mobilenet`    | a small MobileNet-v1-style network                 |
+| `mobilenet_v2`   | `applications` | Keras Applications' MobileNetV2, flat, any width  |
+| a .h5/.keras path| `files`        | the user's own float classifier                   |
+
+They are Functional `tf_keras` models made only of built-in layers (no `Lambda`, no raw tf
 ops on Keras tensors, which would become `TFOpLambda` layers that TFMOT cannot quantize).
 Each activation is its own `ReLU` layer and each residual sum an `Add` layer, so that the
 quantizer can put PACT on every activation and quantize every kernel.
@@ -10,17 +17,18 @@ their first layer, a `Rescaling` with fixed per-channel statistics:
 
     y = x * (1 / std) + (-mean / std)  =  (x - mean) / std
 
-`Rescaling` rather than `Normalization`: the integer converter turns it into one int8 MUL
-and ADD, where `Normalization` leaves a DEQUANTIZE/QUANTIZE pair at the input.
+`Rescaling` rather than `Normalization`: the export model turns it into a 1x1 convolution
+with exact per-channel int8 scales (`sgt_tfmot.export`), where `Normalization` leaves a
+DEQUANTIZE/QUANTIZE pair at the input.
 
 BatchNormalization uses momentum 0.9 (PyTorch's 0.1), the value of the reference ResNet-20
 trainings; Keras's default 0.99 leaves the moving statistics far behind in short runs.
 
-Defaults by input shape: 28x28x1 uses the MNIST training statistics (mean 0.1307 * 255, std
-0.3081 * 255), 32x32x3 the CIFAR-10 ones (means (0.4914, 0.4822, 0.4465) * 255, stds
-(0.2470, 0.2435, 0.2616) * 255); any other shape mean 127.5, std 127.5 (to [-1, 1]).
+`mean` and `std` are the data's own per-channel statistics (`python -m sgt_tfmot.train`
+passes `sgt_tfmot.data.DatasetInfo.mean/std`); without them, 127.5 and 127.5 (to [-1, 1]).
+Nothing is looked up by image shape.
 
-Both end in a `Dense` layer named "logits" with no softmax: train with
+All end in a `Dense` layer named "logits" with no softmax: train with
 `SparseCategoricalCrossentropy(from_logits=True)`.
 
 Example:

@@ -10,13 +10,7 @@ from sgt_tfmot.keras import keras
 
 BN_MOMENTUM = 0.9
 
-_MNIST_STATS = ((0.1307 * 255,), (0.3081 * 255,))
-_CIFAR10_STATS = (
-    (0.4914 * 255, 0.4822 * 255, 0.4465 * 255),
-    (0.2470 * 255, 0.2435 * 255, 0.2616 * 255),
-)
-_DEFAULT_STATS = {(28, 28, 1): _MNIST_STATS, (32, 32, 3): _CIFAR10_STATS}
-_FALLBACK_MEAN, _FALLBACK_STD = 127.5, 127.5
+_DEFAULT_MEAN, _DEFAULT_STD = 127.5, 127.5  # to [-1, 1] when the data's statistics are not given
 
 
 def _conv_factory(
@@ -96,7 +90,7 @@ def _normalization(
         )
     channels = shape[2]
     if mean is None:
-        mean, std = _DEFAULT_STATS.get(shape, (_FALLBACK_MEAN, _FALLBACK_STD))
+        mean, std = _DEFAULT_MEAN, _DEFAULT_STD
     mean_vec = _per_channel("mean", mean, channels)
     std_vec = _per_channel("std", std, channels)
     if np.any(std_vec <= 0):

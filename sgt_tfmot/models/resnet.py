@@ -45,7 +45,7 @@ def resnet20(
         input_shape: (height, width, channels) of the raw 0..255 images.
         num_classes: Number of classes, >= 2.
         mean: Per-channel (or scalar) pixel mean for the first layer, in 0..255 units.
-            Give `mean` and `std` together or neither; default: by input shape (see module).
+            Give `mean` and `std` together or neither; default 127.5 and 127.5 (to [-1, 1]).
         std: Per-channel (or scalar) pixel standard deviation, > 0.
         weight_decay: L2 factor on kernels, >= 0; 0 disables it.
         name: Model name.

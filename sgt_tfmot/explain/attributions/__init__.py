@@ -6,6 +6,7 @@
 | `smoothgrad` | `smoothgrad`  | no        | yes             |
 | `gradcam`    | `gradcam`     | yes       | yes             |
 | `gradcampp`  | `gradcampp`   | yes       | yes             |
+| `occlusion`  | `occlusion`   | yes       | no              |
 
 Example:
 
@@ -19,6 +20,7 @@ from sgt_tfmot._checks import check_choice
 from sgt_tfmot.explain.attributions.base import Attribution, AttributionOptions
 from sgt_tfmot.explain.attributions.gradcam import GradCAM
 from sgt_tfmot.explain.attributions.gradcampp import GradCAMPlusPlus
+from sgt_tfmot.explain.attributions.occlusion import Occlusion
 from sgt_tfmot.explain.attributions.smoothgrad import SmoothGrad
 from sgt_tfmot.explain.attributions.vanilla import Vanilla
 
@@ -38,7 +40,8 @@ __all__ = [
 
 # The registry: a new method is one module and one line here.
 REGISTRY: dict[str, Attribution] = {
-    method.name: method for method in (Vanilla(), SmoothGrad(), GradCAM(), GradCAMPlusPlus())
+    method.name: method
+    for method in (Vanilla(), SmoothGrad(), GradCAM(), GradCAMPlusPlus(), Occlusion())
 }
 
 

@@ -1,0 +1,183 @@
+"""A folder of images, one sub-folder per class (the layout of Keras's
+`image_dataset_from_directory`):
+
+    ROOT/train/<class>/*.png|jpg|jpeg|bmp|gif   and   ROOT/test/<class>/...
+    ROOT/<class>/...                             split by `validation_split`
+
+Class names are the sub-folder names, sorted; the class id is the position in that order.
+Images are decoded with `tf.io.decode_image` in a parallel `tf.data` pipeline, once, and
+held in memory as uint8 (every epoch then reads the arrays: the folder is no slower than an
+.npz after the first pass). Without `image_size` every image must have the size of the
+first; without `color_mode` every image must have the channels of the first ("grayscale"
+converts colour images by luma, "rgb" repeats a grey channel). A GIF gives
+its first frame.
+
+The validation split takes, in each class, the first ⌈f·n⌉ files of a shuffle with a fixed
+seed (0), so it is stratified and the same in every run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from sgt_tfmot.data.base import COLOR_MODES, Arrays, DataError, DataOptions, check_arrays
+
+__all__ = ["EXTENSIONS", "FolderSource"]
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+SPLIT_SEED = 0
+
+
+def _class_files(root: Path) -> dict[str, list[Path]]:
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"image folder {str(root)!r} has no class sub-folders; expected ROOT/<class>/image "
+            "files (or ROOT/train/<class>/... and ROOT/test/<class>/...)."
+        )
+    found = {}
+    for folder in classes:
+        files = sorted(
+            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
+        )
+        if not files:
+            raise DataError(
+                f"class folder {str(folder)!r} holds no image ({', '.join(EXTENSIONS)})."
+            )
+        found[folder.name] = files
+    return found
+
+
+def _decode(paths: list[Path], options: DataOptions) -> list[np.ndarray]:
+    from sgt_tfmot.keras import tf
+
+    channels = 3 if options.color_mode == "rgb" else 0  # BMP decodes only to 0, 3 or 4
+
+    def decode(path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                                   expand_animations=False)  # fmt: skip
+        if options.color_mode == "grayscale":
+            image = image[..., :3]  # drop an alpha channel
+            if image.shape[-1] != 1:  # luma: 0.2989 R + 0.587 G + 0.114 B, rounded
+                image = tf.cond(
+                    tf.shape(image)[-1] == 3,
+                    lambda: tf.image.rgb_to_grayscale(image),
+                    lambda: image[..., :1],
+                )
+        if options.image_size is not None:
+            image = tf.image.resize(image, options.image_size, antialias=True)
+            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        return image
+
+    dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    try:
+        return [image.numpy() for image in dataset.prefetch(tf.data.AUTOTUNE)]
+    except tf.errors.OpError:
+        for path in paths:  # find the file: decode one by one
+            try:
+                decode(tf.constant(str(path)))
+            except tf.errors.OpError as error:
+                reason = str(error).strip().splitlines()[0][:120]
+                raise DataError(f"cannot decode image {str(path)!r} ({reason}).") from None
+        raise
+
+
+def _stack(images: list[np.ndarray], paths: list[Path], options: DataOptions) -> np.ndarray:
+    first_shape, first = images[0].shape, paths[0]
+    for image, path in zip(images, paths, strict=True):
+        if image.shape[:2] != first_shape[:2] and options.image_size is None:
+            raise DataError(
+                f"images have different sizes ({str(first)!r} is {first_shape[0]}x"
+                f"{first_shape[1]}, {str(path)!r} is {image.shape[0]}x{image.shape[1]}); pass "
+                "--image_size H,W to resize them all."
+            )
+    for image, path in zip(images, paths, strict=True):
+        if image.shape[2] != first_shape[2] and options.color_mode is None:
+            raise DataError(
+                f"images have different channel counts ({str(first)!r} has {first_shape[2]}, "
+                f"{str(path)!r} has {image.shape[2]}); pass --color_mode "
+                f"{' or '.join(COLOR_MODES)}."
+            )
+    stacked = np.stack(images)
+    if stacked.shape[-1] == 4:
+        raise DataError(
+            f"{str(first)!r} has an alpha channel (RGBA); pass --color_mode rgb to drop it."
+        )
+    return stacked
+
+
+def _read(files: dict[str, list[Path]], names: list[str], options: DataOptions):
+    paths = [p for name in names for p in files.get(name, [])]
+    labels = np.array([i for i, name in enumerate(names) for _ in files.get(name, [])], np.int64)
+    images = _stack(_decode(paths, options), paths, options)
+    return images, labels
+
+
+def _at_least_two(root: Path, files: dict) -> None:
+    if len(files) < 2:
+        raise DataError(
+            f"image folder {str(root)!r} has one class ({next(iter(files))!r}); a classifier "
+            "needs at least two class sub-folders."
+        )
+
+
+def _split(files: dict[str, list[Path]], fraction: float):
+    rng = np.random.default_rng(SPLIT_SEED)
+    train, test = {}, {}
+    for name, paths in files.items():
+        order = rng.permutation(len(paths))
+        count = math.ceil(fraction * len(paths))
+        if count >= len(paths):
+            raise DataError(
+                f"class {name!r} has {len(paths)} image(s): --validation_split {fraction} "
+                "would leave none for training."
+            )
+        test[name] = sorted(paths[i] for i in order[:count])
+        train[name] = sorted(paths[i] for i in order[count:])
+    return train, test
+
+
+class FolderSource:
+    name = "folder"
+
+    def claims(self, reference: str, data_dir) -> bool:
+        return Path(reference).is_dir()
+
+    def load(self, reference: str, data_dir, options: DataOptions) -> Arrays:
+        root = Path(reference)
+        if not any(root.iterdir()):
+            raise DataError(f"image folder {str(root)!r} is empty.")
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            train, test = _class_files(root / "train"), _class_files(root / "test")
+            if set(test) - set(train):
+                raise DataError(
+                    f"{str(root / 'test')!r} has classes that train/ has not: "
+                    f"{', '.join(sorted(set(test) - set(train)))}."
+                )
+            layout = "train/ and test/"
+        elif options.validation_split is None:
+            raise DataError(
+                f"image folder {str(root)!r} has no train/ and test/ sub-folders; pass "
+                "--validation_split F (e.g. 0.2) to hold out a share of each class as the "
+                "test split."
+            )
+        else:
+            files = _class_files(root)
+            _at_least_two(root, files)
+            train, test = _split(files, options.validation_split)
+            layout = f"validation_split {options.validation_split}"
+        names = sorted(train)
+        _at_least_two(root, train)
+        x_train, y_train = _read(train, names, options)
+        x_test, y_test = _read(test, names, options)
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise DataError(
+                f"train images are {x_train.shape[1:]} but test images {x_test.shape[1:]}; "
+                "pass --image_size H,W and --color_mode to make them alike."
+            )
+        return check_arrays(x_train, y_train, x_test, y_test, class_names=names,
+                            source=f"image folder {str(root)!r} ({layout})")  # fmt: skip

@@ -1,0 +1,140 @@
+"""Your own images: an image folder (PNG, JPEG, BMP, GIF; grey and colour; two sizes) loads
+to exactly the pixels the test wrote, trains, converts and explains with class names."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sgt_tfmot import convert, data, train
+from sgt_tfmot.explain import __main__ as explain_cli
+
+RNG = np.random.default_rng(0)
+
+
+def write(path, pixels, fmt="PNG"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "L" if pixels.ndim == 2 else "RGB"
+    Image.fromarray(pixels.astype(np.uint8), mode).save(
+        path, fmt, **({"quality": 100} if fmt == "JPEG" else {})
+    )
+    return pixels
+
+
+def test_png_pixels_labels_and_class_names_load_exactly(tmp_path):
+    expected = {}
+    for split, count in (("train", 3), ("test", 2)):
+        for name in ("cat", "dog", "emu"):
+            for i in range(count):
+                pixels = RNG.integers(0, 256, (6, 5, 3))
+                expected[split, name, i] = write(tmp_path / split / name / f"{i}.png", pixels)
+    info = data.info(str(tmp_path))
+    assert info.class_names == ("cat", "dog", "emu") and info.image_shape == (6, 5, 3)
+    for split, count in (("train", 3), ("test", 2)):
+        x, y = data.load_arrays(str(tmp_path), split)
+        np.testing.assert_array_equal(y, np.repeat([0, 1, 2], count))
+        for row, (name, i) in enumerate(
+            (n, i) for n in ("cat", "dog", "emu") for i in range(count)
+        ):
+            np.testing.assert_array_equal(x[row], expected[split, name, i])
+
+
+def test_jpeg_bmp_gif_grey_and_colour_two_sizes_with_options(tmp_path):
+    write(tmp_path / "train" / "a" / "big.jpg", np.full((8, 8, 3), (200, 40, 90)), "JPEG")
+    write(tmp_path / "train" / "b" / "colour.png", np.full((4, 4, 3), 10))
+    write(tmp_path / "test" / "a" / "grey.bmp", np.full((4, 4), 120), "BMP")
+    write(tmp_path / "test" / "b" / "small.gif", np.full((4, 4), 30), "GIF")
+    with pytest.raises(
+        data.DataError, match=r"different sizes .*big.jpg' is 8x8.*pass --image_size"
+    ):
+        data.info(str(tmp_path))
+    with pytest.raises(data.DataError, match=r"grey.bmp' has 1, .*small.gif' has 3.*--color_mode"):
+        data.info(str(tmp_path), image_size="4,4")  # a GIF decodes to RGB
+    x_train, _ = data.load_arrays(str(tmp_path), "train", image_size="4,4", color_mode="rgb")
+    x_test, y_test = data.load_arrays(str(tmp_path), "test", image_size="4,4", color_mode="rgb")
+    assert x_train.shape == x_test.shape == (2, 4, 4, 3) and y_test.tolist() == [0, 1]
+    # The flat JPEG decodes (and resizes) to its colour within 2 levels; BMP, GIF, PNG exactly.
+    assert np.abs(x_train[0].astype(int) - [200, 40, 90]).max() <= 2
+    np.testing.assert_array_equal(x_train[1], np.full((4, 4, 3), 10))
+    np.testing.assert_array_equal(x_test[0], np.full((4, 4, 3), 120))  # grey to RGB
+    np.testing.assert_array_equal(x_test[1], np.full((4, 4, 3), 30))
+    grey, _ = data.load_arrays(str(tmp_path), "test", image_size="4,4", color_mode="grayscale")
+    assert grey.shape == (2, 4, 4, 1) and grey[0, 0, 0, 0] == 120
+
+
+def test_mixed_channels_need_a_color_mode(tmp_path):
+    write(tmp_path / "a" / "0.png", np.full((4, 4), 5))
+    write(tmp_path / "a" / "1.png", np.full((4, 4, 3), 5))
+    write(tmp_path / "b" / "0.png", np.full((4, 4), 5))
+    write(tmp_path / "b" / "1.png", np.full((4, 4), 5))
+    with pytest.raises(data.DataError, match=r"different channel counts .*pass --color_mode"):
+        data.info(str(tmp_path), validation_split=0.5)
+
+
+def test_validation_split_is_stratified_and_the_same_every_time(tmp_path):
+    for name, count in (("x", 10), ("y", 5)):
+        for i in range(count):
+            write(tmp_path / name / f"{i}.png", np.full((3, 3), i * 10))
+    _, y_test = data.load_arrays(str(tmp_path), "test", validation_split=0.2)
+    np.testing.assert_array_equal(np.bincount(y_test), [2, 1])  # ⌈0.2 · 10⌉, ⌈0.2 · 5⌉
+    first = data.load_arrays(str(tmp_path), "test", validation_split=0.2)[0]
+    data._CACHE.clear()
+    np.testing.assert_array_equal(
+        data.load_arrays(str(tmp_path), "test", validation_split=0.2)[0], first
+    )
+
+
+@pytest.mark.parametrize(
+    "layout, options, message",
+    [
+        ({}, {}, r"is empty"),
+        ({"only/0.png": 1}, {"validation_split": 0.5}, r"has one class \('only'\)"),
+        ({"a/0.png": 1, "b/notes.txt": 0}, {"validation_split": 0.5},
+         r"class folder .*/b' holds no image"),
+        ({"a/0.png": 1, "a/1.png": 1, "b/bad.png": "corrupt", "b/good.png": 1},
+         {"validation_split": 0.5},
+         r"cannot decode image .*bad.png"),
+        ({"a/0.png": 1, "b/0.png": 1}, {}, r"no train/ and test/ sub-folders; pass --validation"),
+        ({"a/0.png": 1, "b/0.png": 1}, {"validation_split": 0.5}, r"would leave none for training"),
+    ],
+)  # fmt: skip
+def test_bad_folders(tmp_path, layout, options, message):
+    for relative, content in layout.items():
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == "corrupt":
+            path.write_bytes(b"\x89PNG but not really")
+        elif relative.endswith(".png"):
+            write(path, np.full((3, 3), 7))
+        else:
+            path.write_text("x")
+    with pytest.raises(data.DataError, match=message):
+        data.info(str(tmp_path), **options)
+
+
+def test_a_folder_trains_converts_and_explains_with_its_class_names(tmp_path, capsys):
+    root = tmp_path / "shapes"
+    for split, count in (("train", 12), ("test", 6)):
+        for label, name in enumerate(("circle", "square")):
+            for i in range(count):
+                pixels = RNG.integers(0, 60, (16, 16, 3)) + 150 * label
+                write(root / split / name / f"{i}.png", pixels)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", str(root), "--model", "mobilenet_tiny", "--max_steps", "2"]
+    argv += ["--batch_size", "8", "--progress", "0", "--out_dir", str(run)]
+    assert train.main(argv) == 0, capsys.readouterr().err
+    assert (run / "labels.txt").read_text() == "circle\nsquare\n"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["class_names"] == ["circle", "square"]
+    report = tmp_path / "int8.json"
+    args = ["convert", "--int8", str(run), "--output", str(tmp_path / "int8.tflite")]
+    args += ["--report", str(report), "--fidelity_images", "4", "--max_accuracy_drop", "100"]
+    args += ["--min_agreement", "0", "--max_fidelity_gap", "100"]
+    assert convert.main(args) in (0, 1), capsys.readouterr().err
+    assert json.loads(report.read_text())["class_names"] == ["circle", "square"]
+    out = tmp_path / "explained"
+    args = ["explain", "--model", str(run), "--out_dir", str(out), "--methods", "vanilla"]
+    args += ["--num_images", "2", "--curve_images", "4", "--agreement_images", "4"]
+    assert explain_cli.main(args) == 0, capsys.readouterr().err
+    assert (out / "maps.png").read_bytes()[:4] == b"\x89PNG"
