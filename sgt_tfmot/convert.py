@@ -49,7 +49,7 @@ from sgt_tfmot import _cli  # first: starts TensorFlow quietly
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.conversion import checks
 from sgt_tfmot.conversion.report import format_summary
-from sgt_tfmot.conversion.stages import PROGRAM, Conversion, convert_and_check
+from sgt_tfmot.conversion.stages import PROGRAM, Conversion, Delivery, convert_and_check
 from sgt_tfmot.explain import attributions
 from sgt_tfmot.masking import FILLS
 
@@ -126,6 +126,20 @@ flags.DEFINE_float(
     **_IN,
 )
 flags.DEFINE_bool("require_edgetpu", False, "Fail when an op would not run on the Edge TPU.", **_IN)
+flags.DEFINE_bool(
+    "logits", False, "End in the logits instead of a softmax (scores are probabilities).", **_IN
+)
+flags.DEFINE_bool(
+    "rgb_input", False,
+    "For a one-channel model: take RGB images (a luma conversion inside; MediaPipe needs 3).",
+    **_IN,
+)  # fmt: skip
+flags.DEFINE_bool(
+    "metadata", True,
+    "Write TFLite image-classifier metadata (MediaPipe, LiteRT support library) when the class "
+    "names are known (the dataset's, the run's labels.txt, or --labels).", **_IN,
+)  # fmt: skip
+flags.DEFINE_string("labels", None, "Label file: one class name per line, in class order.", **_IN)
 _cli.define_data_flags(FLAGS)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
@@ -173,6 +187,12 @@ def _convert(positional: list[str]) -> int:
         overwrite=FLAGS.overwrite,
         trust_model_code=FLAGS.trust_model_code,
         data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
+        delivery=Delivery(
+            softmax=not FLAGS.logits,
+            rgb_input=FLAGS.rgb_input,
+            metadata=FLAGS.metadata,
+            labels=FLAGS.labels,
+        ),
         progress=_cli.progress(PROGRAM),
     )
     print(conversion.summary)

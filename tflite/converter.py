@@ -16,7 +16,14 @@ import numpy as np
 from sgt_tfmot.export import export_model, is_quantized, rebuild_functional
 from sgt_tfmot.keras import keras, tf
 
-__all__ = ["float_tflite", "strip_quantization", "to_integer_tflite"]
+__all__ = [
+    "LUMA_WEIGHTS",
+    "float_tflite",
+    "strip_quantization",
+    "to_integer_tflite",
+    "with_rgb_input",
+    "with_softmax",
+]
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8}
 
@@ -58,11 +65,19 @@ def to_integer_tflite(
     io_dtype: str = "int8",
     batch_size: int = 1,
     calibration_samples: int = 500,
+    softmax: bool = False,
+    rgb_input: bool = False,
 ) -> bytes:
     """Converts `model` to a full-integer TFLite flatbuffer with a fixed batch size.
 
     A QAT model (from `sgt_tfmot.quantize_model`, any bits) converts on its learned ranges
     (`export_model`); a float model is quantized after training on `representative_data`.
+
+    For apps (`softmax`, `rgb_input`), the deployed graph can end in a SOFTMAX (int8, output
+    scale 1/256: the scores are probabilities) and, for a one-channel model, start with a
+    luma conversion of RGB images: a 1x1 convolution with weights (38, 75, 15) / 128 (sum
+    exactly 1, on its own int8 grid, so a grey pixel (v, v, v) becomes exactly v), close to
+    the ITU-R BT.601 luma (0.299, 0.587, 0.114). Representative data then has 3 channels.
 
     Args:
       model: A tf_keras classifier, QAT or float, with one input and one output.
@@ -73,6 +88,8 @@ def to_integer_tflite(
       batch_size: The fixed batch dimension (1 for the Edge TPU, which rejects dynamic
         shapes).
       calibration_samples: At most this many representative images are used.
+      softmax: End in a softmax (scores are probabilities, not logits).
+      rgb_input: Take RGB images in front of a one-channel model.
 
     Returns:
       The .tflite flatbuffer as bytes.
@@ -91,12 +108,16 @@ def to_integer_tflite(
             "`representative_data` (a few hundred input images)."
         )
     source = export_model(model) if quantized else model
+    if rgb_input:
+        source = with_rgb_input(source, quantized)
+    if softmax:
+        source = with_softmax(source)
     if representative_data is not None:
         return _convert(source, batch_size, io_dtype, representative_data, calibration_samples)
     # A QAT model needs no calibration: every tensor has a learned range. The converter
     # still asks for representative data, so it gets two opposite synthetic sets; the
     # files must come out identical, which proves no range came from them.
-    shape = (batch_size, *model.inputs[0].shape[1:])
+    shape = (batch_size, *source.inputs[0].shape[1:])
     low, high = _input_range(model)
     results = [
         _convert(source, batch_size, io_dtype, np.full(shape, value, np.float32), batch_size)
@@ -109,6 +130,53 @@ def to_integer_tflite(
             "`representative_data` (convert: --calibration_samples N with N >= 1)."
         )
     return results[0]
+
+
+LUMA_WEIGHTS = (38, 75, 15)  # / 128: sum 1, exact on grey; BT.601 is 0.299, 0.587, 0.114
+
+
+def with_softmax(model: keras.Model) -> keras.Model:
+    """`model` followed by a softmax (a pass-through layer for the quantizers)."""
+    outputs = keras.layers.Softmax(name="probabilities")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def with_rgb_input(model: keras.Model, quantized: bool) -> keras.Model:
+    """A one-channel `model` behind a luma conversion of (H, W, 3) RGB images (see above).
+
+    Raises:
+      ValueError: when the model does not take one-channel images.
+    """
+    from sgt_tfmot.quantize import quantize_scope
+    from sgt_tfmot.quantize_configs import LayerQuantizeConfig
+    from sgt_tfmot.quantizers import ChannelRangeQuantizer, FixedRangeQuantizer
+
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or shape[-1] != 1:
+        raise ValueError(
+            f"--rgb_input puts a luma conversion in front of a one-channel model; this model "
+            f"takes {shape}."
+        )
+    rgb = keras.Input((*shape[:2], 3), name="image_rgb")
+    conv = keras.layers.Conv2D(1, 1, use_bias=False, name="luma")
+    x = rgb
+    if quantized:
+        with quantize_scope() as scope:
+            objects = {k: v for mapping in scope.custom_objects for k, v in mapping.items()}
+        low, high = _input_range(model)
+        x = objects["QuantizeLayer"](FixedRangeQuantizer(low, high), name="rgb_quantize")(x)
+        config = LayerQuantizeConfig(
+            "kernel", ChannelRangeQuantizer([127 / 128]), FixedRangeQuantizer(low, high)
+        )
+        wrapper = objects["QuantizeWrapperV2"](conv, config, name="quant_luma")
+        x = wrapper(x)
+    else:
+        x = conv(x)
+    combined = keras.Model(rgb, model(x), name=model.name)
+    owner = wrapper if quantized else conv  # a wrapper replaces `conv.kernel` by a tensor
+    kernel = next(w for w in owner.weights if w.name.split("/")[-1].startswith("kernel"))
+    kernel.assign(np.reshape(np.array(LUMA_WEIGHTS, np.float32) / 128.0, (1, 1, 3, 1)))
+    return combined
 
 
 def _input_range(model: keras.Model) -> tuple[float, float]:

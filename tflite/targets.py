@@ -73,8 +73,9 @@ class Target:
 
 def _registry() -> list[Target]:
     from sgt_tfmot.tflite.edgetpu import EdgeTpu
+    from sgt_tfmot.tflite.mediapipe import MediaPipe
 
-    return [EdgeTpu()]
+    return [EdgeTpu(), MediaPipe()]
 
 
 TARGETS: list[Target] = _registry()

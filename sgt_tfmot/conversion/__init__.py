@@ -15,12 +15,13 @@ from sgt_tfmot.conversion.checks import (
     ulp_agreement,
 )
 from sgt_tfmot.conversion.report import ConversionReport, format_summary
-from sgt_tfmot.conversion.stages import Conversion, convert_and_check
+from sgt_tfmot.conversion.stages import Conversion, Delivery, convert_and_check
 
 __all__ = [
     "AccuracyComparison",
     "Conversion",
     "ConversionReport",
+    "Delivery",
     "Thresholds",
     "compare_accuracy",
     "convert_and_check",

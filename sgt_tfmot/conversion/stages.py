@@ -36,6 +36,7 @@ from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier
 from sgt_tfmot.tflite import targets as deployment_targets
 from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
+from sgt_tfmot.tflite.metadata import add_image_classifier_metadata, read_image_classifier_metadata
 from sgt_tfmot.tflite.runtime import TFLiteModel
 
 __all__ = ["Conversion", "convert_and_check"]
@@ -61,6 +62,66 @@ class Conversion:
     @property
     def passed(self) -> bool:
         return self.result.passed
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """What the delivered file looks like to an app.
+
+    Attributes:
+      softmax: End in a softmax, so the scores are probabilities (False: logits).
+      rgb_input: A one-channel model takes RGB images (a luma conversion in front; needed by
+        MediaPipe's ImageClassifier, which refuses one channel).
+      metadata: Write TFLite image-classifier metadata (name, input spec, labels) when the
+        class names are known (`sgt_tfmot.tflite.metadata`).
+      labels: A label file (one class name per line) instead of the dataset's class names.
+    """
+
+    softmax: bool = True
+    rgb_input: bool = False
+    metadata: bool = True
+    labels: str | os.PathLike | None = None
+
+
+class _AppModel:
+    """The delivered .tflite, fed with the dataset's images (repeated to RGB if needed)."""
+
+    def __init__(self, flatbuffer: bytes, rgb_input: bool):
+        self.runtime = TFLiteModel(flatbuffer)
+        self.rgb_input = rgb_input
+        self.input, self.output = self.runtime.input, self.runtime.output
+
+    def images(self, images: np.ndarray) -> np.ndarray:
+        return np.repeat(images, 3, axis=-1) if self.rgb_input else images
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.runtime.predict(self.images(images))
+
+
+def class_labels(delivery: Delivery, samples, loaded) -> tuple[str, ...] | None:
+    """The class names written into the file: --labels, the dataset's, or the run's
+    labels.txt; None when none is known.
+
+    Raises:
+      InputError: for a label file that is empty, not UTF-8, or of another length than the
+        model's classes.
+    """
+    if delivery.labels is not None:
+        names = data.read_labels_file(Path(delivery.labels))
+        where = f"--labels {delivery.labels}"
+    elif samples.class_names is not None:
+        return samples.class_names
+    elif (loaded.file.parent / "labels.txt").is_file():
+        names = data.read_labels_file(loaded.file.parent / "labels.txt")
+        where = str(loaded.file.parent / "labels.txt")
+    else:
+        return None
+    if len(names) != loaded.num_classes:
+        raise InputError(
+            f"{where} has {len(names)} class names but the model has {loaded.num_classes} "
+            "classes; give one name per class, one per line."
+        )
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,15 +208,29 @@ def load_data(
                  info.class_names)  # fmt: skip
 
 
-def convert(loaded: _Loaded, samples: _Data, io_dtype: str, say) -> tuple[bytes, bytes]:
-    """(integer .tflite, float32 .tflite of the same network)."""
+def convert(
+    loaded: _Loaded, samples: _Data, io_dtype: str, delivery: Delivery, labels, say
+) -> tuple[bytes, bytes]:
+    """(integer .tflite, with metadata when asked for and labels are known; the float32
+    .tflite of the same network)."""
     say(f"converting to an integer TFLite model ({io_dtype} I/O)")
     calibration = samples.calibration
+    if calibration is not None and delivery.rgb_input:
+        calibration = np.repeat(calibration, 3, axis=-1)
     try:
         flatbuffer = to_integer_tflite(
             loaded.model, calibration, io_dtype=io_dtype,
             calibration_samples=len(calibration) if calibration is not None else 0,
+            softmax=delivery.softmax, rgb_input=delivery.rgb_input,
         )  # fmt: skip
+        if delivery.metadata and labels is not None:
+            flatbuffer = add_image_classifier_metadata(
+                flatbuffer, labels, name=loaded.file.parent.name if loaded.file.name ==
+                "model.h5" else loaded.file.stem,
+                description=f"sgt-tfmot {'QAT' if loaded.quantized else 'post-training'} "
+                f"integer image classifier ({samples.dataset}); raw 0..255 pixels in, "
+                f"{'probabilities' if delivery.softmax else 'logits'} out.",
+            )  # fmt: skip
         say("converting the float32 TFLite baseline")
         return flatbuffer, float_tflite(loaded.model)
     except Exception as error:  # the converter's ConverterError, not exported by tf.lite
@@ -217,11 +292,12 @@ def run_checks(loaded, samples, tflite_model, fidelity_images, method, fill, opt
     return _Checks(accuracy, export, fidelity, maps)
 
 
-def check_targets(flatbuffer: bytes, output: Path, samples: _Data, tflite_model, say) -> dict:
+def check_targets(flatbuffer: bytes, output: Path, samples: _Data, app, labels, say) -> dict:
     """Name -> `TargetReport` of every registered deployment target."""
     context = deployment_targets.TargetContext(
-        flatbuffer=flatbuffer, output=str(output), images=samples.x_test[:TARGET_IMAGES],
-        class_names=samples.class_names, integer_predict=tflite_model.predict,
+        flatbuffer=flatbuffer, output=str(output),
+        images=app.images(samples.x_test[:TARGET_IMAGES]), class_names=labels,
+        integer_predict=app.runtime.predict,
     )  # fmt: skip
     reports = {}
     for target in deployment_targets.TARGETS:
@@ -230,18 +306,25 @@ def check_targets(flatbuffer: bytes, output: Path, samples: _Data, tflite_model,
     return reports
 
 
-def deployment_section(tflite_model: TFLiteModel) -> dict:
-    """The I/O tensors an app feeds and reads: shape, type, scale and zero point."""
+def deployment_section(tflite_model, flatbuffer: bytes, delivery: Delivery) -> dict:
+    """What an app needs: the I/O tensors (shape, type, scale, zero point), the scores'
+    meaning, the metadata written."""
 
     def tensor(details):
         scale, zero_point = details["quantization"]
         return {"shape": [int(d) for d in details["shape"]], "dtype": details["dtype"].__name__,
                 "scale": float(scale), "zero_point": int(zero_point)}  # fmt: skip
 
-    return {"input": tensor(tflite_model.input), "output": tensor(tflite_model.output)}
+    return {
+        "input": tensor(tflite_model.input),
+        "output": tensor(tflite_model.output),
+        "scores": "probabilities (softmax)" if delivery.softmax else "logits",
+        "rgb_input": delivery.rgb_input,
+        "metadata": read_image_classifier_metadata(flatbuffer),
+    }
 
 
-def _figure(loaded, samples, found: _Checks, tflite_model, io_dtype, options) -> bytes:
+def _figure(loaded, samples, found: _Checks, tflite_model, io_dtype, options, names) -> bytes:
     shown = min(FIGURE_IMAGES, len(samples.x_test))
     images, labels = samples.x_test[:shown], samples.y_test[:shown]
     maps = found.maps
@@ -250,7 +333,7 @@ def _figure(loaded, samples, found: _Checks, tflite_model, io_dtype, options) ->
     buffer = io.BytesIO()
     save_saliency_figure(
         buffer, images, maps[:shown], labels, tflite_model.predict(images), FIGURE_IMAGES,
-        title=f"{io_dtype} TFLite", class_names=samples.class_names,
+        title=f"{io_dtype} TFLite", class_names=names,
     )  # fmt: skip
     return buffer.getvalue()
 
@@ -274,6 +357,7 @@ def convert_and_check(
     overwrite: bool = False,
     trust_model_code: bool = False,
     data_options: dict | None = None,
+    delivery: Delivery | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Converts a saved classifier to an integer .tflite, checks it, writes the files.
@@ -298,6 +382,7 @@ def convert_and_check(
       trust_model_code: Load a model whose layers carry Python code.
       data_options: How an image-folder dataset is read (`sgt_tfmot.data.options`);
         default: the training run's.
+      delivery: Softmax, RGB input, metadata and labels of the delivered file (`Delivery`).
       progress: Called with a short message before each slow stage.
 
     Returns:
@@ -321,11 +406,13 @@ def convert_and_check(
     paths = check_outputs(output, report, figure, overwrite)
     loaded = load(model, calibration_samples, trust_model_code)
     samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples, data_options)
-    flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, say)
-    tflite_model = TFLiteModel(flatbuffer)
+    delivery = Delivery() if delivery is None else delivery
+    labels = class_labels(delivery, samples, loaded)
+    flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)
+    tflite_model = _AppModel(flatbuffer, delivery.rgb_input)
     found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity_fill,
                        options, say)  # fmt: skip
-    reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, say)
+    reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say)
     failures = checks.gate(thresholds, found.accuracy, found.fidelity, reports.values())
     result = ConversionReport(
         model=str(loaded.file), output=str(paths["output"]),
@@ -337,13 +424,15 @@ def convert_and_check(
         accuracy=found.accuracy,
         biases_aligned=biases_aligned(loaded.model) if loaded.quantized else None,
         export_model=found.export_model, fidelity=found.fidelity, targets=reports,
-        deployment=deployment_section(tflite_model), thresholds=thresholds,
+        deployment=deployment_section(tflite_model, flatbuffer, delivery), thresholds=thresholds,
         failures=tuple(failures), report=str(paths["report"]) if "report" in paths else None,
-        figure=str(paths["figure"]) if "figure" in paths else None, class_names=samples.class_names,
+        figure=str(paths["figure"]) if "figure" in paths else None, class_names=labels,
     )  # fmt: skip
     contents = {paths["output"]: flatbuffer}
     if "figure" in paths:
-        contents[paths["figure"]] = _figure(loaded, samples, found, tflite_model, io_dtype, options)
+        contents[paths["figure"]] = _figure(
+            loaded, samples, found, tflite_model, io_dtype, options, labels
+        )
     if "report" in paths:
         contents[paths["report"]] = (json.dumps(result.to_dict(), indent=2) + "\n").encode()
     write_outputs(contents, PROGRAM)
