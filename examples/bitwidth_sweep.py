@@ -258,7 +258,8 @@ def train_runs(settings: SweepSettings) -> list[SweepRun]:
             if reused:
                 print(f"{config.out_dir}: finished earlier, reusing", flush=True)
             else:
-                print(f"{config.out_dir}: training ({config.epochs} epochs)", flush=True)
+                cap = f", at most {config.max_steps} steps" if config.max_steps else ""
+                print(f"{config.out_dir}: training ({config.epochs} epochs{cap})", flush=True)
                 metrics = trainer.train(config)
                 keras.backend.clear_session()
             name = settings.run_name(bits, training)
@@ -441,7 +442,7 @@ def drop_figure(evaluation: Evaluation, method: str) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    figure = Figure(figsize=(7.5, 5.0), dpi=100)
+    figure = Figure(figsize=(8.0, 5.0), dpi=100)
     FigureCanvasAgg(figure)
     axis = figure.subplots()
     palette = matplotlib.colormaps["tab10" if len(evaluation.models) <= 10 else "tab20"]
@@ -462,7 +463,8 @@ def drop_figure(evaluation: Evaluation, method: str) -> bytes:
         f"{settings['curve_images']} images)",
         fontsize=9,
     )
-    models = axis.legend(loc="lower left", fontsize=7, title="model", title_fontsize=7)
+    models = axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
+                         title="model", title_fontsize=7)  # fmt: skip
     axis.add_artist(models)
     axis.legend(
         [Line2D([], [], color="black", linestyle=style) for style in ("-", "--")],

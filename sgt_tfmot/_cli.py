@@ -21,6 +21,7 @@ than 3, which is quiet anyway), keeps everything TensorFlow prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -37,6 +38,40 @@ def _verbose_requested(argv: list[str]) -> bool:
     return any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in argv)
 
 
+_QUIET = {"on": False}
+
+
+@contextlib.contextmanager
+def native_output_captured():
+    """Keeps C++ prints (the TFLite converter's, LiteRT's delegate notice) off the terminal
+    while the CLIs run quietly; they are shown if the block fails."""
+    if not _QUIET["on"]:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    python_stderr = sys.stderr
+    with tempfile.TemporaryFile() as captured:
+        python_stderr.flush()
+        os.dup2(captured.fileno(), 2)
+        sys.stderr = open(os.dup(saved), "w", buffering=1)  # noqa: SIM115 (Python's own lines)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            python_stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _import_tensorflow_quietly() -> None:
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
         return  # too late, or the user's own log level
@@ -44,6 +79,7 @@ def _import_tensorflow_quietly() -> None:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    _QUIET["on"] = True
     try:
         saved = os.dup(2)
     except OSError:  # no stderr to capture

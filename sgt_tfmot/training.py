@@ -127,7 +127,13 @@ class TrainConfig:
     progress: int | None = None
 
     def check(self) -> TrainConfig:
-        """Validates every field; raises `InputError` naming the field and what is accepted."""
+        """Validates every field; raises `InputError` naming the field and what is accepted.
+
+        Paths (--data_dir, --init_from, a dataset or model given as a path) are made
+        absolute, so the run's flags still find them from another working directory.
+        """
+        for name in _PATH_FIELDS:
+            setattr(self, name, _absolute(getattr(self, name)))
         datasets.options(self.image_size, self.color_mode, self.validation_split)
         datasets.parse_augment(self.augment)
         if not model_zoo.is_model_file(self.model):
@@ -164,9 +170,9 @@ class TrainConfig:
 
     def default_out_dir(self) -> str:
         bits = "float" if self.float else f"w{self.weight_bits}a{self.activation_bits}"
-        return os.path.join(
-            "runs", f"{self.dataset}-{self.model}-{bits}-{'sgt' if self.sgt else 'plain'}"
-        )
+        dataset = Path(self.dataset.rstrip("/")).stem  # a name, or the file/folder's name
+        model = Path(self.model).stem
+        return os.path.join("runs", f"{dataset}-{model}-{bits}-{'sgt' if self.sgt else 'plain'}")
 
     def run_settings(self) -> dict:
         """The settings that define the run (a resumed run must use the same)."""
@@ -174,6 +180,18 @@ class TrainConfig:
         for name in ("overwrite", "progress", "out_dir"):
             settings.pop(name)
         return settings
+
+
+_PATH_FIELDS = ("data_dir", "init_from", "dataset", "model")
+
+
+def _absolute(value):
+    """`value` as an absolute path when it names a path (not a bare dataset or model name)."""
+    if not isinstance(value, str) or not value:
+        return value
+    if os.sep in value or value.startswith(".") or os.path.exists(value):
+        return os.path.abspath(value)
+    return value
 
 
 def config_from_flags(values: dict, explicit: set[str], preset: str | None) -> TrainConfig:
@@ -260,6 +278,7 @@ def prepare_run_directory(config: TrainConfig) -> RunDirectory:
             previous = json.loads((out / "flags.json").read_text())
             current = config.run_settings()
             defaults = TrainConfig().run_settings()  # settings a run of an older version lacks
+            previous = {k: _absolute(v) if k in _PATH_FIELDS else v for k, v in previous.items()}
             changed = sorted(k for k in current if previous.get(k, defaults[k]) != current[k])
             if changed:
                 detail = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)

@@ -408,8 +408,9 @@ def convert_and_check(
     samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples, data_options)
     delivery = Delivery() if delivery is None else delivery
     labels = class_labels(delivery, samples, loaded)
-    flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)
-    tflite_model = _AppModel(flatbuffer, delivery.rgb_input)
+    with _cli.native_output_captured():
+        flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)
+        tflite_model = _AppModel(flatbuffer, delivery.rgb_input)
     found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity_fill,
                        options, say)  # fmt: skip
     reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say)
