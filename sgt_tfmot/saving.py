@@ -32,7 +32,12 @@ class ModelFileError(ValueError):
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
-    """The model file behind `path`: the file itself, or `path/model.h5` for a run directory."""
+    """The model file behind `path`: the file itself, `path/model.h5` for a run directory,
+    or a zoo entry's for `zoo:NAME` (`sgt_tfmot.zoo`)."""
+    if isinstance(path, str) and path.startswith("zoo:"):
+        from sgt_tfmot import zoo
+
+        path = zoo.resolve(path)
     path = Path(path)
     if path.is_dir():
         candidate = path / RUN_MODEL_FILE

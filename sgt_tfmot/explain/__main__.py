@@ -240,11 +240,11 @@ def explain_saved_models(
     paths = _output_paths(out_dir, report, overwrite)
 
     loaded, files = [], []
-    for path in map(Path, models):  # no progress messages before the input is checked
+    for path in map(str, models):  # no progress messages before the input is checked
         model = saving.load_model(path, trust_code=trust_model_code)
         files.append(saving.resolve_model_path(path))
         loaded.append(saving.float32_model(model))
-    paths_in = [Path(p) for p in models]
+    paths_in = [file.parent if file.name == saving.RUN_MODEL_FILE else file for file in files]
     dataset, data_dir, _, options = _cli.resolve_dataset(dataset, data_dir, files, data_options)
     info, arrays = data.open_dataset(dataset, data_dir, **options)
     cam = bool((set(methods) | {curve_method}) & set(CAM_METHODS))
