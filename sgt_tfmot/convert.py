@@ -139,6 +139,11 @@ flags.DEFINE_bool(
     "Write TFLite image-classifier metadata (MediaPipe, LiteRT support library) when the class "
     "names are known (the dataset's, the run's labels.txt, or --labels).", **_IN,
 )  # fmt: skip
+flags.DEFINE_integer(
+    "occlusion_images", 16,
+    "Test images whose occlusion maps of the .tflite itself are compared with the Keras "
+    "model's (0: skip).", lower_bound=0, **_IN,
+)  # fmt: skip
 flags.DEFINE_string("labels", None, "Label file: one class name per line, in class order.", **_IN)
 _cli.define_data_flags(FLAGS)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
@@ -187,6 +192,7 @@ def _convert(positional: list[str]) -> int:
         overwrite=FLAGS.overwrite,
         trust_model_code=FLAGS.trust_model_code,
         data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
+        occlusion_images=FLAGS.occlusion_images,
         delivery=Delivery(
             softmax=not FLAGS.logits,
             rgb_input=FLAGS.rgb_input,

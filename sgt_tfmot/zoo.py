@@ -77,8 +77,9 @@ def add(run_dir: str | os.PathLike, name: str, command: str, commit: str, note: 
         "command": command,
         "commit": commit,
         "dataset": flags.get("dataset"),
-        "bits": "float" if flags.get("float") else f"W{flags.get('weight_bits')}A"
-        f"{flags.get('activation_bits')}",
+        "bits": "float"
+        if flags.get("float")
+        else f"W{flags.get('weight_bits')}A{flags.get('activation_bits')}",
         "sgt": bool(flags.get("sgt")),
         "test_accuracy": metrics.get("test_accuracy"),
         "sha256": sha256(folder / "model.h5"),

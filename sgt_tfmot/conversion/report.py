@@ -17,6 +17,7 @@ Its keys, in one place:
 | biases_aligned | a QAT model's biases are on the int32 grid (`align_biases`) |
 | export_model | for k < 8 bits: the 8-bit export model's accuracy and agreement with TFLite |
 | fidelity, fidelity_gap_pp | `sgt_tfmot.explain.fidelity.FidelityResult`, or null when skipped |
+| integer_model_maps | occlusion maps of the .tflite (LiteRT) vs the Keras model's (ρ, IoU) |
 | targets | deployment target name -> its section (`sgt_tfmot.tflite.targets`) |
 | edgetpu_compatible, internal_quantize_ops, op_names, edgetpu | the Edge TPU target, flat |
 | deployment | what an app needs: I/O tensors' types and quantization |
@@ -60,6 +61,7 @@ class ConversionReport:
     figure: str | None = None
     class_names: tuple[str, ...] | None = None
     batch_size: int = 1
+    integer_maps: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -107,6 +109,7 @@ class ConversionReport:
             "export_model": self.export_model,
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "fidelity_gap_pp": None if self.fidelity is None else self.fidelity.gap_pp,
+            "integer_model_maps": self.integer_maps,
             "targets": {name: target.to_dict() for name, target in self.targets.items()},
             **flat_edgetpu,
             "deployment": self.deployment,
@@ -181,6 +184,22 @@ def _fidelity_lines(report: ConversionReport) -> list[str]:
     return lines
 
 
+def _integer_map_lines(report: ConversionReport) -> list[str]:
+    found = report.integer_maps
+    if not found:
+        return []
+    lines = []
+    for key, what in (("vs_keras_occlusion", "Keras occlusion"),
+                      ("vs_keras_gradient", "Keras vanilla gradient")):  # fmt: skip
+        if key in found:
+            item = found[key]
+            rho = "n/a" if item["spearman_mean"] is None else f"{item['spearman_mean']:.3f}"
+            lines.append(f"  vs {what}: Spearman {rho}, top-10 % IoU {item['iou_mean']:.3f}")
+    head = (f"Maps of the integer model itself (occlusion in LiteRT, {found['images']} images, "
+            f"patch {found['patch']}, stride {found['stride']}):")  # fmt: skip
+    return [head, *lines]
+
+
 def format_summary(report: ConversionReport) -> str:
     """The CLI's human summary: size, targets, accuracy, agreement, fidelity, files, verdict."""
     lines = [
@@ -192,7 +211,7 @@ def format_summary(report: ConversionReport) -> str:
     ]
     for target in report.targets.values():
         lines += ["", *target.lines]
-    lines += ["", *_accuracy_lines(report), *_fidelity_lines(report)]
+    lines += ["", *_accuracy_lines(report), *_fidelity_lines(report), *_integer_map_lines(report)]
     written = [f"model {report.output}"]
     if report.report:
         written.append(f"report {report.report}")

@@ -30,12 +30,13 @@ from sgt_tfmot.conversion import checks
 from sgt_tfmot.conversion.report import ConversionReport, format_summary
 from sgt_tfmot.explain import attributions
 from sgt_tfmot.explain.fidelity import fidelity_check, save_saliency_figure
+from sgt_tfmot.explain.measures import agreement
 from sgt_tfmot.export import biases_aligned, export_model, is_quantized
 from sgt_tfmot.keras import keras
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier
 from sgt_tfmot.tflite import targets as deployment_targets
-from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
+from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite, with_softmax
 from sgt_tfmot.tflite.metadata import add_image_classifier_metadata, read_image_classifier_metadata
 from sgt_tfmot.tflite.runtime import TFLiteModel
 
@@ -151,6 +152,29 @@ class _Checks:
     export_model: dict | None
     fidelity: object
     maps: np.ndarray | None
+    integer_maps: dict | None = None
+
+
+def integer_model_maps(model, app, images, labels, gradient_maps, options, softmax) -> dict:
+    """What the deployed file itself attends to: occlusion maps of the integer model (run in
+    LiteRT) against occlusion maps of the Keras model (the same method on the same scores,
+    probabilities when the file ends in a softmax: like for like) and against the Keras
+    model's gradient maps (Spearman ρ and top-10 % IoU per image)."""
+    occlusion = attributions.get("occlusion")
+    integer = occlusion(app, images, labels, options)
+    keras_maps = occlusion(with_softmax(model) if softmax else model, images, labels, options)
+    found = {
+        "images": len(images), "method": "occlusion", "patch": options.patch,
+        "stride": options.stride, "scores": "probabilities" if softmax else "logits",
+        "vs_keras_occlusion": agreement(integer, keras_maps, model_a="integer",
+                                        model_b="keras", method="occlusion").to_dict(),
+    }  # fmt: skip
+    if gradient_maps is not None:
+        gradient = np.asarray(gradient_maps[: len(images)], np.float32).mean(axis=-1)
+        found["vs_keras_gradient"] = agreement(
+            integer, gradient, model_a="integer", model_b="keras", method="vanilla vs occlusion"
+        ).to_dict()
+    return found
 
 
 def check_outputs(output, report, figure, overwrite: bool) -> dict[str, Path]:
@@ -254,7 +278,10 @@ def _lowest_bits(model: keras.Model) -> int:
     return min(bits)
 
 
-def run_checks(loaded, samples, tflite_model, fidelity_images, method, fill, options, say):
+def run_checks(
+    loaded, samples, tflite_model, fidelity_images, method, fill, options, say,
+    occlusion_images: int = 0, softmax: bool = False,
+):  # fmt: skip
     """Accuracy and agreement (with the ulp floor), the export model, saliency fidelity."""
     model, x_test, y_test = loaded.model, samples.x_test, samples.y_test
 
@@ -279,8 +306,14 @@ def run_checks(loaded, samples, tflite_model, fidelity_images, method, fill, opt
         export = {"lowest_bits": low, "keras_accuracy": measured.keras_accuracy,
                   "agreement_with_tflite": measured.agreement}  # fmt: skip
     count = min(fidelity_images, len(x_test))
+    shown = min(occlusion_images, len(x_test))
     if not count:
-        return _Checks(accuracy, export, None, None)
+        maps = None
+        if shown:
+            say(f"occlusion maps of the integer and the Keras model on {shown} images")
+            maps = integer_model_maps(model, tflite_model, x_test[:shown], y_test[:shown],
+                                      None, options, softmax)  # fmt: skip
+        return _Checks(accuracy, export, None, None, maps)
     say(f"saliency fidelity on {count} test images ({method})")
     maps = attributions.get(method, "saliency").features(
         model, x_test[:count], y_test[:count], options
@@ -289,7 +322,13 @@ def run_checks(loaded, samples, tflite_model, fidelity_images, method, fill, opt
         model, tflite_model, x_test[:count], y_test[:count], saliency=maps, method=method,
         fill=fill, export_model=exported,
     )  # fmt: skip
-    return _Checks(accuracy, export, fidelity, maps)
+    integer_maps = None
+    if shown:
+        say(f"occlusion maps of the integer and the Keras model on {shown} images")
+        integer_maps = integer_model_maps(model, tflite_model, x_test[:shown], y_test[:shown],
+                                          maps if shown <= count else None, options,
+                                          softmax)  # fmt: skip
+    return _Checks(accuracy, export, fidelity, maps, integer_maps)
 
 
 def check_targets(flatbuffer: bytes, output: Path, samples: _Data, app, labels, say) -> dict:
@@ -358,6 +397,7 @@ def convert_and_check(
     trust_model_code: bool = False,
     data_options: dict | None = None,
     delivery: Delivery | None = None,
+    occlusion_images: int = 16,
     progress: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Converts a saved classifier to an integer .tflite, checks it, writes the files.
@@ -383,6 +423,8 @@ def convert_and_check(
       data_options: How an image-folder dataset is read (`sgt_tfmot.data.options`);
         default: the training run's.
       delivery: Softmax, RGB input, metadata and labels of the delivered file (`Delivery`).
+      occlusion_images: Test images whose occlusion maps of the integer model (in LiteRT) are
+        compared with the Keras model's (`integer_model_maps`); 0 skips it.
       progress: Called with a short message before each slow stage.
 
     Returns:
@@ -411,8 +453,9 @@ def convert_and_check(
     with _cli.native_output_captured():
         flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)
         tflite_model = _AppModel(flatbuffer, delivery.rgb_input)
+    occlusion_images = check_int(occlusion_images, "occlusion_images", 0)
     found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity_fill,
-                       options, say)  # fmt: skip
+                       options, say, occlusion_images, delivery.softmax)  # fmt: skip
     reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say)
     failures = checks.gate(thresholds, found.accuracy, found.fidelity, reports.values())
     result = ConversionReport(
@@ -425,6 +468,7 @@ def convert_and_check(
         accuracy=found.accuracy,
         biases_aligned=biases_aligned(loaded.model) if loaded.quantized else None,
         export_model=found.export_model, fidelity=found.fidelity, targets=reports,
+        integer_maps=found.integer_maps,
         deployment=deployment_section(tflite_model, flatbuffer, delivery), thresholds=thresholds,
         failures=tuple(failures), report=str(paths["report"]) if "report" in paths else None,
         figure=str(paths["figure"]) if "figure" in paths else None, class_names=labels,
