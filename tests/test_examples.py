@@ -41,7 +41,7 @@ def test_your_own_images_under_a_step_cap(tmp_path):
     assert (out / "int8.tflite").is_file() and (out / "explain" / "report.md").is_file()
 
 
-def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys):
+def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     import importlib.util
     import json
 
@@ -86,6 +86,7 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys):
     # Rerunning reuses the four finished runs (called in-process: no second evaluation).
     spec = importlib.util.spec_from_file_location("bitwidth_sweep", EXAMPLES / "bitwidth_sweep.py")
     sweep = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bitwidth_sweep", sweep)  # its dataclasses look it up
     spec.loader.exec_module(sweep)
     settings = sweep.SweepSettings(
         dataset="mnist_subset", bits=("float", 2), out_dir=str(out), max_steps=1, batch_size=16,

@@ -203,3 +203,21 @@ def test_bad_input_in_a_subprocess_exits_2_without_traceback(models_dir, tmp_pat
         "'gradcampp', 'occlusion'. Received: lime"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_an_integer_tflite_is_explained_as_deployed(models_dir, tmp_path, capsys):
+    """A .tflite runs in LiteRT: occlusion maps and occlusion-ranked drop curves."""
+    from sgt_tfmot import saving
+    from sgt_tfmot.tflite import to_integer_tflite
+
+    path = tmp_path / "deployed.tflite"
+    path.write_bytes(to_integer_tflite(saving.load_model(models_dir / "run")))
+    out = tmp_path / "out"
+    argv = ["--model", str(path), "--dataset", "mnist_subset", "--out_dir", str(out), *SMALL]
+    code, stdout, err = run_main(argv, capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    (model,) = summary["models"]
+    assert model["curves"]["method"] == "occlusion" and model["sanity"] == {}
+    code, _, err = run_main([*argv, "--methods", "vanilla", "--overwrite"], capsys)
+    assert code == 2 and "has no gradients (an integer model)" in err

@@ -10,7 +10,9 @@ Usage:
         [--report DIR/report.md] [--overwrite]
 
 PATH is what the converter takes: a saved model file (.h5 / .keras), float or QAT, or the
-output directory of `python -m sgt_tfmot.train` (its model.h5). The dataset defaults to the
+output directory of `python -m sgt_tfmot.train` (its model.h5), or `zoo:NAME`; or an integer
+`.tflite` file, explained as deployed (run in LiteRT) with the gradient-free methods
+(occlusion). The dataset defaults to the
 one in the training runs' metrics.json. A model saved under a mixed precision policy is
 rebuilt with float32 layers first (as `sgt_tfmot.convert` does): gradients and tf-keras-vis
 work in float32. Models are named after their run directory or file name.
@@ -90,8 +92,9 @@ flags.DEFINE_string(
 flags.DEFINE_string("data_dir", None, "Folder with DATASET.npz (see sgt_tfmot.data).", **_IN)
 flags.DEFINE_string("out_dir", None, "Folder of the output files (created if missing).", **_IN)
 flags.DEFINE_list(
-    "methods", list(DEFAULT_METHODS),
-    f"Attribution methods of the maps: any of {', '.join(MAP_METHODS)}.", **_IN,
+    "methods", None,
+    f"Attribution methods of the maps: any of {', '.join(MAP_METHODS)} (default: "
+    f"{','.join(DEFAULT_METHODS)}; occlusion for a .tflite model).", **_IN,
 )  # fmt: skip
 flags.DEFINE_integer("num_images", 8, "Test images in maps.png, drawn with --seed.", **_IN)
 flags.DEFINE_list("images", None, "Indices of the test images in maps.png (not random).", **_IN)
@@ -99,7 +102,10 @@ flags.DEFINE_integer("curve_images", 500, "First N test images of the drop curve
 flags.DEFINE_integer(
     "agreement_images", 64, "First N test images of agreement, concentration, sanity.", **_IN
 )
-flags.DEFINE_string("curve_method", "vanilla", "Saliency ranking the drop curves.", **_IN)
+flags.DEFINE_string(
+    "curve_method", None, "Saliency ranking the drop curves (default: vanilla; occlusion for "
+    "a .tflite model).", **_IN,
+)  # fmt: skip
 flags.DEFINE_string("fill", "mean", f"Fill of removed features: {', '.join(FILLS)}.", **_IN)
 flags.DEFINE_integer("smooth_samples", 20, "Noisy samples per image for SmoothGrad.", **_IN)
 flags.DEFINE_string(
@@ -143,6 +149,43 @@ class Explanation:
     summary: str
 
 
+class _IntegerModel:
+    """A .tflite classifier as the explain tool sees it: a name, predictions (in LiteRT)."""
+
+    def __init__(self, path: Path):
+        from sgt_tfmot.tflite.runtime import TFLiteModel
+
+        if not path.is_file():
+            raise ExplainError(f"No model at {path}: the path does not exist.")
+        try:
+            self.runtime = TFLiteModel(path)
+        except (ValueError, RuntimeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            raise ExplainError(f"{path} is not a runnable .tflite classifier: {first}") from None
+        self.path, self.name = path, path.stem
+        shape = tuple(int(d) for d in self.runtime.output["shape"])
+        if len(shape) != 2 or shape[-1] < 2:
+            raise ExplainError(
+                f"{path}: expected a classifier with output (batch, classes); it gives {shape}."
+            )
+        self.num_classes = shape[-1]
+
+    def check_fits(self, info) -> None:
+        if self.runtime.input_shape != tuple(info.image_shape):
+            raise ExplainError(
+                f"{self.path}: the model's input shape {self.runtime.input_shape} does not fit "
+                f"the images {tuple(info.image_shape)} of the data."
+            )
+        if self.num_classes != info.num_classes:
+            raise ExplainError(
+                f"{self.path}: the model has {self.num_classes} outputs but the data has "
+                f"{info.num_classes} classes."
+            )
+
+    def predict(self, images):
+        return self.runtime.predict(images)
+
+
 def _model_names(files: Sequence[Path], paths: Sequence[Path]) -> list[str]:
     """Run directory name or file stem per model, made unique with "-2", "-3", ..."""
     names = []
@@ -184,12 +227,12 @@ def explain_saved_models(
     *,
     dataset: str | None = None,
     data_dir: str | os.PathLike | None = None,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] | None = None,
     num_images: int = 8,
     images: Sequence[int] | None = None,
     curve_images: int = 500,
     agreement_images: int = 64,
-    curve_method: str = "vanilla",
+    curve_method: str | None = None,
     fill: str = "mean",
     smooth_samples: int = 20,
     penultimate_layer: str | None = None,
@@ -227,6 +270,11 @@ def explain_saved_models(
     say = progress or (lambda message: None)
     if not models:
         raise ExplainError("Pass at least one --model PATH (a model file or run directory).")
+    integer_only = any(str(path).endswith(".tflite") for path in models)
+    if methods is None:  # gradient methods for Keras models; occlusion for a .tflite
+        methods = ("occlusion",) if integer_only else DEFAULT_METHODS
+    if curve_method is None:
+        curve_method = "occlusion" if integer_only else "vanilla"
     check_settings(
         methods=methods,
         curve_method=curve_method,
@@ -241,6 +289,10 @@ def explain_saved_models(
 
     loaded, files = [], []
     for path in map(str, models):  # no progress messages before the input is checked
+        if path.endswith(".tflite"):
+            files.append(Path(path))
+            loaded.append(_IntegerModel(Path(path)))
+            continue
         model = saving.load_model(path, trust_code=trust_model_code)
         files.append(saving.resolve_model_path(path))
         loaded.append(saving.float32_model(model))
@@ -249,6 +301,9 @@ def explain_saved_models(
     info, arrays = data.open_dataset(dataset, data_dir, **options)
     cam = bool((set(methods) | {curve_method}) & set(CAM_METHODS))
     for model, path in zip(loaded, paths_in, strict=True):
+        if isinstance(model, _IntegerModel):
+            model.check_fits(info)
+            continue
         check_classifier(model, str(path), info.image_shape, info.num_classes)
         if cam:
             try:

@@ -302,7 +302,13 @@ def drop_curves(
     for order in orders:
         checks.check_choice(order, ORDERS, "order")
     batch_size = checks.check_positive_int(batch_size, "batch_size")
-    images, labels = checks.check_model_inputs(model, images, labels)
+    if isinstance(model, keras.Model):
+        images, labels = checks.check_model_inputs(model, images, labels)
+    else:  # anything that predicts (an integer .tflite): the saliency must be given
+        images = np.asarray(images, dtype=np.float32)
+        labels = checks.check_labels(images, labels)
+        if saliency is None:
+            raise ValueError("`saliency` must be given for a model without gradients.")
     if not len(images):
         raise ValueError("`images` must hold at least one image. Received: 0 images")
     if saliency is None:
@@ -311,7 +317,7 @@ def drop_curves(
     if predict_fn is None:
 
         def predict_fn(x):
-            return model.predict(x, batch_size=batch_size, verbose=0)
+            return predict(model, x, batch_size)
 
     curves = {
         order: tuple(
@@ -324,7 +330,7 @@ def drop_curves(
     }
     flat = saliency.reshape(len(saliency), -1)
     return DropCurves(
-        name=model.name if name is None else str(name),
+        name=getattr(model, "name", "model") if name is None else str(name),
         fractions=tuple(float(f) for f in fractions),
         curves=curves,
         method=method,
@@ -332,6 +338,13 @@ def drop_curves(
         num_images=len(images),
         zero_saliency_images=int(np.sum(~np.any(flat, axis=1))),
     )
+
+
+def predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Scores of a Keras model (in batches) or of anything with `predict(images)`."""
+    if isinstance(model, keras.Model):
+        return model.predict(images, batch_size=batch_size, verbose=0)
+    return np.asarray(model.predict(images))
 
 
 def curves_csv(results: Sequence[DropCurves]) -> str:

@@ -39,6 +39,7 @@ from sgt_tfmot.explain.curves import (
     DropCurves,
     _check_fractions,
     drop_curves,
+    predict,
 )
 from sgt_tfmot.explain.measures import (
     DEFAULT_SANITY_THRESHOLD,
@@ -303,7 +304,18 @@ def evaluate_models(
     indices = _map_indices(map_indices, num_images, len(images), seed)
     cam_requested = bool(set(methods + (curve_method,)) & set(CAM_METHODS))
     layers = {}
+    gradient_free = set(attributions.names(gradient_free=True))
     for name, model in models.items():
+        if not isinstance(model, keras.Model):  # e.g. an integer .tflite: predictions only
+            needing = [m for m in (*methods, curve_method) if m not in gradient_free]
+            if needing:
+                raise InputError(
+                    f"Model {name!r} has no gradients (an integer model): only gradient-free "
+                    f"methods ({', '.join(sorted(gradient_free))}) apply, not "
+                    f"{', '.join(dict.fromkeys(needing))}; pass --methods occlusion "
+                    "--curve_method occlusion."
+                )
+            continue
         try:
             checks.check_model_inputs(model, images[:1], labels[:1])
             if cam_requested:
@@ -343,21 +355,22 @@ def evaluate_models(
             share = concentration(agree, top_fraction)
             mean, std = _mean_std(share)
             shares[method] = {"mean": mean, "std": std, "zero_maps": int(np.isnan(share).sum())}
-            sanity[method] = sanity_check(
-                model,
-                x_agree,
-                y_agree,
-                method,
-                sanity_threshold,
-                seed,
-                maps=agree,
-                **options,
-            )
+            if isinstance(model, keras.Model):  # the check randomizes the weights
+                sanity[method] = sanity_check(
+                    model,
+                    x_agree,
+                    y_agree,
+                    method,
+                    sanity_threshold,
+                    seed,
+                    maps=agree,
+                    **options,
+                )
             maps[name, method] = attribution_maps(model, x_map, y_map, method, seed=seed, **options)
-        predictions[name] = model.predict(x_map, batch_size=batch_size, verbose=0).argmax(-1)
+        predictions[name] = predict(model, x_map, batch_size).argmax(-1)
         accuracy = curves.accuracy
         if accuracy is None:  # no x = 0 point among the fractions
-            scores = model.predict(x_curve, batch_size=max(batch_size, 256), verbose=0)
+            scores = predict(model, x_curve, max(batch_size, 256))
             accuracy = float(np.mean(scores.argmax(-1) == y_curve))
         results.append(ModelEvaluation(name, accuracy, curves, shares, sanity, layers.get(name)))
 

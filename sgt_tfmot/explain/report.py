@@ -96,11 +96,11 @@ def maps_figure(evaluation: Evaluation) -> bytes:
             if row == 0:
                 title = f"{name}\n{METHOD_NAMES[method]}\n{title}"
             cell.set_title(title, fontsize=7, color="green" if predicted == label else "red")
-    if artist is not None:
-        figure.colorbar(artist, ax=list(axes.flat), fraction=0.02, pad=0.01,
-                        label="saliency / the map's maximum")  # fmt: skip
     figure.suptitle("Saliency of the true class (columns: model, method)", fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 0.9, 1))
+    if artist is not None:  # after the layout: a colour bar in the right margin
+        bar = figure.add_axes((0.91, 0.15, 0.012, 0.7))
+        figure.colorbar(artist, cax=bar, label="saliency / the map's maximum")
     return _png(figure)
 
 
@@ -300,11 +300,15 @@ def markdown_report(
     for model in models:
         for method in evaluation.methods:
             share = model.concentration[method]
-            check = model.sanity[method]
+            check = model.sanity.get(method)  # none for a model without weights (a .tflite)
+            similarity = (
+                "n/a" if check is None else _mean_std(check.similarity_mean, check.similarity_std)
+            )
+            verdict = "n/a (integer model)" if check is None else check.verdict
             lines.append(
                 f"| {_cell(model.name)} | {METHOD_NAMES[method]} | "
                 f"{_mean_std(share['mean'], share['std'])} | {share['zero_maps']} | "
-                f"{_mean_std(check.similarity_mean, check.similarity_std)} | {check.verdict} |"
+                f"{similarity} | {verdict} |"
             )
 
     lines += ["", "## Agreement between models", ""]
