@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import data, explain, quantize_model, saving
-from sgt_tfmot.explain import __main__ as cli
+from sgt_tfmot.explain import __main__ as cli, attributions
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import float32_model
 from tests.test_checks import tiny_mnist_classifier
@@ -120,7 +120,7 @@ def test_summary_holds_agreement_concentration_and_sanity(explained, models_dir)
     assert len(summary["map_indices"]) == 3
     assert [(a["model_a"], a["model_b"]) for a in summary["agreements"]] == [("float", "run")] * 4
     for model, path in zip(summary["models"], ("float.h5", "run"), strict=True):
-        assert set(model["sanity"]) == set(explain.MAP_METHODS)
+        assert set(model["sanity"]) == set(attributions.names(gradient_free=False))
         last_conv = explain.last_conv_layer(saving.load_model(models_dir / path))
         assert model["penultimate_layer"] == last_conv
         for check in model["sanity"].values():

@@ -286,30 +286,12 @@ def explain_saved_models(
         sanity_threshold=sanity_threshold,
     )
     paths = _output_paths(out_dir, report, overwrite)
-
-    loaded, files = [], []
-    for path in map(str, models):  # no progress messages before the input is checked
-        if path.endswith(".tflite"):
-            files.append(Path(path))
-            loaded.append(_IntegerModel(Path(path)))
-            continue
-        model = saving.load_model(path, trust_code=trust_model_code)
-        files.append(saving.resolve_model_path(path))
-        loaded.append(saving.float32_model(model))
+    loaded, files = _load_models(models, trust_model_code)
     paths_in = [file.parent if file.name == saving.RUN_MODEL_FILE else file for file in files]
     dataset, data_dir, _, options = _cli.resolve_dataset(dataset, data_dir, files, data_options)
     info, arrays = data.open_dataset(dataset, data_dir, **options)
     cam = bool((set(methods) | {curve_method}) & set(CAM_METHODS))
-    for model, path in zip(loaded, paths_in, strict=True):
-        if isinstance(model, _IntegerModel):
-            model.check_fits(info)
-            continue
-        check_classifier(model, str(path), info.image_shape, info.num_classes)
-        if cam:
-            try:
-                _penultimate(model, penultimate_layer)
-            except ValueError as error:
-                raise ExplainError(f"{path}: {error}") from None
+    _check_models_fit(loaded, paths_in, info, cam, penultimate_layer)
     x_test, y_test = arrays.split("test")
     names = _model_names(files, paths_in)
     evaluation = evaluate_models(
@@ -330,8 +312,49 @@ def explain_saved_models(
         progress=progress,
         class_names=info.class_names,
     )
-
     say("writing the figures and the report")
+    sources = {
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "num_test_images": len(x_test),
+        "model_paths": {name: str(path) for name, path in zip(names, paths_in, strict=True)},
+    }
+    write_outputs(_output_contents(evaluation, paths, sources), PROGRAM)
+    return Explanation(evaluation, paths, format_summary(evaluation, paths))
+
+
+def _load_models(models, trust_model_code: bool) -> tuple[list, list[Path]]:
+    """The models (float32 Keras models; `_IntegerModel` for a .tflite) and their files."""
+    loaded, files = [], []
+    for path in map(str, models):  # no progress messages before the input is checked
+        if path.endswith(".tflite"):
+            files.append(Path(path))
+            loaded.append(_IntegerModel(Path(path)))
+            continue
+        model = saving.load_model(path, trust_code=trust_model_code)
+        files.append(saving.resolve_model_path(path))
+        loaded.append(saving.float32_model(model))
+    return loaded, files
+
+
+def _check_models_fit(loaded, paths_in, info, cam: bool, penultimate_layer) -> None:
+    """Each model takes the dataset's images and classes; with `cam` (a Grad-CAM method
+    asked for) each Keras model has `penultimate_layer` (None: a last convolution)."""
+    for model, path in zip(loaded, paths_in, strict=True):
+        if isinstance(model, _IntegerModel):
+            model.check_fits(info)
+            continue
+        check_classifier(model, str(path), info.image_shape, info.num_classes)
+        if cam:
+            try:
+                _penultimate(model, penultimate_layer)
+            except ValueError as error:
+                raise ExplainError(f"{path}: {error}") from None
+
+
+def _output_contents(evaluation: Evaluation, paths: dict[str, Path], sources: dict) -> dict:
+    """Output path -> bytes: the two figures, the curves (JSON, CSV), summary and report."""
+    dataset, data_dir = sources["dataset"], sources["data_dir"]
     report_dir = paths["report"].resolve().parent
     links = {
         kind: os.path.relpath(path.resolve(), report_dir)
@@ -339,19 +362,17 @@ def explain_saved_models(
         if kind != "report"
     }
     context = {
-        "dataset": f"{dataset} (test split, {len(x_test)} images"
+        "dataset": f"{dataset} (test split, {sources['num_test_images']} images"
         + (f", from {data_dir})" if data_dir else ")"),
-        "models": ", ".join(
-            f"{name} = `{path}`" for name, path in zip(names, paths_in, strict=True)
-        ),
+        "models": ", ".join(f"{name} = `{path}`" for name, path in sources["model_paths"].items()),
     }
     summary = {
         "dataset": dataset,
         "data_dir": data_dir,
-        "model_paths": {name: str(path) for name, path in zip(names, paths_in, strict=True)},
+        "model_paths": sources["model_paths"],
         **evaluation.to_dict(),
     }
-    contents = {
+    return {
         paths["maps"]: reports.maps_figure(evaluation),
         paths["curves"]: reports.curves_figure(evaluation),
         paths["curves_json"]: (
@@ -361,8 +382,6 @@ def explain_saved_models(
         paths["summary"]: (json.dumps(summary, indent=2) + "\n").encode(),
         paths["report"]: reports.markdown_report(evaluation, links, context=context).encode(),
     }
-    write_outputs(contents, PROGRAM)
-    return Explanation(evaluation, paths, format_summary(evaluation, paths))
 
 
 def format_summary(evaluation: Evaluation, files: dict[str, Path]) -> str:

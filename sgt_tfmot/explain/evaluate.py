@@ -294,7 +294,6 @@ def evaluate_models(
         sanity_threshold=sanity_threshold,
         batch_size=batch_size,
     )
-    methods, fractions = clean["methods"], clean["fractions"]
     images = np.asarray(images, dtype=np.float32)
     labels = checks.check_labels(images, labels)
     if images.ndim != 4 or not len(images):
@@ -302,12 +301,87 @@ def evaluate_models(
             f"`images` must be (N, height, width, channels) with N >= 1. Received: {images.shape}"
         )
     indices = _map_indices(map_indices, num_images, len(images), seed)
-    cam_requested = bool(set(methods + (curve_method,)) & set(CAM_METHODS))
-    layers = {}
+    layers = _check_models(models, images, labels, clean, penultimate_layer)
+    run = _Run(
+        methods=clean["methods"],
+        curve_method=curve_method,
+        fractions=clean["fractions"],
+        fill=fill,
+        top_fraction=top_fraction,
+        sanity_threshold=sanity_threshold,
+        seed=seed,
+        batch_size=batch_size,
+        curve=(images[:curve_images], labels[:curve_images]),
+        agree=(images[:agreement_images], labels[:agreement_images]),
+        shown=(images[list(indices)], labels[list(indices)]),
+        say=say,
+    )
+    measured = {
+        name: _evaluate_model(
+            run,
+            name,
+            model,
+            {
+                "smooth_samples": smooth_samples,
+                "noise": noise,
+                "penultimate_layer": layers.get(name),
+                "batch_size": batch_size,
+            },
+        )
+        for name, model in models.items()
+    }
+    agreements = [
+        agreement(
+            measured[a].agreement_maps[method],
+            measured[b].agreement_maps[method],
+            top_fraction,
+            model_a=a,
+            model_b=b,
+            method=method,
+        )
+        for method in run.methods
+        for a, b in itertools.combinations(models, 2)
+    ]
+    settings = {
+        "num_test_images": len(images),
+        "curve_images": len(run.curve[0]),
+        "agreement_images": len(run.agree[0]),
+        "map_images": len(indices),
+        "curve_method": curve_method,
+        "fractions": [float(f) for f in run.fractions],
+        "fill": fill,
+        "top_fraction": top_fraction,
+        "smooth_samples": smooth_samples,
+        "noise": noise,
+        "sanity_threshold": float(sanity_threshold),
+        "seed": seed,
+    }
+    return Evaluation(
+        models=[m.evaluation for m in measured.values()],
+        agreements=agreements,
+        methods=run.methods,
+        map_indices=indices,
+        map_images=run.shown[0],
+        map_labels=run.shown[1],
+        maps={
+            (name, method): maps for name, m in measured.items() for method, maps in m.maps.items()
+        },
+        predictions={name: m.predictions for name, m in measured.items()},
+        settings=settings,
+        class_names=None if class_names is None else tuple(class_names),
+    )
+
+
+def _check_models(models, images, labels, clean: dict, penultimate_layer) -> dict[str, str]:
+    """Checks that every model takes the images (an integer model: gradient-free methods
+    only); returns the Grad-CAM layer of each Keras model when a CAM method is asked for."""
+    requested = (*clean["methods"], clean["curve_method"])
+    cam_requested = bool(set(requested) & set(CAM_METHODS))
     gradient_free = set(attributions.names(gradient_free=True))
+    layers = {}
     for name, model in models.items():
         if not isinstance(model, keras.Model):  # e.g. an integer .tflite: predictions only
-            needing = [m for m in (*methods, curve_method) if m not in gradient_free]
+            needing = [m for m in requested if m not in gradient_free]
             if needing:
                 raise InputError(
                     f"Model {name!r} has no gradients (an integer model): only gradient-free "
@@ -322,93 +396,74 @@ def evaluate_models(
                 layers[name] = _penultimate(model, penultimate_layer)
         except ValueError as error:
             raise ValueError(f"Model {name!r}: {error}") from None
+    return layers
 
-    x_curve, y_curve = images[:curve_images], labels[:curve_images]
-    x_agree, y_agree = images[:agreement_images], labels[:agreement_images]
-    x_map, y_map = images[list(indices)], labels[list(indices)]
-    results, agreement_maps, maps, predictions = [], {}, {}, {}
-    for name, model in models.items():
-        options = {
-            "smooth_samples": smooth_samples,
-            "noise": noise,
-            "penultimate_layer": layers.get(name),
-            "batch_size": batch_size,
-        }
-        say(f"{name}: accuracy-drop curves on {len(x_curve)} images ({curve_method})")
-        curves = drop_curves(
-            model,
-            x_curve,
-            y_curve,
-            _curve_saliency(model, x_curve, y_curve, curve_method, options, seed),
-            name=name,
-            method=curve_method,
-            fractions=fractions,
-            fill=fill,
-            seed=seed,
-            batch_size=max(batch_size, 256),
-        )
-        shares, sanity = {}, {}
-        for method in methods:
-            say(f"{name}: {method} maps, concentration and sanity check on {len(x_agree)} images")
-            agree = attribution_maps(model, x_agree, y_agree, method, seed=seed, **options)
-            agreement_maps[name, method] = agree
-            share = concentration(agree, top_fraction)
-            mean, std = _mean_std(share)
-            shares[method] = {"mean": mean, "std": std, "zero_maps": int(np.isnan(share).sum())}
-            if isinstance(model, keras.Model):  # the check randomizes the weights
-                sanity[method] = sanity_check(
-                    model,
-                    x_agree,
-                    y_agree,
-                    method,
-                    sanity_threshold,
-                    seed,
-                    maps=agree,
-                    **options,
-                )
-            maps[name, method] = attribution_maps(model, x_map, y_map, method, seed=seed, **options)
-        predictions[name] = predict(model, x_map, batch_size).argmax(-1)
-        accuracy = curves.accuracy
-        if accuracy is None:  # no x = 0 point among the fractions
-            scores = predict(model, x_curve, max(batch_size, 256))
-            accuracy = float(np.mean(scores.argmax(-1) == y_curve))
-        results.append(ModelEvaluation(name, accuracy, curves, shares, sanity, layers.get(name)))
 
-    agreements = [
-        agreement(
-            agreement_maps[a, method],
-            agreement_maps[b, method],
-            top_fraction,
-            model_a=a,
-            model_b=b,
-            method=method,
-        )
-        for method in methods
-        for a, b in itertools.combinations(models, 2)
-    ]
-    settings = {
-        "num_test_images": len(images),
-        "curve_images": len(x_curve),
-        "agreement_images": len(x_agree),
-        "map_images": len(indices),
-        "curve_method": curve_method,
-        "fractions": [float(f) for f in fractions],
-        "fill": fill,
-        "top_fraction": top_fraction,
-        "smooth_samples": smooth_samples,
-        "noise": noise,
-        "sanity_threshold": float(sanity_threshold),
-        "seed": seed,
-    }
-    return Evaluation(
-        models=results,
-        agreements=agreements,
-        methods=methods,
-        map_indices=indices,
-        map_images=x_map,
-        map_labels=y_map,
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """The checked settings and the three image sets of one `evaluate_models` call."""
+
+    methods: tuple[str, ...]
+    curve_method: str
+    fractions: tuple[float, ...]
+    fill: str
+    top_fraction: float
+    sanity_threshold: float
+    seed: int
+    batch_size: int
+    curve: tuple[np.ndarray, np.ndarray]  # (images, labels)
+    agree: tuple[np.ndarray, np.ndarray]
+    shown: tuple[np.ndarray, np.ndarray]
+    say: Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Measured:
+    evaluation: ModelEvaluation
+    agreement_maps: dict[str, np.ndarray]  # method -> maps of the agreement images
+    maps: dict[str, np.ndarray]  # method -> maps of the map images
+    predictions: np.ndarray  # predicted class of each map image
+
+
+def _evaluate_model(run: _Run, name: str, model, options: dict) -> _Measured:
+    """Curves, concentration, sanity check, maps and predictions of one model."""
+    (x_curve, y_curve), (x_agree, y_agree), (x_map, y_map) = run.curve, run.agree, run.shown
+    run.say(f"{name}: accuracy-drop curves on {len(x_curve)} images ({run.curve_method})")
+    curves = drop_curves(
+        model,
+        x_curve,
+        y_curve,
+        _curve_saliency(model, x_curve, y_curve, run.curve_method, options, run.seed),
+        name=name,
+        method=run.curve_method,
+        fractions=run.fractions,
+        fill=run.fill,
+        seed=run.seed,
+        batch_size=max(run.batch_size, 256),
+    )
+    shares, sanity, agreement_maps, maps = {}, {}, {}, {}
+    for method in run.methods:
+        run.say(f"{name}: {method} maps, concentration and sanity check on {len(x_agree)} images")
+        agree = attribution_maps(model, x_agree, y_agree, method, seed=run.seed, **options)
+        agreement_maps[method] = agree
+        share = concentration(agree, run.top_fraction)
+        mean, std = _mean_std(share)
+        shares[method] = {"mean": mean, "std": std, "zero_maps": int(np.isnan(share).sum())}
+        if isinstance(model, keras.Model):  # the check randomizes the weights
+            sanity[method] = sanity_check(
+                model, x_agree, y_agree, method, run.sanity_threshold, run.seed, maps=agree,
+                **options,
+            )  # fmt: skip
+        maps[method] = attribution_maps(model, x_map, y_map, method, seed=run.seed, **options)
+    accuracy = curves.accuracy
+    if accuracy is None:  # no x = 0 point among the fractions
+        scores = predict(model, x_curve, max(run.batch_size, 256))
+        accuracy = float(np.mean(scores.argmax(-1) == y_curve))
+    return _Measured(
+        evaluation=ModelEvaluation(
+            name, accuracy, curves, shares, sanity, options["penultimate_layer"]
+        ),
+        agreement_maps=agreement_maps,
         maps=maps,
-        predictions=predictions,
-        settings=settings,
-        class_names=None if class_names is None else tuple(class_names),
+        predictions=predict(model, x_map, run.batch_size).argmax(-1),
     )

@@ -217,13 +217,23 @@ def markdown_report(
       The markdown text.
     """
     links = dict(links or {})
-    settings = evaluation.settings
-    models = evaluation.models
-    orders = list(models[0].curves.curves)
     lines = [f"# {title}", ""]
     for key, value in (context or {}).items():
         lines.append(f"- {key}: {value}")
-    lines += [
+    lines += _models_section(evaluation)
+    lines += _curves_section(evaluation, links)
+    lines += _maps_section(evaluation, links)
+    lines += _sanity_section(evaluation)
+    lines += _agreement_section(evaluation)
+    if "summary" in links:
+        lines += ["", f"All numbers: [{links['summary']}]({links['summary']})"]
+    return "\n".join(lines) + "\n"
+
+
+def _models_section(evaluation: Evaluation) -> list[str]:
+    settings, models = evaluation.settings, evaluation.models
+    orders = list(models[0].curves.curves)
+    lines = [
         f"- accuracy-drop curves: first {settings['curve_images']} test images, features "
         f"ranked by {METHOD_NAMES[settings['curve_method']]} saliency of the true class "
         f"(channel mean of |S| per pixel), removed ones replaced by the {settings['fill']} "
@@ -257,9 +267,13 @@ def markdown_report(
             "output lies outside the output quantizer's range); their features are removed in "
             "index order.",
         ]
+    return lines
 
+
+def _curves_section(evaluation: Evaluation, links: Mapping[str, str]) -> list[str]:
+    models = evaluation.models
     fractions = models[0].curves.fractions
-    lines += ["", "## Accuracy-drop curves", ""]
+    lines = ["", "## Accuracy-drop curves", ""]
     if "curves" in links:
         lines += [f"![accuracy-drop curves]({links['curves']})", ""]
     lines += [
@@ -276,14 +290,24 @@ def markdown_report(
     files = [f"[{kind}]({links[kind]})" for kind in ("curves_json", "curves_csv") if kind in links]
     if files:
         lines += ["", "Data: " + ", ".join(files)]
+    return lines
 
-    lines += ["", "## Saliency maps", ""]
+
+def _maps_section(evaluation: Evaluation, links: Mapping[str, str]) -> list[str]:
+    lines = ["", "## Saliency maps", ""]
     if "maps" in links:
         lines += [f"![saliency maps]({links['maps']})", ""]
     lines += [
         "Rows: test images #" + ", #".join(str(i) for i in evaluation.map_indices) + ". "
         "Each map on its own color scale; titles give the model's prediction.",
         "",
+    ]
+    return lines
+
+
+def _sanity_section(evaluation: Evaluation) -> list[str]:
+    settings, models = evaluation.settings, evaluation.models
+    lines = [
         "## Concentration and sanity check",
         "",
         f"Concentration: share of the total saliency in the top "
@@ -310,8 +334,12 @@ def markdown_report(
                 f"{_mean_std(share['mean'], share['std'])} | {share['zero_maps']} | "
                 f"{similarity} | {verdict} |"
             )
+    return lines
 
-    lines += ["", "## Agreement between models", ""]
+
+def _agreement_section(evaluation: Evaluation) -> list[str]:
+    settings = evaluation.settings
+    lines = ["", "## Agreement between models", ""]
     if not evaluation.agreements:
         lines.append("One model: no pair to compare.")
     else:
@@ -332,6 +360,4 @@ def markdown_report(
                 f"| {_mean_std(item.iou_mean, item.iou_std)} "
                 f"| {item.num_images} ({item.undefined}) |"
             )
-    if "summary" in links:
-        lines += ["", f"All numbers: [{links['summary']}]({links['summary']})"]
-    return "\n".join(lines) + "\n"
+    return lines
