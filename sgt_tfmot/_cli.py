@@ -102,7 +102,7 @@ _import_tensorflow_quietly()
 
 from absl import flags  # noqa: E402
 
-from sgt_tfmot._checks import InputError  # noqa: E402
+from sgt_tfmot._checks import InputError, _interval  # noqa: E402
 
 UsageError = InputError  # a command line that cannot run; kept for the tools' own checks
 
@@ -178,13 +178,7 @@ def _accepted(flag) -> str:
     if noun is None:
         return flag.help
     low, high = getattr(parser, "lower_bound", None), getattr(parser, "upper_bound", None)
-    if low is not None and high is not None:
-        return f"{noun} in [{low}, {high}]"
-    if low is not None:
-        return f"{noun} >= {low}"
-    if high is not None:
-        return f"{noun} <= {high}"
-    return noun
+    return f"{noun} {_interval(low, high)}".rstrip()
 
 
 def _flag_error(error: flags.Error, flag_values: flags.FlagValues) -> str:
