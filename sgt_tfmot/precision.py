@@ -10,6 +10,7 @@ emulated and slower than float32. So `resolve("auto")` chooses:
 * `"float32"` otherwise.
 
 Saved models and .tflite files are float32 / integer either way (`sgt_tfmot.saving`).
+In a multi-worker run the chief's choice applies to every worker (`sgt_tfmot.training`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from pathlib import Path
 
 from sgt_tfmot._checks import check_choice
 
-__all__ = ["CHOICES", "cpu_has_bfloat16", "gpu_has_bfloat16", "resolve"]
+__all__ = ["CHOICES", "POLICIES", "cpu_has_bfloat16", "gpu_has_bfloat16", "resolve"]
 
 CHOICES = ("auto", "mixed_bfloat16", "float32")
+POLICIES = ("float32", "mixed_bfloat16")  # what `resolve` returns
 _BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _CPUINFO = Path("/proc/cpuinfo")
 

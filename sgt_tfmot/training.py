@@ -30,15 +30,21 @@ No lost work:
   the weights of an uninterrupted run (tests/test_resume.py checks bit equality).
 * A finished run is never replaced without `--overwrite`, and `--overwrite` removes only the
   run's own files: a directory holding anything else (a converted model, notes) is refused.
+
+On several machines (`--distribute multi_worker`, docs/DISTRIBUTED.md) the chief alone
+writes the run directory and the backup; the other workers write only into a temporary
+directory of their own, removed at the end, and get the chief's state when a run resumes.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -57,11 +63,17 @@ from sgt_tfmot import (
 )
 from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import MANIFEST, Manifest, atomic_write, check_output_dir
+from sgt_tfmot.data.base import Arrays
 from sgt_tfmot.export import align_biases, is_quantized
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS
 from sgt_tfmot.saving import RUN_MODEL_FILE, save_model
 from sgt_tfmot.trainers import SaliencyGuidedModel
+from sgt_tfmot.trainers.multi_worker import (
+    ChiefBackupAndRestore,
+    broadcast_from_chief,
+    is_multi_worker,
+)
 
 TOOL = "sgt_tfmot.train"
 
@@ -214,7 +226,8 @@ class RunDirectory:
     Attributes:
       out: The run directory.
       work: Where this process writes the run's files: `out` on the chief (or alone), a
-        temporary directory on the other workers of a multi-worker run.
+        temporary directory on the other workers of a multi-worker run, which never touch
+        `out` (it may not even exist on their hosts).
       finished: The run finished earlier (its metrics.json exists).
       resumes: The directory holds an unfinished run of the same settings.
     """
@@ -226,7 +239,12 @@ class RunDirectory:
 
     @property
     def backup(self) -> Path:
-        return self.out / BACKUP_DIR
+        """This process's backup directory (`sgt_tfmot.trainers.ChiefBackupAndRestore`)."""
+        return self.work / BACKUP_DIR
+
+    @property
+    def is_chief(self) -> bool:
+        return self.work == self.out
 
 
 def _run_manifest(out: Path) -> Manifest:
@@ -340,12 +358,27 @@ def _cluster_spec() -> dict:
             f"$TF_CONFIG is not valid JSON with 'cluster' and 'task' ({type(error).__name__}: "
             f"{error}); see docs/DISTRIBUTED.md."
         ) from None
-    if not isinstance(cluster, dict) or kind not in cluster or not isinstance(cluster[kind], list):
+    if not isinstance(cluster, dict) or not cluster:
+        raise InputError(
+            '$TF_CONFIG: "cluster" must map task types to address lists, e.g. {"worker": '
+            f'["host1:port", "host2:port"]}}. Received: {cluster!r}'
+        )
+    if not isinstance(kind, str) or kind not in cluster:
         raise InputError(
             f"$TF_CONFIG: this process is task {kind!r}, but the cluster has only "
-            f"{sorted(cluster) if isinstance(cluster, dict) else cluster!r}."
+            f"{sorted(cluster)}."
         )
-    if not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(
+            isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses
+        ):
+            raise InputError(
+                f'$TF_CONFIG: cluster[{job!r}] must be a list of "host:port" addresses. '
+                f"Received: {addresses!r}"
+            )
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise InputError(f"$TF_CONFIG: the task index must be an integer. Received: {index!r}")
+    if not 0 <= index < len(cluster[kind]):
         raise InputError(
             f"$TF_CONFIG: task index {index!r} is out of range for the {len(cluster[kind])} "
             f"{kind} address(es) of the cluster."
@@ -371,6 +404,66 @@ def make_strategy(name: str):
 
 def _is_chief(strategy) -> bool:
     return bool(strategy.extended.should_checkpoint)
+
+
+def _worker_count(strategy) -> int:
+    """Processes of the cluster (1 unless multi-worker)."""
+    if not is_multi_worker(strategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs)
+
+
+class WorkerLostError(RuntimeError):
+    """A worker of a multi-worker run stopped; the others cannot go on without it."""
+
+
+def _lost_workers(message: str, run: RunDirectory) -> str:
+    """One line from TensorFlow's error when the cluster lost a worker."""
+    lost = sorted(set(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", message)))
+    who = ", ".join(f"{job} {task}" for job, task in lost) or "a worker"
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or [""]
+    said = next((line for line in lines if "unhealthy" in line or "aborted" in line), lines[0])
+    return (
+        f"{who} of the cluster stopped (TensorFlow: {said}); start every worker again with "
+        f"the same command: the run resumes from the last backup in "
+        f"{run.out if run.is_chief else 'the chief’s --out_dir'} (see docs/DISTRIBUTED.md)."
+    )
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Every worker computes each (global) batch and keeps its own rows of it.
+
+    Keras splits each global batch of B examples into B / replicas rows per replica and
+    replica r keeps rows [r·B/R, (r+1)·B/R): the examples of one step are seen once, by
+    one replica, and the batches are those of a one-process run (`training_batches`).
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def _check_last_batch(batch_size: int, train_size: int, replicas: int, plan: _Plan) -> None:
+    """Refuses a run whose epochs end in a batch with fewer examples than replicas.
+
+    The last batch of an epoch holds the N mod B remaining examples; it is split between the
+    replicas, and a replica cannot train on an empty batch.
+    """
+    remainder = train_size % batch_size
+    reached = plan.steps_per_epoch == math.ceil(train_size / batch_size)
+    if not (reached and 0 < remainder < replicas):
+        return
+    sizes = range(replicas, 2 * max(batch_size, train_size) + 1, replicas)
+    fits = [size for size in sizes if train_size % size not in range(1, replicas)]
+    hint = ""
+    if fits:
+        hint = f", e.g. {min(fits, key=lambda size: (abs(size - batch_size), size))}"
+    raise InputError(
+        f"--batch_size {batch_size}: the last batch of each epoch would hold the {remainder} "
+        f"remaining example(s) of the {train_size} training images, fewer than the "
+        f"{replicas} replicas, and a replica cannot train on an empty batch; choose a "
+        f"--batch_size that leaves none or at least {replicas} over{hint}."
+    )
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -558,6 +651,9 @@ def _make_trainer(config: TrainConfig, model: keras.Model, plan: _Plan, image_sh
         )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     trainer.compile(optimizer, loss, metrics=["accuracy"])
+    # The metrics are synchronised across replicas already: Keras's default ("auto": sum the
+    # replicas' results) would report N times the value on N workers.
+    trainer.distribute_reduction_method = "first"
     trainer(tf.zeros([1, *image_shape]))  # built, so BackupAndRestore can restore
     return trainer
 
@@ -587,25 +683,51 @@ def _read_history(path: Path) -> list[dict]:
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What a run settled before building its model (the same on every worker)."""
+
+    config: TrainConfig
+    info: datasets.DatasetInfo
+    arrays: Arrays
+    augment: tuple[str, ...]
+    precision: tuple[str, str]  # (Keras policy, why)
+    strategy: tf.distribute.Strategy
+    plan: _Plan
+    run: RunDirectory
+    position: tuple[int, int] | None  # (epoch, step in epoch) of the backup resumed from
+
+    @property
+    def start_step(self) -> int:
+        if self.position is None:
+            return 0
+        epoch, step = self.position
+        return min(epoch * self.plan.steps_per_epoch + step, self.plan.total_steps)
+
+
 def train(config: TrainConfig, extra_callbacks=()) -> dict:
     """Trains, evaluates and writes the run directory; returns the final metrics.
+
+    With `--distribute multi_worker` every worker runs this with the same settings; the chief
+    decides (creates or resumes the run directory, finds the backup) and tells the others,
+    and alone writes the run directory (see docs/DISTRIBUTED.md).
 
     Args:
       config: The run's settings (`TrainConfig.check()` is called).
       extra_callbacks: More Keras callbacks for `fit` (tests use one to interrupt a run).
 
     Raises:
-      InputError: on bad settings or an unusable output directory; the loader's `DataError`
-        on missing or malformed data (both ValueErrors, raised before any training).
+      InputError: on bad settings or an unusable output directory (on a non-chief worker:
+        when the chief refused them); the loader's `DataError` on missing or malformed data
+        (both ValueErrors, raised before any training).
     """
     config.check()
     if config.out_dir is None:
         config.out_dir = config.default_out_dir()
     info, arrays = datasets.open_dataset(config.dataset, config.data_dir, **data_options(config))
-    train_x, train_y = arrays.split("train")
     augment = datasets.parse_augment(config.augment)
-    augment = info.augment if augment is None else augment
-    policy, policy_reason = precision.resolve(config.mixed_precision)
+    augment = tuple(info.augment if augment is None else augment)
+    policy = precision.resolve(config.mixed_precision)
     strategy = make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
@@ -614,87 +736,162 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
             "the cluster; pass a multiple of the replica count (the global batch is split "
             "evenly)."
         )
-    chief = _is_chief(strategy)
-    run = prepare_run_directory(config) if chief else _worker_directory(config)
-    plan = _plan(config, len(train_x))
-    keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(policy)
+    plan = _plan(config, len(arrays.split("train")[0]))
+    _check_last_batch(config.batch_size, len(arrays.split("train")[0]), replicas, plan)
+    run, position, policy = _open_run(config, strategy, plan.steps_per_epoch, policy)
+    setup = _Setup(config, info, arrays, augment, policy, strategy, plan, run, position)
     try:
-        position = _backup_position(run.backup, plan.steps_per_epoch)
-        start_step = 0 if position is None else position[0] * plan.steps_per_epoch + position[1]
-        start_step = min(start_step, plan.total_steps)
-        if position is not None and chief:
-            _truncate_history(run.work / "history.csv", position[0])
-        train_ds = datasets.training_batches(
-            train_x, train_y, config.batch_size, seed=config.seed,
-            total_steps=max(plan.total_steps, start_step + 1), start_step=start_step,
-            augment=augment,
-        )  # fmt: skip
-        test_ds = datasets.batches(*arrays.split("test"), config.batch_size)
-        with strategy.scope():
-            model = build_model(config, info, train_x[:CALIBRATION_IMAGES].astype("float32"))
-            trainer = _make_trainer(config, model, plan, info.image_shape)
-        if chief:
-            labels = "\n".join(info.labels()) + "\n"
-            atomic_write(run.work / "labels.txt", labels.encode())
-        clock = WallClock(run.work / "wall_time.json")
-        if run.resumes or position is not None:
-            where = (
-                f"from epoch {position[0] + 1}, step {position[1]} (global step {start_step} "
-                f"of {plan.total_steps})"
-                if position is not None
-                else "from the start: no backup had been written yet"
-            )
-            print(f"Resuming the unfinished run in {run.out} {where}", flush=True)
-        print(f"Precision: {policy} ({policy_reason})", flush=True)
-        title = (
-            f"{config.dataset} {config.model} "
-            f"{'SGT + ' if config.sgt else ''}PACT W{config.weight_bits}A{config.activation_bits}"
-        )
-        callbacks = [
-            keras.callbacks.BackupAndRestore(
-                str(run.backup), save_freq=config.backup_every, delete_checkpoint=False
-            ),
-            keras.callbacks.CSVLogger(str(run.work / "history.csv"), append=True),
-            keras.callbacks.TensorBoard(str(run.work / "tensorboard"), update_freq="epoch"),
-            AlphaHistory(model, run.work, title),
-            clock,
-            *extra_callbacks,
-        ]
-        progress = config.progress
-        if progress is None:
-            progress = 1 if sys.stdout.isatty() else 2
-        trainer.fit(
-            train_ds,
-            epochs=plan.epochs,
-            steps_per_epoch=plan.steps_per_epoch,
-            validation_data=test_ds,
-            callbacks=callbacks,
-            verbose=progress,
-        )
-        metrics = _finalise(
-            config, run, model, trainer, test_ds, plan, clock, policy, info, augment
-        )
+        return _fit_and_finalise(setup, extra_callbacks)
+    except tf.errors.UnavailableError as error:
+        if not is_multi_worker(strategy):
+            raise
+        raise WorkerLostError(_lost_workers(str(error), run)) from None
     finally:
         keras.mixed_precision.set_global_policy("float32")
+        if not run.is_chief:
+            shutil.rmtree(run.work, ignore_errors=True)
+
+
+def _fit_and_finalise(setup: _Setup, extra_callbacks) -> dict:
+    config, run, plan, strategy = setup.config, setup.run, setup.plan, setup.strategy
+    train_x, train_y = setup.arrays.split("train")
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(setup.precision[0])
+    if setup.position is not None and run.is_chief:
+        _truncate_history(run.work / "history.csv", setup.position[0])
+    train_ds = datasets.training_batches(
+        train_x, train_y, config.batch_size, seed=config.seed,
+        total_steps=max(plan.total_steps, setup.start_step + 1), start_step=setup.start_step,
+        augment=setup.augment,
+    )  # fmt: skip
+    test_ds = datasets.batches(*setup.arrays.split("test"), config.batch_size)
+    if is_multi_worker(strategy):
+        train_ds, test_ds = _shard_by_data(train_ds), _shard_by_data(test_ds)
+    with strategy.scope():
+        model = build_model(config, setup.info, train_x[:CALIBRATION_IMAGES].astype("float32"))
+        trainer = _make_trainer(config, model, plan, setup.info.image_shape)
+    if run.is_chief:
+        labels = "\n".join(setup.info.labels()) + "\n"
+        atomic_write(run.work / "labels.txt", labels.encode())
+    clock = WallClock(run.work / "wall_time.json")
+    _report_start(setup)
+    title = (
+        f"{config.dataset} {config.model} "
+        f"{'SGT + ' if config.sgt else ''}PACT W{config.weight_bits}A{config.activation_bits}"
+    )
+    callbacks = [
+        ChiefBackupAndRestore(
+            str(run.backup), save_freq=config.backup_every, delete_checkpoint=False
+        ),
+        keras.callbacks.CSVLogger(str(run.work / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run.work / "tensorboard"), update_freq="epoch"),
+        AlphaHistory(model, run.work, title),
+        clock,
+        *extra_callbacks,
+    ]
+    progress = config.progress
+    if progress is None:
+        progress = 1 if sys.stdout.isatty() else 2
+    trainer.fit(
+        train_ds,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        validation_data=test_ds,
+        callbacks=callbacks,
+        verbose=progress,
+    )
+    return _finalise(setup, model, trainer, test_ds, clock)
+
+
+def _report_start(setup: _Setup) -> None:
+    """Prints where the run resumes (if it does), the precision and the cluster."""
+    run, position = setup.run, setup.position
+    if run.resumes or position is not None:
+        where = (
+            f"from epoch {position[0] + 1}, step {position[1]} (global step "
+            f"{setup.start_step} of {setup.plan.total_steps})"
+            if position is not None
+            else "from the start: no backup had been written yet"
+        )
+        print(f"Resuming the unfinished run in {run.out} {where}", flush=True)
+    print(f"Precision: {setup.precision[0]} ({setup.precision[1]})", flush=True)
+    if is_multi_worker(setup.strategy):
+        replicas = setup.strategy.num_replicas_in_sync
+        role = "the chief, writing the run directory" if run.is_chief else f"writing {run.work}"
+        print(
+            f"Cluster: {_worker_count(setup.strategy)} workers, {replicas} replicas, "
+            f"{setup.config.batch_size // replicas} examples per replica and step; this "
+            f"worker is {role}",
+            flush=True,
+        )
+
+
+def _open_run(config: TrainConfig, strategy, steps_per_epoch: int, policy: tuple[str, str]):
+    """(RunDirectory, resume position or None, precision), as the chief decided, everywhere.
+
+    The chief prepares the run directory and reads its backup's position; the others learn
+    whether it refused, where the run resumes and the chief's precision (with
+    `--mixed_precision auto`, hosts of other CPUs would choose differently) from one
+    broadcast, so that no worker reads the chief's files or waits on a chief that stopped.
+
+    Raises:
+      InputError: the chief's own error on the chief; on the others, that the chief refused.
+    """
+    chief = _is_chief(strategy)
+    refusal, run, position = None, None, None
+    if chief:
+        try:
+            run = prepare_run_directory(config)
+            position = _backup_position(run.backup, steps_per_epoch)
+        except InputError as error:
+            if not is_multi_worker(strategy):
+                raise
+            refusal = error
+    epoch, step = position if position is not None else (0, 0)
+    shared = [
+        refusal is not None, position is not None, bool(run and run.resumes), epoch, step,
+        precision.POLICIES.index(policy[0]),
+    ]  # fmt: skip
+    values = broadcast_from_chief(strategy, [tf.constant(int(v), tf.int64) for v in shared])
+    refused, has_position, resumes, epoch, step, chosen = (int(v.numpy()) for v in values)
+    if refusal is not None:
+        raise refusal
+    if refused:
+        raise InputError(
+            "the chief (worker 0, or the chief task) refused to start the run; its own error "
+            "line says why. Fix that and start every worker again."
+        )
+    if precision.POLICIES[chosen] != policy[0]:
+        policy = (precision.POLICIES[chosen], f"the chief's choice; here: {policy[0]}")
     if not chief:
-        shutil.rmtree(run.work, ignore_errors=True)
-    return metrics
+        run = _worker_directory(config, strategy, resumes=bool(resumes))
+    return run, ((epoch, step) if has_position else None), policy
 
 
-def _worker_directory(config: TrainConfig) -> RunDirectory:
-    """A non-chief worker writes the run's files into a temporary directory of its own."""
-    out = Path(config.out_dir)
-    work = Path(tempfile.mkdtemp(prefix="sgt_tfmot-worker-"))
-    return RunDirectory(out, work, finished=False, resumes=(out / BACKUP_DIR).is_dir())
+def _worker_directory(config: TrainConfig, strategy, resumes: bool) -> RunDirectory:
+    """A non-chief worker writes the run's files into a temporary directory of its own.
+
+    The directory is named after the task and the run directory, so a worker restarted after
+    a kill (which leaves it behind) clears it; it is removed when `train` ends.
+    """
+    resolver = strategy.cluster_resolver
+    digest = hashlib.sha1(os.path.abspath(config.out_dir).encode()).hexdigest()[:12]
+    name = f"sgt_tfmot-{resolver.task_type}{resolver.task_id}-{digest}"
+    work = Path(tempfile.gettempdir()) / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return RunDirectory(Path(config.out_dir), work, finished=False, resumes=resumes)
 
 
-def _finalise(config, run, model, trainer, test_ds, plan, clock, policy, info, augment) -> dict:
+def _finalise(setup: _Setup, model, trainer, test_ds, clock: WallClock) -> dict:
     """Aligns, evaluates and writes the results; metrics.json last, the backup removed after.
 
     A kill anywhere in here leaves the backup, so the same command resumes (and finds
     nothing left to train) or, once metrics.json exists, reports the run as finished.
     """
+    config, run, plan, info, strategy = (
+        setup.config, setup.run, setup.plan, setup.info, setup.strategy
+    )  # fmt: skip
     # The saved model computes what its integer TFLite model will compute (docstring of
     # `align_biases`); the test accuracy below is measured after this step.
     aligned = align_biases(model) if is_quantized(model) else 0
@@ -712,7 +909,14 @@ def _finalise(config, run, model, trainer, test_ds, plan, clock, policy, info, a
         "steps_per_epoch": plan.steps_per_epoch,
         "wall_time_seconds": round(clock.seconds(), 1),
         "attempts": clock.attempts,
-        "precision": policy,
+        "precision": setup.precision[0],
+        "precision_reason": setup.precision[1],
+        "distribution": {
+            "strategy": config.distribute,
+            "workers": _worker_count(strategy),
+            "replicas": strategy.num_replicas_in_sync,
+            "per_replica_batch_size": config.batch_size // strategy.num_replicas_in_sync,
+        },
         "alpha": alphas(model),
         "aligned_bias_layers": aligned,
         "flags": config.run_settings(),
@@ -724,11 +928,11 @@ def _finalise(config, run, model, trainer, test_ds, plan, clock, policy, info, a
             "train_size": info.train_size,
             "test_size": info.test_size,
             "class_names": list(info.labels()),
-            "augment": list(augment),
+            "augment": list(setup.augment),
         },
     }
     atomic_write(run.work / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
-    _remove_backup(run.backup if run.work == run.out else None)
+    _remove_backup(run.backup if run.is_chief else None)
     return metrics
 
 
