@@ -18,7 +18,9 @@ ranges before conversion:
   kernels hold exactly the k-bit weights the QAT model used;
 * PACT activations: an 8-bit range with the k-bit step α/(2^k − 1), [0, α·255/(2^k − 1)],
   followed by MINIMUM(α) (`sgt_tfmot.quantizers.pact_integer`): the integer model computes
-  the k-bit activations exactly, at the cost of one int8 MINIMUM per activation for k < 8;
+  the k-bit activations exactly. The converter writes one int8 MINIMUM per activation for
+  k < 8; `sgt_tfmot.tflite.rewrite.fold_minimums` then moves the producer's zero point so
+  that the output range ends at α and int8 saturation does the clip (same values, no op);
 * 8-bit ranges (input, residual sums, logits) are unchanged.
 
 * the input normalization (`Rescaling`) becomes a 1x1 Conv2D with a diagonal kernel: its

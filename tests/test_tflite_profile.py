@@ -1,9 +1,10 @@
 """Per-op profile from prefix models (`sgt_tfmot.tflite.profile`), on a tiny W4A4 model.
 
-The model (tests.test_quantize.residual_model on 16x16x3, 4 bits, untrained) converts to
-CONV_2D (the input Rescaling), CONV_2D + MINIMUM, CONV_2D, ADD + MINIMUM, MEAN,
-FULLY_CONNECTED: every op type the ResNet-20 profile shows, and a MINIMUM that XNNPACK does
-not take, so the full model runs as several delegate partitions.
+The model (tests.test_quantize.residual_model on 16x16x3, 4 bits, untrained) is the
+converter's own graph (`optimize=False`): CONV_2D (the input Rescaling), CONV_2D + MINIMUM,
+CONV_2D, ADD + MINIMUM, MEAN, FULLY_CONNECTED, with a MINIMUM that XNNPACK does not take, so
+the full model runs as several delegate partitions. `to_integer_tflite`'s own output folds
+the MINIMUMs away (`sgt_tfmot.tflite.rewrite`) and runs as one partition.
 """
 
 import numpy as np
@@ -23,6 +24,7 @@ from sgt_tfmot.tflite.profile import (
     profile_ops,
     time_models,
 )
+from sgt_tfmot.tflite.rewrite import fold_minimums
 from tests.test_quantize import residual_model
 
 X = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype("float32")
@@ -32,7 +34,7 @@ X = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype("float32")
 def flatbuffer():
     keras.utils.set_random_seed(0)
     qat = quantize_model(residual_model((16, 16, 3)), weight_bits=4, activation_bits=4)
-    return to_integer_tflite(qat, X)
+    return to_integer_tflite(qat, X, optimize=False)
 
 
 def run(model: bytes, image: np.ndarray) -> list[np.ndarray]:
@@ -106,6 +108,8 @@ def test_delegate_partitions_split_at_minimum(flatbuffer):
     before_minimum = prefix_model(flatbuffer, names.index("MINIMUM") - 1)
     assert delegate_partitions(before_minimum) == 1
     assert delegate_partitions(flatbuffer) == 1 + names.count("MINIMUM")
+    folded = fold_minimums(flatbuffer)
+    assert "MINIMUM" not in read_model(folded).op_names and delegate_partitions(folded) == 1
 
 
 def test_bad_arguments(flatbuffer):

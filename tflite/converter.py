@@ -3,8 +3,10 @@
 A QAT model converts through its export model (`sgt_tfmot.export.export_model`: 8-bit
 fake-quants over the same learned ranges, BatchNormalization folded, biases on the int32
 grid), which the converter turns into integers without changing a value; a float model is
-quantized after training on representative data. `float_tflite` gives the float32 baseline
-of the same network.
+quantized after training on representative data. The converter's output then loses the ops
+that change no value (`sgt_tfmot.tflite.rewrite.fold_minimums`: the MINIMUM after each
+k-bit activation, k < 8, becomes the int8 saturation of its producer). `float_tflite` gives
+the float32 baseline of the same network.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from sgt_tfmot.export import export_model, is_quantized, rebuild_functional
 from sgt_tfmot.keras import keras, tf
+from sgt_tfmot.tflite.rewrite import fold_minimums
 
 __all__ = [
     "LUMA_WEIGHTS",
@@ -67,6 +70,7 @@ def to_integer_tflite(
     calibration_samples: int = 500,
     softmax: bool = False,
     rgb_input: bool = False,
+    optimize: bool = True,
 ) -> bytes:
     """Converts `model` to a full-integer TFLite flatbuffer with a fixed batch size.
 
@@ -90,6 +94,8 @@ def to_integer_tflite(
       calibration_samples: At most this many representative images are used.
       softmax: End in a softmax (scores are probabilities, not logits).
       rgb_input: Take RGB images in front of a one-channel model.
+      optimize: Remove the ops that change no int8 value from the converter's output
+        (`sgt_tfmot.tflite.rewrite.fold_minimums`); False keeps the converter's graph.
 
     Returns:
       The .tflite flatbuffer as bytes.
@@ -112,8 +118,11 @@ def to_integer_tflite(
         source = with_rgb_input(source, quantized)
     if softmax:
         source = with_softmax(source)
+    rewrite = fold_minimums if optimize else bytes
     if representative_data is not None:
-        return _convert(source, batch_size, io_dtype, representative_data, calibration_samples)
+        return rewrite(
+            _convert(source, batch_size, io_dtype, representative_data, calibration_samples)
+        )
     # A QAT model needs no calibration: every tensor has a learned range. The converter
     # still asks for representative data, so it gets two opposite synthetic sets; the
     # files must come out identical, which proves no range came from them.
@@ -129,7 +138,7 @@ def to_integer_tflite(
             "annotated by hand): calibration images change the integer model. Pass "
             "`representative_data` (convert: --calibration_samples N with N >= 1)."
         )
-    return results[0]
+    return rewrite(results[0])
 
 
 LUMA_WEIGHTS = (38, 75, 15)  # / 128: sum 1, exact on grey; BT.601 is 0.299, 0.587, 0.114

@@ -31,21 +31,22 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
-import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from sgt_tfmot.tflite.flatbuffer import TFLITE_FILE_IDENTIFIER, read_model
+from sgt_tfmot.tflite.flatbuffer import read_model
+from sgt_tfmot.tflite.rewrite import pack_model, unpack_model
 
 __all__ = [
     "OpTime",
     "Profile",
     "TypeShare",
+    "compare_latency",
     "delegate_partitions",
     "empty_model",
     "format_table",
@@ -122,16 +123,6 @@ class Profile:
         return result
 
 
-def _unpack(flatbuffer: bytes) -> schema.ModelT:
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(flatbuffer), 0))
-
-
-def _pack(model: schema.ModelT) -> bytes:
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
-    return bytes(builder.Output())
-
-
 def _prefix(model: schema.ModelT, last: int) -> bytes:
     """`model` cut after operator `last` (−1: no operator, the output is the first input)."""
     subgraph = model.subgraphs[0]
@@ -148,7 +139,7 @@ def _prefix(model: schema.ModelT, last: int) -> bytes:
         subgraph.operators = kept
         subgraph.outputs = list(dict.fromkeys(new_outputs))
         model.signatureDefs = None  # they name the original outputs
-        return _pack(model)
+        return pack_model(model)
     finally:
         subgraph.operators, subgraph.outputs, model.signatureDefs = operators, outputs, signatures
 
@@ -159,7 +150,7 @@ def prefix_model(flatbuffer: bytes, last: int) -> bytes:
     Raises:
       ValueError: When `last` is not an op index of the model.
     """
-    model = _unpack(flatbuffer)
+    model = unpack_model(flatbuffer)
     count = len(model.subgraphs[0].operators or [])
     if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last < count:
         raise ValueError(f"`last` must be an op index in [0, {count}). Received: {last!r}")
@@ -168,7 +159,7 @@ def prefix_model(flatbuffer: bytes, last: int) -> bytes:
 
 def empty_model(flatbuffer: bytes) -> bytes:
     """The model with no op at all, its output its input: the cost of `invoke()` alone."""
-    return _prefix(_unpack(flatbuffer), -1)
+    return _prefix(unpack_model(flatbuffer), -1)
 
 
 def _interpreter(flatbuffer: bytes, num_threads: int, seed: int) -> Interpreter:
@@ -225,6 +216,35 @@ def time_models(
     return samples
 
 
+def compare_latency(
+    flatbuffers: Mapping[str, bytes],
+    rounds: int = 20,
+    invokes: int = 15,
+    num_threads: int = 1,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Batch-1 latency of several models timed interleaved (`time_models`), against the first.
+
+    Returns:
+      {name: {"bytes", "min_ms", "median_ms", "min_ratio", "median_ratio"}}: each model's
+      min and median time per invoke, and their ratios to the first model's.
+    """
+    if not flatbuffers:
+        raise ValueError("`flatbuffers` must name at least one model. Received: {}")
+    samples = time_models(list(flatbuffers.values()), rounds, invokes, num_threads, seed=seed)
+    first = samples[0]
+    return {
+        name: {
+            "bytes": len(flatbuffers[name]),
+            "min_ms": 1e3 * min(times),
+            "median_ms": 1e3 * statistics.median(times),
+            "min_ratio": min(times) / min(first),
+            "median_ratio": statistics.median(times) / statistics.median(first),
+        }
+        for name, times in zip(flatbuffers, samples, strict=True)
+    }
+
+
 def profile(
     flatbuffer: bytes,
     rounds: int = 20,
@@ -254,7 +274,7 @@ def profile(
     summary = read_model(flatbuffer)
     if not summary.ops:
         raise ValueError("The model has no op to profile.")
-    model = _unpack(flatbuffer)
+    model = unpack_model(flatbuffer)
     last = len(summary.ops) - 1
     prefixes = [_prefix(model, i) for i in range(-1, last)] + [bytes(flatbuffer)]
     samples = time_models(prefixes, rounds, invokes, num_threads, seed=seed)

@@ -1,0 +1,284 @@
+"""`fold_minimums`: the MINIMUM after each k-bit activation removed, not one int8 value changed.
+
+Every comparison is bit-exact (`assert_array_equal` on the int8/uint8 outputs), in LiteRT's
+default runtime (XNNPACK) and in its builtin kernels, on random int8 images over the whole
+range and on dataset images, for models trained a few steps (ranges and α off their initial
+values): the W4A4 and W2A2 residual model of tests.test_export, a W4A4 MobileNetV2 (ReLU6,
+depthwise convolutions), and the W4A4 MNIST classifier of tests.test_checks (RESHAPE before
+the logits) with the delivery options (softmax, RGB input, uint8 I/O). A W8A8 model has no
+MINIMUM and comes back byte for byte.
+
+Then each ADD and MEAN that reads a moved zero point is checked alone and exhaustively: every
+pair of input levels (ADD) and every sum of input levels (MEAN) the original op can see.
+"""
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from sgt_tfmot import data, models, quantize_model
+from sgt_tfmot.keras import keras
+from sgt_tfmot.quantize import calibrate_ranges
+from sgt_tfmot.tflite.converter import to_integer_tflite
+from sgt_tfmot.tflite.edgetpu import check_edgetpu
+from sgt_tfmot.tflite.flatbuffer import read_model
+from sgt_tfmot.tflite.profile import delegate_partitions, prefix_model
+from sgt_tfmot.tflite.rewrite import fold_minimums, pack_model, unpack_model
+from sgt_tfmot.trainers import reestimate_batch_norm
+from tests.test_checks import train_tiny_mnist_qat
+from tests.test_export import X as RESIDUAL_X, trained_qat
+
+RUNTIMES = {"xnnpack": {}, "builtin": {
+    "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}}  # fmt: skip
+MNIST, _ = data.load_arrays("mnist_subset", "test")
+MNIST = MNIST[:150].astype(np.float32)
+
+
+def interpreter(flatbuffer: bytes, runtime: str) -> Interpreter:
+    result = Interpreter(model_content=flatbuffer, num_threads=1, **RUNTIMES[runtime])
+    result.allocate_tensors()
+    return result
+
+
+def outputs(flatbuffer: bytes, images: np.ndarray, runtime: str) -> np.ndarray:
+    """The raw integer outputs for a batch of already quantized images, one invoke each."""
+    model = interpreter(flatbuffer, runtime)
+    (source,), (sink,) = model.get_input_details(), model.get_output_details()
+    found = []
+    for image in images:
+        model.set_tensor(source["index"], image[None].astype(source["dtype"]))
+        model.invoke()
+        found.append(model.get_tensor(sink["index"]).copy())
+    return np.concatenate(found)
+
+
+def quantized(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
+    """Float 0..255 images in the file's input quantization."""
+    (source,) = interpreter(flatbuffer, "builtin").get_input_details()
+    scale, zero_point = source["quantization"]
+    info = np.iinfo(source["dtype"])
+    return np.clip(np.round(images / scale + zero_point), info.min, info.max)
+
+
+def random_images(flatbuffer: bytes, count: int = 300, seed: int = 0) -> np.ndarray:
+    (source,) = interpreter(flatbuffer, "builtin").get_input_details()
+    info = np.iinfo(source["dtype"])
+    rng = np.random.default_rng(seed)
+    return rng.integers(info.min, int(info.max) + 1, (count, *source["shape"][1:]))
+
+
+def assert_same_outputs(before: bytes, after: bytes, images: np.ndarray) -> None:
+    for runtime in RUNTIMES:
+        expected, actual = outputs(before, images, runtime), outputs(after, images, runtime)
+        assert np.ptp(expected.astype(np.int64)) > 0  # the outputs depend on the image
+        np.testing.assert_array_equal(actual, expected, err_msg=runtime)
+
+
+def assert_folded(before: bytes, after: bytes) -> None:
+    """Every MINIMUM gone, nothing else: the other ops in the same order."""
+    names_before, names_after = read_model(before).op_names, read_model(after).op_names
+    assert names_before.count("MINIMUM") > 0 and "MINIMUM" not in names_after
+    assert names_after == [name for name in names_before if name != "MINIMUM"]
+    assert check_edgetpu(after).compatible
+
+
+@pytest.fixture(scope="module", params=[4, 2])
+def residual(request):
+    qat = trained_qat(request.param)
+    pair = [to_integer_tflite(qat, RESIDUAL_X[:32], optimize=o) for o in (False, True)]
+    return request.param, *pair  # the converter's graph, and what `to_integer_tflite` returns
+
+
+def test_residual_model_loses_every_minimum_and_no_value(residual):
+    _, before, after = residual
+    assert_folded(before, after)
+    assert fold_minimums(before) == after and fold_minimums(after) == after  # idempotent
+    images = np.concatenate([random_images(before), quantized(before, RESIDUAL_X)])
+    assert_same_outputs(before, after, images)
+    assert delegate_partitions(before) == 1 + read_model(before).op_names.count("MINIMUM")
+    assert delegate_partitions(after) == 1  # XNNPACK takes the whole graph
+
+
+def test_w8a8_has_no_minimum_and_comes_back_unchanged():
+    qat = trained_qat(8)
+    before = to_integer_tflite(qat, RESIDUAL_X[:32], optimize=False)
+    assert "MINIMUM" not in read_model(before).op_names
+    assert to_integer_tflite(qat, RESIDUAL_X[:32]) == before == fold_minimums(before)
+
+
+@pytest.fixture(scope="module")
+def mnist_w4a4():
+    return train_tiny_mnist_qat(bits=4)
+
+
+@pytest.mark.parametrize(
+    "io_dtype, softmax, rgb_input",
+    [("int8", False, False), ("uint8", True, False), ("int8", True, True), ("uint8", False, True)],
+)
+def test_delivery_options_lose_the_minimums_and_no_value(mnist_w4a4, io_dtype, softmax, rgb_input):
+    images = np.repeat(MNIST, 3, axis=-1) if rgb_input else MNIST
+    before = to_integer_tflite(mnist_w4a4, images[:8], io_dtype=io_dtype, softmax=softmax,
+                               rgb_input=rgb_input, optimize=False)  # fmt: skip
+    after = fold_minimums(before)  # what `to_integer_tflite` returns (tested above)
+    assert_folded(before, after)
+    names = read_model(after).op_names
+    assert ("SOFTMAX" in names) == softmax and "RESHAPE" in names  # Flatten reads a moved one
+    assert_same_outputs(before, after, np.concatenate([random_images(before),
+                                                       quantized(before, images)]))  # fmt: skip
+
+
+def test_mobilenet_v2_relu6_and_depthwise():
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3)).astype("float32")
+    model = models.build("mobilenet_v2", (32, 32, 3), 4, width=0.35)
+    reestimate_batch_norm(model, x, batch_size=16)
+    qat = quantize_model(model, weight_bits=4, activation_bits=4)
+    calibrate_ranges(qat, model, x)
+    before = to_integer_tflite(qat, x[:16], optimize=False)
+    after = fold_minimums(before)
+    assert_folded(before, after)
+    producers = {op.name for op in read_model(before).ops if op.fused_activation == "RELU6"}
+    assert producers == {"CONV_2D", "DEPTHWISE_CONV_2D"}  # ReLU6 under PACT: α <= 6
+    assert_same_outputs(before, after, np.concatenate([random_images(before, 100),
+                                                       quantized(before, x)]))  # fmt: skip
+
+
+# --- each ADD and MEAN that reads a moved zero point, exhaustively ----------------------------
+
+
+def single_op(flatbuffer: bytes, index: int) -> bytes:
+    """The model made of op `index` alone: its non-constant inputs are the model's inputs."""
+    model = unpack_model(flatbuffer)
+    subgraph = model.subgraphs[0]
+    op = subgraph.operators[index]
+    constant = constant_tensors(flatbuffer)
+    subgraph.operators = [op]
+    subgraph.inputs = [int(t) for t in op.inputs if t >= 0 and int(t) not in constant]
+    subgraph.outputs = [int(t) for t in op.outputs]
+    model.signatureDefs = None
+    return pack_model(model)
+
+
+def run_op(flatbuffer: bytes, feeds: list[np.ndarray], runtime: str) -> np.ndarray:
+    """Runs a single-op model on batches of inputs (one array per model input, in order)."""
+    model = interpreter(flatbuffer, runtime)
+    details, (sink,) = model.get_input_details(), model.get_output_details()
+    shape = details[0]["shape"]
+    size = int(np.prod(shape))
+    found = []
+    for start in range(0, len(feeds[0]), size):
+        for detail, feed in zip(details, feeds, strict=True):
+            chunk = feed[start : start + size]
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk))])
+            model.set_tensor(detail["index"], chunk.reshape(shape).astype(np.int8))
+        model.invoke()
+        found.append(model.get_tensor(sink["index"]).reshape(-1))
+    return np.concatenate(found)
+
+
+def constant_tensors(flatbuffer: bytes) -> set[int]:
+    model = unpack_model(flatbuffer)
+    return {i for i, t in enumerate(model.subgraphs[0].tensors)
+            if t.buffer and model.buffers[t.buffer].data is not None}  # fmt: skip
+
+
+def data_inputs(op, constants: set[int]) -> list:
+    return [t for t in op.inputs if t is not None and t.index not in constants]
+
+
+def minimums(flatbuffer: bytes) -> list[tuple[int, int, int, int]]:
+    """(input, output, zero point, level of α) of every MINIMUM of the file."""
+    model, constants = unpack_model(flatbuffer), constant_tensors(flatbuffer)
+    found = []
+    for op in read_model(flatbuffer).ops:
+        if op.name == "MINIMUM":
+            (data,) = data_inputs(op, constants)
+            (constant,) = (t for t in op.inputs if t.index in constants)
+            buffer = model.buffers[model.subgraphs[0].tensors[constant.index].buffer].data
+            level = int(np.frombuffer(bytes(np.asarray(buffer, np.uint8)), np.int8)[0])
+            found.append((data.index, op.outputs[0].index, data.quantization.zero_point[0], level))
+    return found
+
+
+def test_every_add_and_mean_reading_a_moved_zero_point_is_exact_for_all_inputs(residual):
+    """The original op sees min(relu(x), α): levels zero point .. level of α on a moved input,
+    all 256 on another; its result passes through the MINIMUM that follows it, if one does.
+    Both files must give the same (q − zero point) for each input."""
+    _, before, after = residual
+    found = minimums(before)
+    held = {output: (zero_point, level) for _, output, zero_point, level in found}
+    clamped = {data: (zero_point, level) for data, _, zero_point, level in found}
+    constants_before, constants_after = constant_tensors(before), constant_tensors(after)
+    kept = [op for op in read_model(before).ops if op.name != "MINIMUM"]
+    checked = set()
+    for op_b, op_a in zip(kept, read_model(after).ops, strict=True):
+        inputs_b, inputs_a = data_inputs(op_b, constants_before), data_inputs(op_a, constants_after)
+        if op_b.name not in ("ADD", "MEAN") or not any(t.index in held for t in inputs_b):
+            continue
+        if op_b.name == "ADD":  # every pair of levels
+            bounds = [held.get(t.index, (-128, 127)) for t in inputs_b]
+            levels = [np.arange(low, high + 1) for low, high in bounds]
+            feeds = [grid.reshape(-1) for grid in np.meshgrid(*levels, indexing="ij")]
+        else:  # MEAN over H x W: every sum of levels
+            (tensor,) = inputs_b
+            height, width, channels = tensor.shape[1:]
+            feeds = [mean_inputs(height * width, channels, *held[tensor.index])]
+        shifts = [a.quantization.zero_point[0] - b.quantization.zero_point[0]
+                  for a, b in zip(inputs_a, inputs_b, strict=True)]  # fmt: skip
+        output = op_b.outputs[0].index
+        zero_point, level = clamped.get(output, (op_b.outputs[0].quantization.zero_point[0], 127))
+        for runtime in RUNTIMES:
+            original = run_op(single_op(before, op_b.index), feeds, runtime)
+            expected = np.minimum(original, level) - zero_point
+            shifted = [feed + shift for feed, shift in zip(feeds, shifts, strict=True)]
+            actual = run_op(single_op(after, op_a.index), shifted, runtime)
+            actual = actual - op_a.outputs[0].quantization.zero_point[0]
+            np.testing.assert_array_equal(actual, expected, err_msg=f"{op_b.name} {runtime}")
+        checked.add(op_b.name)
+    assert checked == {"ADD", "MEAN"}
+
+
+def mean_inputs(count: int, channels: int, zero_point: int, level: int) -> np.ndarray:
+    """Flat NHWC inputs of a MEAN over `count` pixels whose channels, together, hold every
+    sum 0 .. count·(level − zero_point) of levels: channel j of block b has sum b·channels + j,
+    spread as full levels then a remainder."""
+    top = level - zero_point
+    sums = np.arange(count * top + 1)
+    blocks = -(-len(sums) // channels)
+    sums = np.concatenate([sums, np.full(blocks * channels - len(sums), sums[-1])])
+    per_pixel = np.zeros((len(sums), count), np.int64)
+    for position in range(count):
+        per_pixel[:, position] = np.clip(sums - position * top, 0, top)
+    # (block, channel, pixel) -> (block, pixel, channel): the op's NHWC layout
+    values = per_pixel.reshape(blocks, channels, count).transpose(0, 2, 1)
+    return (values + zero_point).reshape(-1)
+
+
+# --- what stays ---------------------------------------------------------------------------------
+
+
+def test_a_minimum_that_writes_a_model_output_stays(residual):
+    """The last MINIMUM of a prefix is a model output: an app reads its int8 values, so its
+    zero point cannot move; the MINIMUMs before it still fold, bit-exactly."""
+    _, before, _ = residual
+    names = read_model(before).op_names
+    last = max(i for i, name in enumerate(names) if name == "MINIMUM")
+    prefix = prefix_model(before, last)
+    folded = fold_minimums(prefix)
+    assert read_model(folded).op_names.count("MINIMUM") == 1
+    assert read_model(folded).op_names[-1] == "MINIMUM"
+    images = random_images(prefix, 50)
+    for runtime in RUNTIMES:
+        expected = outputs(prefix, images, runtime)
+        np.testing.assert_array_equal(outputs(folded, images, runtime), expected)
+
+
+def test_a_producer_that_does_not_clamp_at_zero_keeps_its_minimum(residual):
+    _, before, _ = residual
+    model = unpack_model(before)
+    subgraph = model.subgraphs[0]
+    minimum = next(op for op in read_model(before).ops if op.name == "MINIMUM")
+    (data,) = data_inputs(minimum, constant_tensors(before))
+    producer = next(op for op in subgraph.operators if data.index in list(op.outputs))
+    producer.builtinOptions.fusedActivationFunction = 2  # RELU_N1_TO_1: clamps at −1
+    assert read_model(fold_minimums(pack_model(model))).op_names.count("MINIMUM") == 1
