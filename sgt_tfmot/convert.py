@@ -17,7 +17,7 @@ Usage:
         [--dataset NAME --data_dir DIR] [--calibration_samples 500] [--num_test N]
         [--fidelity_images 500] [--saliency vanilla|smoothgrad] [--report report.json]
         [--figure saliency.png] [--max_accuracy_drop 0.3] [--min_agreement 0.995]
-        [--max_fidelity_gap 5] [--require_edgetpu] [--overwrite]
+        [--max_fidelity_gap 5] [--require_edgetpu] [--profile] [--overwrite]
 
 MODEL is a saved model file (.h5 / .keras) or the output directory of
 `python -m sgt_tfmot.train` (its `model.h5`; the dataset then defaults to the one in its
@@ -145,6 +145,11 @@ flags.DEFINE_integer(
     "model's (0: skip).", lower_bound=0, **_IN,
 )  # fmt: skip
 flags.DEFINE_string("labels", None, "Label file: one class name per line, in class order.", **_IN)
+flags.DEFINE_bool(
+    "profile", False,
+    "Time the integer and the float32 model (batch 1, 1 thread, interleaved) and the integer "
+    "model per op: the report's deployment.latency and a summary line (a few seconds).", **_IN,
+)  # fmt: skip
 _cli.define_data_flags(FLAGS)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
@@ -193,6 +198,7 @@ def _convert(positional: list[str]) -> int:
         trust_model_code=FLAGS.trust_model_code,
         data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
         occlusion_images=FLAGS.occlusion_images,
+        profile=FLAGS.profile,
         delivery=Delivery(
             softmax=not FLAGS.logits,
             rgb_input=FLAGS.rgb_input,

@@ -19,6 +19,7 @@ from sgt_tfmot.conversion import stages
 from sgt_tfmot.keras import keras
 from sgt_tfmot.tflite import align_biases
 from sgt_tfmot.tflite.flatbuffer import read_model
+from sgt_tfmot.tflite.profile import delegate_partitions
 from tests.test_checks import tiny_mnist_classifier, train_tiny_mnist_qat
 
 L = keras.layers
@@ -108,9 +109,8 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert report["keras_compute_dtype"] == "float32"
     assert report["num_test"] == 300 and report["calibration_samples"] == 200
     assert report["size_bytes"] == os.path.getsize(tmp_path / "model.tflite")
-    # int8 weights against float32 ones; the flatbuffer overhead of a tiny model (and the
-    # MINIMUM op of each 4-bit activation) keeps the ratio far above the 0.25 of the weights
-    # alone (measured 0.67 here, 0.28 for ResNet-20).
+    # int8 weights against float32 ones; the flatbuffer overhead of a tiny model keeps the
+    # ratio far above the 0.25 of the weights alone (measured 0.67 here, 0.28 for ResNet-20).
     assert report["size_ratio"] == report["size_bytes"] / report["float_size_bytes"] < 0.75
     assert report["edgetpu_compatible"] is True and report["internal_quantize_ops"] == 0
     assert report["keras_accuracy"] > 0.85
@@ -119,6 +119,7 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert report["fidelity_gap_pp"] <= 5.0
     assert report["export_model"] is None  # an 8-bit model converts as it is
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["deployment"]["latency"] is None  # only with --profile
 
     summary = read_model(str(tmp_path / "model.tflite"))
     assert summary.inputs[0].type == "INT8" and summary.inputs[0].shape_signature == (1, 28, 28, 1)
@@ -128,6 +129,31 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert "Top-1 agreement" in out and "Saliency fidelity (vanilla, fill mean, 100 images)" in out
     assert "one-ulp change of its weights on" in out
     assert out.rstrip().endswith("Checks passed.")
+
+
+def test_profile_says_where_the_time_goes(models_dir, tmp_path, capsys):
+    output, report = tmp_path / "model.tflite", tmp_path / "report.json"
+    argv = ["--int8", str(models_dir / "run"), "--output", str(output), "--report", str(report)]
+    argv += ["--num_test", "40", "--fidelity_images", "0", "--occlusion_images", "0"]
+    code, out, err = run_main([*argv, "--profile"], capsys)
+    assert code == 0, err
+    latency = json.loads(report.read_text())["deployment"]["latency"]
+    ops = read_model(output.read_bytes()).ops
+    listed = [(op["index"], op["name"]) for op in latency["ops"]]
+    assert listed == [(op.index, op.name) for op in ops]
+    assert all(op["microseconds"] >= 0 for op in latency["ops"])
+    assert {share["name"] for share in latency["by_type"]} == {op.name for op in ops}
+    assert sum(share["share"] for share in latency["by_type"]) == pytest.approx(1.0)
+    integer, baseline = latency["integer_ms"], latency["float32_ms"]
+    assert 0 < integer["min"] <= integer["median"] and 0 < baseline["min"] <= baseline["median"]
+    assert latency["ratio"]["min"] == pytest.approx(integer["min"] / baseline["min"])
+    assert latency["delegate_partitions"] == delegate_partitions(output.read_bytes())
+    assert (latency["batch_size"], latency["num_threads"]) == (1, 1)
+    lines = out.splitlines()
+    (line,) = [line for line in lines if line.startswith("Latency (batch 1, 1 thread")]
+    assert f"integer {integer['min']:.3f} ms, float32 {baseline['min']:.3f} ms" in line
+    next_line = lines[lines.index(line) + 1]
+    assert next_line.startswith(f"  integer time by op type: {latency['by_type'][0]['name']} ")
 
 
 def test_a_failed_check_exits_1_and_still_writes_the_files(models_dir, tmp_path, capsys):

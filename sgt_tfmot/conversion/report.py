@@ -20,7 +20,9 @@ Its keys, in one place:
 | integer_model_maps | occlusion maps of the .tflite (LiteRT) vs the Keras model's (ρ, IoU) |
 | targets | deployment target name -> its section (`sgt_tfmot.tflite.targets`) |
 | edgetpu_compatible, internal_quantize_ops, op_names, edgetpu | the Edge TPU target, flat |
-| deployment | what an app needs: I/O tensors' types and quantization |
+| deployment | what an app needs: I/O tensors' types and quantization; `latency` (with |
+| | `--profile`, else null): batch-1 integer vs float32 time, min and median, their ratio, |
+| | the delegate partitions, the integer time per op type (`by_type`) and per op (`ops`) |
 | thresholds, failures, checks_passed | the gate |
 """
 
@@ -200,6 +202,25 @@ def _integer_map_lines(report: ConversionReport) -> list[str]:
     return [head, *lines]
 
 
+def _latency_lines(report: ConversionReport) -> list[str]:
+    latency = report.deployment.get("latency")
+    if not latency:
+        return []
+    integer, baseline, ratio = latency["integer_ms"], latency["float32_ms"], latency["ratio"]
+    shares = ", ".join(
+        f"{share['name']} {100 * share['share']:.0f} % ({share['count']})"
+        for share in latency["by_type"][:5]
+    )
+    return [
+        f"Latency (batch 1, {latency['num_threads']} thread, min of {latency['rounds']}x"
+        f"{latency['invokes']} interleaved invokes; a busy machine varies): integer "
+        f"{integer['min']:.3f} ms, float32 {baseline['min']:.3f} ms ({ratio['min']:.2f}x; "
+        f"median {ratio['median']:.2f}x), {latency['delegate_partitions']} delegate "
+        "partition(s)",
+        f"  integer time by op type: {shares}",
+    ]
+
+
 def format_summary(report: ConversionReport) -> str:
     """The CLI's human summary: size, targets, accuracy, agreement, fidelity, files, verdict."""
     lines = [
@@ -208,6 +229,7 @@ def format_summary(report: ConversionReport) -> str:
         f"{report.calibration_samples} calibration images)",
         f"Size: {report.size_bytes:,} bytes vs {report.float_size_bytes:,} bytes for the "
         f"float32 TFLite model ({report.size_ratio:.2f}x)",
+        *_latency_lines(report),
     ]
     for target in report.targets.values():
         lines += ["", *target.lines]

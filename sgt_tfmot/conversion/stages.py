@@ -6,6 +6,7 @@
     files   = convert(...)            the integer .tflite and the float32 baseline
     checks  = run_checks(...)         accuracy, agreement, ulp floor, export model, fidelity
     targets = check_targets(...)      every deployment target of `sgt_tfmot.tflite.targets`
+    latency = latency_section(...)    with `profile`: where the batch-1 time goes, per op
     report  = ConversionReport(...)   typed; `to_dict()` is the JSON report
     write(...)                        the .tflite, report and figure, atomically
 
@@ -38,6 +39,7 @@ from sgt_tfmot.models import check_classifier
 from sgt_tfmot.tflite import targets as deployment_targets
 from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite, with_softmax
 from sgt_tfmot.tflite.metadata import add_image_classifier_metadata, read_image_classifier_metadata
+from sgt_tfmot.tflite.profile import compare_latency, profile as profile_ops
 from sgt_tfmot.tflite.runtime import TFLiteModel
 
 __all__ = ["Conversion", "convert_and_check"]
@@ -46,6 +48,7 @@ PROGRAM = "sgt_tfmot.convert"
 FIGURE_IMAGES = 8
 PREDICT_BATCH = 256
 TARGET_IMAGES = 32  # test images a target that runs the model gets
+PROFILE_ROUNDS, PROFILE_INVOKES = 10, 10  # interleaved timing of `latency_section`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,9 +348,35 @@ def check_targets(flatbuffer: bytes, output: Path, samples: _Data, app, labels, 
     return reports
 
 
-def deployment_section(tflite_model, flatbuffer: bytes, delivery: Delivery) -> dict:
+def latency_section(flatbuffer: bytes, float_flatbuffer: bytes, say) -> dict:
+    """Where the batch-1 time of the integer model goes, in LiteRT as deployed (XNNPACK, one
+    thread): both models timed interleaved (min and median of `PROFILE_ROUNDS` rounds of
+    `PROFILE_INVOKES` invokes), then the integer model per op (`sgt_tfmot.tflite.profile`:
+    timed prefix models). Times on a busy machine vary from run to run; the min is the
+    steadiest."""
+    say("timing the integer and the float32 model, and the integer model per op")
+    timed = compare_latency({"float32": float_flatbuffer, "integer": flatbuffer},
+                            PROFILE_ROUNDS, PROFILE_INVOKES, num_threads=1)  # fmt: skip
+    found = profile_ops(flatbuffer, PROFILE_ROUNDS, PROFILE_INVOKES, num_threads=1)
+    integer, baseline = timed["integer"], timed["float32"]
+    return {
+        "batch_size": 1, "num_threads": 1, "rounds": PROFILE_ROUNDS,
+        "invokes": PROFILE_INVOKES, "runtime": "LiteRT, default delegates (XNNPACK)",
+        "integer_ms": {"min": integer["min_ms"], "median": integer["median_ms"]},
+        "float32_ms": {"min": baseline["min_ms"], "median": baseline["median_ms"]},
+        "ratio": {"min": integer["min_ratio"], "median": integer["median_ratio"]},
+        "delegate_partitions": found.partitions, "invoke_overhead_us": found.overhead_us,
+        "by_type": [share._asdict() for share in found.by_type()],
+        "ops": [op._asdict() for op in found.ops],
+    }  # fmt: skip
+
+
+def deployment_section(
+    tflite_model, flatbuffer: bytes, delivery: Delivery, latency: dict | None = None
+) -> dict:
     """What an app needs: the I/O tensors (shape, type, scale, zero point), the scores'
-    meaning, the metadata written."""
+    meaning, the metadata written; and where the time goes (`latency_section`), if
+    measured."""
 
     def tensor(details):
         scale, zero_point = details["quantization"]
@@ -360,6 +389,7 @@ def deployment_section(tflite_model, flatbuffer: bytes, delivery: Delivery) -> d
         "scores": "probabilities (softmax)" if delivery.softmax else "logits",
         "rgb_input": delivery.rgb_input,
         "metadata": read_image_classifier_metadata(flatbuffer),
+        "latency": latency,
     }
 
 
@@ -398,6 +428,7 @@ def convert_and_check(
     data_options: dict | None = None,
     delivery: Delivery | None = None,
     occlusion_images: int = 16,
+    profile: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Converts a saved classifier to an integer .tflite, checks it, writes the files.
@@ -425,6 +456,8 @@ def convert_and_check(
       delivery: Softmax, RGB input, metadata and labels of the delivered file (`Delivery`).
       occlusion_images: Test images whose occlusion maps of the integer model (in LiteRT) are
         compared with the Keras model's (`integer_model_maps`); 0 skips it.
+      profile: Time the integer and the float32 model and the integer model per op
+        (`latency_section`, in the report's `deployment.latency`); a few seconds.
       progress: Called with a short message before each slow stage.
 
     Returns:
@@ -457,6 +490,7 @@ def convert_and_check(
     found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity_fill,
                        options, say, occlusion_images, delivery.softmax)  # fmt: skip
     reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say)
+    latency = latency_section(flatbuffer, float_flatbuffer, say) if profile else None
     failures = checks.gate(thresholds, found.accuracy, found.fidelity, reports.values())
     result = ConversionReport(
         model=str(loaded.file), output=str(paths["output"]),
@@ -469,7 +503,8 @@ def convert_and_check(
         biases_aligned=biases_aligned(loaded.model) if loaded.quantized else None,
         export_model=found.export_model, fidelity=found.fidelity, targets=reports,
         integer_maps=found.integer_maps,
-        deployment=deployment_section(tflite_model, flatbuffer, delivery), thresholds=thresholds,
+        deployment=deployment_section(tflite_model, flatbuffer, delivery, latency),
+        thresholds=thresholds,
         failures=tuple(failures), report=str(paths["report"]) if "report" in paths else None,
         figure=str(paths["figure"]) if "figure" in paths else None, class_names=labels,
     )  # fmt: skip
