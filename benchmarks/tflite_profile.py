@@ -6,7 +6,9 @@ TFLite (`float_tflite`), times both interleaved in one process (`--rounds` round
 both alike) and prints the min and median latency of each and their int8 / float ratios.
 Then it profiles the integer model per op (`sgt_tfmot.tflite.profile`: timed prefix models,
 XNNPACK as deployed) and prints the time per op type and the slowest ops; `--profile_float`
-does the same for the float model.
+does the same for the float model. The integer model is what `to_integer_tflite` returns; with
+`--unoptimized` (default) the converter's own graph before the value-preserving rewrites
+(`sgt_tfmot.tflite.rewrite`: the MINIMUM after each k-bit activation) is timed beside it.
 
 Without `--model` or `--tflite` it builds a W{bits}A{bits} PACT QAT ResNet-20 on
 `--input_shape`, trains it for `--fit_steps` steps on random data (so that the ranges move
@@ -16,14 +18,14 @@ Usage:
 
     python benchmarks/tflite_profile.py                                   # W4A4, 32x32x3
     python benchmarks/tflite_profile.py --bits 8 --input_shape 28,28,1    # W8A8, 28x28x1
-    python benchmarks/tflite_profile.py --model runs/cifar10-w4a4-sgt-ft
+    python benchmarks/tflite_profile.py --model zoo:cifar10-w4a4-sgt-ft --dataset cifar10 \
+        --data_dir ../shared/data                   # a trained model, exactness on its test set
     python benchmarks/tflite_profile.py --tflite a.tflite --tflite b.tflite  # files only
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 
 import numpy as np
 from absl import app, flags
@@ -39,6 +41,19 @@ flags.DEFINE_integer("invokes", 10, "Timed invokes of each model per round.", lo
 flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.", lower_bound=1)
 flags.DEFINE_bool("profile", True, "Profile the integer model per op.")
 flags.DEFINE_bool("profile_float", False, "Profile the float32 model per op too.")
+flags.DEFINE_bool(
+    "unoptimized", True,
+    "Also time the converter's own integer graph (`to_integer_tflite(optimize=False)`, before "
+    "the value-preserving rewrites of sgt_tfmot.tflite.rewrite), when it differs.",
+)  # fmt: skip
+flags.DEFINE_integer(
+    "exact_images", 200,
+    "Compare the int8 outputs of the converter's graph and of the rewritten one on this many "
+    "random int8 images (and on the --dataset test split), in XNNPACK and in the builtin "
+    "kernels; 0 skips it.", lower_bound=0,
+)  # fmt: skip
+flags.DEFINE_string("dataset", None, "Also compare on this dataset's test split (--exact_images).")
+flags.DEFINE_string("data_dir", None, "Folder of --dataset (see sgt_tfmot.data).")
 flags.DEFINE_integer("top", 10, "Slowest ops listed.", lower_bound=0)
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the training data and the inputs.")
@@ -67,25 +82,47 @@ def default_model(bits: int, input_shape: tuple[int, ...], fit_steps: int, seed:
     return model
 
 
-def latencies(
-    flatbuffers: dict[str, bytes], rounds: int, invokes: int, num_threads: int, seed: int = 0
-) -> dict[str, dict[str, float]]:
-    """{name: {"min_ms", "median_ms", "min_ratio", "median_ratio"}}, ratios against the
-    first model, all timed interleaved (`sgt_tfmot.tflite.profile.time_models`)."""
-    from sgt_tfmot.tflite.profile import time_models
+def differing_outputs(before: bytes, after: bytes, images: np.ndarray) -> dict[str, int]:
+    """{runtime: images whose integer outputs differ between two files}, for already
+    quantized images, in XNNPACK ("xnnpack") and in LiteRT's builtin kernels ("builtin")."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    samples = time_models(list(flatbuffers.values()), rounds, invokes, num_threads, seed=seed)
-    first = samples[0]
-    return {
-        name: {
-            "bytes": len(flatbuffers[name]),
-            "min_ms": 1e3 * min(times),
-            "median_ms": 1e3 * statistics.median(times),
-            "min_ratio": min(times) / min(first),
-            "median_ratio": statistics.median(times) / statistics.median(first),
-        }
-        for name, times in zip(flatbuffers, samples, strict=True)
-    }
+    builtin = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    runtimes = {"xnnpack": {}, "builtin": {"experimental_op_resolver_type": builtin}}
+    found = {}
+    for runtime, options in runtimes.items():
+        results = []
+        for flatbuffer in (before, after):
+            interpreter = Interpreter(model_content=flatbuffer, num_threads=1, **options)
+            interpreter.allocate_tensors()
+            (source,), (sink,) = interpreter.get_input_details(), interpreter.get_output_details()
+            outputs = []
+            for image in images:
+                interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
+                interpreter.invoke()
+                outputs.append(interpreter.get_tensor(sink["index"]).copy())
+            results.append(np.concatenate(outputs))
+        found[runtime] = int(np.any(results[0] != results[1], axis=1).sum())
+    return found
+
+
+def exactness_images(flatbuffer: bytes, count: int, dataset, data_dir, seed: int = 0):
+    """`count` random images over the input type's range, then the dataset's test split
+    quantized with the input's scale and zero point."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    (source,) = interpreter.get_input_details()
+    info = np.iinfo(source["dtype"])
+    shape = tuple(source["shape"][1:])
+    images = [np.random.default_rng(seed).integers(info.min, int(info.max) + 1, (count, *shape))]
+    if dataset:
+        from sgt_tfmot import data
+
+        x_test, _ = data.load_arrays(dataset, "test", data_dir)
+        scale, zero_point = source["quantization"]
+        images.append(np.clip(np.round(x_test / scale + zero_point), info.min, info.max))
+    return np.concatenate(images)
 
 
 def run(
@@ -102,9 +139,9 @@ def run(
     Returns:
       (the text report, the same as JSON-ready dicts).
     """
-    from sgt_tfmot.tflite.profile import format_table, profile
+    from sgt_tfmot.tflite.profile import compare_latency, format_table, profile
 
-    timed = latencies(flatbuffers, rounds, invokes, num_threads, seed)
+    timed = compare_latency(flatbuffers, rounds, invokes, num_threads, seed)
     first = next(iter(flatbuffers))
     lines = [
         f"batch 1, {num_threads} thread(s), {rounds} rounds x {invokes} invokes of each model, "
@@ -133,6 +170,7 @@ def main(argv: list[str]) -> None:
     else:
         from sgt_tfmot import saving
         from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
+        from sgt_tfmot.tflite.rewrite import fold_minimums
 
         if FLAGS.model:
             model = saving.load_model(FLAGS.model)
@@ -145,10 +183,10 @@ def main(argv: list[str]) -> None:
         if not is_quantized(model):
             shape = (64, *model.inputs[0].shape[1:])
             calibration = np.random.default_rng(FLAGS.seed).uniform(0, 255, shape)
-        flatbuffers = {
-            "float32": float_tflite(model),
-            "int8": to_integer_tflite(model, calibration),
-        }
+        converted = to_integer_tflite(model, calibration, optimize=False)
+        flatbuffers = {"float32": float_tflite(model), "int8": fold_minimums(converted)}
+        if FLAGS.unoptimized and converted != flatbuffers["int8"]:
+            flatbuffers["int8 converter graph"] = converted
         profiled = (("int8",) if FLAGS.profile else ()) + (
             ("float32",) if FLAGS.profile_float else ()
         )
@@ -157,6 +195,18 @@ def main(argv: list[str]) -> None:
         FLAGS.seed,
     )  # fmt: skip
     print(text)
+    if "int8 converter graph" in flatbuffers and FLAGS.exact_images:
+        before, after = flatbuffers["int8 converter graph"], flatbuffers["int8"]
+        images = exactness_images(before, FLAGS.exact_images, FLAGS.dataset, FLAGS.data_dir)
+        differing = differing_outputs(before, after, images)
+        result["differing_outputs"] = {"images": len(images), **differing}
+        print(
+            f"\nint8 outputs of the converter's graph vs the rewritten one on {len(images)} images "
+            "(random"
+            + (f" + {FLAGS.dataset} test split" if FLAGS.dataset else "")
+            + "): "
+            + ", ".join(f"{n} differ in {runtime}" for runtime, n in differing.items())
+        )
     if FLAGS.json:
         with open(FLAGS.json, "w") as handle:
             json.dump(result, handle, indent=1)
