@@ -132,6 +132,21 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
          "this process is task 'chief', but the cluster has only ['worker']"),
         ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}',
          "parameter-server training is not supported"),
+        ("[1, 2]", "$TF_CONFIG is not valid JSON with 'cluster' and 'task'"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}',
+         "$TF_CONFIG is not valid JSON with 'cluster' and 'task' (KeyError: 'index')"),
+        ('{"cluster": {}, "task": {"type": "worker", "index": 0}}',
+         '"cluster" must map task types to address lists'),
+        ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}',
+         "cluster['worker'] must be a list of \"host:port\" addresses. Received: 'a:1'"),
+        ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}',
+         "must be a list of \"host:port\" addresses. Received: ['a:1', 'b']"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "0"}}',
+         "the task index must be an integer. Received: '0'"),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": -1}}',
+         "task index -1 is out of range for the 2 worker"),
+        ('{"cluster": {"worker": ["a:1"], "evaluator": ["b:2"]}, '
+         '"task": {"type": "worker", "index": 0}}', "takes 'chief' and 'worker' tasks only"),
     ],
 )  # fmt: skip
 def test_bad_cluster_specs(tf_config, message, tmp_path, capsys, monkeypatch):
@@ -139,6 +154,32 @@ def test_bad_cluster_specs(tf_config, message, tmp_path, capsys, monkeypatch):
     code = train.main(["train", "--distribute", "multi_worker", "--out_dir", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        ("32", "--batch_size 32 is not divisible by the 3 replicas of the cluster"),
+        # 5000 = 14 * 357 + 2: the last batch of an epoch, 2 images, cannot feed 3 replicas.
+        ("357", "the last batch of each epoch would hold the 2 remaining example(s) of the "
+                "5000 training images, fewer than the 3 replicas"),
+    ],
+)  # fmt: skip
+def test_a_batch_the_replicas_cannot_share_is_one_line_exit_2(
+    batch, message, tmp_path, capsys, monkeypatch
+):
+    from sgt_tfmot import training
+
+    class ThreeReplicas:  # what make_strategy returns for a cluster of three replicas
+        num_replicas_in_sync = 3
+
+    monkeypatch.setattr(training, "make_strategy", lambda name: ThreeReplicas())
+    argv = ["train", "--distribute", "mirrored", "--batch_size", batch]  # mnist_subset
+    code = train.main([*argv, "--out_dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert message in err
     assert not (tmp_path / "r").exists()
 
 
