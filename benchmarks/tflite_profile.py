@@ -39,7 +39,7 @@ flags.DEFINE_integer("fit_steps", 5, "Training steps of the default ResNet-20.",
 flags.DEFINE_integer("rounds", 30, "Interleaved rounds.", lower_bound=1)
 flags.DEFINE_integer("invokes", 10, "Timed invokes of each model per round.", lower_bound=1)
 flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.", lower_bound=1)
-flags.DEFINE_bool("profile", True, "Profile the integer model per op.")
+flags.DEFINE_bool("profile", True, "Profile the integer model(s) per op.")
 flags.DEFINE_bool("profile_float", False, "Profile the float32 model per op too.")
 flags.DEFINE_bool(
     "unoptimized", True,
@@ -49,8 +49,8 @@ flags.DEFINE_bool(
 flags.DEFINE_integer(
     "exact_images", 200,
     "Compare the int8 outputs of the converter's graph and of the rewritten one on this many "
-    "random int8 images (and on the --dataset test split), in XNNPACK and in the builtin "
-    "kernels; 0 skips it.", lower_bound=0,
+    "random int8 images (and on the --dataset test split), in XNNPACK, the builtin and the "
+    "reference kernels; 0 skips it.", lower_bound=0,
 )  # fmt: skip
 flags.DEFINE_string("dataset", None, "Also compare on this dataset's test split (--exact_images).")
 flags.DEFINE_string("data_dir", None, "Folder of --dataset (see sgt_tfmot.data).")
@@ -84,11 +84,15 @@ def default_model(bits: int, input_shape: tuple[int, ...], fit_steps: int, seed:
 
 def differing_outputs(before: bytes, after: bytes, images: np.ndarray) -> dict[str, int]:
     """{runtime: images whose integer outputs differ between two files}, for already
-    quantized images, in XNNPACK ("xnnpack") and in LiteRT's builtin kernels ("builtin")."""
+    quantized images, in XNNPACK ("xnnpack"), LiteRT's builtin kernels ("builtin") and its
+    reference kernels ("reference")."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    builtin = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    runtimes = {"xnnpack": {}, "builtin": {"experimental_op_resolver_type": builtin}}
+    resolvers = {"builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                 "reference": OpResolverType.BUILTIN_REF}  # fmt: skip
+    runtimes = {"xnnpack": {}, **{
+        name: {"experimental_op_resolver_type": resolver} for name, resolver in resolvers.items()
+    }}  # fmt: skip
     found = {}
     for runtime, options in runtimes.items():
         results = []
@@ -187,9 +191,8 @@ def main(argv: list[str]) -> None:
         flatbuffers = {"float32": float_tflite(model), "int8": fold_minimums(converted)}
         if FLAGS.unoptimized and converted != flatbuffers["int8"]:
             flatbuffers["int8 converter graph"] = converted
-        profiled = (("int8",) if FLAGS.profile else ()) + (
-            ("float32",) if FLAGS.profile_float else ()
-        )
+        profiled = tuple(name for name in flatbuffers if name != "float32") if FLAGS.profile else ()
+        profiled += ("float32",) if FLAGS.profile_float else ()
     text, result = run(
         flatbuffers, FLAGS.rounds, FLAGS.invokes, FLAGS.num_threads, profiled, FLAGS.top,
         FLAGS.seed,

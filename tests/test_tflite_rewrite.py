@@ -1,12 +1,13 @@
 """`fold_minimums`: the MINIMUM after each k-bit activation removed, not one int8 value changed.
 
-Every comparison is bit-exact (`assert_array_equal` on the int8/uint8 outputs), in LiteRT's
-default runtime (XNNPACK) and in its builtin kernels, on random int8 images over the whole
-range and on dataset images, for models trained a few steps (ranges and α off their initial
-values): the W4A4 and W2A2 residual model of tests.test_export, a W4A4 MobileNetV2 (ReLU6,
-depthwise convolutions), and the W4A4 MNIST classifier of tests.test_checks (RESHAPE before
-the logits) with the delivery options (softmax, RGB input, uint8 I/O). A W8A8 model has no
-MINIMUM and comes back byte for byte.
+Every comparison is bit-exact (`assert_array_equal` on the int8/uint8 outputs) within each of
+LiteRT's default runtime (XNNPACK), its builtin kernels and its reference kernels (which round
+differently from one another), on random images over the input type's whole range and on
+dataset images, for models trained a few steps (ranges and α off their initial values): the
+W4A4 and W2A2 residual model of tests.test_export, a W4A4 MobileNetV2 (ReLU6, depthwise
+convolutions), and the W4A4 MNIST classifier of tests.test_checks (RESHAPE before the logits)
+with the delivery options (softmax, RGB input, uint8 I/O). A W8A8 model has no MINIMUM and
+comes back byte for byte.
 
 Then each ADD and MEAN that reads a moved zero point is checked alone and exhaustively: every
 pair of input levels (ADD) and every sum of input levels (MEAN) the original op can see.
@@ -28,8 +29,11 @@ from sgt_tfmot.trainers import reestimate_batch_norm
 from tests.test_checks import train_tiny_mnist_qat
 from tests.test_export import X as RESIDUAL_X, trained_qat
 
-RUNTIMES = {"xnnpack": {}, "builtin": {
-    "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}}  # fmt: skip
+RUNTIMES = {  # LiteRT's default (XNNPACK), its builtin kernels, its reference kernels
+    "xnnpack": {},
+    "builtin": {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES},
+    "reference": {"experimental_op_resolver_type": OpResolverType.BUILTIN_REF},
+}
 MNIST, _ = data.load_arrays("mnist_subset", "test")
 MNIST = MNIST[:150].astype(np.float32)
 
