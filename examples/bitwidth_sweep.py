@@ -235,11 +235,8 @@ def finished_metrics(config: trainer.TrainConfig) -> dict | None:
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    previous, current = metrics.get("flags", {}), config.run_settings()
-    defaults = trainer.TrainConfig().run_settings()  # settings a run of an older version lacks
-    changed = sorted(k for k in current if previous.get(k, defaults[k]) != current[k])
-    if changed:
-        detail = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
+    detail = config.changes_from(metrics.get("flags", {}))
+    if detail:
         raise InputError(
             f"{config.out_dir} holds a finished run with other settings ({detail}); rerun with "
             "its settings, choose another --out_dir, or remove that run."

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "InputError",
+    "RunStopped",
     "check_bool",
     "check_choice",
     "check_int",
@@ -30,6 +31,11 @@ __all__ = [
 ]
 
 _MISSING = object()
+
+
+class RunStopped(RuntimeError):
+    """A run that cannot go on for a reason outside the input (e.g. a lost worker); its
+    message is one line that says what to do. The CLIs print it and exit with status 1."""
 
 
 class InputError(ValueError):

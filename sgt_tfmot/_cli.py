@@ -102,7 +102,7 @@ _import_tensorflow_quietly()
 
 from absl import flags  # noqa: E402
 
-from sgt_tfmot._checks import InputError, _interval  # noqa: E402
+from sgt_tfmot._checks import InputError, RunStopped, _interval  # noqa: E402
 
 UsageError = InputError  # a command line that cannot run; kept for the tools' own checks
 
@@ -120,7 +120,8 @@ def run_main(
     package's CLIs can be imported together), prints the module docstring and flag help for
     --help, and otherwise returns `body(positional arguments)`. A flag that does not parse,
     an `InputError` (shown with flag names), or another ValueError / OSError from `body` is
-    printed as "PROGRAM: error: <one line>" on stderr with exit status 2, never a traceback.
+    printed as "PROGRAM: error: <one line>" on stderr with exit status 2, never a traceback;
+    a `RunStopped` (a lost worker) likewise, with exit status 1.
     """
     flag_values.unparse_flags()
     try:
@@ -138,6 +139,9 @@ def run_main(
         return _bad_input(program, error.for_flags())
     except (ValueError, OSError) as error:
         return _bad_input(program, _describe(error))
+    except RunStopped as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print(f"\n{program}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

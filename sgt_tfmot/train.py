@@ -142,6 +142,14 @@ def _train(positional: list[str]) -> int:
         )
         return _cli.EXIT_INTERRUPTED
     out = config.out_dir
+    saved = metrics.get("saved_model_test_accuracy")
+    if saved is not None and abs(saved - metrics["test_accuracy"]) > 0.01:
+        print(
+            f"\nwarning: trained in {metrics['precision']}, the model scores "
+            f"{metrics['test_accuracy']:.4f} there but {saved:.4f} in float32, as saved and "
+            "converted; train with --mixed_precision float32 for a model that keeps its accuracy.",
+            file=sys.stderr,
+        )
     print(
         f"\ntest accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} epochs "
         f"({metrics['wall_time_seconds']:.0f} s).\nResults in {out}/: {RUN_MODEL_FILE}, "

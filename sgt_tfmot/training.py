@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from sgt_tfmot import (
     _checks,
     data as datasets,
@@ -61,13 +63,13 @@ from sgt_tfmot import (
     saving,
     schedules,
 )
-from sgt_tfmot._checks import InputError
+from sgt_tfmot._checks import InputError, RunStopped
 from sgt_tfmot._files import MANIFEST, Manifest, atomic_write, check_output_dir
 from sgt_tfmot.data.base import Arrays
 from sgt_tfmot.export import align_biases, is_quantized
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS
-from sgt_tfmot.saving import RUN_MODEL_FILE, save_model
+from sgt_tfmot.saving import RUN_MODEL_FILE, float32_model, save_model
 from sgt_tfmot.trainers import SaliencyGuidedModel
 from sgt_tfmot.trainers.multi_worker import (
     ChiefBackupAndRestore,
@@ -193,6 +195,15 @@ class TrainConfig:
             settings.pop(name)
         return settings
 
+    def changes_from(self, previous: dict) -> str:
+        """Empty when a run written with the settings `previous` (flags.json, or metrics.json's
+        "flags") is this run; else "name: old -> new, ..." of each setting that differs (a
+        setting an older version did not write counts as its default)."""
+        current, defaults = self.run_settings(), TrainConfig().run_settings()
+        previous = {k: _absolute(v) if k in _PATH_FIELDS else v for k, v in previous.items()}
+        changed = sorted(k for k in current if previous.get(k, defaults[k]) != current[k])
+        return ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
+
 
 _PATH_FIELDS = ("data_dir", "init_from", "dataset", "model")
 
@@ -293,13 +304,8 @@ def prepare_run_directory(config: TrainConfig) -> RunDirectory:
                 "there, or choose another --out_dir."
             )
         elif (out / "flags.json").is_file():
-            previous = json.loads((out / "flags.json").read_text())
-            current = config.run_settings()
-            defaults = TrainConfig().run_settings()  # settings a run of an older version lacks
-            previous = {k: _absolute(v) if k in _PATH_FIELDS else v for k, v in previous.items()}
-            changed = sorted(k for k in current if previous.get(k, defaults[k]) != current[k])
-            if changed:
-                detail = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
+            detail = config.changes_from(json.loads((out / "flags.json").read_text()))
+            if detail:
                 raise InputError(
                     f"--out_dir {out} holds an unfinished run with other settings ({detail}); "
                     "rerun with the same flags to resume, or pass --overwrite."
@@ -414,7 +420,7 @@ def _worker_count(strategy) -> int:
     return sum(spec.num_tasks(job) for job in spec.jobs)
 
 
-class WorkerLostError(RuntimeError):
+class WorkerLostError(RunStopped):
     """A worker of a multi-worker run stopped; the others cannot go on without it."""
 
 
@@ -727,7 +733,12 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
     info, arrays = datasets.open_dataset(config.dataset, config.data_dir, **data_options(config))
     augment = datasets.parse_augment(config.augment)
     augment = tuple(info.augment if augment is None else augment)
-    policy = precision.resolve(config.mixed_precision)
+    lowest_bits = (
+        None
+        if config.float
+        else min(config.weight_bits, config.activation_bits, config.first_last_bits)
+    )
+    policy = precision.resolve(config.mixed_precision, lowest_bits)
     strategy = make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
@@ -897,6 +908,7 @@ def _finalise(setup: _Setup, model, trainer, test_ds, clock: WallClock) -> dict:
     aligned = align_biases(model) if is_quantized(model) else 0
     trainer.make_test_function(force=True)  # the input offsets may have moved
     test_loss, test_accuracy = trainer.evaluate(test_ds, verbose=0)[:2]
+    saved_accuracy = _float32_accuracy(model, test_ds) if setup.precision[0] != "float32" else None
     save_model(model, run.work / RUN_MODEL_FILE, overwrite=True)
     history = _read_history(run.work / "history.csv")
     atomic_write(run.work / "history.json", json.dumps(history, indent=1).encode())
@@ -911,6 +923,8 @@ def _finalise(setup: _Setup, model, trainer, test_ds, clock: WallClock) -> dict:
         "attempts": clock.attempts,
         "precision": setup.precision[0],
         "precision_reason": setup.precision[1],
+        # The saved model (and its .tflite) computes in float32: its own test accuracy.
+        "saved_model_test_accuracy": saved_accuracy,
         "distribution": {
             "strategy": config.distribute,
             "workers": _worker_count(strategy),
@@ -934,6 +948,17 @@ def _finalise(setup: _Setup, model, trainer, test_ds, clock: WallClock) -> dict:
     atomic_write(run.work / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     _remove_backup(run.backup if run.is_chief else None)
     return metrics
+
+
+def _float32_accuracy(model, test_ds) -> float:
+    """Test accuracy of `model` rebuilt with float32 layers, as it is saved and converted."""
+    rebuilt = float32_model(model)
+    correct = total = 0
+    for images, labels in test_ds:
+        predicted = np.argmax(rebuilt(images, training=False).numpy(), axis=-1)
+        correct += int(np.sum(predicted == labels.numpy()))
+        total += len(predicted)
+    return correct / max(total, 1)
 
 
 def _remove_backup(backup: Path | None) -> None:

@@ -245,3 +245,19 @@ def test_one_hot_labels_with_a_sparse_loss_are_refused_before_training():
     sgt.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
     with pytest.raises(ValueError, match=r"labels are class ids, shape \(4,\)"):
         sgt.fit(np.zeros((4, 4, 4, 1)), np.array([0, 1, 2, 0]), verbose=0)
+
+
+def test_a_lost_worker_is_one_line_and_exit_1(capsys):
+    from absl import flags
+
+    from sgt_tfmot import _cli, training
+
+    flag_values = flags.FlagValues()
+    flags.DEFINE_bool("help", False, "Help.", flag_values=flag_values)
+
+    def body(positional):
+        raise training.WorkerLostError("worker 1 of the cluster stopped; start every worker again")
+
+    assert _cli.run_main(["prog"], "prog", flag_values, __name__, body) == 1
+    err = capsys.readouterr().err
+    assert err == "prog: error: worker 1 of the cluster stopped; start every worker again\n"

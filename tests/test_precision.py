@@ -3,9 +3,10 @@ float32 elsewhere; both branches with the hardware query mocked, the choice in m
 
 import json
 
+import numpy as np
 import pytest
 
-from sgt_tfmot import precision
+from sgt_tfmot import data, precision
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
@@ -56,6 +57,18 @@ def test_auto_resolves_from_the_hardware(cpu, gpu, policy, reason, monkeypatch):
     assert chosen == policy and why.startswith("auto: ") and reason in why
 
 
+@pytest.mark.parametrize(("bits", "policy"), [(None, "mixed_bfloat16"), (8, "mixed_bfloat16"),
+                                              (4, "mixed_bfloat16"), (3, "float32"),
+                                              (2, "float32")])  # fmt: skip
+def test_auto_trains_low_bit_qat_in_float32(bits, policy, monkeypatch):
+    hardware(monkeypatch, cpu=True)
+    chosen, why = precision.resolve("auto", bits)
+    assert chosen == policy
+    if policy == "float32":
+        assert why.startswith(f"auto: a {bits}-bit QAT model trains in float32")
+    assert precision.resolve("mixed_bfloat16", 2) == ("mixed_bfloat16", "asked for")
+
+
 def test_an_explicit_choice_ignores_the_hardware(monkeypatch):
     hardware(monkeypatch, cpu=True)
     assert precision.resolve("float32") == ("float32", "asked for")
@@ -97,6 +110,14 @@ def test_train_uses_the_choice_and_writes_it_into_metrics_json(
     assert saved["precision"] == metrics["precision"] == policy
     assert saved["precision_reason"].startswith("auto: ")
     assert saved["flags"]["mixed_precision"] == "auto"
-    # The saved model is float32 either way.
-    assert {layer.compute_dtype for layer in load_model(out).layers} == {"float32"}
+    # The saved model is float32 either way; after a bf16 run its own accuracy is measured.
+    model = load_model(out)
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+    if policy == "float32":
+        assert saved["saved_model_test_accuracy"] is None
+    else:
+        info, arrays = data.open_dataset(config.dataset)
+        x, y = arrays.split("test")
+        accuracy = np.mean(model.predict(x.astype("float32"), verbose=0).argmax(-1) == y)
+        assert saved["saved_model_test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
