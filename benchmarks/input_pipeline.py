@@ -50,25 +50,18 @@ flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the order and the augmentation.")
 
 
-def _trainer(model_name: str, bits: str, sgt: bool, info, seed: int):
-    """The compiled model the train CLI trains (plain or SGT, float or PACT QAT)."""
-    import sgt_tfmot
-    from sgt_tfmot import models
+def _trainer(model_name: str, bits: str, sgt: bool, info, seed: int, batch_size: int):
+    """The compiled model the train CLI trains: `sgt_tfmot.training`'s own builders."""
+    from sgt_tfmot import training
     from sgt_tfmot.keras import keras
-    from sgt_tfmot.trainers import SaliencyGuidedModel
 
     keras.utils.set_random_seed(seed)
-    model = models.build(model_name, info.image_shape, info.num_classes, mean=info.mean,
-                         std=info.std)  # fmt: skip
-    if bits != "float":
-        model = sgt_tfmot.quantize_model(model, weight_bits=int(bits), activation_bits=int(bits))
-    trainer = SaliencyGuidedModel(model, seed=seed) if sgt else model
-    trainer.compile(
-        keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return trainer
+    quantized = {} if bits == "float" else {"weight_bits": int(bits), "activation_bits": int(bits)}
+    config = training.TrainConfig(model=model_name, float=bits == "float", sgt=sgt, seed=seed,
+                                  batch_size=batch_size, **quantized)  # fmt: skip
+    model = training.build_model(config, info)
+    plan = training._plan(config, info.train_size)
+    return training._make_trainer(config, model, plan, info.image_shape)
 
 
 def _timed(train_function, iterator):
@@ -95,7 +88,8 @@ def measure(reference: str, data_dir, settings: dict) -> dict:
     read_seconds = time.perf_counter() - start
     x, y = arrays.split("train")
     batch, steps, rounds = settings["batch_size"], settings["steps"], settings["rounds"]
-    trainer = _trainer(settings["model"], settings["bits"], settings["sgt"], info, settings["seed"])
+    trainer = _trainer(settings["model"], settings["bits"], settings["sgt"], info,
+                       settings["seed"], batch)  # fmt: skip
     total = (rounds + 1) * (steps + settings["warmup"] + 1) * 2
     pipeline = iter(
         data.training_batches(
@@ -141,7 +135,8 @@ def main(argv: list[str]) -> None:
     from sgt_tfmot import _cli, precision  # noqa: F401  (_cli first: TensorFlow quietly)
     from sgt_tfmot.keras import keras
 
-    policy, _ = precision.resolve(FLAGS.precision)
+    lowest_bits = None if FLAGS.bits == "float" else min(int(FLAGS.bits), 8)  # as the CLI
+    policy, _ = precision.resolve(FLAGS.precision, lowest_bits)
     keras.mixed_precision.set_global_policy(policy)
     settings = {
         "model": FLAGS.model,
