@@ -56,7 +56,7 @@ from sgt_tfmot import (
 )
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.explain import attributions
-from sgt_tfmot.explain.evaluate import Evaluation, check_settings, evaluate_models
+from sgt_tfmot.explain.evaluate import Evaluation, EvaluationOptions, evaluate_models
 from sgt_tfmot.explain.measures import DEFAULT_TOP_FRACTION
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS
@@ -175,6 +175,13 @@ class SweepSettings:
             **quantized,
         ).check()  # fmt: skip
 
+    def evaluation_options(self, method: str) -> EvaluationOptions:
+        """The checked settings of the evaluation whose maps, and curve ranking, are `method`'s."""
+        return EvaluationOptions(
+            methods=(method,), num_images=1, curve_images=self.curve_images,
+            agreement_images=self.agreement_images, curve_method=method, fill=FILL,
+        )  # fmt: skip
+
     def check(self) -> SweepSettings:
         """Checks every setting before any slow work (opens the dataset too).
 
@@ -182,11 +189,9 @@ class SweepSettings:
           InputError (a ValueError): naming the first bad setting.
         """
         parse_bits([str(b) for b in self.bits])
+        EvaluationOptions(methods=self.methods)  # each a known method, each once
         for method in self.methods:
-            check_settings(
-                methods=self.methods, curve_method=method, fill=FILL,
-                curve_images=self.curve_images, agreement_images=self.agreement_images,
-            )  # fmt: skip
+            self.evaluation_options(method)
         for bits in self.bits:
             for training in TRAININGS:
                 self.train_config(bits, training)
@@ -332,10 +337,9 @@ def evaluate_runs(settings: SweepSettings, runs: Sequence[SweepRun]) -> dict[str
     evaluations = {}
     for method in settings.methods:
         evaluations[method] = evaluate_models(
-            models, x_test[:count].astype("float32"), y_test[:count], methods=[method],
-            num_images=1, curve_images=settings.curve_images,
-            agreement_images=settings.agreement_images, curve_method=method, fill=FILL,
-            progress=_cli.progress(PROGRAM), class_names=info.class_names,
+            models, x_test[:count].astype("float32"), y_test[:count],
+            settings.evaluation_options(method), progress=_cli.progress(PROGRAM),
+            class_names=info.class_names,
         )  # fmt: skip
     return evaluations
 

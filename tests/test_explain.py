@@ -11,6 +11,7 @@ The models are tiny and their attributions known in closed form:
   depend on any weight, so the randomisation sanity check must flag it.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -518,6 +519,28 @@ def test_evaluate_models_rejects_bad_input(kwargs, match):
         args["models"], args["methods"] = {"m": model}, ["gradcam"]
     with pytest.raises(ValueError, match=match):
         explain.evaluate_models(args.pop("models"), args.pop("images"), labels, **args)
+
+
+def test_evaluation_options_are_checked_once_and_equal_the_keywords():
+    model, _, _ = linear_model()
+    images, labels = data(6)
+    options = explain.EvaluationOptions(
+        methods="vanilla", num_images=2, curve_images=4, agreement_images=3, fractions=[0, 0.5]
+    )
+    assert options.methods == ("vanilla",) and options.fractions == (0.0, 0.5)
+    assert not options.needs_cam and dataclasses.replace(options, curve_method="gradcam").needs_cam
+    by_options = explain.evaluate_models({"m": model}, images, labels, options)
+    by_keywords = explain.evaluate_models(
+        {"m": model}, images, labels, methods=["vanilla"], num_images=2, curve_images=4,
+        agreement_images=3, fractions=(0.0, 0.5),
+    )  # fmt: skip
+    assert by_options.to_dict() == by_keywords.to_dict()
+    replaced = explain.evaluate_models({"m": model}, images, labels, options, curve_images=2)
+    assert replaced.settings["curve_images"] == 2 and replaced.settings["agreement_images"] == 3
+    with pytest.raises(ValueError, match=r"`noise` must be a number > 0. Received: noise=0"):
+        explain.EvaluationOptions(noise=0)
+    with pytest.raises(TypeError, match="curve_imgs"):
+        explain.evaluate_models({"m": model}, images, labels, curve_imgs=2)
 
 
 def test_evaluate_models_can_rank_the_curves_by_grad_cam():

@@ -37,7 +37,8 @@ _API = {
     "DEFAULT_FRACTIONS": "curves", "ORDERS": "curves", "DropCurves": "curves",
     "accuracy_drop_curve": "curves", "curve_area": "curves", "curves_csv": "curves",
     "drop_curves": "curves",
-    "Evaluation": "evaluate", "ModelEvaluation": "evaluate", "evaluate_models": "evaluate",
+    "Evaluation": "evaluate", "EvaluationOptions": "evaluate", "ModelEvaluation": "evaluate",
+    "evaluate_models": "evaluate",
 }  # fmt: skip
 
 __all__ = sorted(_API)

@@ -56,8 +56,8 @@ from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
 from sgt_tfmot.explain import report as reports
 from sgt_tfmot.explain.attribution import _penultimate
-from sgt_tfmot.explain.attributions import CAM_METHODS, MAP_METHODS, names
-from sgt_tfmot.explain.evaluate import Evaluation, check_settings, evaluate_models
+from sgt_tfmot.explain.attributions import MAP_METHODS, names
+from sgt_tfmot.explain.evaluate import Evaluation, EvaluationOptions, evaluate_models
 from sgt_tfmot.explain.measures import DEFAULT_SANITY_THRESHOLD
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier
@@ -275,40 +275,25 @@ def explain_saved_models(
         methods = ("occlusion",) if integer_only else DEFAULT_METHODS
     if curve_method is None:
         curve_method = "occlusion" if integer_only else "vanilla"
-    check_settings(
-        methods=methods,
-        curve_method=curve_method,
-        fill=fill,
-        num_images=num_images if images is None else 1,
-        curve_images=curve_images,
-        agreement_images=agreement_images,
-        smooth_samples=smooth_samples,
-        sanity_threshold=sanity_threshold,
-    )
+    options = EvaluationOptions(
+        methods=methods, num_images=num_images, map_indices=images, curve_images=curve_images,
+        agreement_images=agreement_images, curve_method=curve_method, fill=fill,
+        smooth_samples=smooth_samples, penultimate_layer=penultimate_layer,
+        sanity_threshold=sanity_threshold, seed=seed,
+    )  # fmt: skip
     paths = _output_paths(out_dir, report, overwrite)
     loaded, files = _load_models(models, trust_model_code)
     paths_in = [file.parent if file.name == saving.RUN_MODEL_FILE else file for file in files]
-    dataset, data_dir, _, options = _cli.resolve_dataset(dataset, data_dir, files, data_options)
-    info, arrays = data.open_dataset(dataset, data_dir, **options)
-    cam = bool((set(methods) | {curve_method}) & set(CAM_METHODS))
-    _check_models_fit(loaded, paths_in, info, cam, penultimate_layer)
+    dataset, data_dir, _, opening = _cli.resolve_dataset(dataset, data_dir, files, data_options)
+    info, arrays = data.open_dataset(dataset, data_dir, **opening)
+    _check_models_fit(loaded, paths_in, info, options.needs_cam, penultimate_layer)
     x_test, y_test = arrays.split("test")
     names = _model_names(files, paths_in)
     evaluation = evaluate_models(
         dict(zip(names, loaded, strict=True)),
         x_test.astype(np.float32),
         y_test,
-        methods=methods,
-        num_images=num_images,
-        map_indices=images,
-        curve_images=curve_images,
-        agreement_images=agreement_images,
-        curve_method=curve_method,
-        fill=fill,
-        smooth_samples=smooth_samples,
-        penultimate_layer=penultimate_layer,
-        sanity_threshold=sanity_threshold,
-        seed=seed,
+        options,
         progress=progress,
         class_names=info.class_names,
     )

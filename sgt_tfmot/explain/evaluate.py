@@ -53,7 +53,13 @@ from sgt_tfmot.explain.measures import (
 )
 from sgt_tfmot.keras import keras
 
-__all__ = ["Evaluation", "ModelEvaluation", "check_settings", "evaluate_models"]
+__all__ = [
+    "Evaluation",
+    "EvaluationOptions",
+    "ModelEvaluation",
+    "check_settings",
+    "evaluate_models",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +156,9 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 
 def _map_indices(indices, num_images: int, count: int, seed: int) -> tuple[int, ...]:
+    """The figure's images: `indices` checked against the `count` images, or `num_images`
+    drawn at random (seeded)."""
     if indices is None:
-        num_images = checks.check_positive_int(num_images, "num_images")
         chosen = np.random.default_rng(seed).choice(count, min(num_images, count), replace=False)
         return tuple(int(i) for i in sorted(chosen))
     indices = list(indices)
@@ -176,82 +183,18 @@ def _curve_saliency(model, images, labels, method, options, seed) -> np.ndarray 
     return attributions.get(method, "curve_method").features(model, images, labels, settings)
 
 
-def check_settings(
-    *,
-    methods: Sequence[str] = attributions.names(gradient_free=False),
-    curve_method: str = "vanilla",
-    fill: str = "mean",
-    num_images: int = 8,
-    curve_images: int = 500,
-    agreement_images: int = 64,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    top_fraction: float = DEFAULT_TOP_FRACTION,
-    smooth_samples: int = 20,
-    noise: float = 0.2,
-    sanity_threshold: float = DEFAULT_SANITY_THRESHOLD,
-    batch_size: int = 64,
-) -> dict:
-    """Checks the settings of `evaluate_models` (before any slow work); returns them clean.
+@dataclasses.dataclass(frozen=True)
+class EvaluationOptions:
+    """The settings of `evaluate_models`, checked (and made clean) once, when made.
 
-    Raises:
-      ValueError: Naming the first bad setting and what it accepts.
-    """
-    methods = _check_methods(methods)
-    checks.check_choice(curve_method, MAP_METHODS, "curve_method")
-    checks.check_choice(fill, masking.FILLS, "fill")
-    checks.check_positive_int(num_images, "num_images")
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise > 0:
-        raise ValueError(f"`noise` must be a number > 0. Received: noise={noise!r}")
-    return {
-        "methods": methods,
-        "curve_method": curve_method,
-        "fill": fill,
-        "num_images": int(num_images),
-        "curve_images": checks.check_positive_int(curve_images, "curve_images"),
-        "agreement_images": checks.check_positive_int(agreement_images, "agreement_images"),
-        "fractions": _check_fractions(fractions),
-        "top_fraction": checks.check_open_fraction(top_fraction, "top_fraction"),
-        "smooth_samples": checks.check_positive_int(smooth_samples, "smooth_samples"),
-        "noise": float(noise),
-        "sanity_threshold": checks.check_open_fraction(sanity_threshold, "sanity_threshold"),
-        "batch_size": checks.check_positive_int(batch_size, "batch_size"),
-    }
+    Make them before any slow work, so that a bad setting fails first; the CLI does.
 
-
-def evaluate_models(
-    models: Mapping[str, keras.Model],
-    images: np.ndarray,
-    labels: np.ndarray,
-    *,
-    methods: Sequence[str] = attributions.names(gradient_free=False),
-    num_images: int = 8,
-    map_indices: Sequence[int] | None = None,
-    curve_images: int = 500,
-    agreement_images: int = 64,
-    curve_method: str = "vanilla",
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    fill: str = "mean",
-    top_fraction: float = DEFAULT_TOP_FRACTION,
-    smooth_samples: int = 20,
-    noise: float = 0.2,
-    penultimate_layer: str | None = None,
-    sanity_threshold: float = DEFAULT_SANITY_THRESHOLD,
-    seed: int = 0,
-    batch_size: int = 64,
-    progress: Callable[[str], None] | None = None,
-    class_names: Sequence[str] | None = None,
-) -> Evaluation:
-    """Maps, accuracy-drop curves, agreement, concentration and sanity checks of models.
-
-    Args:
-      models: Name -> tf_keras classifier (float or QAT, float32 compute), at least one,
-        all taking the `images`.
-      images: (N, H, W, C) test images in the models' input range, N >= 1.
-      labels: (N,) integer class ids.
+    Attributes:
       methods: Attribution methods of the maps, agreement, concentration and sanity check:
-        any of "vanilla", "smoothgrad", "gradcam", "gradcampp".
+        any of "vanilla", "smoothgrad", "gradcam", "gradcampp" (a tuple once checked).
       num_images: Map images drawn at random (seeded) when `map_indices` is None, >= 1.
-      map_indices: Indices of the map images in `images`.
+      map_indices: Indices of the map images in the images (checked against them in
+        `evaluate_models`).
       curve_images: The first `curve_images` images (at most N) give the curves, >= 1.
       agreement_images: The first `agreement_images` images (at most N) give agreement,
         concentration and the sanity check, >= 1.
@@ -260,15 +203,114 @@ def evaluate_models(
       fractions: Shares removed, each in [0, 1] (see `accuracy_drop_curve`).
       fill: "mean", "zero" or "random": the trainer's fill rules.
       top_fraction: Share of the pixels in the top sets of the IoU and the concentration.
-      smooth_samples, noise: SmoothGrad's settings.
+      smooth_samples, noise: SmoothGrad's settings (noise > 0).
       penultimate_layer: Grad-CAM layer name for every model; None finds each model's last
         convolution.
       sanity_threshold: The sanity check fails from this mean Spearman ρ on, in (0, 1).
       seed: Seed of the map images, random order, random fill, SmoothGrad and the weights of
         the sanity check.
       batch_size: Images per gradient or tf-keras-vis call, >= 1.
+
+    Raises:
+      ValueError: Naming the first bad setting and what it accepts.
+    """
+
+    methods: Sequence[str] = attributions.names(gradient_free=False)
+    num_images: int = 8
+    map_indices: Sequence[int] | None = None
+    curve_images: int = 500
+    agreement_images: int = 64
+    curve_method: str = "vanilla"
+    fractions: Sequence[float] = DEFAULT_FRACTIONS
+    fill: str = "mean"
+    top_fraction: float = DEFAULT_TOP_FRACTION
+    smooth_samples: int = 20
+    noise: float = 0.2
+    penultimate_layer: str | None = None
+    sanity_threshold: float = DEFAULT_SANITY_THRESHOLD
+    seed: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self):
+        clean = {"methods": _check_methods(self.methods)}
+        checks.check_choice(self.curve_method, MAP_METHODS, "curve_method")
+        checks.check_choice(self.fill, masking.FILLS, "fill")
+        if self.map_indices is None:
+            clean["num_images"] = checks.check_positive_int(self.num_images, "num_images")
+        else:
+            clean["map_indices"] = tuple(self.map_indices)
+        noise = self.noise
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise > 0:
+            raise ValueError(f"`noise` must be a number > 0. Received: noise={noise!r}")
+        positive, fraction = checks.check_positive_int, checks.check_open_fraction
+        clean["curve_images"] = positive(self.curve_images, "curve_images")
+        clean["agreement_images"] = positive(self.agreement_images, "agreement_images")
+        clean["fractions"] = tuple(_check_fractions(self.fractions))
+        clean["top_fraction"] = fraction(self.top_fraction, "top_fraction")
+        clean["smooth_samples"] = positive(self.smooth_samples, "smooth_samples")
+        clean["noise"] = float(noise)
+        clean["sanity_threshold"] = fraction(self.sanity_threshold, "sanity_threshold")
+        clean["batch_size"] = positive(self.batch_size, "batch_size")
+        for name, value in clean.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def needs_cam(self) -> bool:
+        """True when a Grad-CAM method is asked for (maps or curves): a layer is needed."""
+        return bool({*self.methods, self.curve_method} & set(CAM_METHODS))
+
+    def attribution(self, penultimate_layer: str | None) -> dict:
+        """The keyword settings of `attribution_maps` for a model with that Grad-CAM layer."""
+        return {
+            "smooth_samples": self.smooth_samples,
+            "noise": self.noise,
+            "penultimate_layer": penultimate_layer,
+            "batch_size": self.batch_size,
+        }
+
+
+def check_settings(**settings) -> dict:
+    """The former check of `evaluate_models`' settings (use `EvaluationOptions`): the clean
+    settings as a dict.
+
+    Raises:
+      ValueError: Naming the first bad setting and what it accepts.
+    """
+    options = EvaluationOptions(**settings)
+    names = ("methods", "curve_method", "fill", "num_images", "curve_images")
+    names += ("agreement_images", "fractions", "top_fraction", "smooth_samples", "noise")
+    return {name: getattr(options, name) for name in (*names, "sanity_threshold", "batch_size")}
+
+
+def evaluate_models(
+    models: Mapping[str, keras.Model],
+    images: np.ndarray,
+    labels: np.ndarray,
+    options: EvaluationOptions | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    class_names: Sequence[str] | None = None,
+    **settings,
+) -> Evaluation:
+    """Maps, accuracy-drop curves, agreement, concentration and sanity checks of models.
+
+    Example:
+
+        evaluate_models(models, x, y, methods=["vanilla"], curve_images=200)
+        evaluate_models(models, x, y, EvaluationOptions(methods=["vanilla"], curve_images=200))
+
+    Args:
+      models: Name -> tf_keras classifier (float or QAT, float32 compute), at least one,
+        all taking the `images`.
+      images: (N, H, W, C) test images in the models' input range, N >= 1.
+      labels: (N,) integer class ids.
+      options: The settings (`EvaluationOptions`: methods, num_images, map_indices,
+        curve_images, agreement_images, curve_method, fractions, fill, top_fraction,
+        smooth_samples, noise, penultimate_layer, sanity_threshold, seed, batch_size);
+        None: the defaults.
       progress: Called with a short message before each slow step.
       class_names: The dataset's class names, for the figures.
+      **settings: Any field of `EvaluationOptions` by name, replacing that of `options`.
 
     Returns:
       An `Evaluation`.
@@ -276,90 +318,45 @@ def evaluate_models(
     Raises:
       ValueError: On no model, an unknown method, bad sizes, images that do not fit a model,
         or a Grad-CAM request for a model without a convolution (naming the model).
+      TypeError: On a keyword that is no setting.
     """
-    say = progress or (lambda message: None)
     if not models:
         raise ValueError("`models` must hold at least one model. Received: none")
-    clean = check_settings(
-        methods=methods,
-        curve_method=curve_method,
-        fill=fill,
-        num_images=num_images if map_indices is None else 1,
-        curve_images=curve_images,
-        agreement_images=agreement_images,
-        fractions=fractions,
-        top_fraction=top_fraction,
-        smooth_samples=smooth_samples,
-        noise=noise,
-        sanity_threshold=sanity_threshold,
-        batch_size=batch_size,
-    )
+    options = dataclasses.replace(options or EvaluationOptions(), **settings)
     images = np.asarray(images, dtype=np.float32)
     labels = checks.check_labels(images, labels)
     if images.ndim != 4 or not len(images):
         raise ValueError(
             f"`images` must be (N, height, width, channels) with N >= 1. Received: {images.shape}"
         )
-    indices = _map_indices(map_indices, num_images, len(images), seed)
-    layers = _check_models(models, images, labels, clean, penultimate_layer)
+    indices = _map_indices(options.map_indices, options.num_images, len(images), options.seed)
+    layers = _check_models(models, images, labels, options)
     run = _Run(
-        methods=clean["methods"],
-        curve_method=curve_method,
-        fractions=clean["fractions"],
-        fill=fill,
-        top_fraction=top_fraction,
-        sanity_threshold=sanity_threshold,
-        seed=seed,
-        batch_size=batch_size,
-        curve=(images[:curve_images], labels[:curve_images]),
-        agree=(images[:agreement_images], labels[:agreement_images]),
+        options,
+        curve=(images[: options.curve_images], labels[: options.curve_images]),
+        agree=(images[: options.agreement_images], labels[: options.agreement_images]),
         shown=(images[list(indices)], labels[list(indices)]),
-        say=say,
+        say=progress or (lambda message: None),
     )
     measured = {
-        name: _evaluate_model(
-            run,
-            name,
-            model,
-            {
-                "smooth_samples": smooth_samples,
-                "noise": noise,
-                "penultimate_layer": layers.get(name),
-                "batch_size": batch_size,
-            },
-        )
-        for name, model in models.items()
+        name: _evaluate_model(run, name, model, layers.get(name)) for name, model in models.items()
     }
     agreements = [
         agreement(
             measured[a].agreement_maps[method],
             measured[b].agreement_maps[method],
-            top_fraction,
+            options.top_fraction,
             model_a=a,
             model_b=b,
             method=method,
         )
-        for method in run.methods
+        for method in options.methods
         for a, b in itertools.combinations(models, 2)
     ]
-    settings = {
-        "num_test_images": len(images),
-        "curve_images": len(run.curve[0]),
-        "agreement_images": len(run.agree[0]),
-        "map_images": len(indices),
-        "curve_method": curve_method,
-        "fractions": [float(f) for f in run.fractions],
-        "fill": fill,
-        "top_fraction": top_fraction,
-        "smooth_samples": smooth_samples,
-        "noise": noise,
-        "sanity_threshold": float(sanity_threshold),
-        "seed": seed,
-    }
     return Evaluation(
         models=[m.evaluation for m in measured.values()],
         agreements=agreements,
-        methods=run.methods,
+        methods=options.methods,
         map_indices=indices,
         map_images=run.shown[0],
         map_labels=run.shown[1],
@@ -367,16 +364,15 @@ def evaluate_models(
             (name, method): maps for name, m in measured.items() for method, maps in m.maps.items()
         },
         predictions={name: m.predictions for name, m in measured.items()},
-        settings=settings,
+        settings=run.settings(len(images)),
         class_names=None if class_names is None else tuple(class_names),
     )
 
 
-def _check_models(models, images, labels, clean: dict, penultimate_layer) -> dict[str, str]:
+def _check_models(models, images, labels, options: EvaluationOptions) -> dict[str, str]:
     """Checks that every model takes the images (an integer model: gradient-free methods
     only); returns the Grad-CAM layer of each Keras model when a CAM method is asked for."""
-    requested = (*clean["methods"], clean["curve_method"])
-    cam_requested = bool(set(requested) & set(CAM_METHODS))
+    requested = (*options.methods, options.curve_method)
     gradient_free = set(attributions.names(gradient_free=True))
     layers = {}
     for name, model in models.items():
@@ -392,8 +388,8 @@ def _check_models(models, images, labels, clean: dict, penultimate_layer) -> dic
             continue
         try:
             checks.check_model_inputs(model, images[:1], labels[:1])
-            if cam_requested:
-                layers[name] = _penultimate(model, penultimate_layer)
+            if options.needs_cam:
+                layers[name] = _penultimate(model, options.penultimate_layer)
         except ValueError as error:
             raise ValueError(f"Model {name!r}: {error}") from None
     return layers
@@ -403,18 +399,29 @@ def _check_models(models, images, labels, clean: dict, penultimate_layer) -> dic
 class _Run:
     """The checked settings and the three image sets of one `evaluate_models` call."""
 
-    methods: tuple[str, ...]
-    curve_method: str
-    fractions: tuple[float, ...]
-    fill: str
-    top_fraction: float
-    sanity_threshold: float
-    seed: int
-    batch_size: int
+    options: EvaluationOptions
     curve: tuple[np.ndarray, np.ndarray]  # (images, labels)
     agree: tuple[np.ndarray, np.ndarray]
     shown: tuple[np.ndarray, np.ndarray]
     say: Callable[[str], None]
+
+    def settings(self, num_test_images: int) -> dict:
+        """`Evaluation.settings`: the sizes and the settings that shaped the numbers."""
+        options = self.options
+        return {
+            "num_test_images": num_test_images,
+            "curve_images": len(self.curve[0]),
+            "agreement_images": len(self.agree[0]),
+            "map_images": len(self.shown[0]),
+            "curve_method": options.curve_method,
+            "fractions": [float(f) for f in options.fractions],
+            "fill": options.fill,
+            "top_fraction": options.top_fraction,
+            "smooth_samples": options.smooth_samples,
+            "noise": options.noise,
+            "sanity_threshold": float(options.sanity_threshold),
+            "seed": options.seed,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,45 +432,45 @@ class _Measured:
     predictions: np.ndarray  # predicted class of each map image
 
 
-def _evaluate_model(run: _Run, name: str, model, options: dict) -> _Measured:
+def _evaluate_model(run: _Run, name: str, model, penultimate_layer) -> _Measured:
     """Curves, concentration, sanity check, maps and predictions of one model."""
     (x_curve, y_curve), (x_agree, y_agree), (x_map, y_map) = run.curve, run.agree, run.shown
-    run.say(f"{name}: accuracy-drop curves on {len(x_curve)} images ({run.curve_method})")
+    settings, options = run.options, run.options.attribution(penultimate_layer)
+    seed, batch_size = settings.seed, settings.batch_size
+    run.say(f"{name}: accuracy-drop curves on {len(x_curve)} images ({settings.curve_method})")
     curves = drop_curves(
         model,
         x_curve,
         y_curve,
-        _curve_saliency(model, x_curve, y_curve, run.curve_method, options, run.seed),
+        _curve_saliency(model, x_curve, y_curve, settings.curve_method, options, seed),
         name=name,
-        method=run.curve_method,
-        fractions=run.fractions,
-        fill=run.fill,
-        seed=run.seed,
-        batch_size=max(run.batch_size, 256),
+        method=settings.curve_method,
+        fractions=settings.fractions,
+        fill=settings.fill,
+        seed=seed,
+        batch_size=max(batch_size, 256),
     )
     shares, sanity, agreement_maps, maps = {}, {}, {}, {}
-    for method in run.methods:
+    for method in settings.methods:
         run.say(f"{name}: {method} maps, concentration and sanity check on {len(x_agree)} images")
-        agree = attribution_maps(model, x_agree, y_agree, method, seed=run.seed, **options)
+        agree = attribution_maps(model, x_agree, y_agree, method, seed=seed, **options)
         agreement_maps[method] = agree
-        share = concentration(agree, run.top_fraction)
+        share = concentration(agree, settings.top_fraction)
         mean, std = _mean_std(share)
         shares[method] = {"mean": mean, "std": std, "zero_maps": int(np.isnan(share).sum())}
         if isinstance(model, keras.Model):  # the check randomizes the weights
             sanity[method] = sanity_check(
-                model, x_agree, y_agree, method, run.sanity_threshold, run.seed, maps=agree,
+                model, x_agree, y_agree, method, settings.sanity_threshold, seed, maps=agree,
                 **options,
             )  # fmt: skip
-        maps[method] = attribution_maps(model, x_map, y_map, method, seed=run.seed, **options)
+        maps[method] = attribution_maps(model, x_map, y_map, method, seed=seed, **options)
     accuracy = curves.accuracy
     if accuracy is None:  # no x = 0 point among the fractions
-        scores = predict(model, x_curve, max(run.batch_size, 256))
+        scores = predict(model, x_curve, max(batch_size, 256))
         accuracy = float(np.mean(scores.argmax(-1) == y_curve))
     return _Measured(
-        evaluation=ModelEvaluation(
-            name, accuracy, curves, shares, sanity, options["penultimate_layer"]
-        ),
+        evaluation=ModelEvaluation(name, accuracy, curves, shares, sanity, penultimate_layer),
         agreement_maps=agreement_maps,
         maps=maps,
-        predictions=predict(model, x_map, run.batch_size).argmax(-1),
+        predictions=predict(model, x_map, batch_size).argmax(-1),
     )
