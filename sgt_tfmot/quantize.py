@@ -323,21 +323,52 @@ def quantize_model(
         RangeQuantizer(8) if input_range is None else FixedRangeQuantizer(*input_range)
     )
     layer_configs = dict(layer_configs or {})
-    _check_model(model)
-    if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs, model.outputs, name=model.name)
-    model = _graph.flatten_model(model)  # TFMOT cannot quantize nested models
-
+    model = _flat_functional(model)
     unknown = set(layer_configs) - {layer.name for layer in model.layers}
     if unknown:
         raise ValueError(f"`layer_configs` names layers not in the model: {sorted(unknown)}")
+    annotated = _layer_annotations(
+        model,
+        layer_configs,
+        weight_bits=weight_bits,
+        activation_bits=activation_bits,
+        first_last_bits=first_last_bits,
+        alpha_init=alpha_init,
+        alpha_l2=alpha_l2,
+    )
+    return _quantize_annotated(model, annotated, input_quantizer)
 
+
+def _flat_functional(model) -> keras.Model:
+    """The checked `model` as one flat Functional model (TFMOT cannot quantize nested ones)."""
+    _check_model(model)
+    if isinstance(model, keras.Sequential):
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    return _graph.flatten_model(model)
+
+
+def _layer_annotations(
+    model: keras.Model,
+    layer_configs: dict,
+    *,
+    weight_bits: int,
+    activation_bits: int,
+    first_last_bits: int,
+    alpha_init: float,
+    alpha_l2: float,
+) -> dict[str, object]:
+    """Layer name -> its quantize config: the hand-given one, else `configs.config_for`'s
+    (the first and the last kernel at `first_last_bits`; no output quantizer where the only
+    consumer quantizes the tensor anyway). Layers that need none are left out.
+
+    Raises:
+      ValueError: On a layer type with no config and none given by hand.
+    """
     layer_by_name = {layer.name: layer for layer in model.layers}
     consumers = _graph.consumers(model.get_config())
     kernel_layers = [layer.name for layer in model.layers if configs.is_kernel_layer(layer)]
     first_last = {kernel_layers[0], kernel_layers[-1]} if kernel_layers else set()
     output_layers = {tensor._keras_history.layer.name for tensor in model.outputs}
-
     annotated: dict[str, object] = {}
     for layer in model.layers:
         if layer.name in layer_configs:
@@ -352,18 +383,23 @@ def quantize_model(
                 "layer with a supported one."
             )
         outs = [layer_by_name.get(name) for name in consumers[layer.name]]
-        quantize_output = not (len(outs) == 1 and _quantizes_its_input(layer, outs[0]))
         config = configs.config_for(
             layer,
             weight_bits=first_last_bits if layer.name in first_last else weight_bits,
             activation_bits=activation_bits,
             alpha_init=alpha_init,
             alpha_l2=alpha_l2,
-            quantize_output=quantize_output,
+            quantize_output=not (len(outs) == 1 and _quantizes_its_input(layer, outs[0])),
             model_output=layer.name in output_layers,
         )
         if config is not None:
             annotated[layer.name] = config
+    return annotated
+
+
+def _quantize_annotated(model: keras.Model, annotated: dict, input_quantizer) -> keras.Model:
+    """TFMOT's `quantize_apply` on a copy of `model` whose layers carry their `annotated`
+    configs, with this package's scheme (an input quantizer, no pattern rewrites)."""
 
     def annotate(layer):
         config = annotated.get(layer.name)
