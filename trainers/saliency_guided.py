@@ -109,6 +109,23 @@ def _class_ids(y: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, bool]:
     )
 
 
+def _checked_batch(x, y, num_classes: int) -> tuple[tf.Tensor, tf.Tensor, bool]:
+    """(x as floats, class ids, labels are one-hot) of a training batch; x passes through an
+    in-graph check that stops the step, before anything runs or updates, on NaN or Inf."""
+    if y is None:
+        raise ValueError("SaliencyGuidedModel needs labels: call fit(x, y) or yield (x, y).")
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        x = tf.cast(x, tf.float32)
+    ids, one_hot = _class_ids(tf.convert_to_tensor(y), num_classes)
+    finite = tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(x)), [_NON_FINITE_MESSAGE], name="sgt_inputs_finite"
+    )
+    with tf.control_dependencies([finite]):  # nothing runs, nor updates, on a bad batch
+        x = tf.identity(x)
+    return x, ids, one_hot
+
+
 _SPARSE_LOSSES = ("SparseCategoricalCrossentropy", "sparse_categorical_crossentropy")
 _ONE_HOT_LOSSES = ("CategoricalCrossentropy", "categorical_crossentropy")
 
@@ -296,45 +313,15 @@ class SaliencyGuidedModel(keras.Model):
     # ----------------------------------------------------------------------------- steps
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if y is None:
-            raise ValueError("SaliencyGuidedModel needs labels: call fit(x, y) or yield (x, y).")
-        x = tf.convert_to_tensor(x)
-        if not x.dtype.is_floating:
-            x = tf.cast(x, tf.float32)
-        ids, one_hot = _class_ids(tf.convert_to_tensor(y), self.num_classes)
-        finite = tf.debugging.Assert(
-            tf.reduce_all(tf.math.is_finite(x)), [_NON_FINITE_MESSAGE], name="sgt_inputs_finite"
-        )
-        with tf.control_dependencies([finite]):  # nothing runs, nor updates, on a bad batch
-            x = tf.identity(x)
+        x, ids, one_hot = _checked_batch(x, y, self.num_classes)
         weights = None if sample_weight is None else tf.cast(sample_weight, tf.float32)
 
         with tf.GradientTape() as tape:
-            # 1. one forward pass; the inner tape sees it too and gives the input gradient.
-            with tf.GradientTape(watch_accessed_variables=False) as input_tape:
-                input_tape.watch(x)
-                y_pred = self(x, training=True)
-                target = ids if self.target == "label" else tf.argmax(y_pred, -1, tf.int32)
-                score = tf.reduce_sum(
-                    tf.gather(tf.cast(y_pred, tf.float32), target[:, None], batch_dims=1)
-                )
+            # 1. one forward pass, and the input gradient of its target score.
+            y_pred, grads = self._forward_and_saliency(x, ids, tape)
             regularization = list(self.losses)  # weight L2 (PACT's α) + f(x)'s activity losses
-            with tape.stop_recording():
-                # 2.-3. saliency, mask and fill are constants for the update.
-                grads = tf.stop_gradient(input_tape.gradient(score, x))
-                mask = masking.saliency_mask(
-                    grads, self.mask_fraction, self.reduce_channels, rank_by=self.saliency
-                )
-                noise = self._fill_noise(x) if self.fill == "random" else None
-                x_masked = masking.mask_input(x, mask, self.fill, noise=noise)
-                state = [] if self.update_masked_statistics else _forward_state(self.model)
-                clean_state = [tf.identity(variable) for variable in state]
-            y_pred_masked = self(x_masked, training=True)
-            with tape.stop_recording():
-                for variable, value in zip(
-                    state, clean_state, strict=True
-                ):  # after f(x̃)'s own updates
-                    variable.assign(value)
+            # 2.-3. mask and fill (constants for the update), then f(x̃).
+            y_pred_masked = self._masked_forward(x, grads, tape)
 
             # 4. loss; KL averaged per replica like the compiled loss (see class docstring).
             log_p = _log_probabilities(y_pred, self.from_logits)
@@ -347,6 +334,44 @@ class SaliencyGuidedModel(keras.Model):
         # 5. update.
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
 
+        self._update_sgt_metrics(y, ids, one_hot, log_p, log_q, kl, weights)
+        self.compiled_metrics.update_state(y, y_pred, sample_weight)
+        return self.get_metrics_result()
+
+    def _forward_and_saliency(self, x, ids, tape):
+        """z = f(x) in training mode (recorded by `tape`), and S = ∂ z[target] / ∂x from an
+        inner tape on x, taken with `tape` paused: a constant for the update."""
+        with tf.GradientTape(watch_accessed_variables=False) as input_tape:
+            input_tape.watch(x)
+            y_pred = self(x, training=True)
+            target = ids if self.target == "label" else tf.argmax(y_pred, -1, tf.int32)
+            score = tf.reduce_sum(
+                tf.gather(tf.cast(y_pred, tf.float32), target[:, None], batch_dims=1)
+            )
+        with tape.stop_recording():
+            grads = tf.stop_gradient(input_tape.gradient(score, x))
+        return y_pred, grads
+
+    def _masked_forward(self, x, grads, tape):
+        """f(x̃) in training mode, x̃ = x with its lowest-saliency features filled (mask and
+        fill are made with `tape` paused); the moving statistics f(x̃) wrote are put back
+        unless `update_masked_statistics`."""
+        with tape.stop_recording():
+            mask = masking.saliency_mask(
+                grads, self.mask_fraction, self.reduce_channels, rank_by=self.saliency
+            )
+            noise = self._fill_noise(x) if self.fill == "random" else None
+            x_masked = masking.mask_input(x, mask, self.fill, noise=noise)
+            state = [] if self.update_masked_statistics else _forward_state(self.model)
+            clean_state = [tf.identity(variable) for variable in state]
+        y_pred_masked = self(x_masked, training=True)
+        with tape.stop_recording():
+            for variable, value in zip(state, clean_state, strict=True):  # after f(x̃)'s updates
+                variable.assign(value)
+        return y_pred_masked
+
+    def _update_sgt_metrics(self, y, ids, one_hot: bool, log_p, log_q, kl, weights) -> None:
+        """cross_entropy (of f(x), whatever the compiled loss), kl and masked_accuracy."""
         if one_hot:
             cross_entropy = -tf.reduce_sum(tf.cast(y, tf.float32) * log_p, axis=-1)
         else:
@@ -355,8 +380,6 @@ class SaliencyGuidedModel(keras.Model):
         self.cross_entropy_tracker.update_state(cross_entropy, weights)
         self.kl_tracker.update_state(kl, weights)
         self.masked_accuracy_tracker.update_state(masked_correct, weights)
-        self.compiled_metrics.update_state(y, y_pred, sample_weight)
-        return self.get_metrics_result()
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
