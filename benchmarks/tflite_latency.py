@@ -17,6 +17,7 @@ Usage:
 
     python benchmarks/tflite_latency.py --steps 200 --warmup 20
     python benchmarks/tflite_latency.py --model runs/cifar_w4a4 --num_threads 1
+    python benchmarks/tflite_latency.py --model zoo:cifar10-w4a4-sgt-ft --space_to_depth
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ flags.DEFINE_integer("warmup", 20, "Untimed invokes of each model first.", lower
 flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.", lower_bound=1)
 flags.DEFINE_integer("bits", 4, "Weight/activation bits of the default QAT ResNet-20.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights and of the input image.")
+flags.DEFINE_bool(
+    "space_to_depth", False,
+    "Convert with the full-resolution stage as 2x2 pixel blocks (sgt_tfmot.tflite.layout).",
+)  # fmt: skip
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -73,6 +78,7 @@ def measure(
     warmup: int = 20,
     num_threads: int = 1,
     seed: int = 0,
+    space_to_depth: bool = False,
 ) -> dict:
     """Sizes and batch-1 latencies of the int8 and float32 TFLite versions of `model`.
 
@@ -82,6 +88,7 @@ def measure(
       warmup: Untimed invokes of each model before timing.
       num_threads: Threads of each LiteRT interpreter.
       seed: Seed of the input image and of the calibration images.
+      space_to_depth: The int8 model with its full-resolution stage as 2x2 pixel blocks.
 
     Returns:
       {"int8_bytes", "float_bytes", "size_ratio", "int8_ms", "float_ms", "int8_min_ms",
@@ -94,7 +101,9 @@ def measure(
     calibration = rng.integers(0, 256, (64, *shape)).astype(np.float32)
     image = calibration[:1]
     flatbuffers = {
-        "int8": to_integer_tflite(model, calibration, calibration_samples=64),
+        "int8": to_integer_tflite(
+            model, calibration, calibration_samples=64, space_to_depth=space_to_depth
+        ),
         "float": float_tflite(model),
     }
     invokers = {name: _invoker(fb, image, num_threads) for name, fb in flatbuffers.items()}
@@ -133,8 +142,11 @@ def main(argv: list[str]) -> None:
             activation_bits=FLAGS.bits,
         )
         name = f"untrained W{FLAGS.bits}A{FLAGS.bits} PACT QAT ResNet-20, 32x32x3"
-    result = measure(model, FLAGS.steps, FLAGS.warmup, FLAGS.num_threads, FLAGS.seed)
-    print(f"model: {name}")
+    result = measure(
+        model, FLAGS.steps, FLAGS.warmup, FLAGS.num_threads, FLAGS.seed, FLAGS.space_to_depth
+    )
+    layout = " (int8: space-to-depth first stage)" if FLAGS.space_to_depth else ""
+    print(f"model: {name}{layout}")
     print(
         f"batch 1, {FLAGS.num_threads} thread(s), min, median and p90 of {FLAGS.steps} invokes "
         "each, interleaved"

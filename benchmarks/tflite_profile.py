@@ -8,7 +8,10 @@ Then it profiles the integer model per op (`sgt_tfmot.tflite.profile`: timed pre
 XNNPACK as deployed) and prints the time per op type and the slowest ops; `--profile_float`
 does the same for the float model. The integer model is what `to_integer_tflite` returns; with
 `--unoptimized` (default) the converter's own graph before the value-preserving rewrites
-(`sgt_tfmot.tflite.rewrite`: the MINIMUM after each k-bit activation) is timed beside it.
+(`sgt_tfmot.tflite.rewrite`: the MINIMUM after each k-bit activation) is timed beside it, and
+with `--space_to_depth` (default) the same model with its full-resolution stage as 2x2 pixel
+blocks (`sgt_tfmot.tflite.layout`); the int8 outputs of each are compared with the
+converter's graph on `--exact_images` random images (and `--dataset`'s test split).
 
 Without `--model` or `--tflite` it builds a W{bits}A{bits} PACT QAT ResNet-20 on
 `--input_shape`, trains it for `--fit_steps` steps on random data (so that the ranges move
@@ -46,9 +49,14 @@ flags.DEFINE_bool(
     "Also time the converter's own integer graph (`to_integer_tflite(optimize=False)`, before "
     "the value-preserving rewrites of sgt_tfmot.tflite.rewrite), when it differs.",
 )  # fmt: skip
+flags.DEFINE_bool(
+    "space_to_depth", True,
+    "Also time the integer model with its full-resolution stage as 2x2 pixel blocks "
+    "(`to_integer_tflite(space_to_depth=True)`, sgt_tfmot.tflite.layout), when it applies.",
+)  # fmt: skip
 flags.DEFINE_integer(
     "exact_images", 200,
-    "Compare the int8 outputs of the converter's graph and of the rewritten one on this many "
+    "Compare the int8 outputs of the converter's graph and of each rewritten one on this many "
     "random int8 images (and on the --dataset test split), in XNNPACK, the builtin and the "
     "reference kernels; 0 skips it.", lower_bound=0,
 )  # fmt: skip
@@ -174,6 +182,7 @@ def main(argv: list[str]) -> None:
     else:
         from sgt_tfmot import saving
         from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
+        from sgt_tfmot.tflite.layout import LayoutError, space_to_depth_stage
         from sgt_tfmot.tflite.rewrite import fold_minimums
 
         if FLAGS.model:
@@ -189,6 +198,11 @@ def main(argv: list[str]) -> None:
             calibration = np.random.default_rng(FLAGS.seed).uniform(0, 255, shape)
         converted = to_integer_tflite(model, calibration, optimize=False)
         flatbuffers = {"float32": float_tflite(model), "int8": fold_minimums(converted)}
+        if FLAGS.space_to_depth:
+            try:
+                flatbuffers["int8 space-to-depth"] = space_to_depth_stage(flatbuffers["int8"])
+            except LayoutError as error:
+                print(f"no space-to-depth model: {error}")
         if FLAGS.unoptimized and converted != flatbuffers["int8"]:
             flatbuffers["int8 converter graph"] = converted
         profiled = tuple(name for name in flatbuffers if name != "float32") if FLAGS.profile else ()
@@ -198,18 +212,21 @@ def main(argv: list[str]) -> None:
         FLAGS.seed,
     )  # fmt: skip
     print(text)
-    if "int8 converter graph" in flatbuffers and FLAGS.exact_images:
-        before, after = flatbuffers["int8 converter graph"], flatbuffers["int8"]
+    reference = "int8 converter graph" if "int8 converter graph" in flatbuffers else "int8"
+    rewritten = [name for name in flatbuffers if name not in ("float32", reference)]
+    if FLAGS.exact_images and rewritten and reference in flatbuffers:
+        before = flatbuffers[reference]
         images = exactness_images(before, FLAGS.exact_images, FLAGS.dataset, FLAGS.data_dir)
-        differing = differing_outputs(before, after, images)
-        result["differing_outputs"] = {"images": len(images), **differing}
-        print(
-            f"\nint8 outputs of the converter's graph vs the rewritten one on {len(images)} images "
-            "(random"
-            + (f" + {FLAGS.dataset} test split" if FLAGS.dataset else "")
-            + "): "
-            + ", ".join(f"{n} differ in {runtime}" for runtime, n in differing.items())
-        )
+        result["differing_outputs"] = {"reference": reference, "images": len(images)}
+        for name in rewritten:
+            differing = differing_outputs(before, flatbuffers[name], images)
+            result["differing_outputs"][name] = differing
+            print(
+                f"\nint8 outputs of {reference!r} vs {name!r} on {len(images)} images (random"
+                + (f" + {FLAGS.dataset} test split" if FLAGS.dataset else "")
+                + "): "
+                + ", ".join(f"{n} differ in {runtime}" for runtime, n in differing.items())
+            )
     if FLAGS.json:
         with open(FLAGS.json, "w") as handle:
             json.dump(result, handle, indent=1)

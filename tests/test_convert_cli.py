@@ -156,6 +156,36 @@ def test_profile_says_where_the_time_goes(models_dir, tmp_path, capsys):
     assert next_line.startswith(f"  integer time by op type: {latency['by_type'][0]['name']} ")
 
 
+def test_space_to_depth_writes_the_blocked_file_and_says_so(models_dir, tmp_path, capsys):
+    output, report = tmp_path / "model.tflite", tmp_path / "report.json"
+    argv = ["--int8", str(models_dir / "run"), "--output", str(output), "--report", str(report)]
+    argv += ["--num_test", "40", "--fidelity_images", "0", "--occlusion_images", "0"]
+    code, out, err = run_main([*argv, "--space_to_depth"], capsys)
+    assert code == 0, err
+    assert json.loads(report.read_text())["deployment"]["layout"] == "space_to_depth"
+    model = read_model(output.read_bytes())
+    (relayout,) = [op for op in model.ops if op.name == "SPACE_TO_DEPTH"]
+    assert tuple(relayout.outputs[0].shape) == (1, 14, 14, 4)
+    assert "full-resolution stage as 2x2 pixel blocks)" in out.splitlines()[0]
+    assert "Top-1 agreement: 100.00 %" in out  # tests/test_tflite_layout.py: bit-exact
+
+
+def test_space_to_depth_on_a_model_without_a_blocked_form_writes_nothing(
+    models_dir, tmp_path, capsys
+):
+    inputs = keras.Input((28, 28, 1))
+    pooled = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, padding="same")(inputs))
+    saving.save_model(keras.Model(inputs, L.Dense(10)(pooled)), tmp_path / "in" / "pooled.h5")
+    argv = ["--int8", str(tmp_path / "in" / "pooled.h5"), "--output", str(tmp_path / "out" / "m")]
+    argv += ["--dataset", "mnist_subset", "--num_test", "8", "--calibration_samples", "8"]
+    code, out, err = run_main([*argv, "--fidelity_images", "0", "--space_to_depth"], capsys)
+    assert code == 2 and out == ""
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{ERROR_PREFIX}--space_to_depth does not apply to ")
+    assert last.endswith("MEAN (op 1) reads a full-resolution tensor"), last
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_failed_check_exits_1_and_still_writes_the_files(models_dir, tmp_path, capsys):
     output = tmp_path / "model.tflite"
     write_outputs({output: b"old"}, "sgt_tfmot.convert")  # a file the tool wrote before

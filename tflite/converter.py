@@ -17,6 +17,7 @@ import numpy as np
 
 from sgt_tfmot.export import export_model, is_quantized, rebuild_functional
 from sgt_tfmot.keras import keras, tf
+from sgt_tfmot.tflite.layout import space_to_depth_stage
 from sgt_tfmot.tflite.rewrite import fold_minimums
 
 __all__ = [
@@ -71,6 +72,7 @@ def to_integer_tflite(
     softmax: bool = False,
     rgb_input: bool = False,
     optimize: bool = True,
+    space_to_depth: bool = False,
 ) -> bytes:
     """Converts `model` to a full-integer TFLite flatbuffer with a fixed batch size.
 
@@ -96,13 +98,18 @@ def to_integer_tflite(
       rgb_input: Take RGB images in front of a one-channel model.
       optimize: Remove the ops that change no int8 value from the converter's output
         (`sgt_tfmot.tflite.rewrite.fold_minimums`); False keeps the converter's graph.
+      space_to_depth: Store the full-resolution stage as 2x2 pixel blocks
+        (`sgt_tfmot.tflite.layout`): the same int8 outputs, about half the batch-1 time on
+        x86 XNNPACK, about 16x the stage's weight bytes; an ARM CPU's int8 kernels and the
+        Edge TPU pay its 4x multiply-adds.
 
     Returns:
       The .tflite flatbuffer as bytes.
 
     Raises:
       ValueError: On an unknown `io_dtype`, a non-positive batch size, or a float model
-        without representative data.
+        without representative data; `LayoutError` (a ValueError) when `space_to_depth` is
+        asked for a model whose first stage has no exact blocked form.
     """
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"`io_dtype` must be one of {sorted(IO_DTYPES)}. Received: {io_dtype!r}")
@@ -118,7 +125,10 @@ def to_integer_tflite(
         source = with_rgb_input(source, quantized)
     if softmax:
         source = with_softmax(source)
-    rewrite = fold_minimums if optimize else bytes
+    def rewrite(flatbuffer: bytes) -> bytes:
+        flatbuffer = fold_minimums(flatbuffer) if optimize else flatbuffer
+        return space_to_depth_stage(flatbuffer) if space_to_depth else flatbuffer
+
     if representative_data is not None:
         return rewrite(
             _convert(source, batch_size, io_dtype, representative_data, calibration_samples)

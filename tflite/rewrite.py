@@ -38,7 +38,15 @@ from ai_edge_litert import schema_py_generated as schema
 
 from sgt_tfmot.tflite.flatbuffer import TFLITE_FILE_IDENTIFIER
 
-__all__ = ["fold_minimums", "pack_model", "unpack_model"]
+__all__ = [
+    "OpGraph",
+    "builtin_code",
+    "drop_unused",
+    "fold_minimums",
+    "op_code",
+    "pack_model",
+    "unpack_model",
+]
 
 _OPS = schema.BuiltinOperator
 _ACTIVATIONS = schema.ActivationFunctionType
@@ -90,9 +98,15 @@ def pack_model(model: schema.ModelT) -> bytes:
     return bytes(builder.Output())
 
 
-def _code(model: schema.ModelT, op: schema.OperatorT) -> int:
-    code = model.operatorCodes[op.opcodeIndex]
+def builtin_code(code: schema.OperatorCodeT) -> int:
+    """The builtin operator of an operator code (`sgt_tfmot.tflite.flatbuffer` on its two
+    code fields)."""
     return max(code.deprecatedBuiltinCode, code.builtinCode)
+
+
+def op_code(model: schema.ModelT, op: schema.OperatorT) -> int:
+    """The builtin operator of `op`."""
+    return builtin_code(model.operatorCodes[op.opcodeIndex])
 
 
 def _per_tensor(tensor: schema.TensorT) -> tuple[float, int] | None:
@@ -129,8 +143,8 @@ def _upper_clamp(activation: int, scale: float, zero_point: int) -> int | None:
     return None
 
 
-class _Graph:
-    """Producers and readers of subgraph 0's tensors."""
+class OpGraph:
+    """Producers and readers of subgraph 0's tensors (indices into its tensors and ops)."""
 
     def __init__(self, model: schema.ModelT):
         self.model = model
@@ -158,7 +172,7 @@ class _Graph:
                 return None
             moved.append(current)
             for index, position in self.readers.get(current, []):
-                code = _code(self.model, self.op(index))
+                code = op_code(self.model, self.op(index))
                 if position in _READERS.get(code, ()):
                     continue
                 if position not in _PASS_THROUGH.get(code, ()):
@@ -170,11 +184,11 @@ class _Graph:
         return moved
 
 
-def _fold(graph: _Graph, index: int) -> bool:
+def _fold(graph: OpGraph, index: int) -> bool:
     """Folds MINIMUM number `index` into its producer when that is exact; True if done."""
     model, tensors = graph.model, graph.subgraph.tensors
     op = graph.op(index)
-    if _code(model, op) != _OPS.MINIMUM or len(op.inputs) != 2 or len(op.outputs) != 1:
+    if op_code(model, op) != _OPS.MINIMUM or len(op.inputs) != 2 or len(op.outputs) != 1:
         return False
     (y,) = (int(t) for t in op.outputs)
     levels = [_constant_level(model, tensors[t]) for t in op.inputs]
@@ -193,7 +207,7 @@ def _fold(graph: _Graph, index: int) -> bool:
         producer is None
         or x in graph.outputs
         or graph.readers.get(x) != [(index, list(op.inputs).index(x))]
-        or _code(model, graph.op(producer)) not in _PRODUCERS
+        or op_code(model, graph.op(producer)) not in _PRODUCERS
     ):
         return False
     options = graph.op(producer).builtinOptions
@@ -213,7 +227,7 @@ def _fold(graph: _Graph, index: int) -> bool:
     return True
 
 
-def _drop_unused(model: schema.ModelT) -> None:
+def drop_unused(model: schema.ModelT) -> None:
     """Removes the tensors no op, subgraph input/output or signature refers to, the buffers
     (other than the empty buffer 0) no tensor or metadata entry refers to, and the operator
     codes no op uses."""
@@ -273,12 +287,12 @@ def fold_minimums(flatbuffer: bytes) -> bytes:
     model = unpack_model(flatbuffer)
     if not model.subgraphs or not model.subgraphs[0].operators:
         return bytes(flatbuffer)
-    graph = _Graph(model)
+    graph = OpGraph(model)
     folded = {i for i in range(len(graph.subgraph.operators)) if _fold(graph, i)}
     if not folded:
         return bytes(flatbuffer)
     graph.subgraph.operators = [
         op for i, op in enumerate(graph.subgraph.operators) if i not in folded
     ]
-    _drop_unused(model)
+    drop_unused(model)
     return pack_model(model)

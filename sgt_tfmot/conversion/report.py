@@ -20,7 +20,8 @@ Its keys, in one place:
 | integer_model_maps | occlusion maps of the .tflite (LiteRT) vs the Keras model's (ρ, IoU) |
 | targets | deployment target name -> its section (`sgt_tfmot.tflite.targets`) |
 | edgetpu_compatible, internal_quantize_ops, op_names, edgetpu | the Edge TPU target, flat |
-| deployment | what an app needs: I/O tensors' types and quantization; `latency` (with |
+| deployment | what an app needs: I/O tensors' types and quantization; `layout` |
+| | ("as_trained", or "space_to_depth" with `--space_to_depth`); `latency` (with |
 | | `--profile`, else null): batch-1 integer vs float32 time, min and median, their ratio, |
 | | the delegate partitions, the integer time per op type (`by_type`) and per op (`ops`) |
 | thresholds, failures, checks_passed | the gate |
@@ -202,6 +203,9 @@ def _integer_map_lines(report: ConversionReport) -> list[str]:
     return [head, *lines]
 
 
+_LAYOUTS = {"space_to_depth": ", full-resolution stage as 2x2 pixel blocks"}
+
+
 def _latency_lines(report: ConversionReport) -> list[str]:
     latency = report.deployment.get("latency")
     if not latency:
@@ -226,7 +230,8 @@ def format_summary(report: ConversionReport) -> str:
     lines = [
         f"Integer TFLite model: {report.output} ({report.io_dtype} I/O, batch "
         f"{report.batch_size}, {report.quantization.replace('_', '-')} ranges, "
-        f"{report.calibration_samples} calibration images)",
+        f"{report.calibration_samples} calibration images"
+        f"{_LAYOUTS.get(report.deployment.get('layout'), '')})",
         f"Size: {report.size_bytes:,} bytes vs {report.float_size_bytes:,} bytes for the "
         f"float32 TFLite model ({report.size_ratio:.2f}x)",
         *_latency_lines(report),
