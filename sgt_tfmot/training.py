@@ -75,6 +75,7 @@ from sgt_tfmot.trainers.multi_worker import (
     ChiefBackupAndRestore,
     broadcast_from_chief,
     is_multi_worker,
+    report_synchronised_metrics,
 )
 
 TOOL = "sgt_tfmot.train"
@@ -657,9 +658,7 @@ def _make_trainer(config: TrainConfig, model: keras.Model, plan: _Plan, image_sh
         )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     trainer.compile(optimizer, loss, metrics=["accuracy"])
-    # The metrics are synchronised across replicas already: Keras's default ("auto": sum the
-    # replicas' results) would report N times the value on N workers.
-    trainer.distribute_reduction_method = "first"
+    report_synchronised_metrics(trainer)  # plain runs too
     trainer(tf.zeros([1, *image_shape]))  # built, so BackupAndRestore can restore
     return trainer
 

@@ -497,6 +497,21 @@ def test_mirrored_strategy_two_devices_equals_one_device():
         np.testing.assert_allclose(out["two"][key], out["one"][key], rtol=1e-5)
 
 
+@pytest.mark.parametrize("sgt", [True, False])
+def test_every_trainer_keeps_the_synchronised_metrics(sgt):
+    """One rule (`report_synchronised_metrics`) for the SGT and the plain trainer of a run:
+    replica 0's metric results, not Keras's default sum over the replicas."""
+    from sgt_tfmot import data, training
+
+    info = data.info("mnist_subset")
+    config = training.TrainConfig(float=True, sgt=sgt, max_steps=1, batch_size=8).check()
+    model = training.build_model(config, info)
+    plan = training._plan(config, info.train_size)
+    trainer = training._make_trainer(config, model, plan, info.image_shape)
+    assert isinstance(trainer, SaliencyGuidedModel) == sgt
+    assert trainer.distribute_reduction_method == "first"
+
+
 # ------------------------------------------------------------------- bad input
 BAD_ARGUMENTS = [
     ({"mask_fraction": 0.0}, r"`mask_fraction` must be a finite number in \(0, 1\)"),

@@ -19,6 +19,10 @@ first device, see `tf.distribute.MultiWorkerMirroredStrategy`: the chief task, o
 in a cluster without one, holds global replica 0) contributes its values and every other
 replica contributes zeros: sum = the chief's values, on every worker. Outside multi-worker
 mode it returns the values unchanged.
+
+`report_synchronised_metrics(model)` is the one rule for how a trainer's metric results are
+reduced over the replicas (replica 0's: they are synchronised already); every trainer, SGT or
+plain, goes through it.
 """
 
 from __future__ import annotations
@@ -27,13 +31,31 @@ from collections.abc import Sequence
 
 from sgt_tfmot.keras import keras, tf
 
-__all__ = ["ChiefBackupAndRestore", "broadcast_from_chief", "is_multi_worker"]
+__all__ = [
+    "ChiefBackupAndRestore",
+    "broadcast_from_chief",
+    "is_multi_worker",
+    "report_synchronised_metrics",
+]
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     """True for a `MultiWorkerMirroredStrategy` over more than one worker."""
     in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
     return bool(in_multi_worker_mode is not None and in_multi_worker_mode())
+
+
+def report_synchronised_metrics(model: keras.Model) -> None:
+    """Has `fit` and `evaluate` report `model`'s metrics as they are (every trainer, SGT or not).
+
+    Keras's metric results are synchronised across replicas already: each replica reads the
+    value of the global batch. Keras's default reduction of the replicas' results ("auto":
+    their sum, except on TPUs) would then report N times the value on N workers; for
+    `SaliencyGuidedModel` in `evaluate` too (its test step returns fewer metrics than
+    `model.metrics`, so Keras reports the reduced values as they are). "first" keeps replica
+    0's result, the global one.
+    """
+    model.distribute_reduction_method = "first"
 
 
 def broadcast_from_chief(strategy: tf.distribute.Strategy, values: Sequence) -> list[tf.Tensor]:

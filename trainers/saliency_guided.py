@@ -35,6 +35,7 @@ import random
 
 from sgt_tfmot import _checks, masking
 from sgt_tfmot.keras import keras, tf
+from sgt_tfmot.trainers.multi_worker import report_synchronised_metrics
 
 TARGETS = ("label", "predicted")
 
@@ -220,7 +221,7 @@ class SaliencyGuidedModel(keras.Model):
       equals the one-device update on the global batch. The random fill draws its noise for
       the whole global batch from (seed, step) and each replica takes its own rows, so the
       masked inputs do not depend on the number of replicas either. The logged metrics are
-      those of the global batch (`distribute_reduction_method = "first"`).
+      those of the global batch (`report_synchronised_metrics`).
     * Randomness: the random fill uses a stateless RNG seeded with (seed, optimizer.iterations):
       a fixed seed gives the same run twice. Dropout inside the model uses TensorFlow's own RNG.
     * mixed_bfloat16: saliency, KL and the metrics are computed in float32.
@@ -297,10 +298,7 @@ class SaliencyGuidedModel(keras.Model):
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.masked_accuracy_tracker = keras.metrics.Mean(name="masked_accuracy")
-        # Metric results are synchronised across replicas; Keras's default ("auto") sums the
-        # replicas' results, which `evaluate` reports as is for this model (its test step
-        # returns fewer metrics than `self.metrics`): N times the value on N workers.
-        self.distribute_reduction_method = "first"
+        report_synchronised_metrics(self)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, after checking that the labels suit the compiled loss."""
