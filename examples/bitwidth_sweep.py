@@ -39,7 +39,6 @@ trained or written), e.g. `--bits 9`: bits are `float` or integers 2..8.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -57,7 +56,9 @@ from sgt_tfmot import (
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.explain import attributions
 from sgt_tfmot.explain.evaluate import Evaluation, EvaluationOptions, evaluate_models
+from sgt_tfmot.explain.figures import drop_axis, drop_legends, new_figure, png
 from sgt_tfmot.explain.measures import DEFAULT_TOP_FRACTION
+from sgt_tfmot.explain.report import ORDER_NAMES
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS
 
@@ -439,12 +440,8 @@ def drop_figure(evaluation: Evaluation, method: str) -> bytes:
     One colour per model; solid: most salient removed first, dashed: random order.
     """
     import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
-    figure = Figure(figsize=(8.0, 5.0), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure(8.0, 5.0)
     axis = figure.subplots()
     palette = matplotlib.colormaps["tab10" if len(evaluation.models) <= 10 else "tab20"]
     for index, model in enumerate(evaluation.models):
@@ -455,28 +452,20 @@ def drop_figure(evaluation: Evaluation, method: str) -> bytes:
         axis.plot(x, [100 * a for a in model.curves.curves["random"]], "--", color=color,
                   alpha=0.7)  # fmt: skip
     settings = evaluation.settings
-    axis.set_xlabel("features removed (%)")
-    axis.set_ylabel("accuracy (%)")
-    axis.set_ylim(-2, 102)
-    axis.grid(alpha=0.3)
-    axis.set_title(
+    drop_axis(
+        axis,
         f"Accuracy drop by bit width ({_title(method)} ranking, {settings['fill']} fill, "
         f"{settings['curve_images']} images)",
-        fontsize=9,
+        ylabel="accuracy (%)",
     )
-    models = axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
-                         title="model", title_fontsize=7)  # fmt: skip
-    axis.add_artist(models)
-    axis.legend(
-        [Line2D([], [], color="black", linestyle=style) for style in ("-", "--")],
-        ["most salient removed first", "random order"],
-        loc="upper right",
-        fontsize=7,
+    drop_legends(
+        axis,
+        {ORDER_NAMES["top"]: "-", ORDER_NAMES["random"]: "--"},
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
     )
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png(figure)
 
 
 def write_outputs(sweep: Sweep) -> list[Path]:

@@ -25,7 +25,7 @@ import numpy as np
 from sgt_tfmot._checks import check_choice
 from sgt_tfmot.explain import attributions
 from sgt_tfmot.explain.curves import DEFAULT_FRACTIONS, accuracy_drop_curve, curve_area
-from sgt_tfmot.explain.figures import class_name, overlay
+from sgt_tfmot.explain.figures import class_name, new_figure, overlay
 from sgt_tfmot.keras import keras
 
 __all__ = ["FidelityResult", "fidelity_check", "save_saliency_figure"]
@@ -234,9 +234,6 @@ def save_saliency_figure(
     Raises:
       ValueError: On shapes that do not match or a bad `max_images`.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     images = np.asarray(images, dtype=np.float32)
     saliency = np.asarray(saliency, dtype=np.float32)
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
@@ -249,8 +246,7 @@ def save_saliency_figure(
     count = min(len(images), max_images)
     predicted = np.asarray(scores)[:count].argmax(axis=-1)
     heat = saliency[:count].mean(axis=-1)
-    figure = Figure(figsize=(1.6 * count + 0.8, 3.8), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure(1.6 * count + 0.8, 3.8)
     axes = figure.subplots(2, count, squeeze=False)
     artist = None
     for i in range(count):

@@ -1,13 +1,17 @@
 """Drawing maps the way attribution users read them: a heat map over the image, a colour bar,
-class names instead of ids (shared by the explain report and the converter's figure)."""
+class names instead of ids (shared by the explain report and the converter's figure); and
+the frame of an accuracy-drop figure (`drop_axis`, `drop_legends`: the explain report's
+curves and `examples/bitwidth_sweep.py`'s). Figures are drawn off screen (`new_figure`)
+and returned as PNG bytes (`png`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["class_name", "overlay"]
+__all__ = ["class_name", "drop_axis", "drop_legends", "new_figure", "overlay", "png"]
 
 HEAT_MAP = "jet"
 ALPHA = 0.5
@@ -38,3 +42,46 @@ def overlay(axis, image: np.ndarray, heat: np.ndarray, vmax: float | None = None
     axis.set_xticks([])
     axis.set_yticks([])
     return artist
+
+
+def new_figure(width: float, height: float):
+    """A matplotlib `Figure` of `width` x `height` inches at 100 dpi, drawn off screen (Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png(figure) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def drop_axis(axis, title: str, *, ylabel: str = "test accuracy (%)") -> None:
+    """The frame of an accuracy-drop figure: features removed (%) against accuracy (%), from
+    -2 to 102 so that 0 and 100 % show, a light grid, a small `title`."""
+    axis.set_xlabel("features removed (%)")
+    axis.set_ylabel(ylabel)
+    axis.set_ylim(-2, 102)
+    axis.grid(alpha=0.3)
+    axis.set_title(title, fontsize=9)
+
+
+def drop_legends(axis, orders: Mapping[str, str], models: tuple = (), **placement) -> None:
+    """The two legends of an accuracy-drop figure: the models, placed by `placement` (`loc`,
+    `bbox_to_anchor`), from `models` = (handles, labels) or else the axis's labelled lines;
+    and, upper right, the removal orders: `orders` maps a label to its line style (black)."""
+    from matplotlib.lines import Line2D
+
+    model_legend = axis.legend(*models, fontsize=7, title="model", title_fontsize=7, **placement)
+    axis.add_artist(model_legend)
+    axis.legend(
+        [Line2D([], [], color="black", linestyle=style) for style in orders.values()],
+        list(orders),
+        loc="upper right",
+        fontsize=7,
+    )

@@ -15,14 +15,13 @@ writes them:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 
 import numpy as np
 
 from sgt_tfmot.explain.curves import curves_csv as _curves_csv
 from sgt_tfmot.explain.evaluate import Evaluation
-from sgt_tfmot.explain.figures import class_name, overlay
+from sgt_tfmot.explain.figures import class_name, drop_axis, drop_legends, new_figure, overlay, png
 
 __all__ = ["curves_csv", "curves_figure", "curves_json", "maps_figure", "markdown_report"]
 
@@ -45,21 +44,6 @@ ORDER_NAMES = {
 METHOD_NAMES = _MethodNames()
 
 
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def maps_figure(evaluation: Evaluation) -> bytes:
     """PNG: rows are the map images, columns the image and then models × methods.
 
@@ -77,7 +61,7 @@ def maps_figure(evaluation: Evaluation) -> bytes:
     classes = evaluation.class_names
     columns = [(name, method) for name in names for method in evaluation.methods]
     rows = len(evaluation.map_images)
-    figure = _new_figure(1.35 * (len(columns) + 1) + 0.6, 1.45 * rows + 0.6)
+    figure = new_figure(1.35 * (len(columns) + 1) + 0.6, 1.45 * rows + 0.6)
     axes = figure.subplots(rows, len(columns) + 1, squeeze=False)
     artist = None
     for row, (index, image, label) in enumerate(
@@ -101,7 +85,7 @@ def maps_figure(evaluation: Evaluation) -> bytes:
     if artist is not None:  # after the layout: a colour bar in the right margin
         bar = figure.add_axes((0.91, 0.15, 0.012, 0.7))
         figure.colorbar(artist, cax=bar, label="saliency / the map's maximum")
-    return _png(figure)
+    return png(figure)
 
 
 def curves_figure(evaluation: Evaluation) -> bytes:
@@ -115,7 +99,7 @@ def curves_figure(evaluation: Evaluation) -> bytes:
     """
     from matplotlib.lines import Line2D
 
-    figure = _new_figure(6.4, 4.4)
+    figure = new_figure(6.4, 4.4)
     axis = figure.subplots()
     colors = [f"C{i % 10}" for i in range(len(evaluation.models))]
     orders = []
@@ -126,32 +110,19 @@ def curves_figure(evaluation: Evaluation) -> bytes:
             if order not in orders:
                 orders.append(order)
     settings = evaluation.settings
-    axis.set_xlabel("features removed (%)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_ylim(-2, 102)
-    axis.grid(alpha=0.3)
-    axis.set_title(
+    drop_axis(
+        axis,
         f"Accuracy-drop curves ({METHOD_NAMES[settings['curve_method']]} ranking, "
         f"{settings['fill']} fill, {settings['curve_images']} images)",
-        fontsize=9,
     )
-    model_legend = axis.legend(
-        [Line2D([], [], color=c) for c in colors],
-        [model.name for model in evaluation.models],
+    drop_legends(
+        axis,
+        {ORDER_NAMES[o]: ORDER_STYLES[o] for o in orders},
+        ([Line2D([], [], color=c) for c in colors], [model.name for model in evaluation.models]),
         loc="lower left",
-        fontsize=7,
-        title="model",
-        title_fontsize=7,
-    )
-    axis.add_artist(model_legend)
-    axis.legend(
-        [Line2D([], [], color="black", linestyle=ORDER_STYLES[o]) for o in orders],
-        [ORDER_NAMES[o] for o in orders],
-        loc="upper right",
-        fontsize=7,
     )
     figure.tight_layout()
-    return _png(figure)
+    return png(figure)
 
 
 def curves_json(evaluation: Evaluation) -> dict:
