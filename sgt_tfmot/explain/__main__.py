@@ -56,16 +56,20 @@ from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
 from sgt_tfmot.explain import report as reports
 from sgt_tfmot.explain.attribution import _penultimate
-from sgt_tfmot.explain.attributions import MAP_METHODS, names
-from sgt_tfmot.explain.evaluate import Evaluation, EvaluationOptions, evaluate_models
-from sgt_tfmot.explain.measures import DEFAULT_SANITY_THRESHOLD
+from sgt_tfmot.explain.attributions import MAP_METHODS
+from sgt_tfmot.explain.evaluate import (
+    DEFAULT_METHODS,
+    Evaluation,
+    EvaluationOptions,
+    evaluate_models,
+)
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier
 
 __all__ = ["ExplainError", "Explanation", "explain_saved_models", "format_summary", "main"]
 
 PROGRAM = "sgt_tfmot.explain"
-DEFAULT_METHODS = names(gradient_free=False)  # occlusion on request (--methods ...)
+_D = EvaluationOptions()  # the defaults of the flags and of `explain_saved_models`
 METRICS_FILE = _cli.METRICS_FILE
 FILES = {
     "maps": "maps.png",
@@ -96,28 +100,37 @@ flags.DEFINE_list(
     f"Attribution methods of the maps: any of {', '.join(MAP_METHODS)} (default: "
     f"{','.join(DEFAULT_METHODS)}; occlusion for a .tflite model).", **_IN,
 )  # fmt: skip
-flags.DEFINE_integer("num_images", 8, "Test images in maps.png, drawn with --seed.", **_IN)
-flags.DEFINE_list("images", None, "Indices of the test images in maps.png (not random).", **_IN)
-flags.DEFINE_integer("curve_images", 500, "First N test images of the drop curves.", **_IN)
 flags.DEFINE_integer(
-    "agreement_images", 64, "First N test images of agreement, concentration, sanity.", **_IN
+    "num_images", _D.num_images, "Test images in maps.png, drawn with --seed.", **_IN
+)
+flags.DEFINE_list("images", None, "Indices of the test images in maps.png (not random).", **_IN)
+flags.DEFINE_integer(
+    "curve_images", _D.curve_images, "First N test images of the drop curves.", **_IN
+)
+flags.DEFINE_integer(
+    "agreement_images",
+    _D.agreement_images,
+    "First N test images of agreement, concentration, sanity.",
+    **_IN,
 )
 flags.DEFINE_string(
-    "curve_method", None, "Saliency ranking the drop curves (default: vanilla; occlusion for "
-    "a .tflite model).", **_IN,
+    "curve_method", None, f"Saliency ranking the drop curves (default: {_D.curve_method}; "
+    "occlusion for a .tflite model).", **_IN,
 )  # fmt: skip
-flags.DEFINE_string("fill", "mean", f"Fill of removed features: {', '.join(FILLS)}.", **_IN)
-flags.DEFINE_integer("smooth_samples", 20, "Noisy samples per image for SmoothGrad.", **_IN)
+flags.DEFINE_string("fill", _D.fill, f"Fill of removed features: {', '.join(FILLS)}.", **_IN)
+flags.DEFINE_integer(
+    "smooth_samples", _D.smooth_samples, "Noisy samples per image for SmoothGrad.", **_IN
+)
 flags.DEFINE_string(
     "penultimate_layer", None, "Grad-CAM layer name (default: the last conv layer).", **_IN
 )
 flags.DEFINE_float(
     "sanity_threshold",
-    DEFAULT_SANITY_THRESHOLD,
+    _D.sanity_threshold,
     "The sanity check fails from this mean Spearman rho on.",
     **_IN,
 )
-flags.DEFINE_integer("seed", 0, "Seed of image choice, random order and fill, noise.", **_IN)
+flags.DEFINE_integer("seed", _D.seed, "Seed of image choice, random order and fill, noise.", **_IN)
 flags.DEFINE_string("report", None, f"Markdown report path; default OUT_DIR/{REPORT_FILE}.", **_IN)
 flags.DEFINE_bool(
     "overwrite", False, "Replace output files this tool wrote before (never others).", **_IN
@@ -228,16 +241,16 @@ def explain_saved_models(
     dataset: str | None = None,
     data_dir: str | os.PathLike | None = None,
     methods: Sequence[str] | None = None,
-    num_images: int = 8,
+    num_images: int = _D.num_images,
     images: Sequence[int] | None = None,
-    curve_images: int = 500,
-    agreement_images: int = 64,
+    curve_images: int = _D.curve_images,
+    agreement_images: int = _D.agreement_images,
     curve_method: str | None = None,
-    fill: str = "mean",
-    smooth_samples: int = 20,
+    fill: str = _D.fill,
+    smooth_samples: int = _D.smooth_samples,
     penultimate_layer: str | None = None,
-    sanity_threshold: float = DEFAULT_SANITY_THRESHOLD,
-    seed: int = 0,
+    sanity_threshold: float = _D.sanity_threshold,
+    seed: int = _D.seed,
     report: str | os.PathLike | None = None,
     overwrite: bool = False,
     trust_model_code: bool = False,
@@ -274,7 +287,7 @@ def explain_saved_models(
     if methods is None:  # gradient methods for Keras models; occlusion for a .tflite
         methods = ("occlusion",) if integer_only else DEFAULT_METHODS
     if curve_method is None:
-        curve_method = "occlusion" if integer_only else "vanilla"
+        curve_method = "occlusion" if integer_only else _D.curve_method
     options = EvaluationOptions(
         methods=methods, num_images=num_images, map_indices=images, curve_images=curve_images,
         agreement_images=agreement_images, curve_method=curve_method, fill=fill,

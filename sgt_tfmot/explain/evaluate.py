@@ -53,7 +53,10 @@ from sgt_tfmot.explain.measures import (
 )
 from sgt_tfmot.keras import keras
 
+DEFAULT_METHODS = attributions.names(gradient_free=False)  # occlusion only on request
+
 __all__ = [
+    "DEFAULT_METHODS",
     "Evaluation",
     "EvaluationOptions",
     "ModelEvaluation",
@@ -215,7 +218,7 @@ class EvaluationOptions:
       ValueError: Naming the first bad setting and what it accepts.
     """
 
-    methods: Sequence[str] = attributions.names(gradient_free=False)
+    methods: Sequence[str] = DEFAULT_METHODS
     num_images: int = 8
     map_indices: Sequence[int] | None = None
     curve_images: int = 500
@@ -224,12 +227,12 @@ class EvaluationOptions:
     fractions: Sequence[float] = DEFAULT_FRACTIONS
     fill: str = "mean"
     top_fraction: float = DEFAULT_TOP_FRACTION
-    smooth_samples: int = 20
-    noise: float = 0.2
+    smooth_samples: int = AttributionOptions.smooth_samples
+    noise: float = AttributionOptions.noise
     penultimate_layer: str | None = None
     sanity_threshold: float = DEFAULT_SANITY_THRESHOLD
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = AttributionOptions.batch_size
 
     def __post_init__(self):
         clean = {"methods": _check_methods(self.methods)}
