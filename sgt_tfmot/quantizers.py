@@ -84,8 +84,9 @@ def pact_integer(x: tf.Tensor, alpha: tf.Tensor, num_bits: int) -> tf.Tensor:
     requantization of the producer's accumulator rounds to the k-bit grid, and the MINIMUM
     restores the clip at α. The result equals `pact(x, α, k)` value for value; for k = 8 the
     MINIMUM is not needed and not emitted. The TFLite converter turns this into the
-    producer's int8 output (scale α/(2^k − 1)) followed by one int8 MINIMUM, an op the Edge TPU
-    supports. Used for export only (see `sgt_tfmot.export`).
+    producer's int8 output (scale α/(2^k − 1)) followed by one int8 MINIMUM, which
+    `sgt_tfmot.tflite.rewrite.fold_minimums` then folds into the producer's zero point (the
+    same values, no op). Used for export only (see `sgt_tfmot.export`).
     """
     x32, alpha32 = _to_float32(x), tf.maximum(_to_float32(alpha), _EPSILON)
     levels = 2**num_bits - 1
