@@ -57,7 +57,8 @@ from flatbuffers import number_types
 from flatbuffers.table import Table
 
 from sgt_tfmot._checks import InputError, check_number
-from sgt_tfmot.tflite.flatbuffer import TFLITE_FILE_IDENTIFIER, read_model
+from sgt_tfmot.tflite.flatbuffer import read_model
+from sgt_tfmot.tflite.rewrite import pack_model, unpack_model
 
 __all__ = [
     "LABELS_FILE",
@@ -79,7 +80,6 @@ LABELS_FILE = "labels.txt"
 """The associated file with one class name per line, in the zip appendix."""
 
 _INTEGER_INPUTS = ("UINT8", "INT8")
-_BUFFER_ALIGNMENT = 16  # `Buffer.data` is `force_align: 16` in the TFLite schema
 
 # Enum and union values of metadata_schema.fbs.
 _RGB = 1  # ColorSpaceType.RGB
@@ -138,16 +138,14 @@ def add_image_classifier_metadata(
     _check_text(description, "description", allow_empty=True)
     mean, std = _check_normalization(mean, std)
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(flatbuffer), 0))
+    model = unpack_model(flatbuffer)
     if any(buffer.offset > 1 for buffer in model.buffers):
         raise InputError(
             "`flatbuffer` stores its buffers after the flatbuffer (a model over 2 GB); "
             "metadata is written only into models whose buffers are inline"
         )
     _attach(model, _metadata(name, description, mean, std))
-    builder = flatbuffers.Builder(max(1024, len(flatbuffer)))
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
-    stream = io.BytesIO(bytes(builder.Output()))
+    stream = io.BytesIO(pack_model(model))  # buffer data 16-byte aligned
     stream.seek(0, io.SEEK_END)
     with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(LABELS_FILE, "\n".join(names))
@@ -375,18 +373,6 @@ def _metadata(name: str, description: str, mean: list[float], std: list[float]) 
     return bytes(t.builder.Output())
 
 
-class _AlignedBufferT(schema.BufferT):
-    """A `BufferT` whose data starts on a 16-byte boundary of the file (the schema's
-    `force_align: 16`, which the generated Python code does not apply)."""
-
-    def Pack(self, builder):  # the generated API's name
-        if self.data is not None and len(self.data):
-            # The next bytes written are the data: align their start (the builder writes
-            # back to front, and `Finish` pads the file to the largest alignment used).
-            builder.Prep(_BUFFER_ALIGNMENT, len(self.data))
-        return super().Pack(builder)
-
-
 def _attach(model, metadata: bytes) -> None:
     """Adds `metadata` as a buffer and a `METADATA_NAME` entry, replacing an earlier one."""
     entries = []
@@ -402,12 +388,6 @@ def _attach(model, metadata: bytes) -> None:
     entry.name = METADATA_NAME
     entry.buffer = len(model.buffers) - 1
     model.metadata = [*entries, entry]
-    aligned = []
-    for old in model.buffers:
-        new = _AlignedBufferT()
-        new.__dict__.update(old.__dict__)
-        aligned.append(new)
-    model.buffers = aligned
 
 
 # --- reading ------------------------------------------------------------------------------
