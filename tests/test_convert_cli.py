@@ -131,10 +131,16 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert out.rstrip().endswith("Checks passed.")
 
 
-def test_profile_says_where_the_time_goes(models_dir, tmp_path, capsys):
+def quick_run(models_dir, tmp_path):
+    """(output, report, argv) of a conversion of the run with the slow checks off."""
     output, report = tmp_path / "model.tflite", tmp_path / "report.json"
     argv = ["--int8", str(models_dir / "run"), "--output", str(output), "--report", str(report)]
     argv += ["--num_test", "40", "--fidelity_images", "0", "--occlusion_images", "0"]
+    return output, report, argv
+
+
+def test_profile_says_where_the_time_goes(models_dir, tmp_path, capsys):
+    output, report, argv = quick_run(models_dir, tmp_path)
     code, out, err = run_main([*argv, "--profile"], capsys)
     assert code == 0, err
     latency = json.loads(report.read_text())["deployment"]["latency"]
@@ -157,9 +163,7 @@ def test_profile_says_where_the_time_goes(models_dir, tmp_path, capsys):
 
 
 def test_space_to_depth_writes_the_blocked_file_and_says_so(models_dir, tmp_path, capsys):
-    output, report = tmp_path / "model.tflite", tmp_path / "report.json"
-    argv = ["--int8", str(models_dir / "run"), "--output", str(output), "--report", str(report)]
-    argv += ["--num_test", "40", "--fidelity_images", "0", "--occlusion_images", "0"]
+    output, report, argv = quick_run(models_dir, tmp_path)
     code, out, err = run_main([*argv, "--space_to_depth"], capsys)
     assert code == 0, err
     assert json.loads(report.read_text())["deployment"]["layout"] == "space_to_depth"
