@@ -33,6 +33,7 @@ def main(argv: list[str]) -> None:
     del argv
     from sgt_tfmot import _cli, data  # noqa: F401  (_cli first: TensorFlow quietly)
     from sgt_tfmot.tflite import mediapipe, metadata
+    from sgt_tfmot.tflite.converter import grey_to_rgb
     from sgt_tfmot.tflite.runtime import TFLiteModel
     from sgt_tfmot.tflite.targets import TargetContext
 
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> None:
     info, arrays = data.open_dataset(FLAGS.dataset, FLAGS.data_dir)
     x_test = arrays.x_test[: FLAGS.num_test].astype(np.float32)
     if runtime.input["shape"][-1] == 3 and x_test.shape[-1] == 1:
-        x_test = np.repeat(x_test, 3, axis=-1)
+        x_test = grey_to_rgb(x_test)  # what convert --rgb_input feeds its checks
     context = TargetContext(
         flatbuffer=flatbuffer,
         output=FLAGS.tflite,

@@ -9,6 +9,7 @@ import pytest
 
 from sgt_tfmot import align_biases, convert, data, saving
 from sgt_tfmot.tflite import TFLiteModel, check_edgetpu, to_integer_tflite
+from sgt_tfmot.tflite.converter import grey_to_rgb
 from sgt_tfmot.tflite.metadata import read_image_classifier_metadata
 from tests.test_checks import train_tiny_mnist_qat
 
@@ -30,7 +31,11 @@ def test_rgb_input_is_exact_on_grey_images_and_softmax_gives_probabilities(qat):
     rgb_model = TFLiteModel(rgb)
     assert rgb_model.input_shape == (28, 28, 3)
     # (38 + 75 + 15) / 128 = 1 on the int8 grid: (v, v, v) -> v exactly, logits identical.
-    np.testing.assert_array_equal(rgb_model.predict(np.repeat(X, 3, -1)), grey.predict(X))
+    rgb_images = grey_to_rgb(X)  # the images convert's checks feed a --rgb_input file
+    assert rgb_images.shape == (100, 28, 28, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(rgb_images[..., channel], X[..., 0])
+    np.testing.assert_array_equal(rgb_model.predict(rgb_images), grey.predict(X))
     probabilities = TFLiteModel(to_integer_tflite(qat, io_dtype="uint8", softmax=True))
     assert probabilities.output["quantization"] == pytest.approx((1 / 256, 0))
     scores = probabilities.predict(X)

@@ -160,6 +160,12 @@ def with_softmax(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, outputs, name=model.name)
 
 
+def grey_to_rgb(images: np.ndarray) -> np.ndarray:
+    """One-channel (..., 1) images as the RGB images a `with_rgb_input` model takes: the grey
+    value in each channel (its luma conversion gives it back exactly)."""
+    return np.repeat(images, 3, axis=-1)
+
+
 def with_rgb_input(model: keras.Model, quantized: bool) -> keras.Model:
     """A one-channel `model` behind a luma conversion of (H, W, 3) RGB images (see above).
 

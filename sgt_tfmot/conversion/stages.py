@@ -37,7 +37,12 @@ from sgt_tfmot.keras import keras
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier
 from sgt_tfmot.tflite import targets as deployment_targets
-from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite, with_softmax
+from sgt_tfmot.tflite.converter import (
+    float_tflite,
+    grey_to_rgb,
+    to_integer_tflite,
+    with_softmax,
+)
 from sgt_tfmot.tflite.layout import LayoutError
 from sgt_tfmot.tflite.metadata import add_image_classifier_metadata, read_image_classifier_metadata
 from sgt_tfmot.tflite.profile import compare_latency, profile as profile_ops
@@ -100,7 +105,7 @@ class _AppModel:
         self.input, self.output = self.runtime.input, self.runtime.output
 
     def images(self, images: np.ndarray) -> np.ndarray:
-        return np.repeat(images, 3, axis=-1) if self.rgb_input else images
+        return grey_to_rgb(images) if self.rgb_input else images
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.runtime.predict(self.images(images))
@@ -247,7 +252,7 @@ def convert(
     say(f"converting to an integer TFLite model ({io_dtype} I/O)")
     calibration = samples.calibration
     if calibration is not None and delivery.rgb_input:
-        calibration = np.repeat(calibration, 3, axis=-1)
+        calibration = grey_to_rgb(calibration)
     try:
         flatbuffer = to_integer_tflite(
             loaded.model, calibration, io_dtype=io_dtype,
