@@ -33,6 +33,7 @@ import sgt_tfmot
 from sgt_tfmot import models, saving
 from sgt_tfmot.keras import keras
 from sgt_tfmot.tflite.converter import float_tflite, to_integer_tflite
+from sgt_tfmot.tflite.layout import LayoutError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Saved model or training run directory; default: ResNet-20.")
@@ -142,9 +143,12 @@ def main(argv: list[str]) -> None:
             activation_bits=FLAGS.bits,
         )
         name = f"untrained W{FLAGS.bits}A{FLAGS.bits} PACT QAT ResNet-20, 32x32x3"
-    result = measure(
-        model, FLAGS.steps, FLAGS.warmup, FLAGS.num_threads, FLAGS.seed, FLAGS.space_to_depth
-    )
+    try:
+        result = measure(
+            model, FLAGS.steps, FLAGS.warmup, FLAGS.num_threads, FLAGS.seed, FLAGS.space_to_depth
+        )
+    except LayoutError as error:
+        raise app.UsageError(f"--space_to_depth does not apply to {name}: {error}") from None
     layout = " (int8: space-to-depth first stage)" if FLAGS.space_to_depth else ""
     print(f"model: {name}{layout}")
     print(

@@ -153,8 +153,8 @@ flags.DEFINE_bool(
 flags.DEFINE_bool(
     "space_to_depth", False,
     "Store the full-resolution stage as 2x2 pixel blocks: the same int8 outputs, about half the "
-    "batch-1 time on x86 CPUs (XNNPACK), ~16x that stage's weight bytes; ARM CPUs and the Edge "
-    "TPU pay its 4x multiply-adds.", **_IN,
+    "batch-1 time on x86 CPUs (XNNPACK), ~16x that stage's weight bytes and 4x its "
+    "multiply-adds (off by default: not measured on ARM CPUs or the Edge TPU).", **_IN,
 )  # fmt: skip
 _cli.define_data_flags(FLAGS)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)

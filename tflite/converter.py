@@ -100,8 +100,9 @@ def to_integer_tflite(
         (`sgt_tfmot.tflite.rewrite.fold_minimums`); False keeps the converter's graph.
       space_to_depth: Store the full-resolution stage as 2x2 pixel blocks
         (`sgt_tfmot.tflite.layout`): the same int8 outputs, about half the batch-1 time on
-        x86 XNNPACK, about 16x the stage's weight bytes; an ARM CPU's int8 kernels and the
-        Edge TPU pay its 4x multiply-adds.
+        x86 XNNPACK, about 16x the stage's weight bytes and 4x its multiply-adds (which
+        devices whose kernels cost per multiply-add would pay; not measured here). Needs
+        `optimize` for k < 8 bits (a MINIMUM in the stage has no blocked form).
 
     Returns:
       The .tflite flatbuffer as bytes.
@@ -125,6 +126,7 @@ def to_integer_tflite(
         source = with_rgb_input(source, quantized)
     if softmax:
         source = with_softmax(source)
+
     def rewrite(flatbuffer: bytes) -> bytes:
         flatbuffer = fold_minimums(flatbuffer) if optimize else flatbuffer
         return space_to_depth_stage(flatbuffer) if space_to_depth else flatbuffer

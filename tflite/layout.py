@@ -15,7 +15,7 @@ counterpart there:
   padding, K' = 2⌈p/2⌉ + 1, and 4x the output channels (output channel (2a + b)·O + o takes
   channel o's weights, bias and scale);
 * a k x k convolution with stride 2 (SAME, or 1x1 VALID) that leaves the stage: output
-  (i, j) reads original row 2i + dy − p₀ (p₀ TensorFlow's top padding, ⌊(k − 2)/2⌋), the
+  (i, j) reads original row 2i + dy − p₀ (p₀ TensorFlow's top padding, ⌊max(k − 2, 0)/2⌋), the
   same rule with a = 0, a stride-1 convolution of the blocks with the original O outputs;
 * an ADD of two stage tensors: elementwise, the layout is a permutation.
 
@@ -26,9 +26,10 @@ the same int8 value in every runtime (XNNPACK, LiteRT's builtin and reference ke
 SPACE_TO_DEPTH op (int8; XNNPACK and the Edge TPU run it) at the input does the relayout.
 
 The price: the stage's convolutions do 4x the multiply-adds (mostly with zero weights), and
-their weights take about 16x the bytes (ResNet-20: about +230 kB). Faster where the kernel's
-cost is per pixel (XNNPACK's int8 on x86); an ARM CPU's int8 kernels and the Edge TPU pay for
-the multiply-adds, so this is an option of the converter, off by default.
+their weights take about 16x the bytes (CIFAR-10 ResNet-20: +239 kB). Faster where the
+kernel's cost is per pixel (XNNPACK's int8 on x86); kernels whose cost follows the
+multiply-adds (likely an ARM CPU's, a microcontroller's, the Edge TPU's; not measured here)
+would run the stage slower, so this is an option of the converter, off by default.
 
 Example:
 
@@ -57,6 +58,7 @@ __all__ = ["LayoutError", "space_to_depth_stage"]
 _OPS = schema.BuiltinOperator
 _OP_NAMES = {code: name for name, code in vars(_OPS).items() if not name.startswith("_")}
 _SAME, _VALID = schema.Padding.SAME, schema.Padding.VALID
+_TYPES = {np.int8: schema.TensorType.INT8, np.int32: schema.TensorType.INT32}
 BLOCK = 2
 
 
@@ -149,6 +151,8 @@ def _conv(graph: OpGraph, index: int, height: int, width: int) -> _Conv:
     weights = _constant(graph, int(op.inputs[1]), np.int8)
     if weights is None or weights.ndim != 4:
         raise LayoutError(f"{where} has no constant int8 (O, k, k, I) filter")
+    if weights.shape[3] != _shape(graph, int(op.inputs[0]))[3]:
+        raise LayoutError(f"{where} is a grouped convolution")
     kernel = weights.shape[1]
     if (options.dilationHFactor, options.dilationWFactor) != (1, 1):
         raise LayoutError(f"{where} is dilated")
@@ -162,12 +166,23 @@ def _conv(graph: OpGraph, index: int, height: int, width: int) -> _Conv:
     expected = [1, height // stride, width // stride, weights.shape[0]]
     if _shape(graph, int(op.outputs[0])) != expected:
         raise LayoutError(f"{where} does not output {expected}")
-    for position, kind in ((1, schema.TensorType.INT8), (2, schema.TensorType.INT32)):
+    for position, kind in ((1, np.int8), (2, np.int32)):
         if len(op.inputs) > position and op.inputs[position] >= 0:
             tensor = graph.subgraph.tensors[op.inputs[position]]
-            scales = tensor.quantization.scale if tensor.quantization else None
-            if tensor.type != kind or scales is None or len(scales) not in (1, weights.shape[0]):
-                raise LayoutError(f"{where} has an input {position} of another type or scale")
+            params = tensor.quantization
+            scales = params.scale if params is not None else None
+            if (
+                _constant(graph, int(op.inputs[position]), kind) is None
+                or tensor.type != _TYPES[kind]
+                or tensor.sparsity is not None
+                or scales is None
+                or len(scales) not in (1, weights.shape[0])
+                or np.any(np.asarray(params.zeroPoint) != 0)
+            ):
+                raise LayoutError(
+                    f"{where}: its input {position} is not a dense constant {np.dtype(kind)} "
+                    "tensor with zero points 0 and one scale per output or per tensor"
+                )
     return _Conv(index, leaves=stride == 2)
 
 
@@ -182,7 +197,8 @@ def _stage(graph: OpGraph, entry: int) -> tuple[list[int], list[_Conv]]:
     while pending:
         tensor = pending.pop()
         if tensor in graph.outputs:
-            raise LayoutError("a model output is at full resolution")
+            name = graph.subgraph.tensors[tensor].name
+            raise LayoutError(f"the model output {name!r} is at full resolution")
         for index, position in graph.readers.get(tensor, []):
             code = op_code(graph.model, graph.op(index))
             if code == _OPS.CONV_2D and position == 0:
@@ -220,8 +236,9 @@ def _new_constant(graph: OpGraph, like: int, values: np.ndarray, copies: int) ->
     tensor.shapeSignature = None
     params = tensor.quantization
     if params is not None and params.scale is not None and len(params.scale) > 1:
-        params.scale = np.tile(params.scale, copies)
-        params.zeroPoint = np.tile(params.zeroPoint, copies)
+        for field in ("scale", "zeroPoint", "min", "max"):
+            if getattr(params, field) is not None and len(getattr(params, field)) > 1:
+                setattr(params, field, np.tile(getattr(params, field), copies))
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(np.ascontiguousarray(values).tobytes(), np.uint8)
     model.buffers.append(buffer)

@@ -21,7 +21,7 @@ Its keys, in one place:
 | targets | deployment target name -> its section (`sgt_tfmot.tflite.targets`) |
 | edgetpu_compatible, internal_quantize_ops, op_names, edgetpu | the Edge TPU target, flat |
 | deployment | what an app needs: I/O tensors' types and quantization; `layout` |
-| | ("as_trained", or "space_to_depth" with `--space_to_depth`); `latency` (with |
+| | ("default", or "space_to_depth" with `--space_to_depth`); `latency` (with |
 | | `--profile`, else null): batch-1 integer vs float32 time, min and median, their ratio, |
 | | the delegate partitions, the integer time per op type (`by_type`) and per op (`ops`) |
 | thresholds, failures, checks_passed | the gate |

@@ -400,7 +400,7 @@ def deployment_section(
         "output": tensor(tflite_model.output),
         "scores": "probabilities (softmax)" if delivery.softmax else "logits",
         "rgb_input": delivery.rgb_input,
-        "layout": "space_to_depth" if delivery.space_to_depth else "as_trained",
+        "layout": "space_to_depth" if delivery.space_to_depth else "default",
         "metadata": read_image_classifier_metadata(flatbuffer),
         "latency": latency,
     }
