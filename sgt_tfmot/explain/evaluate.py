@@ -194,7 +194,7 @@ class EvaluationOptions:
 
     Attributes:
       methods: Attribution methods of the maps, agreement, concentration and sanity check:
-        any of "vanilla", "smoothgrad", "gradcam", "gradcampp" (a tuple once checked).
+        any of `MAP_METHODS` (the attribution registry's; a tuple once checked).
       num_images: Map images drawn at random (seeded) when `map_indices` is None, >= 1.
       map_indices: Indices of the map images in the images (checked against them in
         `evaluate_models`).

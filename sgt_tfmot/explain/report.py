@@ -23,7 +23,14 @@ from sgt_tfmot.explain.curves import curves_csv as _curves_csv
 from sgt_tfmot.explain.evaluate import Evaluation
 from sgt_tfmot.explain.figures import class_name, drop_axis, drop_legends, new_figure, overlay, png
 
-__all__ = ["curves_csv", "curves_figure", "curves_json", "maps_figure", "markdown_report"]
+__all__ = [
+    "ORDER_NAMES",
+    "curves_csv",
+    "curves_figure",
+    "curves_json",
+    "maps_figure",
+    "markdown_report",
+]
 
 
 class _MethodNames(dict):
