@@ -37,6 +37,12 @@ flags.DEFINE_string("dataset", _d.dataset, "Dataset name (see sgt_tfmot.data).",
 flags.DEFINE_string(
     "data_dir", None, "Folder with NAME.npz (x_train, y_train, x_test, y_test).", **_IN
 )
+_cli.define_data_flags(FLAGS)  # --image_size, --color_mode, --validation_split (image folders)
+flags.DEFINE_string(
+    "augment", None,
+    "none, or a comma-separated list of crop, flip (default: crop,flip for colour images, none "
+    "for one channel).", **_IN,
+)  # fmt: skip
 flags.DEFINE_string(
     "model",
     _d.model,

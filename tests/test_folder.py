@@ -138,3 +138,27 @@ def test_a_folder_trains_converts_and_explains_with_its_class_names(tmp_path, ca
     args += ["--num_images", "2", "--curve_images", "4", "--agreement_images", "4"]
     assert explain_cli.main(args) == 0, capsys.readouterr().err
     assert (out / "maps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_reads_a_folder_without_splits_with_the_folder_flags(tmp_path, capsys):
+    """--validation_split, --image_size, --color_mode and --augment reach the run (the error
+    for a folder without train/ and test/ names the first of them)."""
+    root = tmp_path / "shapes"
+    for label, name in enumerate(("circle", "square")):
+        for i in range(8):
+            write(root / name / f"{i}.png", RNG.integers(0, 60, (20, 20, 3)) + 150 * label)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", str(root), "--model", "mobilenet_tiny", "--max_steps", "1"]
+    argv += ["--batch_size", "4", "--progress", "0", "--out_dir", str(run)]
+    assert train.main(argv) == 2
+    assert "pass --validation_split F" in capsys.readouterr().err
+    argv += ["--validation_split", "0.25", "--image_size", "16,16", "--color_mode", "grayscale"]
+    assert train.main([*argv, "--augment", "none"]) == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    flags = metrics["flags"]
+    assert (flags["validation_split"], flags["image_size"], flags["color_mode"]) == (
+        0.25, "16,16", "grayscale")  # fmt: skip
+    assert flags["augment"] == "none" and metrics["data"]["augment"] == []
+    x_test, _ = data.load_arrays(str(root), "test", validation_split=0.25, image_size=(16, 16),
+                                 color_mode="grayscale")  # fmt: skip
+    assert x_test.shape == (4, 16, 16, 1)  # 2 of 8 per class held out, resized, grey

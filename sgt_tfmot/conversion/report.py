@@ -183,7 +183,7 @@ def _fidelity_lines(report: ConversionReport) -> list[str]:
             if curve is None:
                 continue
             label = f"  {model} ({'most' if order == 'top' else 'least'} salient first)"
-            lines.append(f"{label:<30}" + " ".join(f"{100 * a:5.1f}" for a in curve))
+            lines.append(f"{label:<30} " + " ".join(f"{100 * a:5.1f}" for a in curve))
     return lines
 
 
