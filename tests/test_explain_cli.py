@@ -219,5 +219,6 @@ def test_an_integer_tflite_is_explained_as_deployed(models_dir, tmp_path, capsys
     summary = json.loads((out / "summary.json").read_text())
     (model,) = summary["models"]
     assert model["curves"]["method"] == "occlusion" and model["sanity"] == {}
+    assert "deployed: accuracy" in stdout and "sanity n/a (integer model)" in stdout
     code, _, err = run_main([*argv, "--methods", "vanilla", "--overwrite"], capsys)
     assert code == 2 and "has no gradients (an integer model)" in err

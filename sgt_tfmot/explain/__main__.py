@@ -390,6 +390,8 @@ def format_summary(evaluation: Evaluation, files: dict[str, Path]) -> str:
         auc = ", ".join(f"{order} {area:.3f}" for order, area in areas.items())
         failed = [m for m, check in model.sanity.items() if not check.passed]
         sanity = "sanity passed" if not failed else f"sanity FAILED ({', '.join(failed)})"
+        if not model.sanity:  # a .tflite: no weights to randomise
+            sanity = "sanity n/a (integer model)"
         lines.append(
             f"{model.name}: accuracy {100 * model.accuracy:.2f} %, AUC {auc}, "
             f"{model.curves.zero_saliency_images} zero-saliency images, {sanity}"
