@@ -92,28 +92,13 @@ def default_model(bits: int, input_shape: tuple[int, ...], fit_steps: int, seed:
 
 def differing_outputs(before: bytes, after: bytes, images: np.ndarray) -> dict[str, int]:
     """{runtime: images whose integer outputs differ between two files}, for already
-    quantized images, in XNNPACK ("xnnpack"), LiteRT's builtin kernels ("builtin") and its
-    reference kernels ("reference")."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    quantized images, in each of `sgt_tfmot.tflite.runtime.RUNTIMES` (XNNPACK, LiteRT's
+    builtin kernels, its reference kernels)."""
+    from sgt_tfmot.tflite.runtime import RUNTIMES, integer_outputs
 
-    resolvers = {"builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-                 "reference": OpResolverType.BUILTIN_REF}  # fmt: skip
-    runtimes = {"xnnpack": {}, **{
-        name: {"experimental_op_resolver_type": resolver} for name, resolver in resolvers.items()
-    }}  # fmt: skip
     found = {}
-    for runtime, options in runtimes.items():
-        results = []
-        for flatbuffer in (before, after):
-            interpreter = Interpreter(model_content=flatbuffer, num_threads=1, **options)
-            interpreter.allocate_tensors()
-            (source,), (sink,) = interpreter.get_input_details(), interpreter.get_output_details()
-            outputs = []
-            for image in images:
-                interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
-                interpreter.invoke()
-                outputs.append(interpreter.get_tensor(sink["index"]).copy())
-            results.append(np.concatenate(outputs))
+    for runtime in RUNTIMES:
+        results = [integer_outputs(flatbuffer, images, runtime) for flatbuffer in (before, after)]
         found[runtime] = int(np.any(results[0] != results[1], axis=1).sum())
     return found
 

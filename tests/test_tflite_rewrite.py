@@ -15,7 +15,7 @@ pair of input levels (ADD) and every sum of input levels (MEAN) the original op 
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_litert.interpreter import Interpreter
 
 from sgt_tfmot import data, models, quantize_model
 from sgt_tfmot.keras import keras
@@ -25,15 +25,11 @@ from sgt_tfmot.tflite.edgetpu import check_edgetpu
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.profile import delegate_partitions, prefix_model
 from sgt_tfmot.tflite.rewrite import fold_minimums, pack_model, unpack_model
+from sgt_tfmot.tflite.runtime import RUNTIMES, integer_outputs
 from sgt_tfmot.trainers import reestimate_batch_norm
 from tests.test_checks import train_tiny_mnist_qat
 from tests.test_export import X as RESIDUAL_X, trained_qat
 
-RUNTIMES = {  # LiteRT's default (XNNPACK), its builtin kernels, its reference kernels
-    "xnnpack": {},
-    "builtin": {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES},
-    "reference": {"experimental_op_resolver_type": OpResolverType.BUILTIN_REF},
-}
 MNIST, _ = data.load_arrays("mnist_subset", "test")
 MNIST = MNIST[:150].astype(np.float32)
 
@@ -42,18 +38,6 @@ def interpreter(flatbuffer: bytes, runtime: str) -> Interpreter:
     result = Interpreter(model_content=flatbuffer, num_threads=1, **RUNTIMES[runtime])
     result.allocate_tensors()
     return result
-
-
-def outputs(flatbuffer: bytes, images: np.ndarray, runtime: str) -> np.ndarray:
-    """The raw integer outputs for a batch of already quantized images, one invoke each."""
-    model = interpreter(flatbuffer, runtime)
-    (source,), (sink,) = model.get_input_details(), model.get_output_details()
-    found = []
-    for image in images:
-        model.set_tensor(source["index"], image[None].astype(source["dtype"]))
-        model.invoke()
-        found.append(model.get_tensor(sink["index"]).copy())
-    return np.concatenate(found)
 
 
 def quantized(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
@@ -73,7 +57,8 @@ def random_images(flatbuffer: bytes, count: int = 300, seed: int = 0) -> np.ndar
 
 def assert_same_outputs(before: bytes, after: bytes, images: np.ndarray) -> None:
     for runtime in RUNTIMES:
-        expected, actual = outputs(before, images, runtime), outputs(after, images, runtime)
+        expected = integer_outputs(before, images, runtime)
+        actual = integer_outputs(after, images, runtime)
         assert np.ptp(expected.astype(np.int64)) > 0  # the outputs depend on the image
         np.testing.assert_array_equal(actual, expected, err_msg=runtime)
 
@@ -273,8 +258,8 @@ def test_a_minimum_that_writes_a_model_output_stays(residual):
     assert read_model(folded).op_names[-1] == "MINIMUM"
     images = random_images(prefix, 50)
     for runtime in RUNTIMES:
-        expected = outputs(prefix, images, runtime)
-        np.testing.assert_array_equal(outputs(folded, images, runtime), expected)
+        expected = integer_outputs(prefix, images, runtime)
+        np.testing.assert_array_equal(integer_outputs(folded, images, runtime), expected)
 
 
 def test_a_producer_that_does_not_clamp_at_zero_keeps_its_minimum(residual):

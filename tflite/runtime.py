@@ -1,4 +1,5 @@
-"""Running .tflite classifiers with LiteRT (`ai_edge_litert`), float in and float out."""
+"""Running .tflite classifiers with LiteRT (`ai_edge_litert`): float in and float out
+(`TFLiteModel`), or raw integers in one of LiteRT's runtimes (`integer_outputs`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ class TFLiteModel:
 
     Args:
       model: The flatbuffer bytes, or a path to a .tflite file.
-      reference_kernels: Use LiteRT's reference int8 kernels instead of the XNNPACK delegate
-        (slower; the kernels a microcontroller build would run).
+      reference_kernels: Use LiteRT's builtin int8 kernels instead of the XNNPACK delegate
+        (`RUNTIMES["builtin"]`; they round some requantizations differently).
     """
 
     def __init__(self, model: bytes | str | os.PathLike, reference_kernels: bool = False):
@@ -77,3 +78,26 @@ class TFLiteModel:
                 self._dequantize(self._interpreter.get_tensor(self.output["index"]))[:valid]
             )
         return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+
+
+# LiteRT's default runtime (the XNNPACK delegate), its builtin kernels and its reference
+# kernels: they round some requantizations differently, so exactness is checked in each.
+RUNTIMES = {
+    "xnnpack": {},
+    "builtin": {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES},
+    "reference": {"experimental_op_resolver_type": OpResolverType.BUILTIN_REF},
+}
+
+
+def integer_outputs(flatbuffer: bytes, images: np.ndarray, runtime: str = "xnnpack") -> np.ndarray:
+    """The raw outputs of a batch-1 model for already quantized images (one invoke each), in
+    one of `RUNTIMES`, 1 thread."""
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=1, **RUNTIMES[runtime])
+    interpreter.allocate_tensors()
+    (source,), (sink,) = interpreter.get_input_details(), interpreter.get_output_details()
+    found = []
+    for image in images:
+        interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
+        interpreter.invoke()
+        found.append(interpreter.get_tensor(sink["index"]).copy())
+    return np.concatenate(found)
