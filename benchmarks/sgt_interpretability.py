@@ -43,8 +43,14 @@ flags.DEFINE_integer("curve_images", 500, "Test images of the curves.")
 flags.DEFINE_string("eval_fill", "random", "Fill of the removed pixels in the curves.")
 flags.DEFINE_string("out", None, "JSON file of the results.")
 
-KEYS = {"kl": ("kl_weight", float), "mask": ("mask_fraction", float), "fill": ("fill", str),
-        "target": ("target", str), "reduce": ("reduce_channels", str), "lr": ("lr", float)}  # fmt: skip
+KEYS = {
+    "kl": ("kl_weight", float),
+    "mask": ("mask_fraction", float),
+    "fill": ("fill", str),
+    "target": ("target", str),
+    "reduce": ("reduce_channels", str),
+    "lr": ("lr", float),
+}
 
 
 def parse(text: str) -> dict:
@@ -70,8 +76,10 @@ def finetune(path, settings, x, y, epochs, batch_size, max_steps):
     optimizer = keras.optimizers.SGD(schedules.make("cosine", lr, steps * epochs), momentum=0.9)
     trainer.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                     metrics=["accuracy"])  # fmt: skip
-    batches = data.training_batches(x, y, batch_size, seed=0, total_steps=steps * epochs,
-                                    augment=("crop", "flip") if x.shape[-1] == 3 else ())  # fmt: skip
+    augment = ("crop", "flip") if x.shape[-1] == 3 else ()
+    batches = data.training_batches(
+        x, y, batch_size, seed=0, total_steps=steps * epochs, augment=augment
+    )
     history = trainer.fit(batches, epochs=epochs, steps_per_epoch=steps, verbose=2)
     return model, {k: float(v[-1]) for k, v in history.history.items()}
 
@@ -83,8 +91,10 @@ def main(argv):
     x_test = x_test[: FLAGS.curve_images].astype(np.float32)
     y_test = y_test[: FLAGS.curve_images]
     rows = []
-    print("| variant | train s | accuracy | top 20 % | random 20 % | top 30 % | random 30 % "
-          "| bottom 50 % | masked acc (train) |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    print(
+        "| variant | train s | accuracy | top 20 % | random 20 % | top 30 % | random 30 % "
+        "| bottom 50 % | masked acc (train) |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for text in FLAGS.variants.split(";"):
         start = time.monotonic()
         model, last = finetune(FLAGS.model, parse(text), x_train, y_train, FLAGS.epochs,

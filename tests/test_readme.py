@@ -29,3 +29,4 @@ def test_readme_starts_with_the_two_setup_commands():
     ci = (README.parent / ".ci" / "run").read_text()
     assert "python3 -m pytest -q" in ci and 'python3 -m pip install --quiet -e ".[test]"' in ci
     assert "python3 -m pip install --quiet --no-deps -r requirements/mediapipe.txt" in ci
+    assert "python3 -m ruff check ." in ci and "python3 -m ruff format --check ." in ci
