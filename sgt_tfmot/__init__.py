@@ -26,7 +26,7 @@ import sys
 if "tensorflow" not in sys.modules:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (setup.cfg reads it)
 
 _API = {
     "quantize_model": "sgt_tfmot.quantize",

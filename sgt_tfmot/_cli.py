@@ -134,7 +134,8 @@ def run_main(
         return EXIT_OK
     _quiet_python_logging()
     try:
-        return body(positional)
+        with _zoo_dir_from_flag(flag_values):
+            return body(positional)
     except InputError as error:
         return _bad_input(program, error.for_flags())
     except (ValueError, OSError) as error:
@@ -145,6 +146,38 @@ def run_main(
     except KeyboardInterrupt:
         print(f"\n{program}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def define_zoo_flag(flag_values: flags.FlagValues) -> None:
+    """--zoo_dir: a local copy of the model zoo, looked in first for `zoo:NAME` models."""
+    flags.DEFINE_string(
+        "zoo_dir", None,
+        "A local copy of the model zoo (a checkout's zoo/ folder), looked in first for "
+        "zoo:NAME models; default $SGT_TFMOT_ZOO, then the user cache, then a download.",
+        flag_values=flag_values,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _zoo_dir_from_flag(flag_values: flags.FlagValues):
+    """Sets $SGT_TFMOT_ZOO from --zoo_dir while the tool runs (its processes see it too)."""
+    from sgt_tfmot import zoo
+
+    value = flag_values["zoo_dir"].value if "zoo_dir" in flag_values else None
+    if value is None:
+        yield
+        return
+    if not Path(value).expanduser().is_dir():
+        raise InputError(f"--zoo_dir {value}: no such directory (a copy of the zoo/ folder).")
+    saved = os.environ.get(zoo.ZOO_ENV)
+    os.environ[zoo.ZOO_ENV] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(zoo.ZOO_ENV, None)
+        else:
+            os.environ[zoo.ZOO_ENV] = saved
 
 
 def _quiet_python_logging() -> None:

@@ -157,6 +157,7 @@ flags.DEFINE_bool(
     "multiply-adds (off by default: not measured on ARM CPUs or the Edge TPU).", **_IN,
 )  # fmt: skip
 _cli.define_data_flags(FLAGS)
+_cli.define_zoo_flag(FLAGS)  # --zoo_dir (zoo:NAME models)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
 

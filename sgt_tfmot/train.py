@@ -38,6 +38,7 @@ flags.DEFINE_string(
     "data_dir", None, "Folder with NAME.npz (x_train, y_train, x_test, y_test).", **_IN
 )
 _cli.define_data_flags(FLAGS)  # --image_size, --color_mode, --validation_split (image folders)
+_cli.define_zoo_flag(FLAGS)  # --zoo_dir (zoo:NAME models)
 flags.DEFINE_string(
     "augment", None,
     "none, or a comma-separated list of crop, flip (default: crop,flip for colour images, none "

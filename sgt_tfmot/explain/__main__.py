@@ -140,6 +140,7 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **_IN)
 _cli.define_data_flags(FLAGS)
+_cli.define_zoo_flag(FLAGS)  # --zoo_dir (zoo:NAME models)
 flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
 
