@@ -64,10 +64,8 @@ class ProgressBar:
         self._shown = percent
         filled = self.WIDTH * percent // 100
         bar = "#" * filled + "." * (self.WIDTH - filled)
-        self._write(
-            f"\r{self.label} [{bar}] {percent:3d}%  "
-            f"{_megabytes(done)}/{_megabytes(self.total)} MB"
-        )
+        amounts = f"{_megabytes(done)}/{_megabytes(self.total)} MB"
+        self._write(f"\r{self.label} [{bar}] {percent:3d}%  {amounts}")
 
     def close(self) -> None:
         if self.live and self._shown >= 0:
