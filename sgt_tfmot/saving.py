@@ -217,6 +217,55 @@ def _float32_config(value):
     return value
 
 
+def _policy_config(value, policy: str):
+    """A model config with every layer's dtype policy set to `policy` (the input layers keep
+    their input dtype: an InputLayer's `dtype` is the type of the tensor it takes)."""
+    if isinstance(value, dict):
+        inner = value.get("config")
+        if (
+            value.get("class_name") not in (None, "InputLayer")
+            and isinstance(inner, dict)
+            and "dtype" in inner
+        ):
+            value = {**value, "config": {**inner, "dtype": policy}}
+        return {key: _policy_config(item, policy) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_policy_config(item, policy) for item in value]
+    return value
+
+
+def with_policy(model: keras.Model, policy: str | None = None) -> keras.Model:
+    """`model` with every layer under the precision policy `policy` (default: Keras's global
+    policy), rebuilt from its config with the same weights; `model` itself when its layers
+    already follow it.
+
+    A model built under `keras.mixed_precision.set_global_policy("mixed_bfloat16")` gets that
+    policy in every layer; a model *loaded from a file* keeps the policy its layers were
+    saved with (float32). Quantize wrappers made under the global policy then cast their
+    inputs to bfloat16 and the float32 layer inside fails ("Input 'filter' of 'Conv2D' Op has
+    type float32 that does not match type bfloat16"). `sgt_tfmot.models.build` rebuilds a
+    model file under the global policy, the way a built-in model is built.
+    """
+    policy = policy or keras.mixed_precision.global_policy().name
+    config = model.get_config()
+    rebuilt_config = _policy_config(config, policy)
+    if all(layer.dtype_policy.name == policy for layer in _policy_layers(model)):
+        return model
+    with quantize_scope():
+        rebuilt = type(model).from_config(rebuilt_config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _policy_layers(model: keras.Model):
+    """The layers of `model` (nested models' too) that have a precision policy."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _policy_layers(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            yield layer
+
+
 def float32_model(model: keras.Model) -> keras.Model:
     """`model` with float32 layers: rebuilt if it was built under a mixed precision policy.
 

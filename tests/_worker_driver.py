@@ -10,7 +10,9 @@ writes what the test checks into RECORD_DIR, never into the run directory:
   weights.npz   the weights of the model this worker saved (arr_0, arr_1, ... in model order)
   metrics.json  what `train` returned on this worker
 
-With KILL_AFTER_STEP the worker SIGKILLs itself right after that global step.
+With KILL_AFTER_STEP the worker SIGKILLs itself right after that global step. With
+$SGT_TFMOT_TEST_CPU_BFLOAT16 set to 1 or 0, the worker's CPU counts as computing bfloat16
+natively or not (`--mixed_precision auto` then resolves as on such a host).
 """
 
 import hashlib
@@ -24,10 +26,14 @@ from pathlib import Path
 def main(config_json: str, record_dir: str, kill_after: str | None = None) -> None:
     import numpy as np
 
-    from sgt_tfmot import training
+    from sgt_tfmot import precision, training
     from sgt_tfmot.keras import keras, tf
     from sgt_tfmot.trainers import SaliencyGuidedModel
 
+    native = os.environ.get("SGT_TFMOT_TEST_CPU_BFLOAT16")
+    if native is not None:
+        precision.cpu_has_bfloat16 = lambda *args: native == "1"
+        precision.gpu_has_bfloat16 = lambda: False
     record = Path(record_dir)
     record.mkdir(parents=True, exist_ok=True)
     seen: dict[int, list[str]] = {}

@@ -93,7 +93,11 @@ class Cluster:
         self.records = [root / f"record{i}" for i in range(2)]
         self.configs = [settings(world, out, **overrides) for out in self.outs]
 
-    def start(self, kill_worker_1_after: int | None = None) -> list[subprocess.Popen]:
+    def start(
+        self, kill_worker_1_after: int | None = None, cpu_bfloat16: tuple[bool, bool] | None = None
+    ) -> list[subprocess.Popen]:
+        """The two worker processes; `cpu_bfloat16`: whether each one's CPU counts as
+        computing bfloat16 natively (default: the machine's own answer)."""
         addresses = [f"127.0.0.1:{port}" for port in self.ports]
         processes = []
         for index in range(2):
@@ -101,6 +105,8 @@ class Cluster:
             spec = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
             env = dict(os.environ, TF_CONFIG=json.dumps(spec), TMPDIR=str(self.temps[index]))
             env["PYTHONPATH"] = str(REPO)
+            if cpu_bfloat16 is not None:
+                env["SGT_TFMOT_TEST_CPU_BFLOAT16"] = str(int(cpu_bfloat16[index]))
             args = [sys.executable, str(DRIVER), json.dumps(self.configs[index])]
             args.append(str(self.records[index]))
             if kill_worker_1_after is not None and index == 1:
@@ -289,6 +295,25 @@ def test_a_killed_worker_resumes_from_the_last_backup_and_ends_like_an_uninterru
     assert {p.name for p in cluster.outs[0].iterdir()} == RUN_FILES  # backup/ removed
     assert not cluster.outs[1].parent.exists()
     assert not list(cluster.temps[1].glob("sgt_tfmot-*"))
+
+
+@pytest.mark.slow
+def test_the_chiefs_bfloat16_choice_trains_a_model_file_on_every_worker(runs, tmp_path):
+    """`--mixed_precision auto` with a model file on a cluster whose chief computes bfloat16
+    natively and whose other worker does not: both train under the chief's mixed_bfloat16
+    (the file's layers rebuilt under it on each worker) and end with the same weights."""
+    cluster = Cluster(runs["world"], tmp_path, mixed_precision="auto", max_steps=2)
+    codes = wait(cluster.start(cpu_bfloat16=(True, False)))
+    assert codes == [0, 0], cluster.log(0)[-3000:] + cluster.log(1)[-3000:]
+    chief, worker = cluster.record(0), cluster.record(1)
+    assert chief["metrics"]["precision"] == worker["metrics"]["precision"] == "mixed_bfloat16"
+    assert chief["metrics"]["precision_reason"].startswith("auto: the CPU computes bfloat16")
+    assert worker["metrics"]["precision_reason"] == "the chief's choice; here: float32"
+    assert "Precision: mixed_bfloat16 (the chief's choice; here: float32)" in cluster.log(1)
+    for a, b in zip(chief["weights"], worker["weights"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    model = load_model(cluster.outs[0])
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}  # saved float32
 
 
 def cli_arguments(config: dict) -> list[str]:

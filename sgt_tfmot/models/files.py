@@ -22,6 +22,8 @@ def is_model_file(name: str) -> bool:
 
 
 def model_from_file(path, input_shape, num_classes, trust_code) -> keras.Model:
+    """The float classifier in `path`, checked against the data, its layers under Keras's
+    global precision policy like a built-in model's (`sgt_tfmot.saving.with_policy`)."""
     from sgt_tfmot import saving
     from sgt_tfmot.export import is_quantized
 
@@ -32,7 +34,7 @@ def model_from_file(path, input_shape, num_classes, trust_code) -> keras.Model:
             "further with the Keras API: sgt_tfmot.load_model and fit)."
         )
     check_classifier(model, f"--model {path}", input_shape, num_classes)
-    return model
+    return saving.with_policy(model)
 
 
 def check_classifier(
