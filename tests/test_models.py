@@ -94,6 +94,52 @@ def test_weight_decay_zero_disables_regularization():
     assert model.output_shape == (None, 4)
 
 
+# ----------------------------------------------------------------------------- ResNet-8
+
+
+def test_resnet8_matches_the_mlperf_tiny_reference():
+    model = models.resnet8(mean=CIFAR_MEAN, std=CIFAR_STD)
+    # Derived by hand for 32x32x3, 10 classes (MLPerf Tiny's resnet_v1_eembc, 16 filters):
+    #   3x3 convs  3*3*3*16 + 2*(3*3*16*16) + 3*3*16*32 + 3*3*32*32
+    #              + 3*3*32*64 + 3*3*64*64                               = 74,160
+    #   shortcuts  (1*1*16*32 + 32) + (1*1*32*64 + 64)                    = 2,656
+    #   BN         gamma+beta over 16 + 16 + 16 + 32 + 32 + 64 + 64 = 240   = 480
+    #   dense      64*10 + 10                                            = 650
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == 74_160 + 2_656 + 480 + 650 == 77_946
+    assert model.count_params() == 77_946 + 480  # the BN moving statistics
+    # The reference's 3x3 convs also carry biases (240 more, made redundant by BN): 78,666.
+    assert model.count_params() + 240 == 78_666
+    counts = _layer_counts(model)
+    assert not NOT_QUANTIZABLE & set(counts)
+    assert counts == {"InputLayer": 1, "Rescaling": 1, "Conv2D": 9, "BatchNormalization": 7,
+                      "ReLU": 7, "Add": 3, "GlobalAveragePooling2D": 1, "Dense": 1}  # fmt: skip
+    shortcuts = [model.get_layer(f"stage{s}_shortcut_conv") for s in (2, 3)]
+    assert all(c.use_bias and c.kernel_size == (1, 1) and c.strides == (2, 2) for c in shortcuts)
+    assert model.get_layer("stage1_relu2").output.shape[1:] == (32, 32, 16)
+    assert model.get_layer("stage3_relu2").output.shape[1:] == (8, 8, 64)
+    assert len(model.losses) == 10  # 9 conv kernels + the dense kernel
+    logits = model(_random_pixels((32, 32, 3)), training=False).numpy()
+    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+
+
+def test_resnet8_every_kernel_is_quantized():
+    import sgt_tfmot
+
+    qat = sgt_tfmot.quantize_model(models.resnet8((16, 16, 3), 4), weight_bits=4,
+                                   activation_bits=4)  # fmt: skip
+    bits = {
+        layer.layer.name: layer.quantize_config.weight_quantizer.num_bits
+        for layer in qat.layers
+        if getattr(getattr(layer, "quantize_config", None), "weight_quantizer", None)
+    }
+    convs = {layer.name for layer in models.resnet8((16, 16, 3), 4).layers
+             if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)}  # fmt: skip
+    assert set(bits) == convs
+    assert bits["conv1"] == bits["logits"] == 8  # first and last layer: first_last_bits
+    assert {bits[name] for name in convs - {"conv1", "logits"}} == {4}
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 
@@ -134,7 +180,7 @@ def test_normalization_is_a_fixed_rescaling():
 # ----------------------------------------------------------------------------- serialisation
 
 
-@pytest.mark.parametrize("builder", ["resnet20", "mobilenet_tiny"])
+@pytest.mark.parametrize("builder", ["resnet20", "resnet8", "mobilenet_tiny"])
 def test_save_load_round_trip(tmp_path, builder):
     keras.utils.set_random_seed(1)
     model = models.build(builder, (32, 32, 3), 10)
@@ -181,13 +227,14 @@ def test_models_take_the_data_pipeline_output():
 
 def test_build_unknown_model():
     match = (
-        r"Unknown model 'vgg16'\. Known models: 'mobilenet_tiny', 'mobilenet_v2', 'resnet20', or"
+        r"Unknown model 'vgg16'\. Known models: 'mobilenet_tiny', 'mobilenet_v2', 'resnet20', "
+        r"'resnet8', or"
     )
     with pytest.raises(ValueError, match=match):
         models.build("vgg16", (32, 32, 3), 10)
 
 
-@pytest.mark.parametrize("builder", ["resnet20", "mobilenet_tiny"])
+@pytest.mark.parametrize("builder", ["resnet20", "resnet8", "mobilenet_tiny"])
 @pytest.mark.parametrize("shape", [(32, 32), (0, 32, 3), (32, 32, 3.0), (32, 32, True), None])
 def test_bad_input_shape(builder, shape):
     match = r"`input_shape` must be \(height, width, channels\) with positive integers\. Received"

@@ -3,6 +3,7 @@
 | name             | module         | what                                              |
 |------------------|----------------|---------------------------------------------------|
 | `resnet20`       | `resnet`       | CIFAR ResNet-20 (He et al. 2016)                  |
+| `resnet8`        | `resnet8`      | MLPerf Tiny's CIFAR-10 ResNet-8 (78 k parameters) |
 | `mobilenet_tiny` | `mobilenet`    | a small MobileNet-v1-style network                 |
 | `mobilenet_v2`   | `applications` | Keras Applications' MobileNetV2, flat, any width  |
 | a .h5/.keras path| `files`        | the user's own float classifier                   |
@@ -48,6 +49,7 @@ from sgt_tfmot.models.applications import mobilenet_v2
 from sgt_tfmot.models.files import check_classifier, copy_weights, is_model_file
 from sgt_tfmot.models.mobilenet import mobilenet_tiny
 from sgt_tfmot.models.resnet import resnet20
+from sgt_tfmot.models.resnet8 import resnet8
 
 __all__ = [
     "MODELS",
@@ -59,12 +61,14 @@ __all__ = [
     "mobilenet_v2",
     "register",
     "resnet20",
+    "resnet8",
     "takes",
 ]
 
 # The model registry: a new architecture is one module and one line here.
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "resnet20": resnet20,
+    "resnet8": resnet8,
     "mobilenet_tiny": mobilenet_tiny,
     "mobilenet_v2": mobilenet_v2,
 }
