@@ -44,7 +44,9 @@ class TFLiteModel:
         self.batch_size = int(self.input["shape"][0])
         self.input_shape = tuple(int(d) for d in self.input["shape"][1:])
 
-    def _quantize(self, x: np.ndarray) -> np.ndarray:
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Float images as the input tensor's integers (scale, zero point, clipped to its
+        type); unchanged but cast for a float input."""
         dtype = self.input["dtype"]
         if not np.issubdtype(dtype, np.integer):
             return x.astype(dtype)
@@ -72,7 +74,7 @@ class TFLiteModel:
             valid = len(chunk)
             if valid < batch:  # pad the last chunk to the fixed batch size
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - valid, axis=0)])
-            self._interpreter.set_tensor(self.input["index"], self._quantize(chunk))
+            self._interpreter.set_tensor(self.input["index"], self.quantize(chunk))
             self._interpreter.invoke()
             outputs.append(
                 self._dequantize(self._interpreter.get_tensor(self.output["index"]))[:valid]

@@ -28,6 +28,8 @@ class TargetContext:
       images: A few float test images in the model's input range (may be empty).
       class_names: The class names, or None.
       integer_predict: Images -> dequantized scores of the file in LiteRT.
+      test_images: The test images a target that checks every image runs (the whole
+        checked test split unless capped), or None: such a target then takes `images`.
     """
 
     flatbuffer: bytes
@@ -35,6 +37,7 @@ class TargetContext:
     images: np.ndarray
     class_names: tuple[str, ...] | None
     integer_predict: Any
+    test_images: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +77,9 @@ class Target:
 def _registry() -> list[Target]:
     from sgt_tfmot.tflite.edgetpu import EdgeTpu
     from sgt_tfmot.tflite.mediapipe import MediaPipe
+    from sgt_tfmot.tflite.tflm import Tflm
 
-    return [EdgeTpu(), MediaPipe()]
+    return [EdgeTpu(), MediaPipe(), Tflm()]
 
 
 TARGETS: list[Target] = _registry()

@@ -1,0 +1,428 @@
+"""TensorFlow Lite Micro as a deployment target: the file is run in TFLM's own interpreter.
+
+TFLite Micro (TFLM) runs .tflite files on microcontrollers: the model is read in place from
+flash, and every tensor lives in one RAM buffer, the tensor arena, that the firmware
+reserves up front. The interpreter registers only the ops the firmware's
+`tflite::MicroMutableOpResolver<N>` adds. `Tflm.check` tells a firmware engineer what that
+takes and whether the file computes what LiteRT computes:
+
+* **ops**: each op of the file maps to one `MicroMutableOpResolver` method
+  (`RESOLVER_METHODS`); an op without one, or a float model, is refused with one line;
+* **outputs**: the test images run in TFLM's Python interpreter (`tflite-micro`, the same
+  reference kernels firmware builds get) and in LiteRT's reference kernels
+  (`OpResolverType.BUILTIN_REF`) from the same int8 inputs; TFLM's integer kernels are
+  LiteRT's reference kernels, so every output value should be equal, and the report counts
+  those that are not;
+* **RAM**: the arena as TFLM's `RecordingMicroAllocator` measures it (`print_allocations`:
+  total = head, the planned activations and scratch buffers, + tail, the persistent
+  structures), and the file is then loaded and run in an arena of exactly that size;
+* **flash**: the file's size, which the firmware stores as a C array (`sgt_tfmot.tflite.c_array`).
+
+What the measured arena does not cover: it comes from the reference kernels on a 64-bit host.
+On a 32-bit microcontroller the persistent structures hold 4-byte pointers (smaller), and
+optimized kernels (CMSIS-NN, Xtensa) ask scratch buffers the reference kernels do not (for a
+3x3 convolution over 64 channels, CMSIS-NN's is 2·64·9 int16 values, 2,304 bytes).
+`arena_with_margin` adds `ARENA_MARGIN` for them.
+
+`tflite-micro` is not a dependency of the package (`pip install tflite-micro`, a small wheel
+without TensorFlow; `setup.cfg`'s `tflm` extra). Without it the verdict is None, unless the
+file's ops already show that TFLM refuses it.
+
+Example:
+
+    report = Tflm().check(context)
+    print(report.section["arena_bytes"], report.section["resolver_methods"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sgt_tfmot.tflite.flatbuffer import ModelSummary, read_model
+from sgt_tfmot.tflite.runtime import TFLiteModel, integer_outputs
+
+if TYPE_CHECKING:
+    from sgt_tfmot.tflite.targets import TargetContext, TargetReport
+
+__all__ = [
+    "ARENA_MARGIN",
+    "INSTALL_COMMAND",
+    "RESOLVER_METHODS",
+    "ArenaUse",
+    "Tflm",
+    "arena_with_margin",
+    "measure_arena",
+    "refusals",
+    "resolver_methods",
+    "run_micro",
+]
+
+INSTALL_COMMAND = "python3 -m pip install tflite-micro"
+
+ARENA_MARGIN = 0.10
+"""The share `arena_with_margin` adds to the measured arena (then rounded up to 1 KiB): the
+optimized kernels' scratch buffers (see the module docstring); measure on the device
+(`RecordingMicroAllocator`) to trim it."""
+
+_ARENA_ROUNDING = 1024
+_PROBE_ARENA = 16 << 20  # the first load's arena; allocation then measures what is used
+
+# Builtin op -> the `tflite::MicroMutableOpResolver` method that registers it, from
+# tensorflow/lite/micro/micro_mutable_op_resolver.h (tflite-micro commit 90b983c,
+# 2026-08-20): every `AddX()` that calls `AddBuiltin(BuiltinOperator_Y, ...)`.
+RESOLVER_METHODS: dict[str, str] = {
+    "ABS": "AddAbs", "ADD": "AddAdd", "ADD_N": "AddAddN", "ARG_MAX": "AddArgMax",
+    "ARG_MIN": "AddArgMin", "ASSIGN_VARIABLE": "AddAssignVariable",
+    "AVERAGE_POOL_2D": "AddAveragePool2D", "BATCH_MATMUL": "AddBatchMatMul",
+    "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd", "BROADCAST_ARGS": "AddBroadcastArgs",
+    "BROADCAST_TO": "AddBroadcastTo", "CALL_ONCE": "AddCallOnce", "CAST": "AddCast",
+    "CEIL": "AddCeil", "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D",
+    "COS": "AddCos", "CUMSUM": "AddCumSum", "DEPTH_TO_SPACE": "AddDepthToSpace",
+    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "DEQUANTIZE": "AddDequantize", "DIV": "AddDiv",
+    "DYNAMIC_UPDATE_SLICE": "AddDynamicUpdateSlice", "EMBEDDING_LOOKUP": "AddEmbeddingLookup",
+    "ELU": "AddElu", "EQUAL": "AddEqual", "EXP": "AddExp", "EXPAND_DIMS": "AddExpandDims",
+    "FILL": "AddFill", "FLOOR": "AddFloor", "FLOOR_DIV": "AddFloorDiv",
+    "FLOOR_MOD": "AddFloorMod", "FULLY_CONNECTED": "AddFullyConnected", "GATHER": "AddGather",
+    "GATHER_ND": "AddGatherNd", "GREATER": "AddGreater", "GREATER_EQUAL": "AddGreaterEqual",
+    "HARD_SWISH": "AddHardSwish", "IF": "AddIf", "L2_NORMALIZATION": "AddL2Normalization",
+    "L2_POOL_2D": "AddL2Pool2D", "LEAKY_RELU": "AddLeakyRelu", "LESS": "AddLess",
+    "LESS_EQUAL": "AddLessEqual", "LOG": "AddLog", "LOGICAL_AND": "AddLogicalAnd",
+    "LOGICAL_NOT": "AddLogicalNot", "LOGICAL_OR": "AddLogicalOr", "LOGISTIC": "AddLogistic",
+    "LOG_SOFTMAX": "AddLogSoftmax", "MAXIMUM": "AddMaximum", "MAX_POOL_2D": "AddMaxPool2D",
+    "MIRROR_PAD": "AddMirrorPad", "MEAN": "AddMean", "MINIMUM": "AddMinimum", "MUL": "AddMul",
+    "NEG": "AddNeg", "NOT_EQUAL": "AddNotEqual", "PACK": "AddPack", "PAD": "AddPad",
+    "PADV2": "AddPadV2", "PRELU": "AddPrelu", "QUANTIZE": "AddQuantize",
+    "READ_VARIABLE": "AddReadVariable", "REDUCE_ALL": "AddReduceAll",
+    "REDUCE_MAX": "AddReduceMax", "REDUCE_MIN": "AddReduceMin", "RELU": "AddRelu",
+    "RELU6": "AddRelu6", "RESHAPE": "AddReshape", "RESIZE_BILINEAR": "AddResizeBilinear",
+    "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "REVERSE_V2": "AddReverseV2",
+    "ROUND": "AddRound", "RSQRT": "AddRsqrt", "SELECT_V2": "AddSelectV2", "SHAPE": "AddShape",
+    "SIN": "AddSin", "SLICE": "AddSlice", "SOFTMAX": "AddSoftmax",
+    "SPACE_TO_BATCH_ND": "AddSpaceToBatchNd", "SPACE_TO_DEPTH": "AddSpaceToDepth",
+    "SPLIT": "AddSplit", "SPLIT_V": "AddSplitV", "SQUEEZE": "AddSqueeze", "SQRT": "AddSqrt",
+    "SQUARE": "AddSquare", "SQUARED_DIFFERENCE": "AddSquaredDifference",
+    "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub", "SUM": "AddSum", "SVDF": "AddSvdf",
+    "TANH": "AddTanh", "TRANSPOSE_CONV": "AddTransposeConv", "TRANSPOSE": "AddTranspose",
+    "UNPACK": "AddUnpack", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+    "VAR_HANDLE": "AddVarHandle", "WHILE": "AddWhile", "ZEROS_LIKE": "AddZerosLike",
+}  # fmt: skip
+
+# The custom ops the same header registers by name (`AddCustom("name", ...)`).
+CUSTOM_RESOLVER_METHODS: dict[str, str] = {
+    "TFLite_Detection_PostProcess": "AddDetectionPostprocess",
+    "CIRCULAR_BUFFER": "AddCircularBuffer",
+}
+
+_FLOAT_TYPES = frozenset({"FLOAT16", "FLOAT32", "FLOAT64", "BFLOAT16"})
+_ALLOCATION = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+@dataclass(frozen=True)
+class ArenaUse:
+    """The tensor arena TFLM's `RecordingMicroAllocator` used for a model, in bytes.
+
+    Attributes:
+      total: head + tail: what a firmware's arena must hold (before `arena_with_margin`).
+      head: The planned non-persistent part: activations and kernels' scratch buffers.
+      tail: The persistent part: tensor and node structures, kernels' persistent data.
+    """
+
+    total: int
+    head: int
+    tail: int
+
+
+def arena_with_margin(arena_bytes: int) -> int:
+    """The measured arena plus `ARENA_MARGIN`, rounded up to a multiple of 1 KiB."""
+    return _ARENA_ROUNDING * math.ceil(arena_bytes * (1 + ARENA_MARGIN) / _ARENA_ROUNDING)
+
+
+def _op_key(op) -> str:
+    return f"CUSTOM:{op.custom_code}" if op.name == "CUSTOM" else op.name
+
+
+def resolver_methods(summary: ModelSummary) -> tuple[tuple[str, str], ...]:
+    """(op, `MicroMutableOpResolver` method) for each distinct op of the file that TFLM
+    registers, sorted by method name: the resolver's template argument N is their count."""
+    found = {}
+    for op in summary.ops:
+        method = (
+            CUSTOM_RESOLVER_METHODS.get(op.custom_code or "")
+            if op.name == "CUSTOM"
+            else RESOLVER_METHODS.get(op.name)
+        )
+        if method is not None:
+            found[_op_key(op)] = method
+    return tuple(sorted(found.items(), key=lambda item: item[1]))
+
+
+def refusals(summary: ModelSummary) -> list[str]:
+    """Why TFLM (as this target checks it) refuses the file, read from its ops: an op no
+    `MicroMutableOpResolver` method registers, or float computation; empty when neither."""
+    problems = []
+    missing = sorted({
+        _op_key(op) for op in summary.ops
+        if (op.name == "CUSTOM" and op.custom_code not in CUSTOM_RESOLVER_METHODS)
+        or (op.name != "CUSTOM" and op.name not in RESOLVER_METHODS)
+    })  # fmt: skip
+    if missing:
+        problems.append(
+            f"TFLite Micro has no kernel for {', '.join(missing)} "
+            "(no MicroMutableOpResolver method registers it)"
+        )
+    float_ops = sorted({
+        op.name for op in summary.ops
+        if op.name not in ("QUANTIZE", "DEQUANTIZE")
+        and any(t is not None and not t.is_constant and t.type in _FLOAT_TYPES
+                for t in (*op.inputs, *op.outputs))
+    })  # fmt: skip
+    if float_ops:
+        problems.append(
+            f"the file computes in float ({', '.join(float_ops)} on float tensors): this target "
+            "checks integer models, whose outputs TFLM's kernels reproduce bit for bit "
+            "(convert with --int8)"
+        )
+    return problems
+
+
+@contextlib.contextmanager
+def _native_output() -> Iterator[list[str]]:
+    """Collects what C/C++ code writes to file descriptors 1 and 2 (TFLM's `MicroPrintf` and
+    `print_allocations`); the text is in the yielded list once the block ends."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    libc.fflush(None)
+    saved = os.dup(1), os.dup(2)
+    found: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield found
+        finally:
+            libc.fflush(None)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            found.append(sink.read().decode(errors="replace"))
+
+
+def _runtime():
+    from tflite_micro.python.tflite_micro import runtime
+
+    return runtime
+
+
+def _first_problem(text: str, error: Exception) -> str:
+    """The line of TFLM's log that says what went wrong, else the exception's text."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else (str(error).strip() or type(error).__name__)
+
+
+def _load(flatbuffer: bytes, arena_size: int):
+    """A TFLM interpreter over the file with an arena of `arena_size` bytes.
+
+    Raises:
+      RuntimeError: TFLM's first log line when it cannot load the file.
+    """
+    with _native_output() as log:
+        try:
+            interpreter = _runtime().Interpreter.from_bytes(
+                bytes(flatbuffer), arena_size=arena_size
+            )
+            error = None
+        except RuntimeError as failure:
+            error = failure
+    if error is not None:
+        raise RuntimeError(_first_problem(log[0], error))
+    return interpreter
+
+
+def measure_arena(flatbuffer: bytes, image: np.ndarray) -> ArenaUse:
+    """The arena TFLM's `RecordingMicroAllocator` uses for the file, after one invoke on
+    `image` (int8/uint8, the input's shape without the batch)."""
+    interpreter = _load(flatbuffer, _PROBE_ARENA)
+    interpreter.set_input(np.ascontiguousarray(image[None]), 0)
+    interpreter.invoke()
+    with _native_output() as log:
+        interpreter.print_allocations()
+    found = {key: int(value) for key, value in _ALLOCATION.findall(log[0])}
+    if set(found) != {"total", "head", "tail"}:
+        raise RuntimeError(f"unexpected print_allocations output: {log[0][:200]!r}")
+    return ArenaUse(found["total"], found["head"], found["tail"])
+
+
+def run_micro(flatbuffer: bytes, images: np.ndarray, arena_size: int) -> np.ndarray:
+    """The raw outputs of a batch-1 model in TFLM for already quantized `images`, one invoke
+    each, in an arena of `arena_size` bytes."""
+    interpreter = _load(flatbuffer, arena_size)
+    found = []
+    for image in images:
+        interpreter.set_input(np.ascontiguousarray(image[None]), 0)
+        interpreter.invoke()
+        found.append(np.array(interpreter.get_output(0), copy=True))
+    return np.concatenate(found)
+
+
+class Tflm:
+    """TensorFlow Lite Micro as a deployment target (`sgt_tfmot.tflite.targets`).
+
+    The report section holds: "version" (of tflite-micro, None when it is not installed),
+    "reason" (why it could not be checked or loaded, else None), "refusals", "flash_bytes"
+    (the file), "arena_bytes", "arena_head_bytes", "arena_tail_bytes" (`ArenaUse`),
+    "arena_bytes_with_margin" (`arena_with_margin`), "arena_loads" (the file ran in an arena
+    of exactly `arena_bytes`), "resolver_ops" ([op, method] pairs), "resolver_size" (N of
+    `MicroMutableOpResolver<N>`), "images", "outputs_compared", "differing_outputs",
+    "differing_images", "max_difference" (in integer steps), "reference" (what TFLM is
+    compared with), "int4_weight_tensors" and "seconds_per_image" (TFLM on this host).
+    """
+
+    name, title = "tflm", "TensorFlow Lite Micro"
+
+    def check(self, context: TargetContext) -> TargetReport:
+        """Runs the file in TFLM on the context's test images and compares it with LiteRT's
+        reference kernels.
+
+        Args:
+          context: The file and its test images (`test_images` when given, else `images`;
+            float, in the model's input range).
+
+        Returns:
+          The verdict: True (loaded, every output equal), False (with a one-line `failure`),
+          or None when tflite-micro is not installed.
+        """
+        from sgt_tfmot.tflite.targets import TargetReport
+
+        summary = read_model(context.flatbuffer)
+        problems = refusals(summary)
+        pairs = resolver_methods(summary)
+        section = {
+            "version": None, "reason": None, "refusals": problems,
+            "flash_bytes": len(context.flatbuffer), "arena_bytes": None,
+            "arena_head_bytes": None, "arena_tail_bytes": None,
+            "arena_bytes_with_margin": None, "arena_loads": None,
+            "resolver_ops": [list(pair) for pair in pairs], "resolver_size": len(pairs),
+            "images": 0, "outputs_compared": 0, "differing_outputs": None,
+            "differing_images": None, "max_difference": None,
+            "reference": "LiteRT reference kernels (OpResolverType.BUILTIN_REF), same int8 inputs",
+            "int4_weight_tensors": sum(
+                1 for op in summary.ops for t in op.inputs if t is not None and t.type == "INT4"
+            ),
+            "seconds_per_image": None,
+        }  # fmt: skip
+        try:
+            import tflite_micro
+        except ImportError as error:
+            section["reason"] = f"import tflite_micro failed: {error}"
+            verdict = False if problems else None
+            failure = "; ".join(problems) if problems else None
+            head = f"TFLite Micro: NOT compatible: {failure}" if problems else (
+                "TFLite Micro: not checked.")  # fmt: skip
+            lines = (head, f"  tflite-micro is not installed; to check: {INSTALL_COMMAND}",
+                     *_resolver_lines(section))  # fmt: skip
+            return TargetReport(self.name, self.title, verdict, failure, lines, section)
+        section["version"] = getattr(tflite_micro, "__version__", "unknown")
+        if problems:
+            failure = "; ".join(problems)
+            lines = (f"TFLite Micro: NOT compatible: {failure}", *_resolver_lines(section))
+            return TargetReport(self.name, self.title, False, failure, lines, section)
+        failure = _run(context, section)
+        verdict = failure is None
+        head = (
+            "TFLite Micro: compatible." if verdict else f"TFLite Micro: NOT compatible: {failure}"
+        )
+        lines = (head, *_measure_lines(section), *_resolver_lines(section))
+        return TargetReport(self.name, self.title, verdict, failure, lines, section)
+
+
+def _run(context: TargetContext, section: dict) -> str | None:
+    """Measures the arena, runs the images in TFLM and in LiteRT's reference kernels; fills
+    `section`; returns the failure line, or None."""
+    images = context.test_images if context.test_images is not None else context.images
+    litert = TFLiteModel(context.flatbuffer)
+    raw = litert.quantize(np.asarray(images, np.float32))
+    probe = raw[0] if len(raw) else np.zeros(litert.input_shape, litert.input["dtype"])
+    try:
+        arena = measure_arena(context.flatbuffer, probe)
+    except RuntimeError as error:
+        section["reason"] = str(error)
+        return f"TFLite Micro did not load the file: {error}"
+    section.update(arena_bytes=arena.total, arena_head_bytes=arena.head,
+                   arena_tail_bytes=arena.tail,
+                   arena_bytes_with_margin=arena_with_margin(arena.total))  # fmt: skip
+    start = time.perf_counter()
+    try:
+        micro = run_micro(context.flatbuffer, raw if len(raw) else probe[None], arena.total)
+    except RuntimeError as error:
+        section["arena_loads"] = False
+        section["reason"] = str(error)
+        return f"TFLite Micro did not run the file in its measured arena: {error}"
+    section["arena_loads"] = True
+    if not len(raw):
+        section["reason"] = "no test images to compare"
+        return None
+    section["seconds_per_image"] = (time.perf_counter() - start) / len(raw)
+    reference = integer_outputs(context.flatbuffer, raw, "reference")
+    difference = np.abs(micro.astype(np.int64) - reference.astype(np.int64))
+    section.update(
+        images=len(raw), outputs_compared=int(difference.size),
+        differing_outputs=int(np.count_nonzero(difference)),
+        differing_images=int(np.count_nonzero(difference.reshape(len(raw), -1).any(axis=1))),
+        max_difference=int(difference.max()),
+    )  # fmt: skip
+    if section["differing_outputs"]:
+        return (
+            f"{section['differing_outputs']:,} of {section['outputs_compared']:,} outputs differ "
+            f"from LiteRT's reference kernels ({section['differing_images']:,} of "
+            f"{len(raw):,} images, by up to {section['max_difference']} steps)"
+        )
+    return None
+
+
+def _measure_lines(section: dict) -> list[str]:
+    lines = []
+    if section["images"]:
+        exact = " (bit-exact)" if not section["differing_outputs"] else ""
+        lines.append(
+            f"  tflite-micro {section['version']}: {section['differing_outputs']:,} of "
+            f"{section['outputs_compared']:,} outputs differ from LiteRT's reference kernels on "
+            f"{section['images']:,} test images{exact}; "
+            f"{1000 * section['seconds_per_image']:.1f} ms per image on this host"
+        )
+    if section["arena_bytes"] is not None:
+        lines.append(
+            f"  RAM: tensor arena {section['arena_bytes']:,} bytes, measured by TFLM's "
+            f"RecordingMicroAllocator (head {section['arena_head_bytes']:,} + tail "
+            f"{section['arena_tail_bytes']:,}); reserve {section['arena_bytes_with_margin']:,} "
+            f"(+{100 * ARENA_MARGIN:.0f} % for optimized kernels' scratch buffers)"
+        )
+    lines.append(f"  flash: {section['flash_bytes']:,} bytes (the model)")
+    if section["int4_weight_tensors"]:
+        lines.append(
+            f"  {section['int4_weight_tensors']} weight tensors packed as INT4 (two per byte)"
+        )
+    return lines
+
+
+def _resolver_lines(section: dict) -> list[str]:
+    if not section["resolver_ops"]:
+        return []
+    methods = ", ".join(f"{method}()" for _, method in section["resolver_ops"])
+    return [
+        f"  resolver: tflite::MicroMutableOpResolver<{section['resolver_size']}> with {methods}"
+    ]
