@@ -17,7 +17,8 @@ Usage:
         [--dataset NAME --data_dir DIR] [--calibration_samples 500] [--num_test N]
         [--fidelity_images 500] [--saliency vanilla|smoothgrad] [--report report.json]
         [--figure saliency.png] [--max_accuracy_drop 0.3] [--min_agreement 0.995]
-        [--max_fidelity_gap 5] [--require_edgetpu] [--profile] [--overwrite]
+        [--max_fidelity_gap 5] [--require_edgetpu] [--require tflm,...] [--profile]
+        [--tflm_images 1000] [--c_array model_data.c] [--overwrite]
 
 MODEL is a saved model file (.h5 / .keras) or the output directory of
 `python -m sgt_tfmot.train` (its `model.h5`; the dataset then defaults to the one in its
@@ -46,12 +47,19 @@ import sys
 from absl import flags
 
 from sgt_tfmot import _cli  # first: starts TensorFlow quietly
-from sgt_tfmot._checks import InputError
+from sgt_tfmot._checks import InputError, check_choice
 from sgt_tfmot.conversion import checks
 from sgt_tfmot.conversion.report import format_summary
-from sgt_tfmot.conversion.stages import PROGRAM, Conversion, Delivery, convert_and_check
+from sgt_tfmot.conversion.stages import (
+    PROGRAM,
+    TFLM_IMAGES,
+    Conversion,
+    Delivery,
+    convert_and_check,
+)
 from sgt_tfmot.explain import attributions
 from sgt_tfmot.masking import FILLS
+from sgt_tfmot.tflite import targets as deployment_targets
 
 __all__ = ["ConvertError", "Conversion", "convert_and_check", "format_summary", "main"]
 
@@ -126,6 +134,22 @@ flags.DEFINE_float(
     **_IN,
 )
 flags.DEFINE_bool("require_edgetpu", False, "Fail when an op would not run on the Edge TPU.", **_IN)
+flags.DEFINE_list(
+    "require", [],
+    "Deployment targets whose verdict must be 'compatible' for the checks to pass: "
+    f"{', '.join(deployment_targets.names())}.", **_IN,
+)  # fmt: skip
+flags.DEFINE_integer(
+    "tflm_images", TFLM_IMAGES,
+    "Test images run in TensorFlow Lite Micro, every output compared with LiteRT's reference "
+    "kernels (at most the checked test images).", lower_bound=1, **_IN,
+)  # fmt: skip
+flags.DEFINE_string(
+    "c_array", None,
+    "Also write the .tflite as a C source (this path, .c/.cc/.cpp) and header (beside it, .h) "
+    "for a firmware project: the aligned array, its length, the TFLite Micro arena and "
+    "MicroMutableOpResolver ops (needs tflite-micro).", **_IN,
+)  # fmt: skip
 flags.DEFINE_bool(
     "logits", False, "End in the logits instead of a softmax (scores are probabilities).", **_IN
 )
@@ -185,6 +209,9 @@ def _convert(positional: list[str]) -> int:
         min_agreement=FLAGS.min_agreement,
         max_fidelity_gap=FLAGS.max_fidelity_gap,
         require_edgetpu=FLAGS.require_edgetpu,
+        require=tuple(
+            check_choice(name, deployment_targets.names(), "require") for name in FLAGS.require
+        ),
     )
     conversion = convert_and_check(
         positional[0],
@@ -206,6 +233,8 @@ def _convert(positional: list[str]) -> int:
         data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
         occlusion_images=FLAGS.occlusion_images,
         profile=FLAGS.profile,
+        tflm_images=FLAGS.tflm_images,
+        c_array=FLAGS.c_array,
         delivery=Delivery(
             softmax=not FLAGS.logits,
             rgb_input=FLAGS.rgb_input,

@@ -7,6 +7,7 @@ the module in a subprocess to see the real exit status and stderr.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -190,6 +191,53 @@ def test_space_to_depth_on_a_model_without_a_blocked_form_writes_nothing(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
+def test_c_array_writes_a_pair_that_compiles_to_the_file(models_dir, tmp_path, capsys):
+    pytest.importorskip("tflite_micro", reason="tflite-micro is not installed (the tflm extra)")
+    output, report, argv = quick_run(models_dir, tmp_path)
+    source = tmp_path / "firmware" / "model_data.c"
+    code, out, err = run_main([*argv, "--c_array", str(source), "--require", "tflm"], capsys)
+    assert code == 0, err
+    assert listing(source.parent) == ["model_data.c", "model_data.h"]
+    found = json.loads(report.read_text())
+    target = found["targets"]["tflm"]
+    assert (target["compatible"], target["differing_outputs"], target["images"]) == (True, 0, 40)
+    assert found["c_array"] == {
+        "source": str(source), "header": str(source.with_suffix(".h")), "name": "model_data",
+        "length": output.stat().st_size, "written": True,
+        "arena_bytes": target["arena_bytes_with_margin"], "op_count": target["resolver_size"],
+    }  # fmt: skip
+    assert "TFLite Micro: compatible." in out
+    assert f"C array {source} + {source.with_suffix('.h')} (model_data, " in out
+    header = source.with_suffix(".h").read_text()
+    for _, method in target["resolver_ops"]:
+        assert f"(resolver).{method}();" in header
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc to compile the pair")
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n#include "model_data.h"\nint main(int c, char **v) {\n'
+        '  FILE *f = fopen(v[1], "wb"); fwrite(model_data, 1, MODEL_DATA_LEN, f);\n'
+        "  return fclose(f) != 0 || c != 2;\n}\n"
+    )
+    program = tmp_path / "dump"
+    subprocess.run([gcc, "-std=c11", "-Wall", "-Werror", "-I", str(source.parent), "-o",
+                    str(program), str(tmp_path / "main.c"), str(source)],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run([str(program), str(tmp_path / "dumped")], check=True, timeout=60)
+    assert (tmp_path / "dumped").read_bytes() == output.read_bytes()
+
+
+def test_c_array_keeps_a_users_header(models_dir, tmp_path, capsys):
+    pytest.importorskip("tflite_micro", reason="tflite-micro is not installed (the tflm extra)")
+    output, report, argv = quick_run(models_dir, tmp_path)
+    (tmp_path / "model_data.h").write_text("/* mine */")
+    code, out, err = run_main([*argv, "--c_array", str(tmp_path / "model_data.c")], capsys)
+    assert code == 2 and out == ""
+    assert f"--c_array {tmp_path / 'model_data.h'} already exists" in err
+    assert listing(tmp_path) == ["model_data.h"]
+
+
 def test_a_failed_check_exits_1_and_still_writes_the_files(models_dir, tmp_path, capsys):
     output = tmp_path / "model.tflite"
     write_outputs({output: b"old"}, "sgt_tfmot.convert")  # a file the tool wrote before
@@ -307,6 +355,18 @@ BAD_INPUT = [
     (
         ["--int8", "{dir}/float.keras", "--output", "{out}", "--saliency", "lime"],
         "--saliency=lime: value should be one of",
+    ),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--c_array", "{tmp}/model.txt"],
+        "must name the C source to write, ending in .c, .cc, .cpp (its header goes beside it",
+    ),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--require", "tflm,tpu"],
+        "--require must be one of 'edgetpu', 'mediapipe', 'tflm'. Received: 'tpu'",
+    ),
+    (
+        ["--int8", "{dir}/float.keras", "--output", "{out}", "--tflm_images", "0"],
+        "--tflm_images=0 is not valid",
     ),
 ]
 

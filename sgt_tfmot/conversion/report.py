@@ -24,6 +24,8 @@ Its keys, in one place:
 | | ("default", or "space_to_depth" with `--space_to_depth`); `latency` (with |
 | | `--profile`, else null): batch-1 integer vs float32 time, min and median, their ratio, |
 | | the delegate partitions, the integer time per op type (`by_type`) and per op (`ops`) |
+| c_array | with `--c_array`: the C source and header written (source, header, name, length, |
+| | arena_bytes: the header's arena, op_count, written), else null |
 | thresholds, failures, checks_passed | the gate |
 """
 
@@ -65,6 +67,7 @@ class ConversionReport:
     class_names: tuple[str, ...] | None = None
     batch_size: int = 1
     integer_maps: dict | None = None
+    c_array: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -116,6 +119,7 @@ class ConversionReport:
             "targets": {name: target.to_dict() for name, target in self.targets.items()},
             **flat_edgetpu,
             "deployment": self.deployment,
+            "c_array": self.c_array,
             "thresholds": self.thresholds.to_dict(),
             "failures": list(self.failures),
             "checks_passed": self.passed,
@@ -244,6 +248,13 @@ def format_summary(report: ConversionReport) -> str:
         written.append(f"report {report.report}")
     if report.figure:
         written.append(f"figure {report.figure}")
+    if report.c_array and report.c_array["written"]:
+        found = report.c_array
+        written.append(
+            f"C array {found['source']} + {found['header']} ({found['name']}, "
+            f"{found['length']:,} bytes; arena {found['arena_bytes']:,}, "
+            f"MicroMutableOpResolver<{found['op_count']}>)"
+        )
     lines.append("Wrote " + ", ".join(written))
     if report.passed:
         lines.append("Checks passed.")

@@ -6,6 +6,7 @@
     files   = convert(...)            the integer .tflite and the float32 baseline
     checks  = run_checks(...)         accuracy, agreement, ulp floor, export model, fidelity
     targets = check_targets(...)      every deployment target of `sgt_tfmot.tflite.targets`
+    c_array = c_array_section(...)    with `c_array`: the file as a C source and header pair
     latency = latency_section(...)    with `profile`: where the batch-1 time goes, per op
     report  = ConversionReport(...)   typed; `to_dict()` is the JSON report
     write(...)                        the .tflite, report and figure, atomically
@@ -16,6 +17,7 @@ Each stage is a function of the previous stages' results, so each can be tested 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import json
 import os
@@ -37,6 +39,7 @@ from sgt_tfmot.keras import keras
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier
 from sgt_tfmot.tflite import targets as deployment_targets
+from sgt_tfmot.tflite.c_array import SOURCE_SUFFIXES, c_array_files, c_identifier
 from sgt_tfmot.tflite.converter import (
     float_tflite,
     grey_to_rgb,
@@ -47,6 +50,7 @@ from sgt_tfmot.tflite.layout import LayoutError
 from sgt_tfmot.tflite.metadata import add_image_classifier_metadata, read_image_classifier_metadata
 from sgt_tfmot.tflite.profile import compare_latency, profile as profile_ops
 from sgt_tfmot.tflite.runtime import TFLiteModel
+from sgt_tfmot.tflite.tflm import INSTALL_COMMAND as TFLM_INSTALL_COMMAND
 
 __all__ = ["Conversion", "convert_and_check"]
 
@@ -54,6 +58,7 @@ PROGRAM = "sgt_tfmot.convert"
 FIGURE_IMAGES = 8
 PREDICT_BATCH = 256
 TARGET_IMAGES = 32  # test images a target that runs the model gets
+TFLM_IMAGES = 1000  # test images TFLite Micro runs by default (`TargetContext.test_images`)
 PROFILE_ROUNDS, PROFILE_INVOKES = 10, 10  # interleaved timing of `latency_section`
 
 
@@ -189,23 +194,39 @@ def integer_model_maps(model, app, images, labels, gradient_maps, options, softm
     return found
 
 
-def check_outputs(output, report, figure, overwrite: bool) -> dict[str, Path]:
-    """Flag -> path of every file to write, each checked before any slow work."""
+def check_outputs(output, report, figure, overwrite: bool, c_array=None) -> dict[str, Path]:
+    """Flag -> path of every file to write, each checked before any slow work (`c_array`:
+    the C source, and "c_header" its header beside it)."""
     output = Path(output)
     report_path = None if report is None else Path(report)
     figure_path = Path(figure) if figure is not None else None
     if figure_path is None and report_path is not None:
         figure_path = report_path.with_suffix(".png")
-    targets = {"output": output, "report": report_path, "figure": figure_path}
+    source = header = None
+    if c_array is not None:
+        source = Path(c_array)
+        if source.suffix not in SOURCE_SUFFIXES:
+            raise InputError(
+                f"--c_array {source} must name the C source to write, ending in "
+                f"{', '.join(SOURCE_SUFFIXES)} (its header goes beside it, ending in .h)."
+            )
+        if importlib.util.find_spec("tflite_micro") is None:
+            raise InputError(
+                "--c_array needs tflite-micro, whose allocator measures the arena the header "
+                f"gives: {TFLM_INSTALL_COMMAND}"
+            )
+        header = source.with_suffix(".h")
+    targets = {"output": output, "report": report_path, "figure": figure_path,
+               "c_array": source, "c_header": header}  # fmt: skip
     targets = {flag: path for flag, path in targets.items() if path is not None}
     resolved = [path.resolve() for path in targets.values()]
     if len(set(resolved)) != len(resolved):
         raise InputError(
-            "--output, --report and --figure must be different files. Received: "
-            + ", ".join(f"--{flag} {path}" for flag, path in targets.items())
+            "--output, --report, --figure and --c_array (and its .h) must be different files. "
+            "Received: " + ", ".join(f"--{flag} {path}" for flag, path in targets.items())
         )
     for flag, path in targets.items():
-        check_output_file(path, flag, overwrite)
+        check_output_file(path, "c_array" if flag == "c_header" else flag, overwrite)
     return targets
 
 
@@ -346,18 +367,48 @@ def run_checks(
     return _Checks(accuracy, export, fidelity, maps, integer_maps)
 
 
-def check_targets(flatbuffer: bytes, output: Path, samples: _Data, app, labels, say) -> dict:
-    """Name -> `TargetReport` of every registered deployment target."""
+def check_targets(
+    flatbuffer: bytes, output: Path, samples: _Data, app, labels, say,
+    tflm_images: int = TFLM_IMAGES,
+) -> dict:  # fmt: skip
+    """Name -> `TargetReport` of every registered deployment target. Targets that run a few
+    images get the first `TARGET_IMAGES`; TFLite Micro, which checks every output value, the
+    first `tflm_images` (`TargetContext.test_images`)."""
     context = deployment_targets.TargetContext(
         flatbuffer=flatbuffer, output=str(output),
         images=app.images(samples.x_test[:TARGET_IMAGES]), class_names=labels,
         integer_predict=app.runtime.predict,
+        test_images=app.images(samples.x_test[:tflm_images]),
     )  # fmt: skip
     reports = {}
     for target in deployment_targets.TARGETS:
         say(f"deployment target: {target.title}")
         reports[target.name] = target.check(context)
     return reports
+
+
+def c_array_section(
+    flatbuffer: bytes, paths: dict[str, Path], tflm, description: str
+) -> tuple[dict, dict[Path, bytes], str | None]:
+    """The C source and header of `--c_array` (`sgt_tfmot.tflite.c_array`) from the TFLite
+    Micro target's report (its resolver ops and measured arena): (the report's `c_array`
+    section, the files' contents, the failure line when they cannot be written)."""
+    source, header = paths["c_array"], paths["c_header"]
+    section = tflm.section if tflm is not None else {}
+    name = c_identifier(source.stem)
+    found = {"source": str(source), "header": str(header), "name": name,
+             "length": len(flatbuffer), "written": False}  # fmt: skip
+    if section.get("arena_bytes") is None or tflm.compatible is not True:
+        why = tflm.failure if tflm is not None and tflm.failure else section.get("reason")
+        return found, {}, f"--c_array not written: TFLite Micro did not pass ({why})"
+    header_text, source_text = c_array_files(
+        flatbuffer, name, [tuple(pair) for pair in section["resolver_ops"]],
+        section["arena_bytes"], section["arena_bytes_with_margin"], header_name=header.name,
+        description=description,
+    )  # fmt: skip
+    found.update(written=True, arena_bytes=section["arena_bytes_with_margin"],
+                 op_count=section["resolver_size"])  # fmt: skip
+    return found, {source: source_text.encode(), header: header_text.encode()}, None
 
 
 def latency_section(flatbuffer: bytes, float_flatbuffer: bytes, say) -> dict:
@@ -442,6 +493,8 @@ def convert_and_check(
     delivery: Delivery | None = None,
     occlusion_images: int = 16,
     profile: bool = False,
+    tflm_images: int = TFLM_IMAGES,
+    c_array: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Converts a saved classifier to an integer .tflite, checks it, writes the files.
@@ -471,6 +524,10 @@ def convert_and_check(
         compared with the Keras model's (`integer_model_maps`); 0 skips it.
       profile: Time the integer and the float32 model and the integer model per op
         (`latency_section`, in the report's `deployment.latency`); a few seconds.
+      tflm_images: Test images TFLite Micro runs, each output compared with LiteRT's
+        reference kernels (at most the checked ones).
+      c_array: Also write the file as a C source (this path: .c, .cc or .cpp) and header
+        (beside it, .h) for a firmware project (`c_array_section`); needs tflite-micro.
       progress: Called with a short message before each slow stage.
 
     Returns:
@@ -491,7 +548,8 @@ def convert_and_check(
     check_choice(saliency, attributions.feature_methods(), "saliency")
     check_choice(fidelity_fill, FILLS, "fidelity_fill")
     thresholds = checks.Thresholds() if thresholds is None else thresholds
-    paths = check_outputs(output, report, figure, overwrite)
+    tflm_images = check_int(tflm_images, "tflm_images", 1)
+    paths = check_outputs(output, report, figure, overwrite, c_array)
     loaded = load(model, calibration_samples, trust_model_code)
     samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples, data_options)
     delivery = Delivery() if delivery is None else delivery
@@ -502,9 +560,17 @@ def convert_and_check(
     occlusion_images = check_int(occlusion_images, "occlusion_images", 0)
     found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity_fill,
                        options, say, occlusion_images, delivery.softmax)  # fmt: skip
-    reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say)
+    reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say,
+                            tflm_images)  # fmt: skip
     latency = latency_section(flatbuffer, float_flatbuffer, say) if profile else None
     failures = checks.gate(thresholds, found.accuracy, found.fidelity, reports.values())
+    c_files, c_section = {}, None
+    if "c_array" in paths:
+        c_section, c_files, c_failure = c_array_section(
+            flatbuffer, paths, reports.get("tflm"),
+            f"{loaded.file} ({samples.dataset}, {io_dtype} I/O)",
+        )  # fmt: skip
+        failures += [c_failure] if c_failure else []
     result = ConversionReport(
         model=str(loaded.file), output=str(paths["output"]),
         quantization="qat" if loaded.quantized else "post_training",
@@ -520,8 +586,9 @@ def convert_and_check(
         thresholds=thresholds,
         failures=tuple(failures), report=str(paths["report"]) if "report" in paths else None,
         figure=str(paths["figure"]) if "figure" in paths else None, class_names=labels,
+        c_array=c_section,
     )  # fmt: skip
-    contents = {paths["output"]: flatbuffer}
+    contents = {paths["output"]: flatbuffer, **c_files}
     if "figure" in paths:
         contents[paths["figure"]] = _figure(
             loaded, samples, found, tflite_model, io_dtype, options, labels
