@@ -224,7 +224,10 @@ def test_the_progress_bar_draws_in_place_on_a_terminal_and_one_line_elsewhere():
     bar = ProgressBar("zoo:tiny/model.h5", 2_000_000, log)
     bar.update(1_000_000)
     bar.close()
-    assert log.getvalue() == "downloading zoo:tiny/model.h5 (2.0 MB)\n"
+    ProgressBar("zoo:tiny/labels.txt", 2_363, log)
+    assert log.getvalue() == (
+        "downloading zoo:tiny/model.h5 (2.0 MB)\ndownloading zoo:tiny/labels.txt (2.4 kB)\n"
+    )
     screen = Terminal()
     bar = ProgressBar("f", 2_000_000, screen)
     for done in (500_000, 500_001, 2_000_000):

@@ -53,7 +53,7 @@ class ProgressBar:
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self._shown = -1
         if not self.live:
-            self._write(f"downloading {label} ({_megabytes(total)} MB)\n")
+            self._write(f"downloading {label} ({_size(total)})\n")
 
     def update(self, done: int) -> None:
         if not self.live:
@@ -78,6 +78,10 @@ class ProgressBar:
 
 def _megabytes(count: int) -> str:
     return f"{count / 1e6:.1f}"
+
+
+def _size(count: int) -> str:
+    return f"{_megabytes(count)} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
 
 
 def download(
