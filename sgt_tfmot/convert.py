@@ -151,7 +151,10 @@ flags.DEFINE_string(
     "MicroMutableOpResolver ops (needs tflite-micro).", **_IN,
 )  # fmt: skip
 flags.DEFINE_bool(
-    "logits", False, "End in the logits instead of a softmax (scores are probabilities).", **_IN
+    "logits", False,
+    "End in the logits: no softmax is added, and a model's own softmax is cut off (without "
+    "the flag the scores are probabilities: a softmax is added to a model with logits).",
+    **_IN,
 )
 flags.DEFINE_bool(
     "rgb_input", False,

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from sgt_tfmot import _checks, _graph, quantize_configs as configs
+from sgt_tfmot.decompose import decompose_model
 from sgt_tfmot.keras import keras, tfmot
 from sgt_tfmot.quantizers import (
     QUANTIZERS,
@@ -219,6 +220,7 @@ def calibrate_ranges(
       Layer name -> the α it was given, for the PACT layers.
     """
     percentile = _checks.check_number(percentile, "alpha_percentile", 0.0, 100.0, low_open=True)
+    float_model = _flat_functional(float_model)  # the layers (and names) `qat` was made of
     targets = {}
     for layer in qat.layers:
         config = getattr(layer, "quantize_config", None)
@@ -340,11 +342,31 @@ def quantize_model(
 
 
 def _flat_functional(model) -> keras.Model:
-    """The checked `model` as one flat Functional model (TFMOT cannot quantize nested ones)."""
+    """The checked `model` as one flat Functional model (TFMOT cannot quantize nested ones),
+    decomposed into the layers of its integer model (`sgt_tfmot.decompose`)."""
     _check_model(model)
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
-    return _graph.flatten_model(model)
+    return decompose_model(_graph.flatten_model(model))
+
+
+def _output_layers(model: keras.Model) -> set[str]:
+    """Names of the layers that make the model's output, the model's own softmax and the
+    pass-through layers (Reshape, Flatten, ...) in front of the logits looked through: their
+    8-bit ranges pass gradients straight through (`RangeQuantizer`)."""
+    names = set()
+    for tensor in model.outputs:
+        layer = tensor._keras_history.layer
+        while True:
+            names.add(layer.name)
+            if not configs.is_pass_through(layer):
+                break
+            inbound = layer._inbound_nodes[0].inbound_layers if layer._inbound_nodes else []
+            inbound = inbound if isinstance(inbound, list) else [inbound]
+            if len(inbound) != 1 or isinstance(inbound[0], keras.layers.InputLayer):
+                break
+            layer = inbound[0]
+    return names
 
 
 def _layer_annotations(
@@ -368,7 +390,7 @@ def _layer_annotations(
     consumers = _graph.consumers(model.get_config())
     kernel_layers = [layer.name for layer in model.layers if configs.is_kernel_layer(layer)]
     first_last = {kernel_layers[0], kernel_layers[-1]} if kernel_layers else set()
-    output_layers = {tensor._keras_history.layer.name for tensor in model.outputs}
+    output_layers = _output_layers(model)
     annotated: dict[str, object] = {}
     for layer in model.layers:
         if layer.name in layer_configs:

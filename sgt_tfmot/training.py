@@ -56,6 +56,7 @@ import numpy as np
 from sgt_tfmot import (
     _checks,
     data as datasets,
+    heads,
     masking,
     models as model_zoo,
     precision,
@@ -656,8 +657,7 @@ def _make_trainer(config: TrainConfig, model: keras.Model, plan: _Plan, image_sh
             fill=config.fill,
             seed=config.seed,
         )
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    trainer.compile(optimizer, loss, metrics=["accuracy"])
+    trainer.compile(optimizer, heads.loss(model), metrics=["accuracy"])
     report_synchronised_metrics(trainer)  # plain runs too
     trainer(tf.zeros([1, *image_shape]))  # built, so BackupAndRestore can restore
     return trainer

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from sgt_tfmot import heads
 from sgt_tfmot.export import export_model, is_quantized, rebuild_functional
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.tflite.layout import space_to_depth_stage
@@ -94,7 +95,9 @@ def to_integer_tflite(
       batch_size: The fixed batch dimension (1 for the Edge TPU, which rejects dynamic
         shapes).
       calibration_samples: At most this many representative images are used.
-      softmax: End in a softmax (scores are probabilities, not logits).
+      softmax: End in a softmax (scores are probabilities, not logits). A model that ends in
+        a softmax of its own keeps it either way and never gets a second one
+        (`sgt_tfmot.heads.logits_model` cuts it off).
       rgb_input: Take RGB images in front of a one-channel model.
       optimize: Remove the ops that change no int8 value from the converter's output
         (`sgt_tfmot.tflite.rewrite.fold_minimums`); False keeps the converter's graph.
@@ -157,7 +160,10 @@ LUMA_WEIGHTS = (38, 75, 15)  # / 128: sum 1, exact on grey; BT.601 is 0.299, 0.5
 
 
 def with_softmax(model: keras.Model) -> keras.Model:
-    """`model` followed by a softmax (a pass-through layer for the quantizers)."""
+    """`model` followed by a softmax (a pass-through layer for the quantizers); a model that
+    ends in a softmax already (`sgt_tfmot.heads`) comes back as it is: never two."""
+    if heads.output_head(model) == heads.SOFTMAX:
+        return model
     outputs = keras.layers.Softmax(name="probabilities")(model.outputs[0])
     return keras.Model(model.inputs, outputs, name=model.name)
 

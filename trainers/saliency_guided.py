@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import random
 
-from sgt_tfmot import _checks, masking
+from sgt_tfmot import _checks, heads, masking
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.trainers.multi_worker import report_synchronised_metrics
 
@@ -42,29 +42,6 @@ TARGETS = ("label", "predicted")
 _NON_FINITE_MESSAGE = "SaliencyGuidedModel: the input batch contains NaN or Inf values"
 
 __all__ = ["SaliencyGuidedModel"]
-
-
-def _unwrap_activation(activation):
-    """The plain activation function behind TFMOT's `QuantizeAwareActivation`, if any."""
-    while activation is not None and hasattr(activation, "activation"):
-        activation = activation.activation
-    return activation
-
-
-def _outputs_probabilities(model: keras.Model) -> bool:
-    """True when the model's output layer ends in a softmax (a `Softmax` layer or a layer with
-    `activation="softmax"`, looking through TFMOT's quantize wrappers); False means logits."""
-    layer = model.outputs[0]._keras_history.layer
-    while True:
-        if isinstance(layer, keras.layers.Softmax):
-            return True
-        activation = _unwrap_activation(getattr(layer, "activation", None))
-        if activation is not None:
-            return getattr(activation, "__name__", None) == "softmax"
-        inner = getattr(layer, "layer", None)  # QuantizeWrapper, TimeDistributed, ...
-        if not isinstance(inner, keras.layers.Layer):
-            return False
-        layer = inner
 
 
 def _check_model(model) -> None:
@@ -291,7 +268,9 @@ class SaliencyGuidedModel(keras.Model):
         self.saliency = saliency
         self.reduce_channels = reduce_channels
         self.target = target
-        self.from_logits = not _outputs_probabilities(model) if from_logits is None else from_logits
+        self.from_logits = (
+            heads.output_head(model) == heads.LOGITS if from_logits is None else from_logits
+        )
         self.seed = seed
         self.update_masked_statistics = update_masked_statistics
         self.num_classes = int(model.outputs[0].shape[-1])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgt_tfmot import _cli, data, saving
+from sgt_tfmot import _cli, data, heads, saving
 from sgt_tfmot._checks import InputError, check_choice, check_int
 from sgt_tfmot._files import check_output_file, write_outputs
 from sgt_tfmot.conversion import checks
@@ -244,6 +244,15 @@ def load(model, calibration_samples: int, trust_model_code: bool) -> _Loaded:
             "images; pass --calibration_samples N with N >= 1 (for example 500)."
         )
     return _Loaded(file, rebuilt, dtype, quantized, image_shape, num_classes)
+
+
+def delivered_scores(loaded: _Loaded, delivery: Delivery) -> _Loaded:
+    """The loaded model with the scores the file delivers: a model with its own softmax
+    loses it for `--logits` (the checks then compare logits with logits); otherwise the
+    model as it is (`to_integer_tflite` adds a softmax only to a model with logits)."""
+    if delivery.softmax or heads.output_head(loaded.model) == heads.LOGITS:
+        return loaded
+    return dataclasses.replace(loaded, model=heads.logits_model(loaded.model))
 
 
 def load_data(
@@ -551,8 +560,9 @@ def convert_and_check(
     tflm_images = check_int(tflm_images, "tflm_images", 1)
     paths = check_outputs(output, report, figure, overwrite, c_array)
     loaded = load(model, calibration_samples, trust_model_code)
-    samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples, data_options)
     delivery = Delivery() if delivery is None else delivery
+    loaded = delivered_scores(loaded, delivery)
+    samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples, data_options)
     labels = class_labels(delivery, samples, loaded)
     with _cli.native_output_captured():
         flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sgt_tfmot._checks import InputError
+from sgt_tfmot.heads import check_head
 from sgt_tfmot.keras import keras
 
 MODEL_FILE_SUFFIXES = (".h5", ".keras")
@@ -44,7 +45,8 @@ def check_classifier(
 
     Raises:
         InputError: naming `what` when the model is not a (batch, H, W, C) -> (batch, C)
-            classifier, or does not fit `input_shape` / `num_classes`.
+            classifier with logits or a softmax (`sgt_tfmot.heads.check_head`), or does not
+            fit `input_shape` / `num_classes`.
     """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InputError(
@@ -73,6 +75,7 @@ def check_classifier(
             f"{what}: the model has {output_shape[-1]} outputs but the data has "
             f"{num_classes} classes."
         )
+    check_head(model, what)
     return image_shape, int(output_shape[-1])
 
 
