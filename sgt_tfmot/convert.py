@@ -151,7 +151,8 @@ flags.DEFINE_string(
     "MicroMutableOpResolver ops (needs tflite-micro).", **_IN,
 )  # fmt: skip
 flags.DEFINE_bool(
-    "logits", False,
+    "logits",
+    False,
     "End in the logits: no softmax is added, and a model's own softmax is cut off (without "
     "the flag the scores are probabilities: a softmax is added to a model with logits).",
     **_IN,
