@@ -58,7 +58,6 @@ from sgt_tfmot.quantizers import (
     RangeQuantizer,
     WeightQuantizer,
     export_range_scale,
-    quantize_weights,
 )
 
 __all__ = ["align_biases", "biases_aligned", "export_model", "is_quantized"]
@@ -143,11 +142,12 @@ def _fold(conv: keras.layers.Layer, bn: keras.layers.Layer, kernel: np.ndarray):
 
 def _depthwise_fold_quantizer(source, bn) -> ChannelRangeQuantizer:
     """The export weight quantizer of a DepthwiseConv2D with BN folded in: per-channel
-    ranges m · |f_c| · export_range_scale(k) around the per-tensor k-bit grid (m = max |w|)."""
+    ranges m · |f_c| · export_range_scale(k) around the per-tensor k-bit grid (m: the
+    quantizer's range of the kernel)."""
     quantizer = source.quantize_config.weight_quantizer
     attr = f"{source.quantize_config.weight_attr}:0"
     kernel = next(w for w in source.weights if _short(w) == attr).numpy()
-    m = max(float(np.abs(kernel).max()), 1e-8) * quantizer.range_scale
+    m = float(quantizer.ranges(kernel))
     scale = export_range_scale(quantizer.num_bits, 8)
     ranges = np.maximum(m * np.abs(_bn_factor(bn)) * scale, 1e-8)
     return ChannelRangeQuantizer(ranges.tolist(), 8, depthwise=True)
@@ -283,9 +283,7 @@ def export_model(model: keras.Model) -> keras.Model:
         quantizer = quantize_config.weight_quantizer
         if quantizer is not None:
             attr = f"{quantize_config.weight_attr}:0"
-            values[attr] = quantize_weights(
-                values[attr], quantizer.num_bits, quantizer.per_channel
-            ).numpy()
+            values[attr] = quantizer(values[attr], training=False, weights={}).numpy()
         if target.name in folds:
             bn = folds[target.name]
             # The BN wrapper's output range (if any) moves to the conv; the rest is unused.

@@ -25,6 +25,7 @@ from sgt_tfmot.quantizers import (
     check_alpha_init,
     check_alpha_l2,
     check_bits,
+    check_weight_range,
 )
 
 _tfq = tfmot.quantization.keras
@@ -281,6 +282,7 @@ def quantize_model(
     alpha_l2: float = 2e-4,
     input_range: tuple[float, float] | None = (0.0, 255.0),
     layer_configs: Mapping[str, object] | None = None,
+    weight_range: str = "max",
 ) -> keras.Model:
     """Returns a trainable PACT quantization-aware copy of `model`.
 
@@ -306,6 +308,9 @@ def quantize_model(
         training (TFMOT's moving-average rule).
       layer_configs: Layer name -> `tfmot.quantization.keras.QuantizeConfig` for layers to
         annotate by hand (for example a layer type this package has no config for).
+      weight_range: How each kernel's quantization range is chosen: "max" (max |w| per
+        output channel, nothing clipped) or "mse" (the clip with the least quantization
+        error, much better at 2 bits; see `sgt_tfmot.quantizers.weight_range`).
 
     Returns:
       A new Functional QAT model (the weights are copied; `model` is left unchanged).
@@ -321,6 +326,7 @@ def quantize_model(
     first_last_bits = check_bits(first_last_bits, "first_last_bits")
     alpha_init = check_alpha_init(alpha_init)
     alpha_l2 = check_alpha_l2(alpha_l2)
+    weight_range = check_weight_range(weight_range)
     input_quantizer = (
         RangeQuantizer(8) if input_range is None else FixedRangeQuantizer(*input_range)
     )
@@ -337,6 +343,7 @@ def quantize_model(
         first_last_bits=first_last_bits,
         alpha_init=alpha_init,
         alpha_l2=alpha_l2,
+        weight_range=weight_range,
     )
     return _quantize_annotated(model, annotated, input_quantizer)
 
@@ -378,6 +385,7 @@ def _layer_annotations(
     first_last_bits: int,
     alpha_init: float,
     alpha_l2: float,
+    weight_range: str,
 ) -> dict[str, object]:
     """Layer name -> its quantize config: the hand-given one, else `configs.config_for`'s
     (the first and the last kernel at `first_last_bits`; no output quantizer where the only
@@ -413,6 +421,7 @@ def _layer_annotations(
             alpha_l2=alpha_l2,
             quantize_output=not (len(outs) == 1 and _quantizes_its_input(layer, outs[0])),
             model_output=layer.name in output_layers,
+            weight_range=weight_range,
         )
         if config is not None:
             annotated[layer.name] = config

@@ -199,6 +199,7 @@ def config_for(
     alpha_l2: float,
     quantize_output: bool,
     model_output: bool = False,
+    weight_range: str = "max",
 ) -> LayerQuantizeConfig | None:
     """The QuantizeConfig of one supported layer, or None when it needs no quantizer.
 
@@ -212,11 +213,15 @@ def config_for(
         docstring); PACT outputs are always quantized.
       model_output: The layer's output is the model's output: its 8-bit range quantizer
         passes gradients straight through (see `RangeQuantizer`).
+      weight_range: How the kernel's range is chosen ("max" or "mse", see
+        `sgt_tfmot.quantizers.weight_range`).
     """
     weight_attr, weight_quantizer = None, None
     if is_kernel_layer(layer):
         weight_attr, per_channel = KERNEL_LAYERS[type(layer)]
-        weight_quantizer = WeightQuantizer(weight_bits, per_channel=per_channel)
+        weight_quantizer = WeightQuantizer(
+            weight_bits, per_channel=per_channel, weight_range=weight_range
+        )
 
     output_quantizer = None
     if is_pact_activation(layer):

@@ -24,7 +24,7 @@ from sgt_tfmot import (  # noqa: E402
     schedules,
 )
 from sgt_tfmot.masking import FILLS  # noqa: E402
-from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS  # noqa: E402
+from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS, WEIGHT_RANGES  # noqa: E402
 from sgt_tfmot.saving import RUN_MODEL_FILE  # noqa: E402
 from sgt_tfmot.training import DISTRIBUTE, PRESETS, TrainConfig, config_from_flags, train  # noqa: E402
 
@@ -57,6 +57,11 @@ flags.DEFINE_string(
 flags.DEFINE_integer("weight_bits", _d.weight_bits, "Bits of the kernels.", **_BITS)
 flags.DEFINE_integer("activation_bits", _d.activation_bits, "Bits of PACT.", **_BITS)
 flags.DEFINE_integer("first_last_bits", _d.first_last_bits, "Bits of first/last kernel.", **_BITS)
+flags.DEFINE_enum(
+    "weight_range", _d.weight_range, list(WEIGHT_RANGES),
+    "Range of each kernel's grid: max (max |w|) or mse (the clip with the least error; "
+    "better below 4 bits).", **_IN,
+)  # fmt: skip
 flags.DEFINE_bool("float", False, "Train the float model (no quantization).", **_IN)
 flags.DEFINE_bool("sgt", True, "Saliency-Guided Training (--nosgt: plain training).", **_IN)
 flags.DEFINE_float(

@@ -69,7 +69,7 @@ from sgt_tfmot._files import MANIFEST, Manifest, atomic_write, check_output_dir
 from sgt_tfmot.data.base import Arrays
 from sgt_tfmot.export import align_biases, is_quantized
 from sgt_tfmot.keras import keras, tf
-from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS
+from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS, WEIGHT_RANGES
 from sgt_tfmot.saving import RUN_MODEL_FILE, float32_model, save_model
 from sgt_tfmot.trainers import SaliencyGuidedModel
 from sgt_tfmot.trainers.multi_worker import (
@@ -119,6 +119,7 @@ class TrainConfig:
     weight_bits: int = 8
     activation_bits: int = 8
     first_last_bits: int = 8
+    weight_range: str = "max"
     float: bool = False
     sgt: bool = True
     mask_fraction: float = 0.5
@@ -160,6 +161,7 @@ class TrainConfig:
                 raise InputError(f"--width applies to mobilenet_v2; --model is {self.model!r}.")
         for name in ("weight_bits", "activation_bits", "first_last_bits"):
             setattr(self, name, _checks.check_int(getattr(self, name), name, MIN_BITS, MAX_BITS))
+        _checks.check_choice(self.weight_range, WEIGHT_RANGES, "weight_range")
         _checks.check_open_fraction(self.mask_fraction, "mask_fraction")
         _checks.check_number(self.kl_weight, "kl_weight", 0.0)
         _checks.check_choice(self.fill, masking.FILLS, "fill")
@@ -615,6 +617,7 @@ def build_model(config: TrainConfig, info, calibration_images=None) -> keras.Mod
         first_last_bits=config.first_last_bits,
         alpha_init=10.0 if calibrate else config.alpha_init,
         alpha_l2=config.alpha_l2,
+        weight_range=config.weight_range,
     )
     if config.init_from is not None and calibration_images is not None:
         quantize.calibrate_ranges(

@@ -324,3 +324,24 @@ def test_depthwise_conv_with_batch_norm_converts_exactly():
                 x.quantization.scale[0] * np.asarray(w.quantization.scale)
             )
             np.testing.assert_allclose(ratio, 1.0, rtol=1e-5, err_msg=op.name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make_model", [residual_model, depthwise_model])
+def test_mse_weight_range_converts_exactly(make_model):
+    """With weight_range="mse" some weights are clipped: the export still holds each kernel's
+    k-bit grid, BN folded (conv and depthwise), and the aligned model computes the integer
+    model (same class everywhere, at most one output step apart)."""
+    keras.utils.set_random_seed(5)
+    qat = quantize_model(
+        make_model(), weight_bits=2, activation_bits=2, alpha_init=4.0, weight_range="mse"
+    )
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(X, Y, epochs=4, batch_size=16, verbose=0)
+    align_biases(qat)
+    tflite = TFLiteModel(to_integer_tflite(qat, X[:32]))
+    scale = tflite.output["quantization"][0]
+    expected, actual = qat.predict(X, verbose=0), tflite.predict(X)
+    np.testing.assert_allclose(actual, expected, atol=scale + 1e-6)
+    np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+    assert np.ptp(expected, axis=0).max() > 10 * scale  # the logits depend on the input

@@ -13,6 +13,7 @@ from sgt_tfmot.quantizers import (
     pact,
     pact_integer,
     quantize_weights,
+    weight_range,
 )
 
 
@@ -105,6 +106,72 @@ def test_weights_per_tensor_and_straight_through_gradient():
     np.testing.assert_array_equal(tape.gradient(loss, w).numpy(), [[1, 2], [3, 4]])
 
 
+def numpy_mse_range(w, k, axes):
+    """Brute force: for each channel, the fraction 0.10, 0.12, ..., 1.00 of max |w| whose
+    grid {−L..L}·(f·max/L) rounds the channel with the least squared error (first on a tie)."""
+    levels = 2 ** (k - 1) - 1
+    peak = np.abs(w).max(axis=axes)
+    best, best_error = None, None
+    for i in range(46):
+        fraction = np.float32(round(0.1 + 0.02 * i, 2))
+        step = peak * fraction / np.float32(levels)
+        error = np.square(np.clip(np.round(w / step), -levels, levels) * step - w).sum(axis=axes)
+        if best is None:
+            best, best_error = np.full_like(peak, fraction), error
+        better = error < best_error
+        best, best_error = np.where(better, fraction, best), np.where(better, error, best_error)
+    return peak * best
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_mse_weight_range_is_the_least_error_clip(k, per_channel):
+    w = tf.random.stateless_normal([3, 3, 8, 5], seed=[7, k]).numpy()
+    axes = (0, 1, 2) if per_channel else None
+    m = weight_range(w, k, per_channel, "mse").numpy()
+    np.testing.assert_allclose(m, numpy_mse_range(w, k, axes), rtol=1e-6)
+    np.testing.assert_array_equal(weight_range(w, k, per_channel, "max"), np.abs(w).max(axes))
+    # On Gaussian weights the best 2-bit clip is well inside the range (about 0.4 of max |w|),
+    # and its error is lower than that of the max range.
+    levels = 2 ** (k - 1) - 1
+    wq_mse = quantize_weights(w, k, per_channel, method="mse").numpy()
+    wq_max = quantize_weights(w, k, per_channel).numpy()
+    assert np.square(wq_mse - w).sum() < np.square(wq_max - w).sum()
+    if k == 2:
+        assert np.all(m < 0.7 * np.abs(w).max(axes))
+    # The quantized kernel is on the grid {−L..L}·m/L, its extreme levels reached.
+    q = wq_mse / (m / levels)
+    np.testing.assert_allclose(q, np.round(q), atol=1e-3)
+    assert np.abs(np.round(q)).max() == levels
+
+
+def test_mse_weights_keep_the_straight_through_gradient():
+    w = tf.random.stateless_normal([4, 6], seed=[1, 2])
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        loss = tf.reduce_sum(
+            quantize_weights(w, 2, method="mse") * tf.reshape(tf.range(24.0), [4, 6])
+        )
+    # Clipped weights too: the gradient of every weight is its upstream gradient.
+    np.testing.assert_array_equal(tape.gradient(loss, w).numpy(), np.arange(24.0).reshape(4, 6))
+
+
+def test_weight_quantizer_steps_follow_its_range():
+    kernel = tf.random.stateless_normal([3, 3, 4, 6], seed=[4, 4]).numpy()
+    quantizer = WeightQuantizer(2, per_channel=True, weight_range="mse")
+    np.testing.assert_allclose(quantizer.steps(kernel), numpy_mse_range(kernel, 2, (0, 1, 2)))
+    q = quantizer(kernel, training=True, weights={}).numpy() / quantizer.steps(kernel)
+    np.testing.assert_allclose(q, np.round(q), atol=1e-3)
+
+
+def test_bad_weight_range_is_rejected():
+    with pytest.raises(
+        ValueError,
+        match=r"`weight_range` must be one of 'max', 'mse'\. Received: weight_range='minmax'",
+    ):
+        WeightQuantizer(4, weight_range="minmax")
+
+
 @pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 7, 8])
 def test_export_range_scale_puts_the_k_bit_grid_on_the_8_bit_grid(k):
     w = tf.random.stateless_normal([5, 7], seed=[5, k])
@@ -146,6 +213,7 @@ def test_fixed_range_must_be_ordered():
     [
         PACTQuantizer(3, 6.0, 1e-3),
         WeightQuantizer(5, False, 1.5),
+        WeightQuantizer(2, True, 1.0, "mse"),
         RangeQuantizer(8),
         FixedRangeQuantizer(-1.0, 1.0),
     ],
