@@ -11,7 +11,7 @@ import pytest
 from sgt_tfmot import convert, quantize_model, saving, train
 from sgt_tfmot.explain import __main__ as explain_cli
 from sgt_tfmot.keras import keras
-from tests.test_quantize import residual_model
+from tests.helpers.models import residual_model
 
 MARKER = "code-ran.txt"
 

@@ -19,7 +19,7 @@ import pytest
 from sgt_tfmot import data, explain, quantize_model
 from sgt_tfmot.conversion import checks
 from sgt_tfmot.explain import fidelity
-from sgt_tfmot.export import align_biases, export_model
+from sgt_tfmot.export import export_model
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
 from sgt_tfmot.tflite.converter import float_tflite, strip_quantization, to_integer_tflite
@@ -27,32 +27,10 @@ from sgt_tfmot.tflite.edgetpu import EdgeTpu
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from sgt_tfmot.tflite.targets import TargetContext
-from tests.test_quantize import residual_model
+from tests.helpers.models import residual_model, tiny_mnist_classifier
 
 L = keras.layers
 FIDELITY_IMAGES = 100
-
-
-def tiny_mnist_classifier(activation=L.ReLU):
-    """Rescaling, three stride-2 convs each followed by an `activation` layer, logits."""
-    inputs = keras.Input((28, 28, 1))
-    x = L.Rescaling(1 / 255.0)(inputs)
-    for filters in (16, 16, 16):
-        x = activation()(L.Conv2D(filters, 3, strides=2, padding="same")(x))
-    outputs = L.Dense(10, name="logits")(L.Flatten()(x))
-    return keras.Model(inputs, outputs)
-
-
-def train_tiny_mnist_qat(bits=8, seed=0):
-    """A QAT `tiny_mnist_classifier` trained 3 epochs on 3000 mnist_subset images (~3 s)."""
-    x, y = data.load_arrays("mnist_subset", "train")
-    keras.utils.set_random_seed(seed)
-    qat = quantize_model(
-        tiny_mnist_classifier(), weight_bits=bits, activation_bits=bits, alpha_init=6.0
-    )
-    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
-    qat.fit(x[:3000].astype(np.float32), y[:3000], epochs=3, batch_size=64, verbose=0)
-    return qat
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +41,10 @@ def mnist():
 
 
 @pytest.fixture(scope="module")
-def faithful(mnist):
+def faithful(mnist_qat, mnist):
+    """The session's tiny MNIST QAT model (biases aligned) and its integer model."""
     calibration, _, _ = mnist
-    qat = train_tiny_mnist_qat()
-    align_biases(qat)  # as `python -m sgt_tfmot.train` does at the end of a run
-    return qat, TFLiteModel(to_integer_tflite(qat, calibration))
+    return mnist_qat, TFLiteModel(to_integer_tflite(mnist_qat, calibration))
 
 
 @pytest.fixture(scope="module")

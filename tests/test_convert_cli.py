@@ -18,10 +18,9 @@ from sgt_tfmot import convert, saving
 from sgt_tfmot._files import write_outputs
 from sgt_tfmot.conversion import stages
 from sgt_tfmot.keras import keras
-from sgt_tfmot.tflite import align_biases
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.profile import delegate_partitions
-from tests.test_checks import tiny_mnist_classifier, train_tiny_mnist_qat
+from tests.helpers.models import tiny_mnist_classifier
 
 L = keras.layers
 ERROR_PREFIX = "sgt_tfmot.convert: error: "
@@ -39,13 +38,11 @@ FAST = ["--num_test", "300", "--fidelity_images", "100", "--calibration_samples"
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
+def models_dir(tmp_path_factory, mnist_qat):
     """A training run directory (8-bit QAT model + metrics.json) and a few model files."""
     root = tmp_path_factory.mktemp("models")
     run = root / "run"
-    qat = train_tiny_mnist_qat(bits=8)
-    align_biases(qat)  # as the training command does at the end of a run
-    saving.save_model(qat, run / "model.h5")
+    saving.save_model(mnist_qat, run / "model.h5")  # biases aligned, as a training run ends
     (run / "metrics.json").write_text(
         json.dumps({"flags": {"dataset": "mnist_subset", "data_dir": None}})
     )

@@ -7,26 +7,18 @@ import os
 import numpy as np
 import pytest
 
-from sgt_tfmot import align_biases, convert, data, saving
+from sgt_tfmot import convert, data, saving
 from sgt_tfmot.tflite import TFLiteModel, check_edgetpu, to_integer_tflite
 from sgt_tfmot.tflite.converter import grey_to_rgb
 from sgt_tfmot.tflite.metadata import read_image_classifier_metadata
-from tests.test_checks import train_tiny_mnist_qat
 
 X, _ = data.load_arrays("mnist_subset", "test")
 X = X[:100].astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def qat():
-    model = train_tiny_mnist_qat(bits=8)
-    align_biases(model)
-    return model
-
-
-def test_rgb_input_is_exact_on_grey_images_and_softmax_gives_probabilities(qat):
-    grey = TFLiteModel(to_integer_tflite(qat, io_dtype="uint8"))
-    rgb = to_integer_tflite(qat, io_dtype="uint8", rgb_input=True)
+def test_rgb_input_is_exact_on_grey_images_and_softmax_gives_probabilities(mnist_qat):
+    grey = TFLiteModel(to_integer_tflite(mnist_qat, io_dtype="uint8"))
+    rgb = to_integer_tflite(mnist_qat, io_dtype="uint8", rgb_input=True)
     assert check_edgetpu(rgb).compatible
     rgb_model = TFLiteModel(rgb)
     assert rgb_model.input_shape == (28, 28, 3)
@@ -36,7 +28,7 @@ def test_rgb_input_is_exact_on_grey_images_and_softmax_gives_probabilities(qat):
     for channel in range(3):
         np.testing.assert_array_equal(rgb_images[..., channel], X[..., 0])
     np.testing.assert_array_equal(rgb_model.predict(rgb_images), grey.predict(X))
-    probabilities = TFLiteModel(to_integer_tflite(qat, io_dtype="uint8", softmax=True))
+    probabilities = TFLiteModel(to_integer_tflite(mnist_qat, io_dtype="uint8", softmax=True))
     assert probabilities.output["quantization"] == pytest.approx((1 / 256, 0))
     scores = probabilities.predict(X)
     assert scores.min() >= 0 and np.all(np.abs(scores.sum(1) - 1) <= 10 / 256)
@@ -55,8 +47,8 @@ def run(argv, capsys):
 FAST = ["--num_test", "40", "--fidelity_images", "0", "--dataset", "mnist_subset"]
 
 
-def test_labels_reach_the_metadata_and_the_deployment_section(qat, tmp_path, capsys):
-    model = saving.save_model(qat, tmp_path / "qat.h5")
+def test_labels_reach_the_metadata_and_the_deployment_section(mnist_qat, tmp_path, capsys):
+    model = saving.save_model(mnist_qat, tmp_path / "qat.h5")
     labels = tmp_path / "digits.txt"
     labels.write_text("\n".join(f"digit {i}" for i in range(10)) + "\n")
     output, report = tmp_path / "app.tflite", tmp_path / "app.json"
@@ -90,8 +82,8 @@ def test_labels_reach_the_metadata_and_the_deployment_section(qat, tmp_path, cap
         (b"\xff\xfe\x00", "is not UTF-8 text"),
     ],
 )
-def test_bad_label_files_write_nothing(qat, tmp_path, capsys, content, message):
-    model = saving.save_model(qat, tmp_path / "qat.h5")
+def test_bad_label_files_write_nothing(mnist_qat, tmp_path, capsys, content, message):
+    model = saving.save_model(mnist_qat, tmp_path / "qat.h5")
     labels = tmp_path / "labels.txt"
     labels.write_bytes(content if isinstance(content, bytes) else content.encode())
     output = tmp_path / "out" / "m.tflite"

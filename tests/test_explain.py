@@ -20,7 +20,7 @@ import pytest
 from sgt_tfmot import explain, quantize_model
 from sgt_tfmot.explain import attributions, report
 from sgt_tfmot.keras import keras
-from tests.test_quantize import residual_model
+from tests.helpers.models import residual_model
 
 GRADIENT_METHODS = attributions.names(gradient_free=False)
 

@@ -20,7 +20,7 @@ from sgt_tfmot import data, explain, quantize_model, saving
 from sgt_tfmot.explain import __main__ as cli, attributions
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import float32_model
-from tests.test_checks import tiny_mnist_classifier
+from tests.helpers.models import tiny_mnist_classifier
 
 L = keras.layers
 ERROR_PREFIX = "sgt_tfmot.explain: error: "

@@ -19,26 +19,15 @@ from sgt_tfmot.quantizers import quantize_weights
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel
-from tests.test_quantize import residual_model
+from tests.helpers.models import RESIDUAL_X as X, RESIDUAL_Y as Y, residual_model
 
 OUTPUT_STEPS = 3
 
-RNG = np.random.default_rng(0)
-X = RNG.integers(0, 256, (64, 8, 8, 3)).astype("float32")
-Y = (X[:, :4, :4].mean(axis=(1, 2, 3)) > 127).astype("int64") + 2 * (X[..., 0].mean((1, 2)) > 127)
-
-
-def trained_qat(bits):
-    keras.utils.set_random_seed(bits)
-    qat = quantize_model(residual_model(), weight_bits=bits, activation_bits=bits, alpha_init=4.0)
-    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
-    qat.fit(X, Y, epochs=4, batch_size=16, verbose=0)
-    return qat
-
 
 @pytest.fixture(scope="module", params=[8, 4, 2])
-def converted(request):
-    qat = trained_qat(request.param)
+def converted(request, residual_qat):
+    """(bits, the session's trained QAT residual model, its integer model)."""
+    qat = residual_qat(request.param)
     return request.param, qat, to_integer_tflite(qat, X[:32])
 
 
@@ -249,8 +238,8 @@ def test_export_model_folds_batch_norm_into_the_conv(converted):
     )
 
 
-def test_uint8_io_and_larger_fixed_batch():
-    qat = trained_qat(4)
+def test_uint8_io_and_larger_fixed_batch(residual_qat):
+    qat = residual_qat(4)
     flatbuffer = to_integer_tflite(qat, X[:32], io_dtype="uint8", batch_size=4)
     summary = read_model(flatbuffer)
     assert summary.inputs[0].type == "UINT8" and summary.outputs[0].type == "UINT8"

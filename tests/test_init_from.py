@@ -8,7 +8,7 @@ from sgt_tfmot._checks import InputError
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import calibrate_ranges, output_range_variables, pact_alphas
 from sgt_tfmot.training import TrainConfig, train
-from tests.test_quantize import residual_model
+from tests.helpers.models import residual_model
 
 RNG = np.random.default_rng(0)
 X = RNG.uniform(0, 255, (64, 8, 8, 3)).astype("float32")

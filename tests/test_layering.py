@@ -82,3 +82,20 @@ def test_the_layering_test_sees_the_package():
     } <= set(known)
     assert layer("sgt_tfmot.explain.__main__") == (2, None)
     assert layer("sgt_tfmot.explain.fidelity") == (1, "sgt_tfmot.explain")
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/helpers (and fixtures in tests/conftest.py)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module if node.level == 0 else "." * node.level]
+            else:
+                continue
+            for name in names:
+                if name.startswith((".", "tests")) and not within(name, ("tests.helpers",)):
+                    found.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert found == []

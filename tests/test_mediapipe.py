@@ -1,6 +1,6 @@
 """The MediaPipe deployment target (sgt_tfmot.tflite.mediapipe) on the tiny colour classifier.
 
-The classifier and its files come from tests/test_metadata.py: a softmax over the three
+The classifier and its files come from tests/helpers/colours.py: a softmax over the three
 colour channels, uint8 (scale 1, zero point 0 in; 1/256 out) or int8 I/O. MediaPipe is not a
 dependency of the package (requirements/mediapipe.txt installs it with --no-deps): these
 tests skip without it, except on CI (the CI variable set), where its absence is a failure.
@@ -17,7 +17,7 @@ import pytest
 from sgt_tfmot.tflite.mediapipe import INSTALL_COMMAND, MediaPipe
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from sgt_tfmot.tflite.targets import TargetContext
-from tests.test_metadata import LABELS, colour_images, converted, with_metadata
+from tests.helpers.colours import LABELS, colour_images, converted, with_metadata
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements" / "mediapipe.txt"
 OUTPUT_STEP = 1 / 256  # the uint8 softmax output's scale

@@ -11,24 +11,9 @@ import sgt_tfmot
 from sgt_tfmot import quantize_model, quantize_scope
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantizers import FixedRangeQuantizer, PACTQuantizer, RangeQuantizer
+from tests.helpers.models import residual_model
 
 L = keras.layers
-
-
-def residual_model(input_shape=(8, 8, 3), classes=4):
-    """Rescaling, Conv-BN-ReLU, a residual block with Add, pooling, logits."""
-    inputs = keras.Input(input_shape)
-    x = L.Rescaling(1 / 127.5, offset=-1.0)(inputs)
-    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(x)
-    x = L.BatchNormalization(name="stem_bn")(x)
-    y = L.ReLU(name="stem_relu")(x)
-    z = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(y)
-    z = L.BatchNormalization(name="conv_bn")(z)
-    z = L.Add(name="add")([z, y])
-    z = L.ReLU(name="add_relu")(z)
-    z = L.GlobalAveragePooling2D(name="pool")(z)
-    outputs = L.Dense(classes, name="logits")(z)
-    return keras.Model(inputs, outputs)
 
 
 def quantizers_by_layer(model):

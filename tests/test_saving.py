@@ -6,7 +6,7 @@ import pytest
 from sgt_tfmot import quantize_model, quantize_scope
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import ModelFileError, float32_model, load_model, save_model
-from tests.test_quantize import residual_model
+from tests.helpers.models import residual_model
 
 X = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
 

@@ -20,9 +20,8 @@ from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.layout import LayoutError, blocked_weights, space_to_depth_stage
 from sgt_tfmot.tflite.profile import delegate_partitions
 from sgt_tfmot.trainers import reestimate_batch_norm
-from tests.test_checks import train_tiny_mnist_qat
-from tests.test_quantize import residual_model
-from tests.test_tflite_rewrite import MNIST, assert_same_outputs, quantized, random_images
+from tests.helpers.models import residual_model
+from tests.helpers.tflite import MNIST, assert_same_outputs, quantized, random_images
 
 L = keras.layers
 
@@ -91,11 +90,6 @@ def test_resnet20_first_stage_in_blocks_changes_no_value():
     assert check_edgetpu(after).compatible and delegate_partitions(after) == 1
     images = np.concatenate([random_images(before, 200), quantized(before, x)])
     assert_same_outputs(before, after, images)
-
-
-@pytest.fixture(scope="module")
-def mnist_w4a4():
-    return train_tiny_mnist_qat(bits=4)
 
 
 @pytest.mark.parametrize(

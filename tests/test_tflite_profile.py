@@ -1,6 +1,6 @@
 """Per-op profile from prefix models (`sgt_tfmot.tflite.profile`), on a tiny W4A4 model.
 
-The model (tests.test_quantize.residual_model on 16x16x3, 4 bits, untrained) is the
+The model (tests.helpers.models.residual_model on 16x16x3, 4 bits, untrained) is the
 converter's own graph (`optimize=False`): CONV_2D (the input Rescaling), CONV_2D + MINIMUM,
 CONV_2D, ADD + MINIMUM, MEAN, FULLY_CONNECTED, with a MINIMUM that XNNPACK does not take, so
 the full model runs as several delegate partitions. `to_integer_tflite`'s own output folds
@@ -25,7 +25,7 @@ from sgt_tfmot.tflite.profile import (
     time_models,
 )
 from sgt_tfmot.tflite.rewrite import fold_minimums
-from tests.test_quantize import residual_model
+from tests.helpers.models import residual_model
 
 X = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype("float32")
 

@@ -4,10 +4,10 @@ Every comparison is bit-exact (`assert_array_equal` on the int8/uint8 outputs) w
 LiteRT's default runtime (XNNPACK), its builtin kernels and its reference kernels (which round
 differently from one another), on random images over the input type's whole range and on
 dataset images, for models trained a few steps (ranges and α off their initial values): the
-W4A4 and W2A2 residual model of tests.test_export, a W4A4 MobileNetV2 (ReLU6, depthwise
-convolutions), and the W4A4 MNIST classifier of tests.test_checks (RESHAPE before the logits)
-with the delivery options (softmax, RGB input, uint8 I/O). A W8A8 model has no MINIMUM and
-comes back byte for byte.
+W4A4 and W2A2 residual model of tests/test_export.py, a W4A4 MobileNetV2 (ReLU6, depthwise
+convolutions), and the W4A4 tiny MNIST classifier of tests/helpers/models.py (RESHAPE before
+the logits) with the delivery options (softmax, RGB input, uint8 I/O). A W8A8 model has no
+MINIMUM and comes back byte for byte.
 
 Then each ADD and MEAN that reads a moved zero point is checked alone and exhaustively: every
 pair of input levels (ADD) and every sum of input levels (MEAN) the original op can see.
@@ -15,9 +15,8 @@ pair of input levels (ADD) and every sum of input levels (MEAN) the original op 
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 
-from sgt_tfmot import data, models, quantize_model
+from sgt_tfmot import models, quantize_model
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import calibrate_ranges
 from sgt_tfmot.tflite.converter import to_integer_tflite
@@ -27,40 +26,14 @@ from sgt_tfmot.tflite.profile import delegate_partitions, prefix_model
 from sgt_tfmot.tflite.rewrite import fold_minimums, pack_model, unpack_model
 from sgt_tfmot.tflite.runtime import RUNTIMES, integer_outputs
 from sgt_tfmot.trainers import reestimate_batch_norm
-from tests.test_checks import train_tiny_mnist_qat
-from tests.test_export import X as RESIDUAL_X, trained_qat
-
-MNIST, _ = data.load_arrays("mnist_subset", "test")
-MNIST = MNIST[:150].astype(np.float32)
-
-
-def interpreter(flatbuffer: bytes, runtime: str) -> Interpreter:
-    result = Interpreter(model_content=flatbuffer, num_threads=1, **RUNTIMES[runtime])
-    result.allocate_tensors()
-    return result
-
-
-def quantized(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
-    """Float 0..255 images in the file's input quantization."""
-    (source,) = interpreter(flatbuffer, "builtin").get_input_details()
-    scale, zero_point = source["quantization"]
-    info = np.iinfo(source["dtype"])
-    return np.clip(np.round(images / scale + zero_point), info.min, info.max)
-
-
-def random_images(flatbuffer: bytes, count: int = 300, seed: int = 0) -> np.ndarray:
-    (source,) = interpreter(flatbuffer, "builtin").get_input_details()
-    info = np.iinfo(source["dtype"])
-    rng = np.random.default_rng(seed)
-    return rng.integers(info.min, int(info.max) + 1, (count, *source["shape"][1:]))
-
-
-def assert_same_outputs(before: bytes, after: bytes, images: np.ndarray) -> None:
-    for runtime in RUNTIMES:
-        expected = integer_outputs(before, images, runtime)
-        actual = integer_outputs(after, images, runtime)
-        assert np.ptp(expected.astype(np.int64)) > 0  # the outputs depend on the image
-        np.testing.assert_array_equal(actual, expected, err_msg=runtime)
+from tests.helpers.models import RESIDUAL_X
+from tests.helpers.tflite import (
+    MNIST,
+    assert_same_outputs,
+    interpreter,
+    quantized,
+    random_images,
+)
 
 
 def assert_folded(before: bytes, after: bytes) -> None:
@@ -72,8 +45,8 @@ def assert_folded(before: bytes, after: bytes) -> None:
 
 
 @pytest.fixture(scope="module", params=[4, 2])
-def residual(request):
-    qat = trained_qat(request.param)
+def residual(request, residual_qat):
+    qat = residual_qat(request.param)
     pair = [to_integer_tflite(qat, RESIDUAL_X[:32], optimize=o) for o in (False, True)]
     return request.param, *pair  # the converter's graph, and what `to_integer_tflite` returns
 
@@ -88,16 +61,11 @@ def test_residual_model_loses_every_minimum_and_no_value(residual):
     assert delegate_partitions(after) == 1  # XNNPACK takes the whole graph
 
 
-def test_w8a8_has_no_minimum_and_comes_back_unchanged():
-    qat = trained_qat(8)
+def test_w8a8_has_no_minimum_and_comes_back_unchanged(residual_qat):
+    qat = residual_qat(8)
     before = to_integer_tflite(qat, RESIDUAL_X[:32], optimize=False)
     assert "MINIMUM" not in read_model(before).op_names
     assert to_integer_tflite(qat, RESIDUAL_X[:32]) == before == fold_minimums(before)
-
-
-@pytest.fixture(scope="module")
-def mnist_w4a4():
-    return train_tiny_mnist_qat(bits=4)
 
 
 @pytest.mark.parametrize(

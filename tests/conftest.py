@@ -1,0 +1,34 @@
+"""Session-scoped fixtures: each tiny trained model of the suite is trained once per run.
+
+The models are shared by several modules, so no test may change them: a test that aligns,
+retrains or sets weights works on a copy (`keras.models.clone_model` + `set_weights`).
+"""
+
+import functools
+
+import pytest
+
+from sgt_tfmot.export import align_biases
+from tests.helpers.models import train_residual_qat, train_tiny_mnist_qat
+
+
+@pytest.fixture(scope="session")
+def mnist_qat():
+    """The 8-bit QAT tiny MNIST classifier (~3 s of training), biases aligned as
+    `python -m sgt_tfmot.train` leaves them at the end of a run."""
+    qat = train_tiny_mnist_qat(bits=8)
+    align_biases(qat)
+    return qat
+
+
+@pytest.fixture(scope="session")
+def mnist_w4a4():
+    """The W4A4 QAT tiny MNIST classifier as trained (biases not aligned)."""
+    return train_tiny_mnist_qat(bits=4)
+
+
+@pytest.fixture(scope="session")
+def residual_qat():
+    """`residual_qat(bits)`: the `bits`-bit QAT residual model trained on RESIDUAL_X, once
+    per bit width."""
+    return functools.cache(train_residual_qat)

@@ -1,0 +1,62 @@
+"""Tiny models of the test suite and the few-second trainings several modules check."""
+
+import numpy as np
+
+from sgt_tfmot import data, quantize_model
+from sgt_tfmot.keras import keras
+
+L = keras.layers
+
+# The residual model's 8x8 images and labels (tests/test_export.py's tolerances were set on
+# these): two bits of a 4-class label, the mean of the top-left quarter and of the red channel.
+RESIDUAL_X = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3)).astype("float32")
+RESIDUAL_Y = (RESIDUAL_X[:, :4, :4].mean(axis=(1, 2, 3)) > 127).astype("int64") + 2 * (
+    RESIDUAL_X[..., 0].mean((1, 2)) > 127
+)
+
+
+def residual_model(input_shape=(8, 8, 3), classes=4):
+    """Rescaling, Conv-BN-ReLU, a residual block with Add, pooling, logits."""
+    inputs = keras.Input(input_shape)
+    x = L.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(x)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    y = L.ReLU(name="stem_relu")(x)
+    z = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(y)
+    z = L.BatchNormalization(name="conv_bn")(z)
+    z = L.Add(name="add")([z, y])
+    z = L.ReLU(name="add_relu")(z)
+    z = L.GlobalAveragePooling2D(name="pool")(z)
+    outputs = L.Dense(classes, name="logits")(z)
+    return keras.Model(inputs, outputs)
+
+
+def train_residual_qat(bits):
+    """A `bits`-bit QAT `residual_model` trained 4 epochs on RESIDUAL_X (seeded by `bits`)."""
+    keras.utils.set_random_seed(bits)
+    qat = quantize_model(residual_model(), weight_bits=bits, activation_bits=bits, alpha_init=4.0)
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(RESIDUAL_X, RESIDUAL_Y, epochs=4, batch_size=16, verbose=0)
+    return qat
+
+
+def tiny_mnist_classifier(activation=L.ReLU):
+    """Rescaling, three stride-2 convs each followed by an `activation` layer, logits."""
+    inputs = keras.Input((28, 28, 1))
+    x = L.Rescaling(1 / 255.0)(inputs)
+    for filters in (16, 16, 16):
+        x = activation()(L.Conv2D(filters, 3, strides=2, padding="same")(x))
+    outputs = L.Dense(10, name="logits")(L.Flatten()(x))
+    return keras.Model(inputs, outputs)
+
+
+def train_tiny_mnist_qat(bits=8, seed=0):
+    """A QAT `tiny_mnist_classifier` trained 3 epochs on 3000 mnist_subset images (~3 s)."""
+    x, y = data.load_arrays("mnist_subset", "train")
+    keras.utils.set_random_seed(seed)
+    qat = quantize_model(
+        tiny_mnist_classifier(), weight_bits=bits, activation_bits=bits, alpha_init=6.0
+    )
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(x[:3000].astype(np.float32), y[:3000], epochs=3, batch_size=64, verbose=0)
+    return qat
