@@ -1,5 +1,10 @@
 """No lost work: a run killed at any moment resumes (or reports finished) and ends exactly
-like an uninterrupted run with the same seed."""
+like an uninterrupted run with the same seed.
+
+The runs train a small classifier file W4A4 (Conv-BN-ReLU6, depthwise Conv-BN-ReLU6, logits:
+mobilenet_tiny's kinds of layers, few of them) on a tiny .npz (128 training images of 12x12,
+one epoch of at most 8 steps of 16; 32 test images): what is checked is the run directory,
+the backups and the exact resumption, which a larger model or test split only makes slower."""
 
 import csv
 import dataclasses
@@ -17,14 +22,26 @@ from sgt_tfmot._checks import InputError
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
 from sgt_tfmot.training import TrainConfig, train
+from tests.helpers.data import write_bars_npz
+from tests.helpers.models import small_classifier
 
 DRIVER = Path(__file__).resolve().parent / "_kill_driver.py"
 
 
-def config(out, **overrides):
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(the .npz dataset, the float model file) every run of this module trains."""
+    root = tmp_path_factory.mktemp("world")
+    keras.utils.set_random_seed(0)
+    small_classifier().save(root / "small.h5")
+    return str(write_bars_npz(root / "bars.npz")), str(root / "small.h5")
+
+
+def config(world, out, **overrides):
     settings = dict(
-        model="mobilenet_tiny", max_steps=6, batch_size=16, backup_every=2, weight_bits=4,
-        activation_bits=4, sgt=False, progress=0, mixed_precision="float32", out_dir=str(out),
+        dataset=world[0], model=world[1], max_steps=6, batch_size=16, backup_every=2,
+        weight_bits=4, activation_bits=4, sgt=False, progress=0, mixed_precision="float32",
+        out_dir=str(out),
     )  # fmt: skip
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -41,10 +58,10 @@ def assert_same_weights(a, b):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(world, tmp_path_factory):
     """The uninterrupted run."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    metrics = train(config(out))
+    metrics = train(config(world, out))
     return out, metrics
 
 
@@ -58,12 +75,12 @@ POINTS = (
 )
 
 
-def test_a_kill_anywhere_resumes_or_reports_finished_and_ends_exactly(reference, tmp_path):
+def test_a_kill_anywhere_resumes_or_reports_finished_and_ends_exactly(world, reference, tmp_path):
     ref_dir, ref_metrics = reference
     runs = {point: tmp_path / point.replace(":", "-") for point in POINTS}
 
     def kill(point):
-        settings = dataclasses.asdict(config(runs[point]))
+        settings = dataclasses.asdict(config(world, runs[point]))
         return subprocess.run(
             [sys.executable, str(DRIVER), json.dumps(settings), point],
             capture_output=True, text=True, timeout=300,
@@ -77,10 +94,10 @@ def test_a_kill_anywhere_resumes_or_reports_finished_and_ends_exactly(reference,
         assert result.returncode == -signal.SIGKILL, (point, result.stderr[-2000:])
         if point == "backup":  # killed after metrics.json: finished; its leftover is cleaned
             with pytest.raises(InputError, match="holds a finished run"):
-                train(config(out))
+                train(config(world, out))
             assert not (out / "backup").exists()
         else:
-            metrics = train(config(out))  # the same command again
+            metrics = train(config(world, out))  # the same command again
             assert metrics["optimizer_steps"] == ref_metrics["optimizer_steps"], point
             assert metrics["test_accuracy"] == ref_metrics["test_accuracy"], point
             assert metrics["attempts"] == 2, point
@@ -101,16 +118,16 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_sgt_run_interrupted_twice_ends_bit_identical(tmp_path):
+def test_sgt_run_interrupted_twice_ends_bit_identical(world, tmp_path):
     """SGT + PACT W4A4 with augmentation-free data: every batch, every random fill and the
     optimizer state are functions of (seed, step), so the weights are bit-identical."""
     settings = dict(sgt=True, max_steps=7, backup_every=2)
-    straight = train(config(tmp_path / "straight", **settings))
+    straight = train(config(world, tmp_path / "straight", **settings))
     out = tmp_path / "interrupted"
     for after in (3, 6):  # resumes from the backups of steps 2 and 6
         with pytest.raises(KeyboardInterrupt):
-            train(config(out, **settings), extra_callbacks=[Interrupt(after)])
-    resumed = train(config(out, **settings))
+            train(config(world, out, **settings), extra_callbacks=[Interrupt(after)])
+    resumed = train(config(world, out, **settings))
     assert resumed["optimizer_steps"] == straight["optimizer_steps"] == 7
     assert resumed["attempts"] == 3 and resumed["wall_time_seconds"] > 0
     assert_same_weights(weights(out), weights(tmp_path / "straight"))
