@@ -15,6 +15,8 @@ The supported API:
 * `save_model`, `load_model`: saving and (safe) loading of float and QAT models.
 * `align_biases`, `export_model`: the Keras-level export rewrite (`sgt_tfmot.export`).
 * `flatten_model`: inlines nested Functional models (`quantize_model` does it itself).
+* `from_keras3`: a Keras 3 model as the equivalent tf_keras model (`quantize_model`,
+  `SaliencyGuidedModel` and `load_model` translate Keras 3 models and files themselves).
 * `sgt_tfmot.tflite.to_integer_tflite`: full-integer TFLite export; `sgt_tfmot.explain`:
   attribution maps and accuracy-drop curves; `sgt_tfmot.data`, `sgt_tfmot.models`.
 """
@@ -45,6 +47,7 @@ _API = {
     "align_biases": "sgt_tfmot.export",
     "export_model": "sgt_tfmot.export",
     "flatten_model": "sgt_tfmot._graph",
+    "from_keras3": "sgt_tfmot.keras3",
 }
 
 __all__ = sorted([*_API, "__version__"])

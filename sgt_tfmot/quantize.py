@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from sgt_tfmot import _checks, _graph, quantize_configs as configs
+from sgt_tfmot import _checks, _graph, keras3, quantize_configs as configs
 from sgt_tfmot.decompose import decompose_model
 from sgt_tfmot.keras import keras, tfmot
 from sgt_tfmot.quantizers import (
@@ -139,13 +139,6 @@ class _PACTScheme(_scheme_mod.QuantizeScheme):
 
 def _check_model(model) -> None:
     if not isinstance(model, keras.Model):
-        module = type(model).__module__
-        if module.startswith("keras"):
-            raise ValueError(
-                f"`model` is a Keras 3 model ({module}.{type(model).__name__}); sgt_tfmot and "
-                "TFMOT need a tf_keras (Keras 2) model. Build it with `tf_keras` layers, or "
-                "`from sgt_tfmot.keras import keras`."
-            )
         raise ValueError(
             f"`model` must be a tf_keras Functional or Sequential model. Received: {model!r}"
         )
@@ -298,7 +291,8 @@ def quantize_model(
         >>> qat.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
     Args:
-      model: A built tf_keras Functional or Sequential model, not quantized yet.
+      model: A built tf_keras Functional or Sequential model, not quantized yet, or a Keras 3
+        one (translated to tf_keras first: `sgt_tfmot.from_keras3`).
       weight_bits: Bits of the kernels, 2 to 8.
       activation_bits: Bits of the PACT activations, 2 to 8.
       first_last_bits: Bits of the first and the last Conv/Dense kernel, 2 to 8.
@@ -318,8 +312,9 @@ def quantize_model(
       first (`sgt_tfmot.flatten_model`).
 
     Raises:
-      ValueError: On bits outside 2..8, α₀ <= 0, λ_α < 0, a Keras 3, subclassed or
-        already quantized model, or a layer type with no config.
+      ValueError: On bits outside 2..8, α₀ <= 0, λ_α < 0, a subclassed or already
+        quantized model, a Keras 3 layer without a tf_keras counterpart, or a layer type
+        with no config.
     """
     weight_bits = check_bits(weight_bits, "weight_bits")
     activation_bits = check_bits(activation_bits, "activation_bits")
@@ -350,7 +345,10 @@ def quantize_model(
 
 def _flat_functional(model) -> keras.Model:
     """The checked `model` as one flat Functional model (TFMOT cannot quantize nested ones),
-    decomposed into the layers of its integer model (`sgt_tfmot.decompose`)."""
+    decomposed into the layers of its integer model (`sgt_tfmot.decompose`); a Keras 3 model
+    is translated to tf_keras first (`sgt_tfmot.keras3`)."""
+    if keras3.is_keras3_model(model):
+        model = keras3.from_keras3(model)
     _check_model(model)
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)

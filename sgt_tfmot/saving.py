@@ -20,6 +20,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from sgt_tfmot import keras3
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import quantize_scope
 
@@ -145,7 +146,9 @@ def load_model(
     """Loads a float or QAT model from a file or a training run's directory, safely.
 
     Opening a model must not run code hidden in it: unless `trust_code`, the file's config is
-    checked first (`check_model_file`) and `.keras` files load with Keras's `safe_mode`.
+    checked first (`check_model_file`) and `.keras` files load with Keras's `safe_mode`. A
+    file written by Keras 3 is read as data and translated into the equivalent tf_keras
+    model (`sgt_tfmot.keras3.load`).
 
     Args:
       path: A `.h5` / `.keras` file, or a directory holding `model.h5`.
@@ -154,9 +157,13 @@ def load_model(
 
     Raises:
       ModelFileError (a ValueError): when the path is missing, is not a Keras model, or
-        (without `trust_code`) holds code.
+        (without `trust_code`) holds code; `keras3.Keras3Error` (a ValueError) for a Keras 3
+        model with layers that have no tf_keras counterpart (all named).
     """
-    file = resolve_model_path(path) if trust_code else check_model_file(path)
+    file = resolve_model_path(path)
+    if keras3.is_keras3_file(file):  # read as data and translated: no code runs either way
+        return keras3.load(file)
+    file = file if trust_code else check_model_file(file)
     options = {"safe_mode": not trust_code} if file.suffix == ".keras" else {}
     try:
         with quantize_scope(), warnings.catch_warnings():

@@ -180,14 +180,6 @@ def test_bad_arguments(kwargs, message):
         quantize_model(residual_model(), **kwargs)
 
 
-def test_keras_3_model_is_rejected():
-    import keras as keras3  # the Keras 3 package that TensorFlow 2.21 installs
-
-    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(ValueError, match="is a Keras 3 model"):
-        quantize_model(model)
-
-
 def test_subclassed_model_is_rejected():
     class Net(keras.Model):
         def __init__(self):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import random
 
-from sgt_tfmot import _checks, heads, masking
+from sgt_tfmot import _checks, heads, keras3, masking
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.trainers.multi_worker import report_synchronised_metrics
 
@@ -207,7 +207,9 @@ class SaliencyGuidedModel(keras.Model):
 
     Args:
       model: a Functional or Sequential classifier with one input, channels-last, and one
-        output (batch, num_classes); a float model or a QAT model from `quantize_model`.
+        output (batch, num_classes); a float model or a QAT model from `quantize_model`. A
+        Keras 3 model is trained as its tf_keras translation (`sgt_tfmot.from_keras3`,
+        `self.model`); the Keras 3 object itself is left unchanged.
       mask_fraction: share of the features masked per sample, in (0, 1). Default 0.5 (paper).
       kl_weight: λ ≥ 0, weight of the KL term. Default 1.0, the original SGT code; the paper
         uses 0.1 (MNIST) and 0.05 (CIFAR-10).
@@ -246,6 +248,8 @@ class SaliencyGuidedModel(keras.Model):
         update_masked_statistics: bool = False,
         **kwargs,
     ):
+        if keras3.is_keras3_model(model):  # trained as its tf_keras translation
+            model = keras3.from_keras3(model)
         _check_model(model)
         mask_fraction = _checks.check_open_fraction(mask_fraction, "mask_fraction")
         kl_weight = _checks.check_number(kl_weight, "kl_weight", 0.0)
