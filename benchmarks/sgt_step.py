@@ -2,23 +2,36 @@
 
 For each configuration (float or W4A4 PACT QAT; fp32 or mixed_bfloat16) the script builds
 `sgt_tfmot.models.resnet20((32, 32, 3), 10)`, compiles it as a plain `keras.Model` and wrapped
-in `SaliencyGuidedModel` (same loss, same optimizer type), and times the two compiled train
-functions (what `fit` runs) on the same random batch, alternating plain and SGT steps in one
-run so that load changes on a shared machine hit both alike. It prints the median ms per
-step and the ratio SGT / plain, then the minima and their ratio.
+in `SaliencyGuidedModel` once per masking option (same loss, same optimizer type), and times
+the compiled train functions (what `fit` runs) on the same batch, alternating plain and SGT
+steps in one run (the order rotates every round) so that load changes on a shared machine hit
+all alike. It prints, per option, the median ms per step and the ratio SGT / plain, then the
+minima and their ratio.
+
+Masking options (`--options`): a comma-separated list of FILL:PATCH, e.g. `random:1` (the
+original SGT: single pixels, random fill), `blur:4` or `impute:4` (4x4 patches, Gaussian blur
+or ROAD's noisy linear imputation); `--mask_fraction`, `--blur_sigma` apply to all. For
+"impute" it also prints how many conjugate-gradient iterations the imputation ran on the
+batch's mask (the solve stops at a tolerance, so its cost depends on the mask). The batch is
+uniform noise, or with `--data_dir` the first training images of cifar10.npz, whose saliency
+has the structure of real photos.
 
 Cost model of the SGT step, in units of one forward pass F with a backward pass of about 2F:
 a plain step is F + 2F = 3F; the SGT step is F (shared forward on x) + about F (input
 gradient, no weight gradients) + F (forward on x̃) + 2 · 2F (backward through both branches)
-= 7F, i.e. a floor of about 2.3 plain steps. The target is at most 2.5.
+= 7F, i.e. a floor of about 2.3 plain steps. The target is at most 2.5. A fill adds its own
+cost on top (the imputation's iterations; the blur's two small matrix products).
 
 Usage:
 
     python benchmarks/sgt_step.py --steps 20 --warmup 10 --precision both --quantized both
+    python benchmarks/sgt_step.py --options random:1,random:4,blur:4,impute:4 \\
+        --data_dir ../shared/data --precision fp32 --quantized no
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -26,7 +39,7 @@ import numpy as np
 from absl import app, flags
 
 import sgt_tfmot
-from sgt_tfmot import models
+from sgt_tfmot import masking, models
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.trainers import SaliencyGuidedModel
 
@@ -37,6 +50,10 @@ flags.DEFINE_integer("warmup", 10, "Untimed steps of each kind after tracing.")
 flags.DEFINE_enum("precision", "both", ["fp32", "mixed_bfloat16", "both"], "Keras policy.")
 flags.DEFINE_enum("quantized", "both", ["no", "yes", "both"], "W4A4 PACT QAT model or not.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights and the random batch.")
+flags.DEFINE_list("options", ["random:1"], "Masking options FILL:PATCH, e.g. random:1,impute:4.")
+flags.DEFINE_float("mask_fraction", 0.5, "Share of the units SGT masks.")
+flags.DEFINE_float("blur_sigma", masking.DEFAULT_BLUR_SIGMA, "σ of the blur fill, pixels.")
+flags.DEFINE_string("data_dir", None, "Folder with cifar10.npz: time on real images.")
 
 
 def _train_function(model: keras.Model, x: np.ndarray, y: np.ndarray):
@@ -53,6 +70,38 @@ def _train_function(model: keras.Model, x: np.ndarray, y: np.ndarray):
     return step
 
 
+def parse_option(text: str) -> dict:
+    """ "impute:4" -> {"fill": "impute", "patch_size": 4}."""
+    fill, _, patch = text.partition(":")
+    return {"fill": fill, "patch_size": int(patch or 1)}
+
+
+def batch(batch_size: int, seed: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y): uniform 0..255 noise, or the first images of cifar10.npz's training split."""
+    if data_dir is None:
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype(np.float32)
+        return x, rng.integers(0, 10, batch_size).astype(np.int64)
+    with np.load(os.path.join(data_dir, "cifar10.npz")) as data:
+        x = data["x_train"][:batch_size].astype(np.float32)
+        y = data["y_train"][:batch_size].reshape(-1).astype(np.int64)
+    return x, y
+
+
+def imputation_iterations(model, x, y, option: dict, mask_fraction: float) -> int:
+    """Conjugate-gradient iterations of the imputation on the mask SGT makes for (x, y) now."""
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        scores = tf.cast(model(x, training=True), tf.float32)
+        score = tf.reduce_sum(tf.gather(scores, tf.constant(y)[:, None], batch_dims=1))
+    mask = masking.saliency_mask(
+        tape.gradient(score, x), mask_fraction, patch_size=option["patch_size"]
+    )
+    _, iterations = masking._linear_imputation(x, tf.cast(mask, tf.float32))
+    return int(iterations)
+
+
 def measure(
     precision: str = "fp32",
     quantized: bool = False,
@@ -60,31 +109,40 @@ def measure(
     steps: int = 20,
     warmup: int = 10,
     seed: int = 0,
-) -> dict:
-    """Median plain and SGT step times (ms) and their ratio for one configuration.
+    options: list[dict] | None = None,
+    mask_fraction: float = 0.5,
+    blur_sigma: float = masking.DEFAULT_BLUR_SIGMA,
+    data_dir: str | None = None,
+) -> list[dict]:
+    """Median and minimum plain and SGT step times (ms) and their ratios, one row per option.
 
     Args:
       precision: "fp32" or "mixed_bfloat16" (the global Keras policy while building).
       quantized: time the W4A4 QAT model from `sgt_tfmot.quantize_model` instead of the float
         one (first and last layers at 8 bits, as in the paper).
       batch_size: global batch size.
-      steps: timed steps of each kind, alternating plain/SGT (the order flips every round).
+      steps: timed steps of each kind; each round times plain and every option once, in an
+        order that rotates from round to round.
       warmup: untimed steps of each kind, after the first (tracing) call.
       seed: seed of the weights and of the random batch.
+      options: SaliencyGuidedModel masking options per variant, e.g. {"fill": "impute",
+        "patch_size": 4}; default: the original SGT (random fill, single pixels).
+      mask_fraction, blur_sigma: passed to every variant.
+      data_dir: folder with cifar10.npz to time on real images instead of noise.
 
     Returns:
-      {"plain_ms", "sgt_ms", "ratio"}: medians over `steps`, ratio = sgt_ms / plain_ms;
-      {"plain_min_ms", "sgt_min_ms", "min_ratio"}: the same of the minima.
+      Per option: {"option", "plain_ms", "sgt_ms", "ratio"} (medians, ratio = sgt / plain),
+      {"plain_min_ms", "sgt_min_ms", "min_ratio"} (the same of the minima), and for the
+      imputation "iterations" (of the solve on the batch's mask after the timing).
     """
+    options = options or [{"fill": "random", "patch_size": 1}]
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision != "fp32" else "float32")
     try:
         model = models.resnet20((32, 32, 3), 10)
         if quantized:
             model = sgt_tfmot.quantize_model(model, weight_bits=4, activation_bits=4)
-        rng = np.random.default_rng(seed)
-        x = rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype(np.float32)
-        y = rng.integers(0, 10, batch_size).astype(np.int64)
+        x, y = batch(batch_size, seed, data_dir)
 
         def compiled(m):
             m.compile(
@@ -93,56 +151,82 @@ def measure(
             )
             return m
 
-        sgt = compiled(SaliencyGuidedModel(model, seed=seed))
-        plain = compiled(model)  # same weights: both step kinds train one network
-        plain_step, sgt_step = _train_function(plain, x, y), _train_function(sgt, x, y)
+        variants = [
+            compiled(
+                SaliencyGuidedModel(
+                    model, seed=seed, mask_fraction=mask_fraction, blur_sigma=blur_sigma,
+                    **option,
+                )
+            )
+            for option in options
+        ]  # fmt: skip
+        plain = compiled(model)  # same weights: every step kind trains one network
+        kinds = [_train_function(plain, x, y)] + [_train_function(v, x, y) for v in variants]
         for _ in range(warmup + 1):
-            plain_step()
-            sgt_step()
-        plain_times, sgt_times = [], []
+            for step in kinds:
+                step()
+        times = [[] for _ in kinds]
         for i in range(steps):
-            if i % 2:
-                sgt_times.append(sgt_step())
-                plain_times.append(plain_step())
-            else:
-                plain_times.append(plain_step())
-                sgt_times.append(sgt_step())
+            order = [(i + j) % len(kinds) for j in range(len(kinds))]
+            for kind in order:
+                times[kind].append(kinds[kind]())
+        iterations = {
+            n: imputation_iterations(model, x, y, option, mask_fraction)
+            for n, option in enumerate(options)
+            if option["fill"] == "impute"
+        }
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    plain_ms = 1e3 * statistics.median(plain_times)
-    sgt_ms = 1e3 * statistics.median(sgt_times)
-    plain_min, sgt_min = 1e3 * min(plain_times), 1e3 * min(sgt_times)
-    return {
-        "plain_ms": plain_ms, "sgt_ms": sgt_ms, "ratio": sgt_ms / plain_ms,
-        "plain_min_ms": plain_min, "sgt_min_ms": sgt_min, "min_ratio": sgt_min / plain_min,
-    }  # fmt: skip
+    plain_ms, plain_min = 1e3 * statistics.median(times[0]), 1e3 * min(times[0])
+    rows = []
+    for n, option in enumerate(options):
+        sgt_ms, sgt_min = 1e3 * statistics.median(times[n + 1]), 1e3 * min(times[n + 1])
+        rows.append({
+            "option": f"{option['fill']}:{option['patch_size']}",
+            "plain_ms": plain_ms, "sgt_ms": sgt_ms, "ratio": sgt_ms / plain_ms,
+            "plain_min_ms": plain_min, "sgt_min_ms": sgt_min, "min_ratio": sgt_min / plain_min,
+            "iterations": iterations.get(n),
+        })  # fmt: skip
+    return rows
 
 
 def run(
-    precisions: list[str], quantized: list[bool], batch_size: int, steps: int, warmup: int, seed=0
+    precisions: list[str],
+    quantized: list[bool],
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    seed=0,
+    options: list[dict] | None = None,
+    **settings,
 ) -> list[dict]:
-    """Measures every configuration and prints one row each; returns the rows."""
-    print(f"ResNet-20, 32x32x3, batch {batch_size}, {steps} timed steps of each kind")
+    """Measures every configuration and prints one row per option; returns the rows."""
+    images = "cifar10 training images" if settings.get("data_dir") else "uniform noise"
+    print(f"ResNet-20, 32x32x3, batch {batch_size} of {images}, {steps} timed steps of each kind")
     print(
-        f"{'model':<8} {'precision':<15} {'plain ms':>9} {'SGT ms':>9} {'SGT/plain':>10}"
-        f"{'plain min':>10} {'SGT min':>9} {'min ratio':>10}"
+        f"{'model':<8} {'precision':<15} {'option':<10} {'plain ms':>9} {'SGT ms':>9} "
+        f"{'SGT/plain':>10}{'plain min':>10} {'SGT min':>9} {'min ratio':>10} {'CG it':>6}"
     )
     rows = []
     for is_quantized in quantized:
         for precision in precisions:
             name = "W4A4" if is_quantized else "float"
             try:
-                row = measure(precision, is_quantized, batch_size, steps, warmup, seed)
+                found = measure(
+                    precision, is_quantized, batch_size, steps, warmup, seed, options, **settings
+                )
             except Exception as error:  # noqa: BLE001  (report the row, keep the others)
                 print(f"{name:<8} {precision:<15} skipped: {type(error).__name__}: {error}")
                 continue
-            rows.append({"model": name, "precision": precision, **row})
-            print(
-                f"{name:<8} {precision:<15} {row['plain_ms']:9.1f} {row['sgt_ms']:9.1f} "
-                f"{row['ratio']:10.2f}{row['plain_min_ms']:10.1f} {row['sgt_min_ms']:9.1f} "
-                f"{row['min_ratio']:10.2f}",
-                flush=True,
-            )
+            for row in found:
+                rows.append({"model": name, "precision": precision, **row})
+                iterations = "" if row["iterations"] is None else str(row["iterations"])
+                print(
+                    f"{name:<8} {precision:<15} {row['option']:<10} {row['plain_ms']:9.1f} "
+                    f"{row['sgt_ms']:9.1f} {row['ratio']:10.2f}{row['plain_min_ms']:10.1f} "
+                    f"{row['sgt_min_ms']:9.1f} {row['min_ratio']:10.2f} {iterations:>6}",
+                    flush=True,
+                )
     return rows
 
 
@@ -156,6 +240,10 @@ def main(argv: list[str]) -> None:
         steps=FLAGS.steps,
         warmup=FLAGS.warmup,
         seed=FLAGS.seed,
+        options=[parse_option(text) for text in FLAGS.options],
+        mask_fraction=FLAGS.mask_fraction,
+        blur_sigma=FLAGS.blur_sigma,
+        data_dir=FLAGS.data_dir,
     )
 
 

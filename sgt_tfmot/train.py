@@ -23,7 +23,7 @@ from sgt_tfmot import (  # noqa: E402
     precision,
     schedules,
 )
-from sgt_tfmot.masking import FILLS  # noqa: E402
+from sgt_tfmot.masking import FILLS, MAX_BLUR_SIGMA  # noqa: E402
 from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS, WEIGHT_RANGES  # noqa: E402
 from sgt_tfmot.saving import RUN_MODEL_FILE  # noqa: E402
 from sgt_tfmot.training import DISTRIBUTE, PRESETS, TrainConfig, config_from_flags, train  # noqa: E402
@@ -70,7 +70,25 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "kl_weight", _d.kl_weight, "λ of the KL term of SGT, >= 0.", lower_bound=0, **_IN
 )
-flags.DEFINE_enum("fill", _d.fill, list(FILLS), "Fill of masked features.", **_IN)
+flags.DEFINE_enum(
+    "fill", _d.fill, list(FILLS),
+    "Fill of masked features: random (uniform in the image's range per channel), zero, mean, "
+    "blur (Gaussian blur of the image, --blur_sigma), impute (ROAD's noisy linear imputation "
+    "from the neighbouring pixels, --impute_noise).", **_IN,
+)  # fmt: skip
+flags.DEFINE_integer(
+    "patch_size", _d.patch_size,
+    "Mask p x p patches ranked by their summed saliency (1: single pixels); must divide the "
+    "image's height and width.", **_IN,
+)  # fmt: skip
+flags.DEFINE_float(
+    "blur_sigma", _d.blur_sigma, f"σ in pixels of --fill blur, in (0, {MAX_BLUR_SIGMA:g}].", **_IN
+)
+flags.DEFINE_float(
+    "impute_noise", _d.impute_noise,
+    "Noise of --fill impute: standard deviation as a share of the image's range, in [0, 1].",
+    **_IN,
+)  # fmt: skip
 flags.DEFINE_integer("epochs", _d.epochs, "Epochs.", lower_bound=1, **_IN)
 flags.DEFINE_integer("batch_size", _d.batch_size, "Global batch size.", lower_bound=1, **_IN)
 flags.DEFINE_float("learning_rate", _d.learning_rate, "Peak learning rate (SGD).", **_IN)

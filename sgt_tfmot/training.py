@@ -125,6 +125,9 @@ class TrainConfig:
     mask_fraction: float = 0.5
     kl_weight: float = 0.1
     fill: str = "random"
+    patch_size: int = 1
+    blur_sigma: float = masking.DEFAULT_BLUR_SIGMA
+    impute_noise: float = masking.DEFAULT_IMPUTE_NOISE
     epochs: int = 5
     batch_size: int = 128
     learning_rate: float = 0.1
@@ -165,6 +168,11 @@ class TrainConfig:
         _checks.check_open_fraction(self.mask_fraction, "mask_fraction")
         _checks.check_number(self.kl_weight, "kl_weight", 0.0)
         _checks.check_choice(self.fill, masking.FILLS, "fill")
+        self.patch_size = _checks.check_int(self.patch_size, "patch_size", 1)
+        _checks.check_number(
+            self.blur_sigma, "blur_sigma", 0.0, masking.MAX_BLUR_SIGMA, low_open=True
+        )
+        _checks.check_number(self.impute_noise, "impute_noise", 0.0, 1.0)
         for name in ("epochs", "batch_size", "backup_every"):
             _checks.check_int(getattr(self, name), name, 1)
         _checks.check_int(self.max_steps, "max_steps", 1, allow_none=True)
@@ -658,6 +666,9 @@ def _make_trainer(config: TrainConfig, model: keras.Model, plan: _Plan, image_sh
             mask_fraction=config.mask_fraction,
             kl_weight=config.kl_weight,
             fill=config.fill,
+            patch_size=config.patch_size,
+            blur_sigma=config.blur_sigma,
+            impute_noise=config.impute_noise,
             seed=config.seed,
         )
     trainer.compile(optimizer, heads.loss(model), metrics=["accuracy"])
@@ -733,6 +744,8 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
     if config.out_dir is None:
         config.out_dir = config.default_out_dir()
     info, arrays = datasets.open_dataset(config.dataset, config.data_dir, **data_options(config))
+    if config.sgt:  # the patches must tile the images (a ragged last patch is refused)
+        masking.check_patch_size(config.patch_size, info.image_shape[:-1])
     augment = datasets.parse_augment(config.augment)
     augment = tuple(info.augment if augment is None else augment)
     lowest_bits = (

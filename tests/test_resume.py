@@ -118,10 +118,20 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_sgt_run_interrupted_twice_ends_bit_identical(world, tmp_path):
-    """SGT + PACT W4A4 with augmentation-free data: every batch, every random fill and the
-    optimizer state are functions of (seed, step), so the weights are bit-identical."""
-    settings = dict(sgt=True, max_steps=7, backup_every=2)
+SGT_OPTIONS = [
+    pytest.param({}, id="pixels-random"),
+    pytest.param({"fill": "impute", "patch_size": 4}, id="patches-impute", marks=pytest.mark.slow),
+    pytest.param({"fill": "blur", "patch_size": 3, "mixed_precision": "mixed_bfloat16"},
+                 id="patches-blur-bfloat16", marks=pytest.mark.slow),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("options", SGT_OPTIONS)
+def test_sgt_run_interrupted_twice_ends_bit_identical(world, tmp_path, options):
+    """SGT + PACT W4A4 with augmentation-free data: every batch, every random fill or
+    imputation noise and the optimizer state are functions of (seed, step), and the
+    imputation's solve is deterministic, so the weights are bit-identical."""
+    settings = dict(sgt=True, max_steps=7, backup_every=2, **options)
     straight = train(config(world, tmp_path / "straight", **settings))
     out = tmp_path / "interrupted"
     for after in (3, 6):  # resumes from the backups of steps 2 and 6

@@ -104,6 +104,12 @@ def test_presets_fill_what_the_command_line_left_open():
         ({"mask_fraction": 1.0}, r"`mask_fraction` must be a finite number in \(0, 1\)"),
         ({"fill": "noise"}, "`fill` must be one of"),
         ({"max_steps": 0}, "`max_steps` must be an integer >= 1 or None"),
+        (
+            {"patch_size": 5},
+            r"`patch_size` must divide the input's size 28x28: one of 1, 2, 4, "
+            r"7, 14, 28\. Received: patch_size=5",
+        ),
+        ({"blur_sigma": -1.0}, r"`blur_sigma` must be a finite number in \(0, 1000\]"),
     ],
 )
 def test_bad_settings(tmp_path, overrides, message):
@@ -127,6 +133,16 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
         result = run_cli(*args, "--out_dir", str(tmp_path / "out"))
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_shows_the_masking_flags(capsys):
+    from sgt_tfmot import train as train_cli
+
+    assert train_cli.main(["sgt_tfmot.train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("--fill: <random|zero|mean|blur|impute>", "--patch_size", "--blur_sigma",
+                 "--impute_noise", "ROAD's noisy linear imputation"):  # fmt: skip
+        assert text in out, text
 
 
 def test_cli_end_to_end(tmp_path):

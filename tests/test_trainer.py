@@ -126,6 +126,49 @@ def test_step_masks_k_lowest_of_numpy_saliency_and_reports_numpy_losses(target):
     np.testing.assert_allclose(logs["masked_accuracy"], np.mean(z_masked.argmax(-1) == y))
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("fill", ["impute", "blur"])
+def test_step_masks_lowest_patches_and_fills_as_masking_does(fill, precision):
+    """patch_size=2 on 4x4 inputs: the mask is numpy's brute-force patch ranking of the numpy
+    saliency, and f(x̃) is the model on `mask_input(x, M, fill)` with the trainer's own
+    noise, N(0, 1) from the stateless RNG at (seed, step 0): the KL the step reports is the
+    numpy KL of that x̃. Both precision paths: the fill runs in float32 on the float32 batch."""
+    from sgt_tfmot import masking
+    from tests.helpers.masking import numpy_patch_mask
+
+    try:
+        keras.mixed_precision.set_global_policy(precision)
+        model = mlp(integer_weights=True)
+        weights = model.get_weights()
+        x, y = data()
+        sgt = SaliencyGuidedModel(
+            model, fill=fill, patch_size=2, blur_sigma=1.0, impute_noise=0.05, kl_weight=0.3,
+            seed=9,
+        )  # fmt: skip
+        sgt.compile(keras.optimizers.SGD(0.0), sparse_ce())
+        logs = sgt.train_on_batch(x, y, return_dict=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    saliency = numpy_saliency(weights, x, y)
+    mask = numpy_patch_mask(saliency, 0.5, 2)  # ⌊0.5 · 4⌋ = 2 of the 4 patches
+    noise = tf.random.stateless_normal(x.shape, seed=tf.constant([9, 0], tf.int64))
+    x_masked = masking.mask_input(
+        x, mask, fill, noise=noise, blur_sigma=1.0, impute_noise=0.05
+    ).numpy()
+    lo, hi = x.min(axis=(1, 2), keepdims=True), x.max(axis=(1, 2), keepdims=True)
+    assert np.all(x_masked >= lo) and np.all(x_masked <= hi)
+    z, _ = numpy_forward(weights, x)
+    z_masked, _ = numpy_forward(weights, x_masked)
+    log_p, log_q = log_softmax(z), log_softmax(z_masked)
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(axis=-1).mean()
+    assert kl > 1e-3
+    if precision == "float32":
+        np.testing.assert_allclose(logs["kl"], kl, rtol=1e-4)
+    else:  # bfloat16 logits: about 3 significant digits, also in the saliency's ranking
+        np.testing.assert_allclose(logs["kl"], kl, rtol=0.1)
+
+
 def test_kl_divergence_known_pair():
     # p = (1/2, 1/4, 1/4), q = (1/4, 1/2, 1/4):
     # KL = 1/2 ln 2 + 1/4 ln(1/2) + 0 = 1/4 ln 2.
@@ -292,8 +335,9 @@ def test_save_and_load_wrapper_and_inner_model(tmp_path):
     model = mlp(seed=14)
     x, y = data(seed=15)
     sgt = SaliencyGuidedModel(
-        model, mask_fraction=0.25, kl_weight=0.05, fill="mean", saliency="signed",
-        reduce_channels="max", target="predicted", seed=21,
+        model, mask_fraction=0.25, kl_weight=0.05, fill="blur", saliency="signed",
+        patch_size=2, blur_sigma=1.5, impute_noise=0.02, reduce_channels="max",
+        target="predicted", seed=21,
     )  # fmt: skip
     sgt.compile(keras.optimizers.SGD(0.1), sparse_ce())
     sgt.fit(x, y, epochs=1, verbose=0)
@@ -302,6 +346,7 @@ def test_save_and_load_wrapper_and_inner_model(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, SaliencyGuidedModel)
     config, expected = loaded.get_config(), sgt.get_config()
+    assert (config["patch_size"], config["blur_sigma"], config["impute_noise"]) == (2, 1.5, 0.02)
     for key in ("mask_fraction", "kl_weight", "fill", "saliency", "reduce_channels", "target"):
         assert config[key] == expected[key]
     assert (config["from_logits"], config["seed"]) == (True, 21)
@@ -387,13 +432,16 @@ def test_moving_statistics_follow_the_clean_batch_only(quantized):
     assert bn and not np.allclose(moving_state(both)[bn[0]], expected[bn[0]])
 
 
-def test_mixed_bfloat16_trains():
+@pytest.mark.parametrize(
+    "options", [{}, {"fill": "blur", "patch_size": 2}, {"fill": "impute", "patch_size": 2}]
+)
+def test_mixed_bfloat16_trains(options):
     try:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         model = mlp(seed=16)
         assert model.layers[-1].compute_dtype == "bfloat16"
         x, y = data(n=32, seed=17)
-        sgt = SaliencyGuidedModel(model, seed=0)
+        sgt = SaliencyGuidedModel(model, seed=0, **options)
         sgt.compile(keras.optimizers.SGD(0.5), sparse_ce())
         before = model.get_weights()
         history = sgt.fit(x, y, batch_size=16, epochs=2, verbose=0).history
@@ -519,7 +567,11 @@ BAD_ARGUMENTS = [
     ({"mask_fraction": 1.5}, r"Received: mask_fraction=1\.5"),
     ({"kl_weight": -0.1}, r"`kl_weight` must be a finite number >= 0\. Received: kl_weight=-0\.1"),
     ({"kl_weight": float("inf")}, r"Received: kl_weight=inf"),
-    ({"fill": "noise"}, r"`fill` must be one of 'random', 'zero', 'mean'\. Received: fill='noise'"),
+    ({"fill": "noise"}, r"must be one of 'random', 'zero', 'mean', 'blur', 'impute'\. Received"),
+    ({"patch_size": 3}, r"`patch_size` must divide the input's size 4x4: one of 1, 2, 4\. Rece"),
+    ({"patch_size": 0}, r"`patch_size` must be an integer >= 1\. Received: patch_size=0"),
+    ({"blur_sigma": 0.0}, r"`blur_sigma` must be a finite number in \(0, 1000\]\. Received"),
+    ({"impute_noise": 1.5}, r"`impute_noise` must be a finite number in \[0, 1\]\. Received"),
     ({"saliency": "grad"}, r"`saliency` must be one of 'abs', 'signed'\. Received: saliency="),
     ({"reduce_channels": "sum"}, r"`reduce_channels` must be one of 'mean', 'max', None"),
     ({"target": "true"}, r"`target` must be one of 'label', 'predicted'\. Received: target="),

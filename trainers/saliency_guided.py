@@ -7,7 +7,7 @@ the SGT step of Ismail, Corrada Bravo & Feizi (NeurIPS 2021), Algorithm 1 of Mal
 
     z   = f(x)                                     one forward pass, shared by 1. and 4.
     S   = ∂ z[target] / ∂x                         target = true label or predicted class
-    M   = the ⌊mask_fraction · n⌋ lowest-saliency features   (`sgt_tfmot.saliency`)
+    M   = the ⌊mask_fraction · n⌋ lowest-saliency units, pixels or patches (`sgt_tfmot.masking`)
     x̃   = where(M, fill, x)
     L   = compiled_loss(y, z) + Σ model.losses + kl_weight · KL(softmax z ‖ softmax f(x̃))
 
@@ -167,8 +167,8 @@ class SaliencyGuidedModel(keras.Model):
     One SGT step on a batch (x, y), see the module docstring for the formulas:
     1. z = f(x) once, in training mode, under the gradient tape of the update, with an inner
        tape on x; S = ∂ z[target]/∂x, taken with the outer tape paused (no second order);
-    2. M = `saliency_mask(S, mask_fraction, reduce_channels, rank_by=saliency)`;
-    3. x̃ = `mask_input(x, M, fill)`;
+    2. M = `saliency_mask(S, mask_fraction, reduce_channels, rank_by=saliency, patch_size)`;
+    3. x̃ = `mask_input(x, M, fill, blur_sigma=..., impute_noise=...)`;
     4. L = compiled_loss(y, z) + Σ model.losses (e.g. PACT's α L2) + kl_weight · KL(p(x)‖p(x̃)),
        z reused from 1.; gradients reach the weights through both f(x) and f(x̃);
     5. `optimizer.minimize(L)`.
@@ -199,8 +199,9 @@ class SaliencyGuidedModel(keras.Model):
       the whole global batch from (seed, step) and each replica takes its own rows, so the
       masked inputs do not depend on the number of replicas either. The logged metrics are
       those of the global batch (`report_synchronised_metrics`).
-    * Randomness: the random fill uses a stateless RNG seeded with (seed, optimizer.iterations):
-      a fixed seed gives the same run twice. Dropout inside the model uses TensorFlow's own RNG.
+    * Randomness: the random fill and the imputation's noise use a stateless RNG seeded with
+      (seed, optimizer.iterations): a fixed seed gives the same run twice. Dropout inside the
+      model uses TensorFlow's own RNG.
     * mixed_bfloat16: saliency, KL and the metrics are computed in float32.
     * Non-float inputs (e.g. uint8 images) are cast to float32 first. A batch with NaN or Inf
       stops training with a `ValueError`.
@@ -210,13 +211,22 @@ class SaliencyGuidedModel(keras.Model):
         output (batch, num_classes); a float model or a QAT model from `quantize_model`. A
         Keras 3 model is trained as its tf_keras translation (`sgt_tfmot.from_keras3`,
         `self.model`); the Keras 3 object itself is left unchanged.
-      mask_fraction: share of the features masked per sample, in (0, 1). Default 0.5 (paper).
+      mask_fraction: share of the units (pixels, or patches) masked per sample, in (0, 1).
+        Default 0.5 (paper).
       kl_weight: λ ≥ 0, weight of the KL term. Default 1.0, the original SGT code; the paper
         uses 0.1 (MNIST) and 0.05 (CIFAR-10).
       fill: "random" (default; uniform in each sample's [min, max] per channel, the original
-        SGT fill), "zero", "mean" (sample's per-channel mean) or a callable
-        `fill(x, mask) -> values` (register it as a Keras serializable to save the model).
+        SGT fill), "zero", "mean" (sample's per-channel mean), "blur" (a Gaussian blur of the
+        image, σ = `blur_sigma`), "impute" (ROAD's noisy linear imputation from the kept
+        neighbours, noise `impute_noise`) or a callable `fill(x, mask) -> values` (register
+        it as a Keras serializable to save the model). "blur" and "impute" take images
+        (batch, height, width, channels); see `sgt_tfmot.masking.fill_values`.
       saliency: rank by "abs" (|S|, default) or "signed" (S, as the original code).
+      patch_size: mask p x p patches ranked by their summed saliency (default 1: single
+        pixels, the original SGT); must divide the input's height and width.
+      blur_sigma: σ of the "blur" fill in pixels, in (0, 1000]. Default 2.
+      impute_noise: noise of the "impute" fill, a share of the sample's range per channel,
+        in [0, 1]. Default 0.01 (ROAD).
       reduce_channels: one mask per pixel from the channel "mean" (default, original) or
         "max" of the saliency, or None to rank every feature on its own.
       target: "label" (default, saliency of the true class) or "predicted" (argmax of f(x)).
@@ -241,6 +251,9 @@ class SaliencyGuidedModel(keras.Model):
         kl_weight: float = 1.0,
         fill: str | masking.FillFn = "random",
         saliency: str = "abs",
+        patch_size: int = 1,
+        blur_sigma: float = masking.DEFAULT_BLUR_SIGMA,
+        impute_noise: float = masking.DEFAULT_IMPUTE_NOISE,
         reduce_channels: str | None = "mean",
         target: str = "label",
         from_logits: bool | None = None,
@@ -256,6 +269,19 @@ class SaliencyGuidedModel(keras.Model):
         if not callable(fill):
             _checks.check_choice(fill, masking.FILLS, "fill")
         _checks.check_choice(saliency, masking.RANKINGS, "saliency")
+        input_shape = model.inputs[0].shape
+        patch_size = masking.check_patch_size(patch_size, input_shape[1:-1])
+        blur_sigma = _checks.check_number(
+            blur_sigma, "blur_sigma", 0.0, masking.MAX_BLUR_SIGMA, low_open=True
+        )
+        impute_noise = _checks.check_number(impute_noise, "impute_noise", 0.0, 1.0)
+        if fill in masking.IMAGE_FILLS and input_shape.rank != 4:
+            raise _checks.InputError(
+                f"{fill!r} takes images (batch, height, width, channels); the model's input "
+                f"has shape {tuple(input_shape)}",
+                "fill",
+                fill,
+            )
         if reduce_channels == "none":
             reduce_channels = None
         _checks.check_choice(reduce_channels, masking.CHANNEL_REDUCTIONS, "reduce_channels")
@@ -270,6 +296,9 @@ class SaliencyGuidedModel(keras.Model):
         self.kl_weight = kl_weight
         self.fill = fill
         self.saliency = saliency
+        self.patch_size = patch_size
+        self.blur_sigma = blur_sigma
+        self.impute_noise = impute_noise
         self.reduce_channels = reduce_channels
         self.target = target
         self.from_logits = (
@@ -339,10 +368,15 @@ class SaliencyGuidedModel(keras.Model):
         unless `update_masked_statistics`."""
         with tape.stop_recording():
             mask = masking.saliency_mask(
-                grads, self.mask_fraction, self.reduce_channels, rank_by=self.saliency
-            )
-            noise = self._fill_noise(x) if self.fill == "random" else None
-            x_masked = masking.mask_input(x, mask, self.fill, noise=noise)
+                grads, self.mask_fraction, self.reduce_channels, rank_by=self.saliency,
+                patch_size=self.patch_size,
+            )  # fmt: skip
+            distribution = masking.noise_distribution(self.fill)
+            noise = self._fill_noise(x, distribution) if distribution else None
+            x_masked = masking.mask_input(
+                x, mask, self.fill, noise=noise, blur_sigma=self.blur_sigma,
+                impute_noise=self.impute_noise,
+            )  # fmt: skip
             state = [] if self.update_masked_statistics else _forward_state(self.model)
             clean_state = [tf.identity(variable) for variable in state]
         y_pred_masked = self(x_masked, training=True)
@@ -373,8 +407,9 @@ class SaliencyGuidedModel(keras.Model):
             results.update(result if isinstance(result, dict) else {metric.name: result})
         return results
 
-    def _fill_noise(self, x: tf.Tensor) -> tf.Tensor:
-        """U[0, 1) noise for the random fill, a function of (seed, step, global sample index).
+    def _fill_noise(self, x: tf.Tensor, distribution: str = "uniform") -> tf.Tensor:
+        """The fill's noise, U[0, 1) ("uniform", the random fill) or N(0, 1) ("normal", the
+        imputation), a function of (seed, step, global sample index).
 
         Under a distribution strategy every replica draws the noise of the whole global batch
         and keeps its own rows, so the masked batch does not depend on the replica count.
@@ -383,13 +418,15 @@ class SaliencyGuidedModel(keras.Model):
             [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
         )
         shape = tf.shape(x)
+        draw = {"uniform": tf.random.stateless_uniform, "normal": tf.random.stateless_normal}
+        draw = draw[distribution]
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
-            return tf.random.stateless_uniform(shape, seed=seed, dtype=x.dtype)
+            return draw(shape, seed=seed, dtype=x.dtype)
         sizes = context.all_gather(shape[:1], axis=0)
         offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
         global_shape = tf.concat([[tf.reduce_sum(sizes)], shape[1:]], axis=0)
-        noise = tf.random.stateless_uniform(global_shape, seed=seed, dtype=x.dtype)
+        noise = draw(global_shape, seed=seed, dtype=x.dtype)
         return noise[offset : offset + shape[0]]
 
     def make_train_function(self, force=False):
@@ -430,6 +467,9 @@ class SaliencyGuidedModel(keras.Model):
             "kl_weight": self.kl_weight,
             "fill": fill,
             "saliency": self.saliency,
+            "patch_size": self.patch_size,
+            "blur_sigma": self.blur_sigma,
+            "impute_noise": self.impute_noise,
             "reduce_channels": self.reduce_channels,
             "target": self.target,
             "from_logits": self.from_logits,
