@@ -31,8 +31,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from sgt_tfmot import masking
-from sgt_tfmot.explain import _validation as checks
+from sgt_tfmot.explain import _validation as checks, protocols
 from sgt_tfmot.explain.attribution import input_gradients
+from sgt_tfmot.explain.protocols.pixel import ranking_mask as _ranking_mask
 from sgt_tfmot.keras import keras, tf
 
 __all__ = [
@@ -49,38 +50,6 @@ ORDERS = ("top", "bottom", "random")
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
-
-
-def _ranking_mask(
-    saliency: tf.Tensor,
-    fraction: float,
-    order: str,
-    reduce_channels: str | None,
-    seed: int,
-) -> tf.Tensor:
-    """The mask of the ⌊fraction · n⌋ most ("top"), least ("bottom") or random features.
-
-    All three go through `saliency_mask`, which marks the *lowest* scores: "bottom" ranks |S|,
-    "top" ranks −|S| (the highest |S| are the lowest −|S|), "random" ranks uniform noise. A
-    channel reduction is applied to |S| before the negation (max of |S|, not of −|S|).
-    """
-    score = tf.abs(tf.convert_to_tensor(saliency, tf.float32))
-    if order == "bottom":
-        return masking.saliency_mask(score, fraction, reduce_channels, rank_by="signed")
-    has_channels = score.shape.rank >= 3
-    if order == "random":
-        # One uniform score per position (per feature without a reduction).
-        shape = tf.shape(score)
-        if reduce_channels is not None and has_channels:
-            shape = tf.concat([shape[:-1], [1]], axis=0)
-        score = tf.random.stateless_uniform(shape, seed=[seed, 0])
-        score = tf.broadcast_to(score, tf.shape(saliency))
-        return masking.saliency_mask(score, fraction, reduce_channels, rank_by="signed")
-    if reduce_channels == "max" and has_channels:
-        # mean over channels of a per-position constant = that constant.
-        score = tf.broadcast_to(tf.reduce_max(score, axis=-1, keepdims=True), tf.shape(score))
-        reduce_channels = "mean"
-    return masking.saliency_mask(-score, fraction, reduce_channels, rank_by="signed")
 
 
 def accuracy_drop_curve(
@@ -208,19 +177,26 @@ def curve_area(fractions: Sequence[float], accuracies: Sequence[float]) -> float
 
 @dataclasses.dataclass(frozen=True)
 class DropCurves:
-    """The accuracy-drop curves of one model, one per order, on the same images.
+    """The removal curves of one model under one protocol, one per order, on the same images.
 
     Attributes:
       name: The model's name in tables and plots.
-      fractions: Shares of the features removed, one per point.
+      fractions: Shares of the units removed, one per point.
       curves: Order ("top", "bottom", "random") -> accuracies in [0, 1], one per fraction.
-      method: The saliency that ranked the features (e.g. "vanilla").
-      fill: The fill of the removed features.
+      method: The saliency that ranked the units (e.g. "vanilla").
+      fill: The fill of the removed units, with its parameters (e.g. "mean",
+        "noisy linear imputation (noise 0.01)").
       num_images: Images per point.
-      zero_saliency_images: Images whose saliency map is all zero. Their features tie and go
+      zero_saliency_images: Images whose saliency map is all zero. Their units tie and go
         in index order, so their "top" and "bottom" curves are the same arbitrary curve. On a
         QAT model this happens when the true-class output lies outside the output
         quantizer's range, where the fake-quant passes no gradient.
+      protocol: The removal protocol (`sgt_tfmot.explain.protocols`), "pixel" for the
+        trainer's masking rule.
+      unit: What one rank removes ("pixels", "4x4 patches").
+      measure: The curve the protocol's tables lead with, "accuracy" or "probability".
+      probabilities: Order -> mean probability of the true class, one per fraction (softmax
+        of logits; see `protocols.base.probabilities`), or None when not measured.
     """
 
     name: str
@@ -230,6 +206,10 @@ class DropCurves:
     fill: str
     num_images: int
     zero_saliency_images: int = 0
+    protocol: str = "pixel"
+    unit: str = "pixels"
+    measure: str = "accuracy"
+    probabilities: dict[str, tuple[float, ...]] | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -239,16 +219,35 @@ class DropCurves:
         return next(iter(self.curves.values()))[0]
 
     def areas(self) -> dict[str, float]:
-        """Order -> `curve_area` of its curve ({} with fewer than 2 fractions)."""
+        """Order -> `curve_area` of its accuracy curve ({} with fewer than 2 fractions)."""
         if len(self.fractions) < 2:
             return {}
         return {order: curve_area(self.fractions, c) for order, c in self.curves.items()}
+
+    def probability_areas(self) -> dict[str, float]:
+        """Order -> `curve_area` of its probability curve ({} when not measured)."""
+        if len(self.fractions) < 2 or not self.probabilities:
+            return {}
+        return {order: curve_area(self.fractions, c) for order, c in self.probabilities.items()}
+
+    def headline_areas(self) -> dict[str, float]:
+        """The areas of the protocol's own measure (`measure`): what its tables show."""
+        return self.probability_areas() if self.measure == "probability" else self.areas()
+
+    def aopc(self) -> dict[str, float]:
+        """Order -> AOPC (Samek et al. 2017): mean over the points after the first of
+        p(first point) − p(point), the probability curve's mean drop ({} when not measured)."""
+        if len(self.fractions) < 2 or not self.probabilities:
+            return {}
+        return {o: float(c[0] - np.mean(c[1:])) for o, c in self.probabilities.items()}
 
     def to_dict(self) -> dict:
         return {
             **dataclasses.asdict(self),
             "accuracy": self.accuracy,
             "areas": self.areas(),
+            "probability_areas": self.probability_areas(),
+            "aopc": self.aopc(),
         }
 
 
@@ -263,35 +262,44 @@ def drop_curves(
     predict_fn: PredictFn | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     orders: Sequence[str] = ORDERS,
-    fill: str = "mean",
+    fill: str | None = None,
     seed: int = 0,
     reduce_channels: str | None = "mean",
     batch_size: int = 256,
+    protocol: str = "pixel",
+    protocol_options: protocols.ProtocolOptions | None = None,
 ) -> DropCurves:
-    """The accuracy-drop curves of a Keras classifier for several orders.
+    """The removal curves of a classifier under one protocol, for several orders.
 
     Args:
-      model: A tf_keras classifier (float or QAT).
+      model: A tf_keras classifier (float or QAT), or anything with `predict(images)` (an
+        integer `.tflite` model) when `saliency` is given.
       images: (N, ...) images in the model's input range.
       labels: (N,) integer class ids.
-      saliency: Saliency shaped like `images`; None takes `input_gradients(model, ...)`,
-        the vanilla gradient of the true class, in one graph function per batch.
+      saliency: Saliency shaped like `images` (or (N, H, W) per-pixel maps); None takes
+        `input_gradients(model, ...)`, the vanilla gradient of the true class, in one graph
+        function per batch.
       name: The model's name in the result (default: `model.name`).
       method: The name of the saliency method, recorded in the result.
       predict_fn: What is measured; default `model.predict` in batches of `batch_size`.
-      fractions: Shares to remove, each in [0, 1].
+      fractions: Shares to remove, each in [0, 1] (below 1 for ROAD's imputation).
       orders: Any of "top", "bottom", "random", each once.
-      fill: "mean", "zero" or "random" (see `accuracy_drop_curve`).
-      seed: Seed of the random order and the random fill.
-      reduce_channels: "mean", "max" or None (see `accuracy_drop_curve`).
+      fill: The protocol's fill (None: its default; the per-pixel protocol: "mean").
+      seed: Seed of the random order and the random fills.
+      reduce_channels: "mean", "max" or None (see `accuracy_drop_curve`; None only for the
+        per-pixel protocol).
       batch_size: Batch size of the gradients and predictions, >= 1.
+      protocol: A name of `sgt_tfmot.explain.protocols` ("pixel", "road", "deletion",
+        "insertion", "region", ...).
+      protocol_options: Further settings (patch, noise, blur_sigma, value_range); `fill`,
+        `seed` and `reduce_channels` above replace theirs.
 
     Returns:
       A `DropCurves`.
 
     Raises:
-      ValueError: On an unknown or repeated order, or the errors of `input_gradients` and
-        `accuracy_drop_curve`.
+      ValueError: On an unknown or repeated order, an unknown protocol or fill, or the errors
+        of `input_gradients` and `accuracy_drop_curve`.
     """
     orders = list(orders)
     if not orders or len(set(orders)) != len(orders):
@@ -301,6 +309,15 @@ def drop_curves(
         )
     for order in orders:
         checks.check_choice(order, ORDERS, "order")
+    removal = protocols.get(protocol)
+    options = dataclasses.replace(
+        protocol_options or protocols.ProtocolOptions(),
+        fill=fill if fill is not None else (protocol_options.fill if protocol_options else None),
+        seed=seed,
+        reduce_channels=reduce_channels,
+    )
+    fill_title = removal.fill_title(options)  # checks the fill
+    fractions = _check_fractions(fractions)
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     if isinstance(model, keras.Model):
         images, labels = checks.check_model_inputs(model, images, labels)
@@ -314,29 +331,32 @@ def drop_curves(
     if saliency is None:
         saliency = input_gradients(model, images, labels, batch_size=batch_size)
     saliency = np.asarray(saliency, dtype=np.float32)
+    if saliency.shape not in (images.shape, images.shape[:3]):
+        raise ValueError(
+            f"`saliency` must be shaped like `images` {images.shape} (or per pixel, "
+            f"{images.shape[:3]}). Received: {saliency.shape}"
+        )
     if predict_fn is None:
 
         def predict_fn(x):
             return predict(model, x, batch_size)
 
-    curves = {
-        order: tuple(
-            float(a)
-            for a in accuracy_drop_curve(
-                predict_fn, images, labels, saliency, fractions, order, fill, seed, reduce_channels
-            )
-        )
-        for order in orders
-    }
+    measured = protocols.removal_curves(
+        removal, predict_fn, images, labels, saliency, fractions, orders, options
+    )
     flat = saliency.reshape(len(saliency), -1)
     return DropCurves(
         name=getattr(model, "name", "model") if name is None else str(name),
         fractions=tuple(float(f) for f in fractions),
-        curves=curves,
+        curves=measured.accuracy,
         method=method,
-        fill=fill,
+        fill=fill_title,
         num_images=len(images),
         zero_saliency_images=int(np.sum(~np.any(flat, axis=1))),
+        protocol=removal.name,
+        unit=removal.unit_title(options),
+        measure=removal.measure,
+        probabilities=measured.probability,
     )
 
 
