@@ -175,10 +175,12 @@ def noisy_linear_imputation(
     values, removed, squeeze = _with_channels(images, removed)
     out = values.copy()
     if removed.any():
-        solved = np.concatenate([
-            _solve(values[start : start + _CHUNK], removed[start : start + _CHUNK])
-            for start in range(0, len(values), _CHUNK)
-        ])
+        solved = np.concatenate(
+            [
+                _solve(values[start : start + _CHUNK], removed[start : start + _CHUNK])
+                for start in range(0, len(values), _CHUNK)
+            ]
+        )
         if noise:
             if value_range is None:
                 value_range = float(values.max() - values.min())

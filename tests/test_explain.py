@@ -243,9 +243,10 @@ def test_curves_csv_has_one_row_per_point():
     images, labels = data(8)
     curves = explain.drop_curves(model, images, labels, name="a,b", fractions=(0.0, 0.5))
     lines = explain.curves_csv([curves]).splitlines()
-    assert lines[0] == "model,order,fraction,accuracy"
+    assert lines[0] == "model,protocol,fill,order,fraction,accuracy,probability"
     assert len(lines) == 1 + 3 * 2
-    assert lines[1] == f'"a,b",top,0,{curves.curves["top"][0]:.6f}'
+    top = curves.curves["top"][0], curves.probabilities["top"][0]
+    assert lines[1] == f'"a,b",pixel,mean,top,0,{top[0]:.6f},{top[1]:.6f}'
 
 
 @pytest.mark.parametrize(
@@ -489,7 +490,7 @@ def test_report_files_are_pngs_json_and_markdown(evaluation):
     assert curves["models"][0]["curves"]["top"][0] == result.models[0].accuracy
     text = report.markdown_report(result, {"maps": "maps.png", "curves": "drop_curves.png"})
     assert (
-        "![saliency maps](maps.png)" in text and "![accuracy-drop curves](drop_curves.png)" in text
+        "![saliency maps](maps.png)" in text and "![removal curves: pixel](drop_curves.png)" in text
     )
     assert "| a | same as a | Grad-CAM | 1.00 ± 0.00 | 1.00 ± 0.00 | 10 (0) |" in text
     assert text.count("| a | ") >= 1 + 3 + 4  # models, curve and sanity tables

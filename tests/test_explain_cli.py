@@ -27,6 +27,7 @@ ERROR_PREFIX = "sgt_tfmot.explain: error: "
 SMALL = ["--num_images", "3", "--curve_images", "60", "--agreement_images", "8"]
 SMALL += ["--smooth_samples", "2"]
 OUTPUTS = ["drop_curves.csv", "drop_curves.json", "drop_curves.png", "maps.png", "summary.json"]
+OUTPUTS += ["curves_road.png"]  # the default protocols: pixel (drop_curves.png), then road
 
 
 def fit_briefly(model):
@@ -80,14 +81,16 @@ def test_end_to_end_writes_every_file(explained):
     code, root = explained
     assert code == 0
     assert sorted(p.name for p in (root / "out").iterdir()) == sorted([".sgt_tfmot.json", *OUTPUTS])
-    for name in ("maps.png", "drop_curves.png"):
+    for name in ("maps.png", "drop_curves.png", "curves_road.png"):
         assert (root / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (root / "reports" / "r.md").read_text()
     assert "![saliency maps](../out/maps.png)" in report
-    assert "![accuracy-drop curves](../out/drop_curves.png)" in report
+    assert "![removal curves: pixel](../out/drop_curves.png)" in report
+    assert "![removal curves: road](../out/curves_road.png)" in report
+    assert "### ROAD (pixels, noisy linear imputation (noise 0.01) fill), accuracy" in report
     assert "- dataset: mnist_subset (test split, 1000 images)" in report
     for method in ("vanilla gradient", "SmoothGrad", "Grad-CAM", "Grad-CAM++"):
-        assert f"| float | run | {method} |" in report
+        assert f"| float | run | {method}" in report  # marked when its sanity check failed
 
 
 def test_curves_hold_the_model_accuracy_and_their_areas(explained, models_dir):
@@ -109,8 +112,19 @@ def test_curves_hold_the_model_accuracy_and_their_areas(explained, models_dir):
                 explain.curve_area(curves["fractions"], curve)
             )
     rows = list(csv.DictReader((root / "out" / "drop_curves.csv").read_text().splitlines()))
-    assert len(rows) == 2 * 3 * 10
+    assert len(rows) == 2 * 2 * 3 * 10  # models x protocols x orders x fractions
+    assert [row["protocol"] for row in rows[:: 3 * 10]] == ["pixel", "road"] * 2
     assert float(rows[0]["accuracy"]) == pytest.approx(first["curves"]["top"][0])
+    road = curves["protocols"]["road"]
+    assert road["fill"] == "noisy linear imputation (noise 0.01)" and road["unit"] == "pixels"
+    for measured in road["models"]:  # x = 0 is the unperturbed image in every order
+        start = {order: curve[0] for order, curve in measured["accuracy"].items()}
+        assert set(start.values()) == {
+            curves["models"][0 if measured["name"] == "float" else 1]["accuracy"]
+        }
+        assert measured["top_below_random"] == (
+            measured["areas"]["top"] < measured["areas"]["random"]
+        )
 
 
 def test_summary_holds_agreement_concentration_and_sanity(explained, models_dir):

@@ -5,7 +5,9 @@ Usage:
     python -m sgt_tfmot.explain --model PATH [--model PATH ...] --out_dir DIR
         [--dataset NAME] [--data_dir DIR] [--methods vanilla,smoothgrad,gradcam,gradcampp]
         [--num_images 8 | --images 3,17,42] [--curve_images 500] [--agreement_images 64]
-        [--curve_method vanilla] [--fill mean] [--smooth_samples 20]
+        [--curve_method vanilla] [--protocol pixel,road,deletion,insertion,region]
+        [--fill mean] [--patch 4] [--region_fill uniform] [--road_noise 0.01]
+        [--blur_sigma 2] [--smooth_samples 20]
         [--penultimate_layer NAME] [--sanity_threshold 0.5] [--seed 0]
         [--report DIR/report.md] [--overwrite]
 
@@ -21,10 +23,15 @@ Writes into --out_dir:
 
 * maps.png: rows are test images (--images, or --num_images drawn with --seed), columns
   models x methods, with the label and each model's prediction;
-* drop_curves.png, drop_curves.json, drop_curves.csv: accuracy after removing the top,
-  bottom or random x % of the pixels (x = 0, 10, ..., 90) of the first --curve_images test
-  images, ranked by --curve_method saliency and replaced with the trainer's --fill; the
-  area under each curve;
+* drop_curves.png, drop_curves.json, drop_curves.csv: accuracy (and true-class
+  probability) after removing the most relevant (MoRF), least relevant (LeRF) or random
+  x % of the units (x = 0, 10, ..., 90) of the first --curve_images test images, ranked by
+  --curve_method saliency, under each removal protocol of --protocol (the first one's
+  figure is drop_curves.png, the others' curves_NAME.png): `pixel` (the trainer's masking
+  rule and --fill), `road` (ROAD, noisy linear imputation), `deletion` / `insertion`
+  (RISE, blurred image), `region` (patches of --patch pixels, --region_fill); the area
+  under each curve and whether MoRF falls below random order. Protocols only evaluate the
+  model, so they work on a .tflite too;
 * summary.json: every number, including concentration, the randomisation sanity check and
   the agreement of every pair of models (Spearman rho, top-10 % IoU) per method, on the first
   --agreement_images test images;
@@ -54,7 +61,7 @@ from sgt_tfmot import (
 )
 from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
-from sgt_tfmot.explain import report as reports
+from sgt_tfmot.explain import protocols, report as reports
 from sgt_tfmot.explain.attribution import _penultimate
 from sgt_tfmot.explain.attributions import MAP_METHODS
 from sgt_tfmot.explain.evaluate import (
@@ -117,7 +124,27 @@ flags.DEFINE_string(
     "curve_method", None, f"Saliency ranking the drop curves (default: {_D.curve_method}; "
     "occlusion for a .tflite model).", **_IN,
 )  # fmt: skip
-flags.DEFINE_string("fill", _D.fill, f"Fill of removed features: {', '.join(FILLS)}.", **_IN)
+flags.DEFINE_list(
+    "protocol", list(_D.protocols),
+    "Removal protocols of the curves, any of: " + "; ".join(
+        f"{p.name} = {p.title}, {p.unit}s, fills {'/'.join(p.fills)}, {p.measure} ({p.reference})"
+        for p in map(protocols.get, protocols.names())
+    ) + ". The first gives drop_curves.png; each other one curves_NAME.png.", **_IN,
+)  # fmt: skip
+flags.DEFINE_string(
+    "fill", _D.fill, f"Fill of the pixel protocol (the trainer's): {', '.join(FILLS)}.", **_IN
+)
+flags.DEFINE_integer("patch", _D.patch, "Patch side of the region protocol, pixels.", **_IN)
+flags.DEFINE_string(
+    "region_fill", _D.region_fill,
+    f"Fill of the region protocol: {', '.join(protocols.get('region').fills)}.", **_IN,
+)  # fmt: skip
+flags.DEFINE_float(
+    "road_noise", _D.road_noise, "ROAD's imputation noise, share of the value range.", **_IN
+)
+flags.DEFINE_float(
+    "blur_sigma", _D.blur_sigma, "Blur of the deletion/insertion fill, pixels.", **_IN
+)
 flags.DEFINE_integer(
     "smooth_samples", _D.smooth_samples, "Noisy samples per image for SmoothGrad.", **_IN
 )
@@ -213,10 +240,12 @@ def _model_names(files: Sequence[Path], paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _output_paths(out_dir, report, overwrite: bool) -> dict[str, Path]:
-    """The output files, checked before any work: writable, and replaced only if ours."""
+def _output_paths(out_dir, report, overwrite: bool, names=()) -> dict[str, Path]:
+    """The output files, checked before any work: writable, and replaced only if ours. The
+    curves of the protocols after the first go to curves_NAME.png."""
     out_dir = check_output_dir(out_dir, "out_dir")
     paths = {kind: out_dir / name for kind, name in FILES.items()}
+    paths |= {f"curves_{name}": out_dir / f"curves_{name}.png" for name in names[1:]}
     paths["report"] = out_dir / REPORT_FILE if report is None else Path(report)
     for kind, path in paths.items():
         check_output_file(path, "report" if kind == "report" else "out_dir", overwrite)
@@ -248,6 +277,11 @@ def explain_saved_models(
     agreement_images: int = _D.agreement_images,
     curve_method: str | None = None,
     fill: str = _D.fill,
+    protocol: Sequence[str] | str = _D.protocols,
+    patch: int = _D.patch,
+    region_fill: str = _D.region_fill,
+    road_noise: float = _D.road_noise,
+    blur_sigma: float = _D.blur_sigma,
     smooth_samples: int = _D.smooth_samples,
     penultimate_layer: str | None = None,
     sanity_threshold: float = _D.sanity_threshold,
@@ -267,6 +301,8 @@ def explain_saved_models(
       data_dir: Folder with DATASET.npz; None: the run's, then `sgt_tfmot.data`'s default.
       methods, num_images, curve_images, agreement_images, curve_method, fill,
       smooth_samples, penultimate_layer, sanity_threshold, seed: See `evaluate_models`.
+      protocol, patch, region_fill, road_noise, blur_sigma: The removal protocols and their
+        settings (`EvaluationOptions.protocols`, ...).
       images: Test image indices of the figure (instead of `num_images` random ones).
       report: Path of the markdown report; default OUT_DIR/report.md.
       overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
@@ -292,10 +328,12 @@ def explain_saved_models(
     options = EvaluationOptions(
         methods=methods, num_images=num_images, map_indices=images, curve_images=curve_images,
         agreement_images=agreement_images, curve_method=curve_method, fill=fill,
-        smooth_samples=smooth_samples, penultimate_layer=penultimate_layer,
+        protocols=protocols.parse(protocol, "protocol"), patch=patch, region_fill=region_fill,
+        road_noise=road_noise, blur_sigma=blur_sigma, smooth_samples=smooth_samples,
+        penultimate_layer=penultimate_layer,
         sanity_threshold=sanity_threshold, seed=seed,
     )  # fmt: skip
-    paths = _output_paths(out_dir, report, overwrite)
+    paths = _output_paths(out_dir, report, overwrite, options.protocols)
     loaded, files = _load_models(models, trust_model_code)
     paths_in = [file.parent if file.name == saving.RUN_MODEL_FILE else file for file in files]
     dataset, data_dir, _, opening = _cli.resolve_dataset(dataset, data_dir, files, data_options)
@@ -374,6 +412,10 @@ def _output_contents(evaluation: Evaluation, paths: dict[str, Path], sources: di
     return {
         paths["maps"]: reports.maps_figure(evaluation),
         paths["curves"]: reports.curves_figure(evaluation),
+        **{
+            paths[f"curves_{name}"]: reports.curves_figure(evaluation, name)
+            for name in list(evaluation.settings["protocols"])[1:]
+        },
         paths["curves_json"]: (
             json.dumps({"dataset": dataset, **reports.curves_json(evaluation)}, indent=2) + "\n"
         ).encode(),
@@ -397,6 +439,16 @@ def format_summary(evaluation: Evaluation, files: dict[str, Path]) -> str:
             f"{model.name}: accuracy {100 * model.accuracy:.2f} %, AUC {auc}, "
             f"{model.curves.zero_saliency_images} zero-saliency images, {sanity}"
         )
+        for curves in model.protocols.values():
+            areas = curves.headline_areas()
+            below = reports.top_below_random(curves)
+            mark = " (ranking FAILED its sanity check)" if curves.method in failed else ""
+            lines.append(
+                f"  {reports.protocol_title(curves)}, {curves.measure} AUC: "
+                + ", ".join(f"{reports.ORDER_TITLES[o]} {a:.3f}" for o, a in areas.items())
+                + ("" if below is None else f"; MoRF below random: {'yes' if below else 'no'}")
+                + mark
+            )
     for item in evaluation.agreements:
         rho = "n/a" if item.spearman_mean is None else f"{item.spearman_mean:.2f}"
         iou = "n/a" if item.iou_mean is None else f"{item.iou_mean:.2f}"
@@ -435,6 +487,11 @@ def _explain(positional: list[str]) -> int:
         agreement_images=FLAGS.agreement_images,
         curve_method=FLAGS.curve_method,
         fill=FLAGS.fill,
+        protocol=FLAGS.protocol,
+        patch=FLAGS.patch,
+        region_fill=FLAGS.region_fill,
+        road_noise=FLAGS.road_noise,
+        blur_sigma=FLAGS.blur_sigma,
         smooth_samples=FLAGS.smooth_samples,
         penultimate_layer=FLAGS.penultimate_layer,
         sanity_threshold=FLAGS.sanity_threshold,

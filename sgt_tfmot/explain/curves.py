@@ -368,19 +368,27 @@ def predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 
 def curves_csv(results: Sequence[DropCurves]) -> str:
-    """The curves of several models as CSV, one row per point: model,order,fraction,accuracy.
+    """The curves as CSV, one row per point:
+    model,protocol,fill,order,fraction,accuracy,probability (probability empty when not
+    measured).
 
     Args:
-      results: `DropCurves` of the models.
+      results: `DropCurves` of the models (and protocols).
 
     Returns:
       The CSV text with a header line, "\\n" line ends.
     """
-    lines = ["model,order,fraction,accuracy"]
+
+    def cell(text: str) -> str:
+        text = text.replace('"', '""')
+        return f'"{text}"' if any(c in text for c in ',"\n') else text
+
+    lines = ["model,protocol,fill,order,fraction,accuracy,probability"]
     for result in results:
-        name = result.name.replace('"', '""')
-        name = f'"{name}"' if any(c in name for c in ',"\n') else name
+        head = f"{cell(result.name)},{result.protocol},{cell(result.fill)}"
         for order, curve in result.curves.items():
-            for fraction, accuracy in zip(result.fractions, curve, strict=True):
-                lines.append(f"{name},{order},{fraction:g},{accuracy:.6f}")
+            probs = (result.probabilities or {}).get(order, [None] * len(curve))
+            for fraction, accuracy, p in zip(result.fractions, curve, probs, strict=True):
+                p = "" if p is None else f"{p:.6f}"
+                lines.append(f"{head},{order},{fraction:g},{accuracy:.6f},{p}")
     return "\n".join(lines) + "\n"

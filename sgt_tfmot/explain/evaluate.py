@@ -31,8 +31,8 @@ import numpy as np
 
 from sgt_tfmot import masking
 from sgt_tfmot._checks import InputError
-from sgt_tfmot.explain import _validation as checks, attributions
-from sgt_tfmot.explain.attribution import _penultimate, attribution_maps
+from sgt_tfmot.explain import _validation as checks, attributions, protocols as removal
+from sgt_tfmot.explain.attribution import _penultimate, attribution_maps, input_gradients
 from sgt_tfmot.explain.attributions import CAM_METHODS, MAP_METHODS, AttributionOptions
 from sgt_tfmot.explain.curves import (
     DEFAULT_FRACTIONS,
@@ -54,6 +54,9 @@ from sgt_tfmot.explain.measures import (
 from sgt_tfmot.keras import keras
 
 DEFAULT_METHODS = attributions.names(gradient_free=False)  # occlusion only on request
+# The trainer's per-pixel rule first (the curves of earlier reports), then ROAD, the
+# protocol the field accepts for faithfulness (docs/protocols.md).
+DEFAULT_PROTOCOLS = ("pixel", "road")
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -72,12 +75,13 @@ class ModelEvaluation:
     Attributes:
       name: The model's name.
       accuracy: Its accuracy on the curve images.
-      curves: Its accuracy-drop curves on the curve images (`curves.zero_saliency_images`
-        counts the all-zero saliency maps).
+      curves: Its removal curves under the first protocol, on the curve images
+        (`curves.zero_saliency_images` counts the all-zero saliency maps).
       concentration: Method -> {"mean", "std": share of the saliency in the top
         `top_fraction` of the pixels, over the maps that are not all zero; "zero_maps"}.
       sanity: Method -> `SanityCheck`.
       penultimate_layer: The Grad-CAM layer, when a CAM method was run.
+      protocols: Protocol name -> its removal curves (the first one is `curves`).
     """
 
     name: str
@@ -86,6 +90,12 @@ class ModelEvaluation:
     concentration: dict[str, dict]
     sanity: dict[str, SanityCheck]
     penultimate_layer: str | None = None
+    protocols: dict[str, DropCurves] = dataclasses.field(default_factory=dict)
+
+    def sanity_failed(self, method: str) -> bool:
+        """True when `method`'s sanity check ran on this model and failed."""
+        check = self.sanity.get(method)
+        return check is not None and not check.passed
 
     def to_dict(self) -> dict:
         return {
@@ -95,6 +105,7 @@ class ModelEvaluation:
             "concentration": self.concentration,
             "sanity": {method: check.to_dict() for method, check in self.sanity.items()},
             "penultimate_layer": self.penultimate_layer,
+            "protocols": {name: curves.to_dict() for name, curves in self.protocols.items()},
         }
 
 
@@ -202,9 +213,15 @@ class EvaluationOptions:
       agreement_images: The first `agreement_images` images (at most N) give agreement,
         concentration and the sanity check, >= 1.
       curve_method: The method that ranks the features of the curves (one of `MAP_METHODS`;
-        Grad-CAM maps rank pixels).
+        Grad-CAM maps rank pixels). Its sanity check runs too, methods or not.
       fractions: Shares removed, each in [0, 1] (see `accuracy_drop_curve`).
-      fill: "mean", "zero" or "random": the trainer's fill rules.
+      fill: The per-pixel protocol's fill: "mean", "zero" or "random", the trainer's rules.
+      protocols: Removal protocols of the curves, names of `sgt_tfmot.explain.protocols`
+        (the first gives `ModelEvaluation.curves`).
+      patch: Patch side of the region protocol, in pixels.
+      region_fill: The region protocol's fill (see `protocols.region`).
+      road_noise: ROAD's imputation noise, a share of the value range.
+      blur_sigma: The deletion/insertion blur, in pixels.
       top_fraction: Share of the pixels in the top sets of the IoU and the concentration.
       smooth_samples, noise: SmoothGrad's settings (noise > 0).
       penultimate_layer: Grad-CAM layer name for every model; None finds each model's last
@@ -226,6 +243,11 @@ class EvaluationOptions:
     curve_method: str = "vanilla"
     fractions: Sequence[float] = DEFAULT_FRACTIONS
     fill: str = "mean"
+    protocols: Sequence[str] = DEFAULT_PROTOCOLS
+    patch: int = removal.ProtocolOptions.patch
+    region_fill: str = "uniform"
+    road_noise: float = removal.ProtocolOptions.noise
+    blur_sigma: float = removal.ProtocolOptions.blur_sigma
     top_fraction: float = DEFAULT_TOP_FRACTION
     smooth_samples: int = AttributionOptions.smooth_samples
     noise: float = AttributionOptions.noise
@@ -254,8 +276,38 @@ class EvaluationOptions:
         clean["noise"] = float(noise)
         clean["sanity_threshold"] = fraction(self.sanity_threshold, "sanity_threshold")
         clean["batch_size"] = positive(self.batch_size, "batch_size")
+        clean["protocols"] = removal.parse(self.protocols, "protocols")
+        settings = removal.ProtocolOptions(
+            patch=self.patch, noise=self.road_noise, blur_sigma=self.blur_sigma
+        )
+        for name in clean["protocols"]:
+            self.protocol_options(name, settings)  # checks each protocol's fill
+            if removal.get(name).fill(settings) == "imputation" and max(clean["fractions"]) >= 1:
+                raise InputError(
+                    f"must be < 1 with protocol {name!r} (its imputation needs a kept pixel)",
+                    "fractions",
+                    list(clean["fractions"]),
+                )
         for name, value in clean.items():
             object.__setattr__(self, name, value)
+
+    def protocol_options(
+        self, name: str, base: removal.ProtocolOptions | None = None
+    ) -> removal.ProtocolOptions:
+        """The settings of protocol `name` (its fill checked): `fill` for the per-pixel one,
+        `region_fill` for the region one, the default fill for the others."""
+        base = base or removal.ProtocolOptions(
+            patch=self.patch, noise=self.road_noise, blur_sigma=self.blur_sigma, seed=self.seed
+        )
+        fill = {"pixel": self.fill, "region": self.region_fill}.get(name)
+        options = dataclasses.replace(base, fill=fill)
+        removal.get(name).fill(options)
+        return options
+
+    @property
+    def sanity_methods(self) -> tuple[str, ...]:
+        """The methods whose sanity check runs: `methods` and the curves' `curve_method`."""
+        return tuple(dict.fromkeys((*self.methods, self.curve_method)))
 
     @property
     def needs_cam(self) -> bool:
@@ -419,6 +471,15 @@ class _Run:
             "curve_method": options.curve_method,
             "fractions": [float(f) for f in options.fractions],
             "fill": options.fill,
+            "protocols": {
+                name: {
+                    "title": removal.get(name).title,
+                    "unit": removal.get(name).unit_title(options.protocol_options(name)),
+                    "fill": removal.get(name).fill_title(options.protocol_options(name)),
+                    "measure": removal.get(name).measure,
+                }
+                for name in options.protocols
+            },
             "top_fraction": options.top_fraction,
             "smooth_samples": options.smooth_samples,
             "noise": options.noise,
@@ -436,43 +497,50 @@ class _Measured:
 
 
 def _evaluate_model(run: _Run, name: str, model, penultimate_layer) -> _Measured:
-    """Curves, concentration, sanity check, maps and predictions of one model."""
+    """Curves under each protocol, concentration, sanity checks, maps and predictions."""
     (x_curve, y_curve), (x_agree, y_agree), (x_map, y_map) = run.curve, run.agree, run.shown
     settings, options = run.options, run.options.attribution(penultimate_layer)
     seed, batch_size = settings.seed, settings.batch_size
-    run.say(f"{name}: accuracy-drop curves on {len(x_curve)} images ({settings.curve_method})")
-    curves = drop_curves(
-        model,
-        x_curve,
-        y_curve,
-        _curve_saliency(model, x_curve, y_curve, settings.curve_method, options, seed),
-        name=name,
-        method=settings.curve_method,
-        fractions=settings.fractions,
-        fill=settings.fill,
-        seed=seed,
-        batch_size=max(batch_size, 256),
-    )
+    ranking = _curve_saliency(model, x_curve, y_curve, settings.curve_method, options, seed)
+    if ranking is None:  # the vanilla gradient, once for every protocol
+        ranking = input_gradients(model, x_curve, y_curve, batch_size=max(batch_size, 256))
+    measured = {}
+    for protocol in settings.protocols:
+        run.say(f"{name}: {protocol} curves on {len(x_curve)} images ({settings.curve_method})")
+        measured[protocol] = drop_curves(
+            model, x_curve, y_curve, ranking, name=name, method=settings.curve_method,
+            fractions=settings.fractions, seed=seed, batch_size=max(batch_size, 256),
+            protocol=protocol, protocol_options=settings.protocol_options(protocol),
+        )  # fmt: skip
+    curves = measured[settings.protocols[0]]
     shares, sanity, agreement_maps, maps = {}, {}, {}, {}
-    for method in settings.methods:
-        run.say(f"{name}: {method} maps, concentration and sanity check on {len(x_agree)} images")
+    for method in settings.sanity_methods:
+        shown = method in settings.methods
+        run.say(
+            f"{name}: {method} maps{', concentration' if shown else ''} and sanity check on "
+            f"{len(x_agree)} images"
+        )
         agree = attribution_maps(model, x_agree, y_agree, method, seed=seed, **options)
-        agreement_maps[method] = agree
-        share = concentration(agree, settings.top_fraction)
-        mean, std = _mean_std(share)
-        shares[method] = {"mean": mean, "std": std, "zero_maps": int(np.isnan(share).sum())}
         if isinstance(model, keras.Model):  # the check randomizes the weights
             sanity[method] = sanity_check(
                 model, x_agree, y_agree, method, settings.sanity_threshold, seed, maps=agree,
                 **options,
             )  # fmt: skip
+        if not shown:
+            continue
+        agreement_maps[method] = agree
+        share = concentration(agree, settings.top_fraction)
+        mean, std = _mean_std(share)
+        shares[method] = {"mean": mean, "std": std, "zero_maps": int(np.isnan(share).sum())}
         maps[method] = attribution_maps(model, x_map, y_map, method, seed=seed, **options)
     accuracy = curves.accuracy
     if accuracy is None:  # no x = 0 point among the fractions
         scores = predict(model, x_curve, max(batch_size, 256))
         accuracy = float(np.mean(scores.argmax(-1) == y_curve))
     return _Measured(
-        evaluation=ModelEvaluation(name, accuracy, curves, shares, sanity, penultimate_layer),
+        evaluation=ModelEvaluation(
+            name, accuracy, curves, shares, sanity, penultimate_layer, protocols=measured
+        ),
         agreement_maps=agreement_maps,
         maps=maps,
         predictions=predict(model, x_map, batch_size).argmax(-1),

@@ -6,10 +6,11 @@ writes them:
 
 * `maps_figure(evaluation)`: PNG grid, one row per image (the image with its label, then
   one column per model × method, each titled with the model's prediction);
-* `curves_figure(evaluation)`: PNG of the accuracy-drop curves, one color per model, solid
-  for the most salient features removed first, dashed for the least salient, dotted for
-  random order;
-* `curves_json(evaluation)` / `curves_csv`: the curves and their areas;
+* `curves_figure(evaluation, protocol)`: PNG of one protocol's removal curves (its own
+  measure: accuracy or true-class probability), one color per model, solid for the most
+  salient units removed first (MoRF), dashed for the least salient (LeRF), dotted for random
+  order; the title names the protocol, the unit and the fill;
+* `curves_json(evaluation)` / `curves_csv`: the curves of every protocol and their areas;
 * `markdown_report(evaluation, links)`: tables of every measure with the figures linked.
 """
 
@@ -43,6 +44,7 @@ class _MethodNames(dict):
 
 
 ORDER_STYLES = {"top": "-", "bottom": "--", "random": ":"}
+ORDER_TITLES = {"top": "MoRF", "bottom": "LeRF", "random": "random"}
 ORDER_NAMES = {
     "top": "most salient removed first",
     "bottom": "least salient removed first",
@@ -95,32 +97,52 @@ def maps_figure(evaluation: Evaluation) -> bytes:
     return png(figure)
 
 
-def curves_figure(evaluation: Evaluation) -> bytes:
-    """PNG: accuracy (%) against the share of features removed (%), one color per model.
+def _protocol_curves(evaluation: Evaluation, protocol: str | None):
+    """(protocol name, each model's `DropCurves` under it); None: the first protocol."""
+    protocol = protocol or evaluation.models[0].curves.protocol
+    return protocol, [model.protocols.get(protocol, model.curves) for model in evaluation.models]
+
+
+def protocol_title(curves) -> str:
+    """ "ROAD (pixels, noisy linear imputation (noise 0.01))": what a table or figure shows."""
+    from sgt_tfmot.explain import protocols
+
+    title = protocols.get(curves.protocol).title if protocols.supports(curves.protocol) else ""
+    return f"{title or curves.protocol} ({curves.unit}, {curves.fill} fill)"
+
+
+def curves_figure(evaluation: Evaluation, protocol: str | None = None) -> bytes:
+    """PNG: the protocol's measure (%) against the share of units removed (%), one color
+    per model.
 
     Args:
       evaluation: From `evaluate_models`.
+      protocol: A protocol of the evaluation; None: the first.
 
     Returns:
       The PNG file's bytes.
     """
     from matplotlib.lines import Line2D
 
+    protocol, measured = _protocol_curves(evaluation, protocol)
     figure = new_figure(6.4, 4.4)
     axis = figure.subplots()
     colors = [f"C{i % 10}" for i in range(len(evaluation.models))]
     orders = []
-    for color, model in zip(colors, evaluation.models, strict=True):
-        x = 100 * np.asarray(model.curves.fractions)
-        for order, curve in model.curves.curves.items():
+    probability = measured[0].measure == "probability"
+    for color, curves in zip(colors, measured, strict=True):
+        x = 100 * np.asarray(curves.fractions)
+        series = curves.probabilities if probability else curves.curves
+        for order, curve in series.items():
             axis.plot(x, 100 * np.asarray(curve), ORDER_STYLES[order], color=color, marker=".")
             if order not in orders:
                 orders.append(order)
     settings = evaluation.settings
     drop_axis(
         axis,
-        f"Accuracy-drop curves ({METHOD_NAMES[settings['curve_method']]} ranking, "
-        f"{settings['fill']} fill, {settings['curve_images']} images)",
+        f"{protocol_title(measured[0])}\n{METHOD_NAMES[settings['curve_method']]} ranking, "
+        f"{settings['curve_images']} images",
+        ylabel="true-class probability (%)" if probability else "test accuracy (%)",
     )
     drop_legends(
         axis,
@@ -136,11 +158,16 @@ def curves_json(evaluation: Evaluation) -> dict:
     """The curves of every model with their areas, as a JSON-ready dict.
 
     Returns:
-      {"fractions", "method", "fill", "num_images", "seed", "models": [{"name", "accuracy",
-      "curves": {order: [...]}, "areas": {order: area}, "zero_saliency_images"}]}.
+      {"fractions", "method", "protocol", "fill", "num_images", "seed", "models": [{"name",
+      "accuracy", "curves": {order: [...]}, "areas": {order: area}, "zero_saliency_images"}],
+      "protocols": {protocol: {"title", "unit", "fill", "measure", "models": [{"name",
+      "sanity_failed", "accuracy": {order: [...]}, "probability": {order: [...]}, "areas",
+      "probability_areas", "aopc", "top_below_random"}]}}}; the top level is the first
+      protocol, as before protocols.
     """
     first = evaluation.models[0].curves
     return {
+        "protocol": first.protocol,
         "fractions": list(first.fractions),
         "method": first.method,
         "fill": first.fill,
@@ -156,12 +183,53 @@ def curves_json(evaluation: Evaluation) -> dict:
             }
             for model in evaluation.models
         ],
+        "protocols": {
+            name: _protocol_json(evaluation, name) for name in evaluation.settings["protocols"]
+        },
     }
 
 
+def _protocol_json(evaluation: Evaluation, protocol: str) -> dict:
+    _, measured = _protocol_curves(evaluation, protocol)
+    method = evaluation.settings["curve_method"]
+    first = measured[0]
+    return {
+        "title": protocol_title(first),
+        "unit": first.unit,
+        "fill": first.fill,
+        "measure": first.measure,
+        "models": [
+            {
+                "name": curves.name,
+                "ranking": method,
+                "sanity_failed": model.sanity_failed(method),
+                "accuracy": {order: list(c) for order, c in curves.curves.items()},
+                "probability": {o: list(c) for o, c in (curves.probabilities or {}).items()},
+                "areas": curves.areas(),
+                "probability_areas": curves.probability_areas(),
+                "aopc": curves.aopc(),
+                "top_below_random": top_below_random(curves),
+            }
+            for model, curves in zip(evaluation.models, measured, strict=True)
+        ],
+    }
+
+
+def top_below_random(curves) -> bool | None:
+    """Whether the MoRF area of the protocol's measure is below the random-order one (a
+    faithful ranking's sign for a deletion protocol; for insertion the reverse), or None
+    without both orders."""
+    areas = curves.headline_areas()
+    if "top" not in areas or "random" not in areas:
+        return None
+    return areas["top"] < areas["random"]
+
+
 def curves_csv(evaluation: Evaluation) -> str:
-    """The curves as CSV (model,order,fraction,accuracy), see `curves.curves_csv`."""
-    return _curves_csv([model.curves for model in evaluation.models])
+    """The curves of every model and protocol as CSV, see `curves.curves_csv`."""
+    return _curves_csv(
+        [curves for model in evaluation.models for curves in model.protocols.values()]
+    )
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -208,63 +276,98 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
+def _ranking(evaluation: Evaluation, model) -> str:
+    """The ranking method of the curves, marked when its sanity check failed on `model`."""
+    method = evaluation.settings["curve_method"]
+    mark = " (**sanity FAILED**)" if model.sanity_failed(method) else ""
+    return METHOD_NAMES[method] + mark
+
+
 def _models_section(evaluation: Evaluation) -> list[str]:
     settings, models = evaluation.settings, evaluation.models
-    orders = list(models[0].curves.curves)
     lines = [
-        f"- accuracy-drop curves: first {settings['curve_images']} test images, features "
-        f"ranked by {METHOD_NAMES[settings['curve_method']]} saliency of the true class "
-        f"(channel mean of |S| per pixel), removed ones replaced by the {settings['fill']} "
-        f"fill (the trainer's masking rule), seed {settings['seed']}",
+        f"- removal curves: first {settings['curve_images']} test images, units ranked by "
+        f"{METHOD_NAMES[settings['curve_method']]} saliency of the true class (channel mean "
+        f"of |S| per pixel), protocols: "
+        + ", ".join(protocol_title(models[0].protocols[name]) for name in settings["protocols"])
+        + f", seed {settings['seed']}",
         f"- maps, concentration, sanity check and agreement: first "
         f"{settings['agreement_images']} test images; figure: {settings['map_images']} images",
         "",
         "## Models",
         "",
-        "AUC: trapezoid area under accuracy (0..1) against the share removed "
-        f"({settings['fractions'][0]:g}..{settings['fractions'][-1]:g}). A model that relies on "
-        "the features its saliency ranks first has a low AUC when they go first (top) and a "
-        "high one when they go last (bottom); random order is the baseline.",
-        "",
-        "| model | accuracy | "
-        + " | ".join(f"AUC {order}" for order in orders)
-        + " | zero-saliency images |",
-        "|---|---:|" + "---:|" * len(orders) + "---:|",
+        "AUC: trapezoid area under the protocol's measure (accuracy, or the mean probability "
+        "of the true class; 0..1) against the share removed "
+        f"({settings['fractions'][0]:g}..{settings['fractions'][-1]:g}). A ranking that is "
+        "faithful to the model has a low AUC when the most relevant units go first (MoRF) and "
+        "a high one when they go last (LeRF); random order is the baseline (for insertion, "
+        "where the ranked units are put back, the reverse). A ranking whose sanity check "
+        "failed is marked: its curves say nothing about the model.",
     ]
-    for model in models:
-        areas = model.curves.areas()
-        lines.append(
-            f"| {_cell(model.name)} | {100 * model.accuracy:.2f} % | "
-            + " | ".join(_number(areas.get(order)) for order in orders)
-            + f" | {model.curves.zero_saliency_images} / {model.curves.num_images} |"
-        )
+    for name in settings["protocols"]:
+        lines += _protocol_table(evaluation, name)
     if any(model.curves.zero_saliency_images for model in models):
         lines += [
             "",
             "Zero-saliency images have an all-zero gradient map (on QAT models: the true-class "
-            "output lies outside the output quantizer's range); their features are removed in "
+            "output lies outside the output quantizer's range); their units are removed in "
             "index order.",
         ]
     return lines
 
 
-def _curves_section(evaluation: Evaluation, links: Mapping[str, str]) -> list[str]:
-    models = evaluation.models
-    fractions = models[0].curves.fractions
-    lines = ["", "## Accuracy-drop curves", ""]
-    if "curves" in links:
-        lines += [f"![accuracy-drop curves]({links['curves']})", ""]
-    lines += [
-        "| model | order | " + " | ".join(f"{100 * f:g} %" for f in fractions) + " |",
-        "|---|---|" + "---:|" * len(fractions),
+def _protocol_table(evaluation: Evaluation, protocol: str) -> list[str]:
+    _, measured = _protocol_curves(evaluation, protocol)
+    first = measured[0]
+    orders = list(first.curves)
+    lines = [
+        "",
+        f"### {protocol_title(first)}, {first.measure}",
+        "",
+        "| model | accuracy | ranking | "
+        + " | ".join(f"AUC {ORDER_TITLES[order]}" for order in orders)
+        + " | MoRF below random | zero-saliency images |",
+        "|---|---:|---|" + "---:|" * len(orders) + "---|---:|",
     ]
-    for model in models:
-        for order, curve in model.curves.curves.items():
-            lines.append(
-                f"| {_cell(model.name)} | {order} | "
-                + " | ".join(f"{100 * a:.1f}" for a in curve)
-                + " |"
-            )
+    for model, curves in zip(evaluation.models, measured, strict=True):
+        areas = curves.headline_areas()
+        below = top_below_random(curves)
+        lines.append(
+            f"| {_cell(model.name)} | {100 * model.accuracy:.2f} % | "
+            f"{_cell(_ranking(evaluation, model))} | "
+            + " | ".join(_number(areas.get(order)) for order in orders)
+            + f" | {'n/a' if below is None else 'yes' if below else 'no'}"
+            + f" | {curves.zero_saliency_images} / {curves.num_images} |"
+        )
+    return lines
+
+
+def _curves_section(evaluation: Evaluation, links: Mapping[str, str]) -> list[str]:
+    lines = ["", "## Removal curves"]
+    for index, name in enumerate(evaluation.settings["protocols"]):
+        _, measured = _protocol_curves(evaluation, name)
+        first = measured[0]
+        link = links.get("curves") if index == 0 else links.get(f"curves_{name}")
+        lines += ["", f"### {protocol_title(first)}", ""]
+        if link:
+            lines += [f"![removal curves: {first.protocol}]({link})", ""]
+        lines += [
+            "| model | order | measure | "
+            + " | ".join(f"{100 * f:g} %" for f in first.fractions)
+            + " |",
+            "|---|---|---|" + "---:|" * len(first.fractions),
+        ]
+        for model, curves in zip(evaluation.models, measured, strict=True):
+            series = [("accuracy", curves.curves)]
+            if curves.probabilities:
+                series.append(("probability", curves.probabilities))
+            for measure, values in series:
+                for order, curve in values.items():
+                    lines.append(
+                        f"| {_cell(model.name)} | {ORDER_TITLES[order]} | {measure} | "
+                        + " | ".join(f"{100 * a:.1f}" for a in curve)
+                        + " |"
+                    )
     files = [f"[{kind}]({links[kind]})" for kind in ("curves_json", "curves_csv") if kind in links]
     if files:
         lines += ["", "Data: " + ", ".join(files)]
@@ -300,8 +403,8 @@ def _sanity_section(evaluation: Evaluation) -> list[str]:
         "|---|---|---:|---:|---:|---|",
     ]
     for model in models:
-        for method in evaluation.methods:
-            share = model.concentration[method]
+        for method in dict.fromkeys((*evaluation.methods, settings["curve_method"])):
+            share = model.concentration.get(method, {"mean": None, "std": None, "zero_maps": "-"})
             check = model.sanity.get(method)  # none for a model without weights (a .tflite)
             similarity = (
                 "n/a" if check is None else _mean_std(check.similarity_mean, check.similarity_std)
@@ -313,6 +416,12 @@ def _sanity_section(evaluation: Evaluation) -> list[str]:
                 f"{similarity} | {verdict} |"
             )
     return lines
+
+
+def _marked(evaluation: Evaluation, method: str, names) -> str:
+    """The method's title, marked with the models (of `names`) whose sanity check it failed."""
+    failed = [m.name for m in evaluation.models if m.name in names and m.sanity_failed(method)]
+    return METHOD_NAMES[method] + (f" (**sanity FAILED**: {', '.join(failed)})" if failed else "")
 
 
 def _agreement_section(evaluation: Evaluation) -> list[str]:
@@ -333,7 +442,8 @@ def _agreement_section(evaluation: Evaluation) -> list[str]:
         ]
         for item in evaluation.agreements:
             lines.append(
-                f"| {_cell(item.model_a)} | {_cell(item.model_b)} | {METHOD_NAMES[item.method]} "
+                f"| {_cell(item.model_a)} | {_cell(item.model_b)} | "
+                f"{_cell(_marked(evaluation, item.method, (item.model_a, item.model_b)))} "
                 f"| {_mean_std(item.spearman_mean, item.spearman_std)} "
                 f"| {_mean_std(item.iou_mean, item.iou_std)} "
                 f"| {item.num_images} ({item.undefined}) |"
