@@ -68,6 +68,7 @@ from sgt_tfmot.explain.evaluate import (
     DEFAULT_METHODS,
     Evaluation,
     EvaluationOptions,
+    class_stratified,
     evaluate_models,
 )
 from sgt_tfmot.masking import FILLS
@@ -114,6 +115,10 @@ flags.DEFINE_list("images", None, "Indices of the test images in maps.png (not r
 flags.DEFINE_integer(
     "curve_images", _D.curve_images, "First N test images of the drop curves.", **_IN
 )
+flags.DEFINE_bool(
+    "stratify", False, "Take the test images class by class (the first of each class, then "
+    "the second, ...), so every first N images are class-stratified.", **_IN,
+)  # fmt: skip
 flags.DEFINE_integer(
     "agreement_images",
     _D.agreement_images,
@@ -276,6 +281,7 @@ def explain_saved_models(
     curve_images: int = _D.curve_images,
     agreement_images: int = _D.agreement_images,
     curve_method: str | None = None,
+    stratify: bool = False,
     fill: str = _D.fill,
     protocol: Sequence[str] | str = _D.protocols,
     patch: int = _D.patch,
@@ -304,6 +310,9 @@ def explain_saved_models(
       protocol, patch, region_fill, road_noise, blur_sigma: The removal protocols and their
         settings (`EvaluationOptions.protocols`, ...).
       images: Test image indices of the figure (instead of `num_images` random ones).
+      stratify: Reorder the test split by `class_stratified` first, so the first
+        `curve_images` (and `agreement_images`) are class-stratified; `images` then index
+        the reordered split.
       report: Path of the markdown report; default OUT_DIR/report.md.
       overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
       trust_model_code: Load models whose layers carry Python code.
@@ -340,6 +349,9 @@ def explain_saved_models(
     info, arrays = data.open_dataset(dataset, data_dir, **opening)
     _check_models_fit(loaded, paths_in, info, options.needs_cam, penultimate_layer)
     x_test, y_test = arrays.split("test")
+    if stratify:
+        order = class_stratified(y_test, len(y_test))
+        x_test, y_test = x_test[order], y_test[order]
     names = _model_names(files, paths_in)
     evaluation = evaluate_models(
         dict(zip(names, loaded, strict=True)),
@@ -354,6 +366,7 @@ def explain_saved_models(
         "dataset": dataset,
         "data_dir": data_dir,
         "num_test_images": len(x_test),
+        "stratified": bool(stratify),
         "model_paths": {name: str(path) for name, path in zip(names, paths_in, strict=True)},
     }
     write_outputs(_output_contents(evaluation, paths, sources), PROGRAM)
@@ -400,12 +413,14 @@ def _output_contents(evaluation: Evaluation, paths: dict[str, Path], sources: di
     }
     context = {
         "dataset": f"{dataset} (test split, {sources['num_test_images']} images"
+        + (", class-stratified order" if sources.get("stratified") else "")
         + (f", from {data_dir})" if data_dir else ")"),
         "models": ", ".join(f"{name} = `{path}`" for name, path in sources["model_paths"].items()),
     }
     summary = {
         "dataset": dataset,
         "data_dir": data_dir,
+        "stratified": sources.get("stratified", False),
         "model_paths": sources["model_paths"],
         **evaluation.to_dict(),
     }
@@ -486,6 +501,7 @@ def _explain(positional: list[str]) -> int:
         curve_images=FLAGS.curve_images,
         agreement_images=FLAGS.agreement_images,
         curve_method=FLAGS.curve_method,
+        stratify=FLAGS.stratify,
         fill=FLAGS.fill,
         protocol=FLAGS.protocol,
         patch=FLAGS.patch,

@@ -60,6 +60,8 @@ DEFAULT_PROTOCOLS = ("pixel", "road")
 
 __all__ = [
     "DEFAULT_METHODS",
+    "DEFAULT_PROTOCOLS",
+    "class_stratified",
     "Evaluation",
     "EvaluationOptions",
     "ModelEvaluation",
@@ -167,6 +169,39 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
             methods,
         )
     return tuple(methods)
+
+
+def class_stratified(labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices of `count` images with the classes as even as the data allows, interleaved.
+
+    Each class contributes its first images in the given order: ⌊count / K⌋ each for the K
+    classes present, one more for the first `count mod K` classes (fewer when a class runs
+    out; the others then fill the gap in turn). The indices go class by class within each
+    round (first image of every class, then second, ...), so any prefix of them is
+    stratified too.
+
+    Args:
+      labels: (N,) class ids.
+      count: Images wanted, in [1, N].
+
+    Returns:
+      int64 array of `count` distinct indices into `labels`.
+
+    Raises:
+      ValueError: When `count` is not in [1, N].
+    """
+    labels = np.asarray(labels)
+    count = checks.check_positive_int(count, "count")
+    if count > len(labels):
+        raise ValueError(f"`count` must be at most {len(labels)} images. Received: {count}")
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    chosen, depth = [], 0
+    while len(chosen) < count:
+        for member in members:
+            if depth < len(member) and len(chosen) < count:
+                chosen.append(member[depth])
+        depth += 1
+    return np.asarray(chosen, np.int64)
 
 
 def _map_indices(indices, num_images: int, count: int, seed: int) -> tuple[int, ...]:
