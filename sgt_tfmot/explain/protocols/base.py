@@ -154,9 +154,12 @@ class Protocol:
         seed: int,
     ) -> np.ndarray:
         """The images with the first ⌊fraction · n⌋ units of `order` removed (inserted, for
-        an insertion protocol), filled by this protocol's fill."""
+        an insertion protocol), filled by this protocol's fill.
+
+        The random order is one permutation per image, drawn from `options.seed`, so the
+        removed sets grow with the fraction; `seed` seeds the fill (noise, uniform values)."""
         scores = self.unit_scores(saliency, options)
-        chosen = first_units(scores, fraction, order, seed)
+        chosen = first_units(scores, fraction, order, options.seed)  # nested over fractions
         removed = ~chosen if self.insertion else chosen
         if self.unit == "patch":
             removed = _patch_pixels(removed, options.patch, images.shape[1:3])
@@ -294,9 +297,10 @@ def removal_curves(
 ) -> Measured:
     """Accuracy and mean true-class probability after each removal of each order.
 
-    Every (order, fraction) is one batch of perturbed images through `predict_fn`; the seed
-    of its random order and random fill is derived from `options.seed`, the fraction's index
-    and the order's, so curves are repeatable and orders independent.
+    Every (order, fraction) is one batch of perturbed images through `predict_fn`. The random
+    order is one permutation of the units per image (from `options.seed`); the seed of the
+    fill's randomness is derived from `options.seed`, the fraction's index and the order's,
+    so curves are repeatable and their noise independent.
 
     Args:
       protocol: The protocol.
