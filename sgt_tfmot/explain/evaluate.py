@@ -312,6 +312,7 @@ class EvaluationOptions:
         clean["sanity_threshold"] = fraction(self.sanity_threshold, "sanity_threshold")
         clean["batch_size"] = positive(self.batch_size, "batch_size")
         clean["protocols"] = removal.parse(self.protocols, "protocols")
+        checks.check_choice(self.region_fill, removal.get("region").fills, "region_fill")
         settings = removal.ProtocolOptions(
             patch=self.patch, noise=self.road_noise, blur_sigma=self.blur_sigma
         )
