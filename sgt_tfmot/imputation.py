@@ -17,7 +17,8 @@ Methods", ICML 2022). These fills avoid that, as numpy/scipy functions over whol
   keeps at least one pixel. The systems of a batch are built at once with array slices, as
   one block-diagonal matrix whose unknowns in row-major order make it banded (bandwidth at
   most W + 1), and solved by one banded Cholesky factorisation (LAPACK, via scipy) per 256
-  images.
+  images, in float32 (the system is diagonally dominant: on 0..255 images the values differ
+  from a float64 solve by about 1e-4, against ROAD's noise of 2.55).
 * `noisy_linear_imputation(...)`: the same plus N(0, (noise · value_range)²) on each
   removed value (ROAD: noise 0.01 of a [0, 1] image), from a seeded generator.
 * `blur(images, sigma)`: the image filtered by a Gaussian of standard deviation `sigma`
@@ -56,7 +57,7 @@ _CHUNK = 256  # images per banded system (bounds its memory: 34 x 8 bytes per un
 
 
 def _with_channels(images, removed) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(images as float64 (N, H, W, C), removed as bool (N, H, W), whether C was added)."""
+    """(images as float32 (N, H, W, C), removed as bool (N, H, W), whether C was added)."""
     images = np.asarray(images)
     squeeze = images.ndim == 3
     if squeeze:
@@ -74,7 +75,7 @@ def _with_channels(images, removed) -> tuple[np.ndarray, np.ndarray, bool]:
             "Linear imputation needs at least one kept pixel per image (its neighbours give "
             f"the values). Received: every pixel removed in image {int(np.argmax(full))}"
         )
-    return images.astype(np.float64), removed, squeeze
+    return images.astype(np.float32), removed, squeeze
 
 
 def _shifted(padded: np.ndarray, dy: int, dx: int, h: int, w: int) -> np.ndarray:
@@ -97,7 +98,7 @@ def _banded_system(images: np.ndarray, removed: np.ndarray):
     number_p = np.pad(number, pad)
     kept_p = np.pad(images * ~removed[..., None], (*pad, (0, 0)))
     inside_p = np.pad(np.ones((1, h, w), bool), pad)
-    weight_sum = np.zeros((1, h, w))
+    weight_sum = np.zeros((1, h, w), np.float32)
     neighbours = np.zeros_like(images)
     pairs = []
     for (dy, dx), weight in NEIGHBOUR_WEIGHTS.items():
@@ -107,7 +108,7 @@ def _banded_system(images: np.ndarray, removed: np.ndarray):
             both = removed & _shifted(removed_p, dy, dx, h, w)
             pairs.append((number[both], _shifted(number_p, dy, dx, h, w)[both], weight))
     upper = max([int(np.max(j - i)) for i, j, _ in pairs if len(i)] + [0])
-    ab = np.zeros((upper + 1, int(removed.sum())))
+    ab = np.zeros((upper + 1, int(removed.sum())), np.float32)
     ab[upper] = np.broadcast_to(weight_sum, removed.shape)[removed]
     for i, j, weight in pairs:
         ab[upper + i - j, j] = -weight
@@ -117,7 +118,7 @@ def _banded_system(images: np.ndarray, removed: np.ndarray):
 def _solve(images: np.ndarray, removed: np.ndarray) -> np.ndarray:
     """The values (removed pixels, C) of one chunk of images: one banded Cholesky solve."""
     if not removed.any():
-        return np.zeros((0, images.shape[-1]))
+        return np.zeros((0, images.shape[-1]), np.float32)
     ab, rhs = _banded_system(images, removed)
     with threadpool_limits(1, user_api="blas"):  # tiny blocks: threads only wait
         return linalg.solveh_banded(ab, rhs, check_finite=False)

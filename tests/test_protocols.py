@@ -69,7 +69,8 @@ def test_linear_imputation_solves_the_road_system_of_every_image(share):
     filled = imputation.linear_imputation(images, removed)
     assert filled.dtype == np.float32 and filled.shape == images.shape
     for image, mask, result in zip(images, removed, filled, strict=True):
-        np.testing.assert_allclose(result, dense_imputation(image, mask), rtol=1e-5, atol=1e-4)
+        # float32 solve of a diagonally dominant system: about 1e-4 on values up to 255
+        np.testing.assert_allclose(result, dense_imputation(image, mask), rtol=0, atol=2e-3)
 
 
 def test_imputation_is_the_same_in_chunks_and_without_channels(monkeypatch):

@@ -12,7 +12,7 @@ records the model's accuracy and its mean probability of the true class:
             accuracy[order][x] = mean(argmax f(x̃) == y);  probability[order][x] = mean p_y(x̃)
 
 A protocol is a `Protocol` subclass with a `name`, a `title`, its `unit`, its `measure` (the
-curve its tables lead with), its fills, and `apply` (or `remove` + `fill`). Adding one is one
+curve its tables lead with), its fills, and `rank` + `perturb` (their defaults serve most). Adding one is one
 module and one line in `sgt_tfmot.explain.protocols`; the explain CLI, `convert`'s fidelity
 check, `examples/bitwidth_sweep.py` and the reports read that registry.
 
@@ -144,22 +144,28 @@ class Protocol:
             score = _patch_sums(score, options.patch)
         return score.reshape(len(score), -1)
 
-    def apply(
+    def rank(self, saliency: np.ndarray, order: str, options: ProtocolOptions) -> np.ndarray:
+        """(N, n) unit indices of each image, first removed first: highest score first
+        ("top"), lowest first ("bottom"; equal scores lower index first in both), or one
+        permutation per image drawn from `options.seed` ("random"), so that the removed sets
+        grow with the fraction."""
+        return unit_order(self.unit_scores(saliency, options), order, options.seed)
+
+    def perturb(
         self,
         images: np.ndarray,
-        saliency: np.ndarray,
+        ranked: np.ndarray,
         fraction: float,
         order: str,
         options: ProtocolOptions,
         seed: int,
     ) -> np.ndarray:
-        """The images with the first ⌊fraction · n⌋ units of `order` removed (inserted, for
-        an insertion protocol), filled by this protocol's fill.
-
-        The random order is one permutation per image, drawn from `options.seed`, so the
-        removed sets grow with the fraction; `seed` seeds the fill (noise, uniform values)."""
-        scores = self.unit_scores(saliency, options)
-        chosen = first_units(scores, fraction, order, options.seed)  # nested over fractions
+        """The images with the first ⌊fraction · n⌋ units of `ranked` removed (inserted, for
+        an insertion protocol), filled by this protocol's fill; `seed` seeds the fill."""
+        count, n = ranked.shape
+        k = n if fraction >= 1.0 else masking.masked_count(fraction, n) if fraction > 0 else 0
+        chosen = np.zeros((count, n), bool)
+        np.put_along_axis(chosen, ranked[:, :k], True, axis=1)
         removed = ~chosen if self.insertion else chosen
         if self.unit == "patch":
             removed = _patch_pixels(removed, options.patch, images.shape[1:3])
@@ -169,24 +175,30 @@ class Protocol:
             return images
         return fill_pixels(images, removed, self.fill(options), options, seed)
 
+    def apply(self, images, saliency, fraction, order, options: ProtocolOptions, seed: int):
+        """`perturb` of `rank`: the images at one point of one curve."""
+        ranked = self.rank(saliency, order, options)
+        return self.perturb(images, ranked, fraction, order, options, seed)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 # ---------------------------------------------------------------------- units and orders
-def first_units(scores: np.ndarray, fraction: float, order: str, seed: int) -> np.ndarray:
-    """(N, n) mask of the first k = ⌊fraction · n⌋ units of each image in `order`: highest
-    score first ("top"), lowest first ("bottom"; equal scores lower index first in both), or a
-    seeded random permutation per image ("random")."""
+def unit_order(scores: np.ndarray, order: str, seed: int) -> np.ndarray:
+    """(N, n) unit indices in removal order (see `Protocol.rank`)."""
     check_choice(order, ORDERS, "order")
-    count, n = len(scores), scores.shape[1]
-    k = n if fraction >= 1.0 else masking.masked_count(fraction, n) if fraction > 0 else 0
     if order == "random":
-        rank = np.random.default_rng(seed).random((count, n)).argsort(axis=1)
-    else:
-        rank = np.argsort(-scores if order == "top" else scores, axis=1, kind="stable")
+        return np.random.default_rng(seed).random(scores.shape).argsort(axis=1)
+    return np.argsort(-scores if order == "top" else scores, axis=1, kind="stable")
+
+
+def first_units(scores: np.ndarray, fraction: float, order: str, seed: int) -> np.ndarray:
+    """(N, n) mask of the first k = ⌊fraction · n⌋ units of each image in `order`."""
+    count, n = scores.shape
+    k = n if fraction >= 1.0 else masking.masked_count(fraction, n) if fraction > 0 else 0
     chosen = np.zeros((count, n), bool)
-    np.put_along_axis(chosen, rank[:, :k], True, axis=1)
+    np.put_along_axis(chosen, unit_order(scores, order, seed)[:, :k], True, axis=1)
     return chosen
 
 
@@ -332,9 +344,10 @@ def removal_curves(
     accuracy, probability = {}, {}
     for o, order in enumerate(orders):
         acc, prob = [], []
+        ranked = protocol.rank(saliency, order, options)  # once per order
         for f, fraction in enumerate(fractions):
             seed = options.seed * 1_000_003 + 1000 * f + o
-            perturbed = protocol.apply(images, saliency, fraction, order, options, seed)
+            perturbed = protocol.perturb(images, ranked, fraction, order, options, seed)
             scores = np.asarray(predict_fn(perturbed))
             if scores.ndim != 2 or len(scores) != len(images):
                 raise ValueError(

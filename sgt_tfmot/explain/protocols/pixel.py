@@ -59,10 +59,16 @@ class PerPixel(Protocol):
     fills = ("mean", "zero", "random")  # masking.FILLS, the default first
     reference = "Ismail et al. 2021 (SGT); Maleki et al. 2024, Fig. 3"
 
-    def apply(self, images, saliency, fraction, order, options: ProtocolOptions, seed):
+    def rank(self, saliency, order, options: ProtocolOptions):
+        """The saliency itself: `masking.saliency_mask` ranks it at each fraction."""
+        return np.asarray(saliency, np.float32)
+
+    def perturb(self, images, ranked, fraction, order, options: ProtocolOptions, seed):
+        """`mask_input` of the `ranking_mask` of the saliency `ranked`; one seed
+        (`options.seed`) for every fraction, as `accuracy_drop_curve`."""
         if fraction == 0.0:
             return images
-        saliency = np.asarray(saliency, np.float32)
+        saliency = ranked
         if saliency.shape != images.shape:  # a per-pixel map: the same score on each channel
             saliency = np.broadcast_to(saliency[..., None], images.shape)
         x = tf.constant(images)
