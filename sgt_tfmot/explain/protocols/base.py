@@ -12,9 +12,9 @@ records the model's accuracy and its mean probability of the true class:
             accuracy[order][x] = mean(argmax f(x̃) == y);  probability[order][x] = mean p_y(x̃)
 
 A protocol is a `Protocol` subclass with a `name`, a `title`, its `unit`, its `measure` (the
-curve its tables lead with), its fills, and `rank` + `perturb` (their defaults serve most). Adding one is one
-module and one line in `sgt_tfmot.explain.protocols`; the explain CLI, `convert`'s fidelity
-check, `examples/bitwidth_sweep.py` and the reports read that registry.
+curve its tables lead with), its fills, and `rank` + `perturb` (the defaults serve most).
+Adding one is one module and one line in `sgt_tfmot.explain.protocols`; the explain CLI,
+`convert`'s fidelity check, `examples/bitwidth_sweep.py` and the reports read that registry.
 
 The protocols only evaluate the model (`predict_fn`), so an integer `.tflite` model works:
 its attributions come from the Keras model.
