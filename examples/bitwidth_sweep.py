@@ -19,17 +19,21 @@ This example trains that grid and measures it:
    default (`TrainConfig`) plus the flags given. A finished run (its metrics.json exists)
    is reused, an unfinished one resumes, so the command can be rerun after an interruption.
 2. It evaluates all models together with `sgt_tfmot.explain.evaluate_models`, once per
-   saliency method of `--methods` (the method ranks the pixels of the curves), on the first
-   `--curve_images` test images (`--agreement_images` for concentration and the sanity
-   check), and writes
+   saliency method of `--methods` (the method ranks the pixels of the curves), under each
+   removal protocol of `--protocol` (default pixel,road: the trainer's per-pixel rule and
+   ROAD), on the first `--curve_images` test images (`--agreement_images` for concentration
+   and the sanity check), and writes
 
-       OUT/table.md           one table per method, one row per model: bits, training, test
-                              accuracy (metrics.json), AUC of top-first, bottom-first and
-                              random-order removal, bottom − top, concentration (mean share
-                              of the saliency in the top 10 % of the pixels), sanity ρ (mean
-                              Spearman ρ of the weight-randomisation check)
-       OUT/drop_<method>.png  accuracy against % removed, one colour per model, top-first
-                              solid, random order dashed
+       OUT/table.md           one table per method and protocol (its unit and fill in the
+                              heading), one row per model: bits, training, test accuracy
+                              (metrics.json), AUC of MoRF, LeRF and random-order removal
+                              (the protocol's measure), LeRF − MoRF, whether MoRF is below
+                              random, concentration (mean share of the saliency in the top
+                              10 % of the pixels), sanity ρ (mean Spearman ρ of the
+                              weight-randomisation check; "FAILED" marks a failed check)
+       OUT/drop_<method>.png  the first protocol's measure against % removed, one colour
+                              per model, MoRF solid, random order dashed; the other
+                              protocols in OUT/drop_<method>_<protocol>.png
        OUT/sweep.json         every number: the settings, the runs, each evaluation
 
 Exit status: 0 done; 2 bad input (one line "bitwidth_sweep: error: ..." on stderr, nothing
@@ -54,18 +58,18 @@ from sgt_tfmot import (
     training as trainer,
 )
 from sgt_tfmot._checks import InputError
-from sgt_tfmot.explain import attributions
+from sgt_tfmot.explain import attributions, protocols
 from sgt_tfmot.explain.evaluate import Evaluation, EvaluationOptions, evaluate_models
 from sgt_tfmot.explain.figures import drop_axis, drop_legends, new_figure, png
 from sgt_tfmot.explain.measures import DEFAULT_TOP_FRACTION
-from sgt_tfmot.explain.report import ORDER_NAMES
+from sgt_tfmot.explain.report import ORDER_NAMES, protocol_title, top_below_random
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantizers import MAX_BITS, MIN_BITS
 
 PROGRAM = "bitwidth_sweep"
 FLOAT = "float"
 TRAININGS = {"pact": False, "sgt": True}  # run-name suffix -> TrainConfig.sgt
-FILL = "mean"  # the fill of removed pixels in the curves
+FILL = "mean"  # the fill of the per-pixel protocol's removed pixels
 
 _d = trainer.TrainConfig()
 FLAGS = flags.FlagValues()
@@ -87,6 +91,10 @@ flags.DEFINE_enum(
 flags.DEFINE_list(
     "methods", ["vanilla", "smoothgrad"],
     "Saliency methods; one evaluation (and figure) each, its maps rank the curves.", **_IN,
+)  # fmt: skip
+flags.DEFINE_list(
+    "protocol", ["pixel", "road"],
+    f"Removal protocols of the curves: any of {', '.join(protocols.names())}.", **_IN,
 )  # fmt: skip
 flags.DEFINE_integer("curve_images", 1000, "Test images of the curves.", lower_bound=1, **_IN)
 flags.DEFINE_integer(
@@ -142,6 +150,7 @@ class SweepSettings:
       epochs, batch_size, learning_rate, kl_weight, max_steps, mixed_precision, progress:
         Settings of every training run (`TrainConfig`).
       methods: Saliency methods, one evaluation each.
+      protocols: Removal protocols of the curves (`sgt_tfmot.explain.protocols`).
       curve_images, agreement_images: Test images of the curves / of concentration and the
         sanity check.
     """
@@ -158,6 +167,7 @@ class SweepSettings:
     mixed_precision: str = _d.mixed_precision
     progress: int = 2
     methods: tuple[str, ...] = ("vanilla", "smoothgrad")
+    protocols: tuple[str, ...] = ("pixel", "road")
     curve_images: int = 1000
     agreement_images: int = 64
 
@@ -181,6 +191,7 @@ class SweepSettings:
         return EvaluationOptions(
             methods=(method,), num_images=1, curve_images=self.curve_images,
             agreement_images=self.agreement_images, curve_method=method, fill=FILL,
+            protocols=self.protocols,
         )  # fmt: skip
 
     def check(self) -> SweepSettings:
@@ -273,10 +284,12 @@ def train_runs(settings: SweepSettings) -> list[SweepRun]:
 # ----------------------------------------------------------------------------- evaluation
 @dataclasses.dataclass(frozen=True)
 class SweepRow:
-    """One row of table.md: one model under one saliency method (areas over 0..0.9 removed).
+    """One row of table.md: one model under one saliency method and removal protocol (areas
+    over 0..0.9 removed, of the protocol's measure: accuracy, or true-class probability).
 
     Attributes:
       name, bits, training: The run (see `SweepRun`).
+      protocol, fill: The removal protocol and its fill.
       test_accuracy: On the whole test split (metrics.json), a fraction.
       curve_accuracy: On the curve images, a fraction.
       auc_top, auc_bottom, auc_random: Areas under the accuracy-drop curves.
@@ -287,11 +300,16 @@ class SweepRow:
       sanity_rho: Mean Spearman ρ between the maps of the model and of its randomised copy
         (None: nowhere defined).
       zero_saliency_images: Curve images whose saliency map is all zero.
+      top_below_random: Whether the MoRF area is below the random-order one.
+      sanity_failed: The method failed its sanity check on this model (its rows say nothing
+        about the model).
     """
 
     name: str
     bits: str | int
     training: str
+    protocol: str
+    fill: str
     test_accuracy: float
     curve_accuracy: float
     auc_top: float
@@ -301,20 +319,25 @@ class SweepRow:
     concentration: float | None
     sanity_rho: float | None
     zero_saliency_images: int
+    top_below_random: bool
+    sanity_failed: bool
 
 
 def table_rows(runs: Sequence[SweepRun], evaluation: Evaluation, method: str) -> list[SweepRow]:
-    """The rows of one evaluation, in the order of `runs`."""
+    """The rows of one evaluation, protocol by protocol, each in the order of `runs`."""
     measured = {model.name: model for model in evaluation.models}
     rows = []
-    for run in runs:
+    for protocol, run in ((p, r) for p in evaluation.settings["protocols"] for r in runs):
         model = measured[run.name]
-        areas = model.curves.areas()
+        curves = model.protocols[protocol]
+        areas = curves.headline_areas()
         rows.append(
             SweepRow(
                 name=run.name,
                 bits=run.bits,
                 training=run.training,
+                protocol=protocol,
+                fill=curves.fill,
                 test_accuracy=run.test_accuracy,
                 curve_accuracy=model.accuracy,
                 auc_top=areas["top"],
@@ -323,7 +346,9 @@ def table_rows(runs: Sequence[SweepRun], evaluation: Evaluation, method: str) ->
                 separation=areas["bottom"] - areas["top"],
                 concentration=model.concentration[method]["mean"],
                 sanity_rho=model.sanity[method].similarity_mean,
-                zero_saliency_images=model.curves.zero_saliency_images,
+                zero_saliency_images=curves.zero_saliency_images,
+                top_below_random=bool(top_below_random(curves)),
+                sanity_failed=model.sanity_failed(method),
             )  # fmt: skip
         )
     return rows
@@ -403,12 +428,13 @@ def markdown_table(sweep: Sweep) -> str:
         "",
         f"- dataset: {settings.dataset}; test accuracy on the whole test split (metrics.json)",
         f"- curves: first {first['curve_images']} test images, 0..{100 * first['fractions'][-1]:g}"
-        f" % of the pixels removed (ranked by the method's saliency of the true class), "
-        f"replaced by the {FILL} fill; concentration and sanity check: first "
-        f"{first['agreement_images']} test images",
-        "- AUC: area under accuracy (0..1) against the share removed; top = most salient "
-        "removed first, bottom = least salient first. A model that relies on what its "
-        "saliency ranks first has a small top AUC and a large bottom − top.",
+        f" % of the units removed (ranked by the method's saliency of the true class) under "
+        f"each protocol (its unit and fill in the table's heading); concentration and "
+        f"sanity check: first {first['agreement_images']} test images",
+        "- AUC: area under the protocol's measure (0..1) against the share removed; MoRF = "
+        "most relevant removed first, LeRF = least relevant first. A model that relies on "
+        "what its saliency ranks first has a small MoRF AUC, below random order, and a "
+        "large LeRF − MoRF.",
         f"- concentration: mean share of the saliency in the top {100 * DEFAULT_TOP_FRACTION:g} "
         "% of the pixels; sanity ρ: mean Spearman ρ between the maps of the model and of a "
         "copy with re-initialised weights (low: the maps depend on the weights)",
@@ -416,47 +442,57 @@ def markdown_table(sweep: Sweep) -> str:
                                for run in sweep.runs),
     ]  # fmt: skip
     for method, rows in sweep.rows.items():
-        lines += [
-            "",
-            f"## {_title(method)}",
-            "",
-            "| model | bits | training | test accuracy (%) | AUC top | AUC bottom | AUC random "
-            "| bottom − top | concentration | sanity ρ |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in rows:
-            lines.append(
-                f"| {row.name} | {row.bits} | {_training_name(row.bits, row.training)} | "
-                f"{100 * row.test_accuracy:.2f} | {row.auc_top:.3f} | {row.auc_bottom:.3f} | "
-                f"{row.auc_random:.3f} | {row.separation:.3f} | {_number(row.concentration)} | "
-                f"{_number(row.sanity_rho)} |"
-            )
+        evaluation = sweep.evaluations[method]
+        for protocol in evaluation.settings["protocols"]:
+            title = protocol_title(evaluation.models[0].protocols[protocol])
+            lines += [
+                "",
+                f"## {_title(method)}: {title}",
+                "",
+                "| model | bits | training | test accuracy (%) | AUC MoRF | AUC LeRF | AUC random "
+                "| LeRF − MoRF | MoRF below random | concentration | sanity ρ |",
+                "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+            ]
+            for row in (r for r in rows if r.protocol == protocol):
+                sanity = _number(row.sanity_rho) + (" FAILED" if row.sanity_failed else "")
+                lines.append(
+                    f"| {row.name} | {row.bits} | {_training_name(row.bits, row.training)} | "
+                    f"{100 * row.test_accuracy:.2f} | {row.auc_top:.3f} | {row.auc_bottom:.3f} | "
+                    f"{row.auc_random:.3f} | {row.separation:.3f} | "
+                    f"{'yes' if row.top_below_random else 'no'} | {_number(row.concentration)} | "
+                    f"{sanity} |"
+                )
     return "\n".join(lines) + "\n"
 
 
-def drop_figure(evaluation: Evaluation, method: str) -> bytes:
-    """PNG in the manner of Fig. 3: accuracy (%) against features removed (%).
+def drop_figure(evaluation: Evaluation, method: str, protocol: str | None = None) -> bytes:
+    """PNG in the manner of Fig. 3: the protocol's measure (%) against units removed (%).
 
-    One colour per model; solid: most salient removed first, dashed: random order.
+    One colour per model; solid: most salient removed first, dashed: random order; the
+    first protocol when `protocol` is None.
     """
     import matplotlib
 
     figure = new_figure(8.0, 5.0)
     axis = figure.subplots()
     palette = matplotlib.colormaps["tab10" if len(evaluation.models) <= 10 else "tab20"]
+    protocol = protocol or next(iter(evaluation.settings["protocols"]))
     for index, model in enumerate(evaluation.models):
         color = palette(index % palette.N)
-        x = [100 * f for f in model.curves.fractions]
-        axis.plot(x, [100 * a for a in model.curves.curves["top"]], "-", color=color,
+        curves = model.protocols[protocol]
+        series = curves.probabilities if curves.measure == "probability" else curves.curves
+        x = [100 * f for f in curves.fractions]
+        axis.plot(x, [100 * a for a in series["top"]], "-", color=color,
                   marker=".", label=model.name)  # fmt: skip
-        axis.plot(x, [100 * a for a in model.curves.curves["random"]], "--", color=color,
+        axis.plot(x, [100 * a for a in series["random"]], "--", color=color,
                   alpha=0.7)  # fmt: skip
     settings = evaluation.settings
+    first = evaluation.models[0].protocols[protocol]
     drop_axis(
         axis,
-        f"Accuracy drop by bit width ({_title(method)} ranking, {settings['fill']} fill, "
-        f"{settings['curve_images']} images)",
-        ylabel="accuracy (%)",
+        f"By bit width: {protocol_title(first)}\n{_title(method)} ranking, "
+        f"{settings['curve_images']} images",
+        ylabel="true-class probability (%)" if first.measure == "probability" else "accuracy (%)",
     )
     drop_legends(
         axis,
@@ -473,7 +509,9 @@ def write_outputs(sweep: Sweep) -> list[Path]:
     out = Path(sweep.settings.out_dir)
     files = {out / "table.md": markdown_table(sweep).encode()}
     for method, evaluation in sweep.evaluations.items():
-        files[out / f"drop_{method}.png"] = drop_figure(evaluation, method)
+        for index, protocol in enumerate(evaluation.settings["protocols"]):
+            name = f"drop_{method}.png" if index == 0 else f"drop_{method}_{protocol}.png"
+            files[out / name] = drop_figure(evaluation, method, protocol)
     files[out / "sweep.json"] = (json.dumps(sweep.to_dict(), indent=2) + "\n").encode()
     for path, content in files.items():
         path.write_bytes(content)
@@ -490,6 +528,7 @@ def _sweep(positional: list[str]) -> int:
         learning_rate=FLAGS.learning_rate, kl_weight=FLAGS.kl_weight,
         max_steps=FLAGS.max_steps, mixed_precision=FLAGS.mixed_precision,
         progress=FLAGS.progress, methods=tuple(FLAGS.methods),
+        protocols=protocols.parse(FLAGS.protocol, "protocol"),
         curve_images=FLAGS.curve_images, agreement_images=FLAGS.agreement_images,
     )  # fmt: skip
     sweep = run_sweep(settings)

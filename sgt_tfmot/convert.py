@@ -16,6 +16,7 @@ Usage:
     python -m sgt_tfmot.convert --int8 MODEL --output model.tflite [--uint8]
         [--dataset NAME --data_dir DIR] [--calibration_samples 500] [--num_test N]
         [--fidelity_images 500] [--saliency vanilla|smoothgrad] [--report report.json]
+        [--fidelity_protocol road|pixel|deletion|insertion|region] [--fidelity_fill FILL]
         [--figure saliency.png] [--max_accuracy_drop 0.3] [--min_agreement 0.995]
         [--max_fidelity_gap 5] [--require_edgetpu] [--require tflm,...] [--profile]
         [--tflm_images 1000] [--c_array model_data.c] [--overwrite]
@@ -57,7 +58,8 @@ from sgt_tfmot.conversion.stages import (
     Delivery,
     convert_and_check,
 )
-from sgt_tfmot.explain import attributions
+from sgt_tfmot.explain import attributions, protocols
+from sgt_tfmot.explain.fidelity import DEFAULT_PROTOCOL
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.tflite import targets as deployment_targets
 
@@ -113,7 +115,15 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "smooth_samples", 20, "Samples per image for SmoothGrad.", lower_bound=1, **_IN
 )
-flags.DEFINE_enum("fidelity_fill", "mean", list(FILLS), "Fill of removed features.", **_IN)
+flags.DEFINE_string(
+    "fidelity_protocol", DEFAULT_PROTOCOL,
+    "Removal protocol of the fidelity check: any of " + ", ".join(protocols.names())
+    + " (see python -m sgt_tfmot.explain --help).", **_IN,
+)  # fmt: skip
+flags.DEFINE_string(
+    "fidelity_fill", None, "Fill of the removed units (default: the protocol's; the pixel "
+    f"protocol takes {', '.join(FILLS)}).", **_IN,
+)  # fmt: skip
 _DEFAULT_THRESHOLDS = checks.Thresholds()
 flags.DEFINE_float(
     "max_accuracy_drop",
@@ -229,6 +239,7 @@ def _convert(positional: list[str]) -> int:
         saliency=FLAGS.saliency,
         smooth_samples=FLAGS.smooth_samples,
         fidelity_fill=FLAGS.fidelity_fill,
+        fidelity_protocol=FLAGS.fidelity_protocol,
         thresholds=thresholds,
         report=FLAGS.report,
         figure=FLAGS.figure,

@@ -186,12 +186,18 @@ def test_gate_lists_each_failed_check():
 
 
 # ------------------------------------------------------------------------------- fidelity
-def test_fidelity_check_passes_on_the_faithful_integer_model(faithful, mnist):
+@pytest.mark.parametrize("protocol", ["road", "pixel"])
+def test_fidelity_check_passes_on_the_faithful_integer_model(faithful, mnist, protocol):
     qat, tflite = faithful
     _, x_test, y_test = mnist
     images, labels = x_test[:FIDELITY_IMAGES], y_test[:FIDELITY_IMAGES]
-    result = fidelity.fidelity_check(qat, tflite, images, labels, export_model=export_model(qat))
-    assert result.fractions == explain.DEFAULT_FRACTIONS
+    result = fidelity.fidelity_check(
+        qat, tflite, images, labels, export_model=export_model(qat), protocol=protocol
+    )
+    assert result.fractions == explain.DEFAULT_FRACTIONS and result.protocol == protocol
+    assert result.fill == (
+        "mean" if protocol == "pixel" else "noisy linear imputation (noise 0.01)"
+    )
     # x = 0 is the plain accuracy of each model on these images.
     accuracy = checks.compare_accuracy(
         lambda x: qat.predict(x, verbose=0), tflite.predict, images, labels

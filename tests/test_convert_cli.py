@@ -124,7 +124,11 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     out = result.stdout
     assert "Edge TPU: compatible" in out and "FULLY_CONNECTED" in out
     assert f"Size: {report['size_bytes']:,} bytes vs" in out
-    assert "Top-1 agreement" in out and "Saliency fidelity (vanilla, fill mean, 100 images)" in out
+    assert "Top-1 agreement" in out
+    assert (
+        "Saliency fidelity (vanilla, protocol road, fill noisy linear imputation (noise 0.01), "
+        "100 images)" in out
+    )
     assert "one-ulp change of its weights on" in out
     assert out.rstrip().endswith("Checks passed.")
 
@@ -440,6 +444,12 @@ def test_convert_and_check_validates_its_arguments(tmp_path):
         convert.convert_and_check("m.h5", tmp_path / "m.tflite", io_dtype="int4")
     with pytest.raises(ValueError, match=r"`fidelity_images` must be an integer >= 0"):
         convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_images=-1)
-    with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'random', 'zero'"):
-        convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_fill="blur")
+    with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'mean', 'zero'"):
+        convert.convert_and_check(
+            "m.h5", tmp_path / "m.tflite", fidelity_fill="blur", fidelity_protocol="pixel"
+        )
+    with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'imputation'"):
+        convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_fill="mean")
+    with pytest.raises(ValueError, match=r"`fidelity_protocol` must be one of 'pixel', 'road'"):
+        convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_protocol="lime")
     assert listing(tmp_path) == []

@@ -65,9 +65,11 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
         for line in (out / "table.md").read_text().splitlines()
         if line.startswith("| ") and not line.startswith("| model")
     }
-    assert sorted(rows) == sorted(metrics)
+    assert sorted(rows) == sorted(metrics)  # one table per protocol, the same four models
+    table = (out / "table.md").read_text()
+    assert "## vanilla gradient: ROAD (pixels, noisy linear imputation (noise 0.01) fill)" in table
     for name, cells in rows.items():
-        _, bits, training, accuracy, top, bottom, random, separation, share, rho = cells
+        _, bits, training, accuracy, top, bottom, random, separation, below, share, rho = cells
         assert bits == name.split("-")[0]
         assert training == {"float-pact": "plain", "float-sgt": "SGT", "2-pact": "PACT only",
                             "2-sgt": "SGT + PACT"}[name]  # fmt: skip
@@ -76,12 +78,15 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
         for area in (top, bottom, random):  # over 0..0.9 removed, accuracy in [0, 1]
             assert 0.0 <= float(area) <= 0.9
         assert float(separation) == pytest.approx(float(bottom) - float(top), abs=0.0015)
+        assert below == ("yes" if float(top) < float(random) else "no")
+        rho = rho.removesuffix(" FAILED")  # a failed sanity check is marked
         for value in (share, rho):  # n/a only where every map is all zero
             assert value == "n/a" or -1.0 <= float(value) <= 1.0
-    assert (out / "drop_vanilla.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for figure in ("drop_vanilla.png", "drop_vanilla_road.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "sweep.json").read_text())
     assert [run["name"] for run in summary["runs"]] == list(metrics)
-    assert len(summary["methods"]["vanilla"]["rows"]) == 4
+    assert len(summary["methods"]["vanilla"]["rows"]) == 4 * 2  # the pixel and ROAD protocols
 
     # Rerunning reuses the four finished runs (called in-process: no second evaluation).
     spec = importlib.util.spec_from_file_location("bitwidth_sweep", EXAMPLES / "bitwidth_sweep.py")

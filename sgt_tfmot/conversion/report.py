@@ -165,7 +165,8 @@ def _fidelity_lines(report: ConversionReport) -> list[str]:
     if fidelity is None:
         return ["Saliency fidelity: not run (--fidelity_images 0)"]
     lines = [
-        f"Saliency fidelity ({fidelity.method}, fill {fidelity.fill}, "
+        f"Saliency fidelity ({fidelity.method}, protocol {fidelity.protocol}, fill "
+        f"{fidelity.fill}, "
         f"{fidelity.num_images} images): gap {fidelity.gap_pp:.2f} pp "
         f"(max {report.thresholds.max_fidelity_gap:g})"
     ]

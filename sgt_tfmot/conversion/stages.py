@@ -31,12 +31,11 @@ from sgt_tfmot._checks import InputError, check_choice, check_int
 from sgt_tfmot._files import check_output_file, write_outputs
 from sgt_tfmot.conversion import checks
 from sgt_tfmot.conversion.report import ConversionReport, format_summary
-from sgt_tfmot.explain import attributions
-from sgt_tfmot.explain.fidelity import fidelity_check, save_saliency_figure
+from sgt_tfmot.explain import attributions, protocols
+from sgt_tfmot.explain.fidelity import DEFAULT_PROTOCOL, fidelity_check, save_saliency_figure
 from sgt_tfmot.explain.measures import agreement
 from sgt_tfmot.export import biases_aligned, export_model, is_quantized
 from sgt_tfmot.keras import keras
-from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier
 from sgt_tfmot.tflite import targets as deployment_targets
 from sgt_tfmot.tflite.c_array import SOURCE_SUFFIXES, c_array_files, c_identifier
@@ -324,10 +323,11 @@ def _lowest_bits(model: keras.Model) -> int:
 
 
 def run_checks(
-    loaded, samples, tflite_model, fidelity_images, method, fill, options, say,
+    loaded, samples, tflite_model, fidelity_images, method, removal, options, say,
     occlusion_images: int = 0, softmax: bool = False,
 ):  # fmt: skip
-    """Accuracy and agreement (with the ulp floor), the export model, saliency fidelity."""
+    """Accuracy and agreement (with the ulp floor), the export model, saliency fidelity
+    (`removal`: its (protocol, fill or None))."""
     model, x_test, y_test = loaded.model, samples.x_test, samples.y_test
 
     def predictor(keras_model):
@@ -365,7 +365,7 @@ def run_checks(
     )
     fidelity = fidelity_check(
         model, tflite_model, x_test[:count], y_test[:count], saliency=maps, method=method,
-        fill=fill, export_model=exported,
+        protocol=removal[0], fill=removal[1], export_model=exported,
     )  # fmt: skip
     integer_maps = None
     if shown:
@@ -492,7 +492,8 @@ def convert_and_check(
     fidelity_images: int = 500,
     saliency: str = "vanilla",
     smooth_samples: int = 20,
-    fidelity_fill: str = "mean",
+    fidelity_fill: str | None = None,
+    fidelity_protocol: str = DEFAULT_PROTOCOL,
     thresholds: checks.Thresholds | None = None,
     report: str | os.PathLike | None = None,
     figure: str | os.PathLike | None = None,
@@ -520,7 +521,10 @@ def convert_and_check(
       fidelity_images: Test images of the saliency fidelity check; 0 skips it.
       saliency: A gradient attribution method ("vanilla", "smoothgrad").
       smooth_samples: Noisy samples per image for SmoothGrad.
-      fidelity_fill: Fill of the removed features: "mean", "zero" or "random" (seeded).
+      fidelity_fill: Fill of the removed units; None: the protocol's default (the pixel
+        protocol: "mean", "zero" or "random", seeded).
+      fidelity_protocol: Removal protocol of the fidelity check (`sgt_tfmot.explain.
+        protocols`); default ROAD, whose perturbed images stay near the data.
       thresholds: What the checks require; default `checks.Thresholds()`.
       report: Where to write the JSON report, or None.
       figure: Where to write the saliency PNG; None: beside `report` (same name, .png).
@@ -555,7 +559,10 @@ def convert_and_check(
         smooth_samples=check_int(smooth_samples, "smooth_samples", 1)
     )
     check_choice(saliency, attributions.feature_methods(), "saliency")
-    check_choice(fidelity_fill, FILLS, "fidelity_fill")
+    removal = protocols.get(fidelity_protocol, "fidelity_protocol")
+    if fidelity_fill is not None:
+        check_choice(fidelity_fill, removal.fills, "fidelity_fill")
+    fidelity = (fidelity_protocol, fidelity_fill)
     thresholds = checks.Thresholds() if thresholds is None else thresholds
     tflm_images = check_int(tflm_images, "tflm_images", 1)
     paths = check_outputs(output, report, figure, overwrite, c_array)
@@ -568,7 +575,7 @@ def convert_and_check(
         flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)
         tflite_model = _AppModel(flatbuffer, delivery.rgb_input)
     occlusion_images = check_int(occlusion_images, "occlusion_images", 0)
-    found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity_fill,
+    found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity,
                        options, say, occlusion_images, delivery.softmax)  # fmt: skip
     reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say,
                             tflm_images)  # fmt: skip

@@ -2,10 +2,12 @@
 features the Keras model's saliency ranks highest (or lowest) are removed?
 
 The saliency of each image is taken once, on the Keras model (`sgt_tfmot.explain`); then the
-top x % and, separately, the bottom x % of the features by that saliency are replaced (the
-trainer's masking code) and both models classify the same masked images. If the integer
-model relies on the features the Keras model relies on, the two accuracy-drop curves
-coincide; the fidelity gap is the largest distance between them,
+top x % and, separately, the bottom x % of the units by that saliency are removed under a
+removal protocol (`sgt_tfmot.explain.protocols`: ROAD's noisy linear imputation by default,
+the field's faithfulness protocol, whose images stay close to the data; "pixel" is the
+trainer's masking rule) and both models classify the same perturbed images. If the integer
+model relies on the features the Keras model relies on, the two accuracy curves coincide;
+the fidelity gap is the largest distance between them,
 
     gap = max over x in fractions, order in {top, bottom} of |acc_keras(x) − acc_int(x)|.
 
@@ -16,6 +18,7 @@ The integer model is any object with a `predict(images) -> scores` method (or a 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,12 +26,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from sgt_tfmot._checks import check_choice
-from sgt_tfmot.explain import attributions
-from sgt_tfmot.explain.curves import DEFAULT_FRACTIONS, accuracy_drop_curve, curve_area
+from sgt_tfmot.explain import attributions, protocols
+from sgt_tfmot.explain.curves import DEFAULT_FRACTIONS, _check_fractions, curve_area
 from sgt_tfmot.explain.figures import class_name, new_figure, overlay
 from sgt_tfmot.keras import keras
 
-__all__ = ["FidelityResult", "fidelity_check", "save_saliency_figure"]
+__all__ = ["DEFAULT_PROTOCOL", "FidelityResult", "fidelity_check", "save_saliency_figure"]
+
+# ROAD: the integer model is judged on perturbed images that stay near the data (the
+# per-pixel mean fill makes scattered constant pixels no deployed model sees).
+DEFAULT_PROTOCOL = "road"
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class FidelityResult:
       keras_bottom, tflite_bottom: Accuracy with the least salient features removed.
       gap: max |keras − tflite| over both curves, as a share in [0, 1].
       method: Saliency method ("vanilla" or "smoothgrad").
-      fill: The fill of the removed features.
+      fill: The fill of the removed units, with its parameters.
       num_images: Images per curve point.
       export_top, export_bottom: The curves of the 8-bit export model of a k-bit QAT model
         (`sgt_tfmot.export.export_model`), when it was given, else None.
@@ -53,6 +60,7 @@ class FidelityResult:
         are removed in index order. On a QAT model this happens when the true-class output
         lies outside the output quantizer's learned range, where the fake-quant passes no
         gradient.
+      protocol: The removal protocol (`sgt_tfmot.explain.protocols`).
     """
 
     fractions: tuple[float, ...]
@@ -68,6 +76,7 @@ class FidelityResult:
     export_bottom: tuple[float, ...] | None = None
     export_gap: float | None = None
     zero_saliency_images: int = 0
+    protocol: str = "pixel"
 
     @property
     def gap_pp(self) -> float:
@@ -110,19 +119,22 @@ def fidelity_check(
     method: str = "vanilla",
     smooth_samples: int = 20,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    fill: str = "mean",
+    fill: str | None = None,
     reduce_channels: str | None = "mean",
     seed: int = 0,
     batch_size: int = 128,
     export_model: keras.Model | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+    protocol_options: protocols.ProtocolOptions | None = None,
 ) -> FidelityResult:
     """Do the integer and Keras models lose accuracy alike when salient features go?
 
     The saliency is taken once on the Keras model (vanilla gradient or SmoothGrad with
     tf-keras-vis, see `sgt_tfmot.explain.saliency_maps`) and ranks the features of both
     models' inputs: the curves measure whether the integer model still depends on the
-    features that the Keras model's explanation points at. The fill is deterministic
-    ("mean" by default; "random" is seeded), so the check is repeatable.
+    features that the Keras model's explanation points at. The perturbed images are made
+    once and fed to every model; their randomness (ROAD's noise, random fills) is seeded, so
+    the check is repeatable.
 
     Args:
       keras_model: The Keras classifier (QAT or float) the TFLite model was converted from.
@@ -133,13 +145,17 @@ def fidelity_check(
       saliency: Precomputed saliency shaped like `images`; computed here when None.
       method: "vanilla" or "smoothgrad", when the saliency is computed here.
       smooth_samples: Noisy samples per image for SmoothGrad.
-      fractions: Shares of features removed, each in [0, 1].
-      fill: "mean", "zero" or "random" (see `sgt_tfmot.masking.fill_values`).
-      reduce_channels: How a pixel's channels are ranked together ("mean", "max", None).
-      seed: Seed of SmoothGrad's noise and of the random fill.
+      fractions: Shares of units removed, each in [0, 1] (below 1 for ROAD).
+      fill: The protocol's fill; None: its default (ROAD: noisy linear imputation; the
+        per-pixel protocol: "mean", "zero" or "random").
+      reduce_channels: How a pixel's channels are ranked together ("mean", "max"; None, every
+        feature alone, for the per-pixel protocol only).
+      seed: Seed of SmoothGrad's noise and of the protocol's randomness.
       batch_size: Batch size of the Keras model's predictions and gradients.
       export_model: For a k-bit QAT `keras_model`, its 8-bit export model: its curves are
         measured too, as a diagnosis (see `FidelityResult.export_gap`). Not judged.
+      protocol: A name of `sgt_tfmot.explain.protocols` (default "road").
+      protocol_options: Its further settings (patch, noise, blur_sigma, value_range).
 
     Returns:
       A `FidelityResult`.
@@ -165,26 +181,30 @@ def fidelity_check(
             f"`saliency` must be shaped like `images` {images.shape}. Received: {saliency.shape}"
         )
 
+    removal = protocols.get(protocol)
+    options = dataclasses.replace(
+        protocol_options or protocols.ProtocolOptions(),
+        fill=fill if fill is not None else (protocol_options.fill if protocol_options else None),
+        seed=seed,
+        reduce_channels=reduce_channels,
+    )
+    fill_title = removal.fill_title(options)  # checks the fill
+
     def predictor(model):
         return lambda x: model.predict(x, batch_size=batch_size, verbose=0)
 
-    models = [("keras", predictor(keras_model)), ("tflite", integer_predict)]
+    models = {"keras": predictor(keras_model), "tflite": integer_predict}
     if export_model is not None:
-        models.append(("export", predictor(export_model)))
-    curves = {}
-    for name, predict_fn in models:
-        for order in ("top", "bottom"):
-            curves[f"{name}_{order}"] = accuracy_drop_curve(
-                predict_fn,
-                images,
-                labels,
-                saliency,
-                fractions=fractions,
-                order=order,
-                fill=fill,
-                seed=seed,
-                reduce_channels=reduce_channels,
-            )
+        models["export"] = predictor(export_model)
+    measured = protocols.removal_curves(
+        removal, models, images, labels, saliency, _check_fractions(fractions),
+        ("top", "bottom"), options,
+    )  # fmt: skip
+    curves = {
+        f"{name}_{order}": np.asarray(result.accuracy[order])
+        for name, result in measured.items()
+        for order in ("top", "bottom")
+    }
 
     def gap(name):
         return max(
@@ -199,8 +219,9 @@ def fidelity_check(
         export_gap=gap("export") if export_model is not None else None,
         zero_saliency_images=int(np.sum(~np.any(saliency.reshape(len(images), -1), axis=1))),
         method=method,
-        fill=fill,
+        fill=fill_title,
         num_images=len(images),
+        protocol=removal.name,
     )
 
 

@@ -23,7 +23,7 @@ its attributions come from the Keras model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -299,14 +299,14 @@ class Measured:
 
 def removal_curves(
     protocol: Protocol,
-    predict_fn: PredictFn,
+    predict_fn: PredictFn | Mapping[str, PredictFn],
     images: np.ndarray,
     labels: np.ndarray,
     saliency: np.ndarray,
     fractions: Sequence[float],
     orders: Sequence[str] = ORDERS,
     options: ProtocolOptions | None = None,
-) -> Measured:
+) -> Measured | dict[str, Measured]:
     """Accuracy and mean true-class probability after each removal of each order.
 
     Every (order, fraction) is one batch of perturbed images through `predict_fn`. The random
@@ -317,7 +317,9 @@ def removal_curves(
     Args:
       protocol: The protocol.
       predict_fn: Float images -> class scores (logits or probabilities; see
-        `probabilities`), e.g. a Keras model's `predict` or a `.tflite` model's.
+        `probabilities`), e.g. a Keras model's `predict` or a `.tflite` model's; or a
+        mapping name -> such function, to measure several models on the same perturbed
+        images (each perturbed batch is made once).
       images: (N, H, W, C) images in the model's input range.
       labels: (N,) class ids.
       saliency: Attributions shaped like the images, or (N, H, W) per-pixel maps.
@@ -326,7 +328,7 @@ def removal_curves(
       options: The protocol's settings.
 
     Returns:
-      A `Measured`.
+      A `Measured`; for a mapping of functions, name -> `Measured`.
     """
     options = options or ProtocolOptions()
     fill = protocol.fill(options)  # checked before any work
@@ -341,20 +343,26 @@ def removal_curves(
             )
         if options.value_range is None:  # one range for every batch of the curves
             options = dataclasses.replace(options, value_range=_value_range(images, options))
-    accuracy, probability = {}, {}
+    functions = dict(predict_fn) if isinstance(predict_fn, Mapping) else {"": predict_fn}
+    accuracy = {name: {} for name in functions}
+    probability = {name: {} for name in functions}
     for o, order in enumerate(orders):
-        acc, prob = [], []
+        points = {name: ([], []) for name in functions}
         ranked = protocol.rank(saliency, order, options)  # once per order
         for f, fraction in enumerate(fractions):
             seed = options.seed * 1_000_003 + 1000 * f + o
             perturbed = protocol.perturb(images, ranked, fraction, order, options, seed)
-            scores = np.asarray(predict_fn(perturbed))
-            if scores.ndim != 2 or len(scores) != len(images):
-                raise ValueError(
-                    f"`predict_fn` must return class scores of shape ({len(images)}, "
-                    f"num_classes). Received: {scores.shape}"
-                )
-            acc.append(float(np.mean(scores.argmax(-1) == labels)) if len(labels) else 0.0)
-            prob.append(float(np.mean(true_class_probability(scores, labels))))
-        accuracy[order], probability[order] = tuple(acc), tuple(prob)
-    return Measured(accuracy, probability)
+            for name, function in functions.items():
+                scores = np.asarray(function(perturbed))
+                if scores.ndim != 2 or len(scores) != len(images):
+                    raise ValueError(
+                        f"`predict_fn` must return class scores of shape ({len(images)}, "
+                        f"num_classes). Received: {scores.shape}"
+                    )
+                hits = scores.argmax(-1) == labels
+                points[name][0].append(float(np.mean(hits)) if len(labels) else 0.0)
+                points[name][1].append(float(np.mean(true_class_probability(scores, labels))))
+        for name, (acc, prob) in points.items():
+            accuracy[name][order], probability[name][order] = tuple(acc), tuple(prob)
+    measured = {name: Measured(accuracy[name], probability[name]) for name in functions}
+    return measured if isinstance(predict_fn, Mapping) else measured[""]
