@@ -8,7 +8,9 @@ This package answers both for any saved classifier, float or QAT:
 |---------------|---------------------------------------------------------------------------|
 | `attribution` | maps: vanilla gradient, SmoothGrad, Grad-CAM, Grad-CAM++ (tf-keras-vis),   |
 |               | and `input_gradients`, the batched graph-function fast path               |
-| `curves`      | accuracy-drop curves (top, bottom, random order) and their areas          |
+| `curves`      | removal curves (top/MoRF, bottom/LeRF, random order) and their areas     |
+| `protocols`   | removal protocols, one registry: pixel (the trainer's rule), ROAD,        |
+|               | deletion/insertion (RISE), region perturbation                            |
 | `measures`    | Spearman ρ and top-10 % IoU between maps, concentration, sanity check     |
 | `evaluate`    | all of it for a set of models on the same test images                     |
 | `report`      | figures, JSON, CSV and markdown of an evaluation                          |
@@ -19,6 +21,7 @@ Example:
     from sgt_tfmot.explain import attribution_maps, drop_curves, agreement
 
     curves = drop_curves(qat_model, x_test[:500], y_test[:500], name="pact-4bit")
+    road = drop_curves(qat_model, x_test[:500], y_test[:500], protocol="road")
     maps_float = attribution_maps(float_model, x_test[:64], y_test[:64], "gradcam")
     maps_qat = attribution_maps(qat_model, x_test[:64], y_test[:64], "gradcam")
     print(curves.areas(), agreement(maps_float, maps_qat).spearman_mean)

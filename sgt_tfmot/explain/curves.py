@@ -13,9 +13,12 @@ slowly when the others go. The ranking and the fill are the trainer's own maskin
 measured on a Keras model (`model.predict`) and on its integer TFLite version
 (`sgt_tfmot.tflite.runtime.TFLiteModel.predict`) with the same masked images.
 
-`drop_curves(model, images, labels)` measures all three orders of one Keras model, with the
-saliency of `input_gradients` (one graph function over the batch), and returns a
-`DropCurves` with the areas and the number of all-zero saliency maps.
+`drop_curves(model, images, labels, protocol=...)` measures all three orders of one model
+under a removal protocol of `sgt_tfmot.explain.protocols` ("pixel", this module's rule, by
+default; "road", "deletion", "insertion", "region"), with the saliency of `input_gradients`
+(one graph function over the batch) unless given, and returns a `DropCurves` with the
+accuracy and true-class probability curves, their areas, the protocol, unit and fill, and
+the number of all-zero saliency maps.
 
 Example:
 
