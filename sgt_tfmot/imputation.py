@@ -19,6 +19,8 @@ Methods", ICML 2022). These fills avoid that, as numpy/scipy functions over whol
   most W + 1), and solved by one banded Cholesky factorisation (LAPACK, via scipy) per 256
   images, in float32 (the system is diagonally dominant: on 0..255 images the values differ
   from a float64 solve by about 1e-4, against ROAD's noise of 2.55).
+  The trainer's graph version (conjugate gradients in TensorFlow) is
+  `sgt_tfmot.masking.impute`; this one is exact and fast on whole evaluation batches.
 * `noisy_linear_imputation(...)`: the same plus N(0, (noise · value_range)²) on each
   removed value (ROAD: noise 0.01 of a [0, 1] image), from a seeded generator.
 * `blur(images, sigma)`: the image filtered by a Gaussian of standard deviation `sigma`
@@ -39,6 +41,8 @@ import numpy as np
 from scipy import linalg, ndimage
 from threadpoolctl import threadpool_limits
 
+from sgt_tfmot.masking import NEIGHBOUR_WEIGHTS  # ROAD's weights: one home, the trainer's too
+
 __all__ = [
     "DEFAULT_NOISE",
     "NEIGHBOUR_WEIGHTS",
@@ -47,11 +51,6 @@ __all__ = [
     "noisy_linear_imputation",
 ]
 
-# ROAD's neighbourhood: (row offset, column offset) -> weight; the weights sum to 1.
-NEIGHBOUR_WEIGHTS = {
-    (0, 1): 1 / 6, (0, -1): 1 / 6, (1, 0): 1 / 6, (-1, 0): 1 / 6,
-    (1, 1): 1 / 12, (1, -1): 1 / 12, (-1, 1): 1 / 12, (-1, -1): 1 / 12,
-}  # fmt: skip
 DEFAULT_NOISE = 0.01  # ROAD's noise, as a share of the value range
 _CHUNK = 256  # images per banded system (bounds its memory: 34 x 8 bytes per unknown)
 

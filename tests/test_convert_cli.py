@@ -444,9 +444,9 @@ def test_convert_and_check_validates_its_arguments(tmp_path):
         convert.convert_and_check("m.h5", tmp_path / "m.tflite", io_dtype="int4")
     with pytest.raises(ValueError, match=r"`fidelity_images` must be an integer >= 0"):
         convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_images=-1)
-    with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'mean', 'zero'"):
+    with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'mean', 'random'"):
         convert.convert_and_check(
-            "m.h5", tmp_path / "m.tflite", fidelity_fill="blur", fidelity_protocol="pixel"
+            "m.h5", tmp_path / "m.tflite", fidelity_fill="black", fidelity_protocol="pixel"
         )
     with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'imputation'"):
         convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_fill="mean")

@@ -56,7 +56,7 @@ def ranking_mask(
 
 class PerPixel(Protocol):
     name, title, unit, measure = "pixel", "per-pixel (trainer's masking rule)", "pixel", "accuracy"
-    fills = ("mean", "zero", "random")  # masking.FILLS, the default first
+    fills = ("mean", *(f for f in masking.FILLS if f != "mean"))  # the trainer's, mean first
     reference = "Ismail et al. 2021 (SGT); Maleki et al. 2024, Fig. 3"
 
     def rank(self, saliency, order, options: ProtocolOptions):
