@@ -6,7 +6,9 @@ in `SaliencyGuidedModel` once per masking option (same loss, same optimizer type
 the compiled train functions (what `fit` runs) on the same batch, alternating plain and SGT
 steps in one run (the order rotates every round) so that load changes on a shared machine hit
 all alike. It prints, per option, the median ms per step and the ratio SGT / plain, then the
-minima and their ratio.
+minima and their ratio, then the same two ratios of the CPU time the process spent in each
+step (`time.process_time`, all threads): on a machine shared with other jobs the wall time
+measures the load as much as the step, the CPU time measures the work.
 
 Masking options (`--options`): a comma-separated list of FILL:PATCH, e.g. `random:1` (the
 original SGT: single pixels, random fill), `blur:4` or `impute:4` (4x4 patches, Gaussian blur
@@ -61,11 +63,11 @@ def _train_function(model: keras.Model, x: np.ndarray, y: np.ndarray):
     iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
     train_function = model.make_train_function()
 
-    def step() -> float:
-        start = time.perf_counter()
+    def step() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
         logs = train_function(iterator)
         float(logs["loss"])  # wait for the step to finish
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
     return step
 
@@ -132,7 +134,8 @@ def measure(
 
     Returns:
       Per option: {"option", "plain_ms", "sgt_ms", "ratio"} (medians, ratio = sgt / plain),
-      {"plain_min_ms", "sgt_min_ms", "min_ratio"} (the same of the minima), and for the
+      {"plain_min_ms", "sgt_min_ms", "min_ratio"} (the same of the minima), {"cpu_ratio",
+      "cpu_min_ratio"} (median and min of the process's CPU time per step), and for the
       imputation "iterations" (of the solve on the batch's mask after the timing).
     """
     options = options or [{"fill": "random", "patch_size": 1}]
@@ -165,11 +168,13 @@ def measure(
         for _ in range(warmup + 1):
             for step in kinds:
                 step()
-        times = [[] for _ in kinds]
+        times, cpu_times = [[] for _ in kinds], [[] for _ in kinds]
         for i in range(steps):
             order = [(i + j) % len(kinds) for j in range(len(kinds))]
             for kind in order:
-                times[kind].append(kinds[kind]())
+                wall, cpu = kinds[kind]()
+                times[kind].append(wall)
+                cpu_times[kind].append(cpu)
         iterations = {
             n: imputation_iterations(model, x, y, option, mask_fraction)
             for n, option in enumerate(options)
@@ -178,13 +183,16 @@ def measure(
     finally:
         keras.mixed_precision.set_global_policy("float32")
     plain_ms, plain_min = 1e3 * statistics.median(times[0]), 1e3 * min(times[0])
+    plain_cpu, plain_cpu_min = statistics.median(cpu_times[0]), min(cpu_times[0])
     rows = []
     for n, option in enumerate(options):
         sgt_ms, sgt_min = 1e3 * statistics.median(times[n + 1]), 1e3 * min(times[n + 1])
+        sgt_cpu, sgt_cpu_min = statistics.median(cpu_times[n + 1]), min(cpu_times[n + 1])
         rows.append({
             "option": f"{option['fill']}:{option['patch_size']}",
             "plain_ms": plain_ms, "sgt_ms": sgt_ms, "ratio": sgt_ms / plain_ms,
             "plain_min_ms": plain_min, "sgt_min_ms": sgt_min, "min_ratio": sgt_min / plain_min,
+            "cpu_ratio": sgt_cpu / plain_cpu, "cpu_min_ratio": sgt_cpu_min / plain_cpu_min,
             "iterations": iterations.get(n),
         })  # fmt: skip
     return rows
@@ -205,7 +213,8 @@ def run(
     print(f"ResNet-20, 32x32x3, batch {batch_size} of {images}, {steps} timed steps of each kind")
     print(
         f"{'model':<8} {'precision':<15} {'option':<10} {'plain ms':>9} {'SGT ms':>9} "
-        f"{'SGT/plain':>10}{'plain min':>10} {'SGT min':>9} {'min ratio':>10} {'CG it':>6}"
+        f"{'SGT/plain':>10}{'plain min':>10} {'SGT min':>9} {'min ratio':>10} {'CPU ratio':>10}"
+        f"{'CPU min':>8} {'CG it':>6}"
     )
     rows = []
     for is_quantized in quantized:
@@ -224,7 +233,8 @@ def run(
                 print(
                     f"{name:<8} {precision:<15} {row['option']:<10} {row['plain_ms']:9.1f} "
                     f"{row['sgt_ms']:9.1f} {row['ratio']:10.2f}{row['plain_min_ms']:10.1f} "
-                    f"{row['sgt_min_ms']:9.1f} {row['min_ratio']:10.2f} {iterations:>6}",
+                    f"{row['sgt_min_ms']:9.1f} {row['min_ratio']:10.2f} {row['cpu_ratio']:10.2f}"
+                    f"{row['cpu_min_ratio']:8.2f} {iterations:>6}",
                     flush=True,
                 )
     return rows
