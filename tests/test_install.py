@@ -95,3 +95,12 @@ def test_the_escape_check_sees_a_path_into_the_checkout(tmp_path):
     assert _escapes(outside, package) == [
         f"sgt_tfmot/b.py: Path(__file__).resolve().parents[1] is {tmp_path}"
     ]
+
+
+def test_the_readme_names_the_zoos_default_url_and_how_to_change_it():
+    from sgt_tfmot import zoo
+
+    readme = (ROOT / "README.md").read_text()
+    assert f"`{zoo.DEFAULT_URL}`" in readme
+    for name in (zoo.ZOO_ENV, zoo.CACHE_ENV, zoo.URL_ENV, "--zoo_dir"):
+        assert name in readme, name
