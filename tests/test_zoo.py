@@ -203,6 +203,17 @@ def test_a_failed_download_is_one_line_and_leaves_nothing_in_the_cache(
     assert [p.name for p in cache.rglob("*") if p.is_file()] == []  # nothing half written
 
 
+def test_a_cache_that_cannot_be_written_is_one_line(server, tmp_path):
+    url, _, _ = server
+    (tmp_path / "cache").write_text("a file where the cache should be")
+    with pytest.raises(zoo.ZooError) as caught:
+        tiny_zoo(url, tmp_path / "cache").resolve("tiny")
+    assert str(caught.value) == (
+        f"zoo:tiny: cannot write the cache {tmp_path / 'cache' / 'tiny'} (Not a directory); set "
+        "$SGT_TFMOT_CACHE to a writable directory, or $SGT_TFMOT_ZOO to a copy of the zoo."
+    )
+
+
 def test_a_killed_downloads_leftover_is_removed_and_a_live_one_kept(server, tmp_path):
     url, _, _ = server
     folder = tmp_path / "cache" / "tiny"

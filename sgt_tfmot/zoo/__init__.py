@@ -169,6 +169,12 @@ class Zoo:
                     f"${ZOO_ENV} or --zoo_dir at a copy of the zoo (a checkout's zoo/ "
                     f"folder), or ${URL_ENV} at a mirror of it."
                 ) from None
+            except OSError as error:  # the cache itself cannot be written
+                reason = error.strerror or type(error).__name__
+                raise ZooError(
+                    f"zoo:{name}: cannot write the cache {folder} ({reason}); set "
+                    f"${CACHE_ENV} to a writable directory, or ${ZOO_ENV} to a copy of the zoo."
+                ) from None
         return folder
 
 
