@@ -235,10 +235,13 @@ def test_the_progress_bar_draws_in_place_on_a_terminal_and_one_line_elsewhere():
     bar = ProgressBar("zoo:tiny/model.h5", 2_000_000, log)
     bar.update(1_000_000)
     bar.close()
-    ProgressBar("zoo:tiny/labels.txt", 2_363, log)
-    assert log.getvalue() == (
-        "downloading zoo:tiny/model.h5 (2.0 MB)\ndownloading zoo:tiny/labels.txt (2.4 kB)\n"
-    )
+    ProgressBar("zoo:tiny/metrics.json", 2_363, log)
+    ProgressBar("zoo:tiny/labels.txt", 20, log)
+    assert log.getvalue().splitlines() == [
+        "downloading zoo:tiny/model.h5 (2.0 MB)",
+        "downloading zoo:tiny/metrics.json (2.4 kB)",
+        "downloading zoo:tiny/labels.txt (20 bytes)",
+    ]
     screen = Terminal()
     bar = ProgressBar("f", 2_000_000, screen)
     for done in (500_000, 500_001, 2_000_000):

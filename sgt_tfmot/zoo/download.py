@@ -81,7 +81,9 @@ def _megabytes(count: int) -> str:
 
 
 def _size(count: int) -> str:
-    return f"{_megabytes(count)} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
+    if count >= 100_000:
+        return f"{_megabytes(count)} MB"
+    return f"{count / 1e3:.1f} kB" if count >= 1_000 else f"{count} bytes"
 
 
 def download(
