@@ -60,6 +60,18 @@ def test_each_entry_loads_from_the_checkout(name, checkout_zoo):
     assert scores.shape == (1, metrics["data"]["num_classes"] if "data" in metrics else 10)
 
 
+def test_a_checkout_finds_its_own_zoo_without_settings(monkeypatch, tmp_path):
+    monkeypatch.delenv(zoo.ZOO_ENV, raising=False)
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(zoo.URL_ENV, "http://127.0.0.1:9")  # nothing is downloaded
+    assert zoo.checkout_zoo() == CHECKOUT_ZOO
+    name = sorted(zoo.entries())[0]
+    assert zoo.resolve(f"zoo:{name}") == CHECKOUT_ZOO / name
+    monkeypatch.setenv(zoo.ZOO_ENV, str(tmp_path))  # the variable still comes first
+    with pytest.raises(zoo.ZooError, match=f"tried {tmp_path / name} "):
+        zoo.resolve(f"zoo:{name}")
+
+
 def test_an_unknown_zoo_name_lists_the_zoo():
     with pytest.raises(InputError, match=r"No zoo model 'nope'. The zoo has: cifar10-float, "):
         load_model("zoo:nope")
@@ -193,7 +205,10 @@ def test_a_failed_download_is_one_line_and_leaves_nothing_in_the_cache(
         tiny_zoo(url, cache, **changes).resolve(name)
     message = str(caught.value)
     assert "\n" not in message
-    assert f"zoo:{name} not found; tried no local zoo ($SGT_TFMOT_ZOO or --zoo_dir)" in message
+    assert (
+        f"zoo:{name} not found; tried no local zoo ($SGT_TFMOT_ZOO or --zoo_dir; not run from "
+        "a checkout)" in message
+    )
     assert f"the cache {cache / name}" in message
     assert message.endswith(
         "Point $SGT_TFMOT_ZOO or --zoo_dir at a copy of the zoo (a checkout's zoo/ folder), "
@@ -258,6 +273,7 @@ def test_the_cli_says_in_one_line_what_was_tried_when_offline(monkeypatch, tmp_p
     from sgt_tfmot import convert
 
     monkeypatch.delenv(zoo.ZOO_ENV, raising=False)
+    monkeypatch.setattr(zoo, "checkout_zoo", lambda: None)  # as from an installed wheel
     monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv(zoo.URL_ENV, "http://127.0.0.1:9")
     status = convert.main(

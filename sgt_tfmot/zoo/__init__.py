@@ -9,8 +9,9 @@ test accuracy, and the sha256 and size of each of its files.
 
 `zoo:NAME` resolves in this order:
 
-1. a local directory holding `NAME/`: the `--zoo_dir` flag of the CLIs or `$SGT_TFMOT_ZOO`
-   (a checkout's `zoo/` folder is one);
+1. a local directory holding `NAME/`: the `--zoo_dir` flag of the CLIs or `$SGT_TFMOT_ZOO`;
+   without either, the `zoo/` folder of the source checkout the package runs from (an
+   editable install or `python -m` in the repository; a wheel has none, `checkout_zoo`);
 2. the user cache, `$SGT_TFMOT_CACHE/zoo/NAME/` (default: `~/.cache/sgt_tfmot` on Linux,
    `$XDG_CACHE_HOME/sgt_tfmot` when set, `~/Library/Caches/sgt_tfmot` on macOS,
    `%LOCALAPPDATA%/sgt_tfmot/Cache` on Windows);
@@ -49,6 +50,7 @@ __all__ = [
     "ZooError",
     "add",
     "cache_root",
+    "checkout_zoo",
     "entries",
     "file_record",
     "problems",
@@ -86,6 +88,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "sgt_tfmot"
 
 
+def checkout_zoo() -> Path | None:
+    """The `zoo/` folder of the source checkout this package is imported from, or None.
+
+    A checkout is recognised by the repository's `setup.cfg` beside the package and its
+    `zoo/` folder; an installed wheel has neither, so nothing outside the package is read
+    there.
+    """
+    root = Path(__file__).resolve().parents[2]  # a checkout's, never a wheel's
+    folder = root / "zoo"
+    return folder if (root / "setup.cfg").is_file() and folder.is_dir() else None
+
+
 def file_record(path: Path) -> dict:
     """A file's manifest record: {"sha256": ..., "size_bytes": ...}."""
     return {"sha256": sha256(path), "size_bytes": path.stat().st_size}
@@ -116,11 +130,12 @@ class Zoo:
 
     @classmethod
     def from_environment(cls) -> Zoo:
-        """The package's manifest; `$SGT_TFMOT_ZOO`, the user cache, `$SGT_TFMOT_ZOO_URL`."""
+        """The package's manifest; `$SGT_TFMOT_ZOO` (else the checkout's `zoo/`), the user
+        cache, `$SGT_TFMOT_ZOO_URL`."""
         local = os.environ.get(ZOO_ENV)
         return cls(
             models=entries(),
-            local_dir=Path(local).expanduser() if local else None,
+            local_dir=Path(local).expanduser() if local else checkout_zoo(),
             cache_dir=cache_root() / "zoo",
             base_url=os.environ.get(URL_ENV) or DEFAULT_URL,
         )
@@ -138,7 +153,7 @@ class Zoo:
         files = self.models[name]["files"]
         tried = []
         if self.local_dir is None:
-            tried.append(f"no local zoo (${ZOO_ENV} or --zoo_dir)")
+            tried.append(f"no local zoo (${ZOO_ENV} or --zoo_dir; not run from a checkout)")
         else:
             folder = self.local_dir / name
             wrong = problems(folder, files)
