@@ -14,8 +14,11 @@ ranges before conversion:
   would happen after the fake-quant and be rounded again to 8 bits, moving the conv outputs by
   a fraction of a weight step, which at 4 bits flips ~4 % of CIFAR-10 predictions;
 * weights: the kernels are set to their k-bit values, and the 8-bit weight quantizer's range
-  is widened by `export_range_scale(k)` so that its grid contains the k-bit grid: the integer
-  kernels hold exactly the k-bit weights the QAT model used;
+  is widened by `export_range_scale(k, 8, container)` so that its grid contains the k-bit
+  grid: the integer kernels hold exactly the k-bit weights the QAT model used, as r·q for
+  each k-bit level q. The quantizer's `container_bits` sets r: with 4 (the default for
+  k ≤ 4) r = ⌊7 / L_k⌋ and every value lies in [−7, 7], so `sgt_tfmot.tflite.int4` can store
+  the kernel as INT4, two per byte, without changing an output; with 8, r = ⌊127 / L_k⌋;
 * PACT activations: an 8-bit range with the k-bit step α/(2^k − 1), [0, α·255/(2^k − 1)],
   followed by MINIMUM(α) (`sgt_tfmot.quantizers.pact_integer`): the integer model computes
   the k-bit activations exactly. The converter writes one int8 MINIMUM per activation for
@@ -73,8 +76,8 @@ def _export_quantizer(quantizer):
     if isinstance(quantizer, PACTQuantizer):
         return PACTQuantizer(**{**quantizer.get_config(), "export": True})
     if isinstance(quantizer, WeightQuantizer):
-        scale = quantizer.range_scale * export_range_scale(quantizer.num_bits, 8)
-        return WeightQuantizer(8, quantizer.per_channel, scale)
+        scale = export_range_scale(quantizer.num_bits, 8, quantizer.container_bits)
+        return WeightQuantizer(8, quantizer.per_channel, quantizer.range_scale * scale)
     return quantizer
 
 
@@ -142,13 +145,13 @@ def _fold(conv: keras.layers.Layer, bn: keras.layers.Layer, kernel: np.ndarray):
 
 def _depthwise_fold_quantizer(source, bn) -> ChannelRangeQuantizer:
     """The export weight quantizer of a DepthwiseConv2D with BN folded in: per-channel
-    ranges m · |f_c| · export_range_scale(k) around the per-tensor k-bit grid (m: the
-    quantizer's range of the kernel)."""
+    ranges m · |f_c| · export_range_scale(k, 8, container) around the per-tensor k-bit grid
+    (m: the quantizer's range of the kernel)."""
     quantizer = source.quantize_config.weight_quantizer
     attr = f"{source.quantize_config.weight_attr}:0"
     kernel = next(w for w in source.weights if _short(w) == attr).numpy()
     m = float(quantizer.ranges(kernel))
-    scale = export_range_scale(quantizer.num_bits, 8)
+    scale = export_range_scale(quantizer.num_bits, 8, quantizer.container_bits)
     ranges = np.maximum(m * np.abs(_bn_factor(bn)) * scale, 1e-8)
     return ChannelRangeQuantizer(ranges.tolist(), 8, depthwise=True)
 

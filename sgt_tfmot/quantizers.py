@@ -101,16 +101,31 @@ def _weight_levels(num_bits: int) -> int:
     return 2 ** (num_bits - 1) - 1
 
 
-def export_range_scale(grid_bits: int, num_bits: int = 8) -> float:
-    """Range factor that makes a `num_bits` weight grid contain the `grid_bits` grid.
+CONTAINER_BITS = (4, 8)
+"""The integer types a k-bit kernel can be stored in: INT4 (k ≤ 4) or INT8."""
+
+
+def default_container_bits(num_bits: int) -> int:
+    """The container of a `num_bits` kernel unless told otherwise: 4 bits for k ≤ 4 (the
+    file's kernels then pack two per byte, `sgt_tfmot.tflite.int4`), else 8."""
+    return 4 if num_bits <= 4 else 8
+
+
+def export_range_scale(grid_bits: int, num_bits: int = 8, container_bits: int = 8) -> float:
+    """Range factor that makes a `num_bits` weight grid contain the `grid_bits` grid, on the
+    finest grid whose values fit `container_bits`.
 
     A k-bit symmetric grid over [−m, m] has step s = m / L_k. A `num_bits` grid over
     [−c·m, c·m] has step c·m / L_n; it holds every multiple of s when c·m / L_n = s / r for an
-    integer r, i.e. c = L_n / (r · L_k), with the largest r = ⌊L_n / L_k⌋ that keeps L_k·r ≤ L_n.
-    For k = 4: L = 7, r = 18, c = 127 / 126.
+    integer r, i.e. c = L_n / (r · L_k). The integer kernel then holds r·q for each k-bit
+    level q, so r·L_k must fit the container's levels L_c: r = ⌊L_c / L_k⌋, the largest.
+    For k = 4 in an 8-bit container: L = 7, r = 18, c = 127 / 126; in a 4-bit container:
+    r = 1 (the int8 values are the 4-bit levels themselves), c = 127 / 7. For k = 2 in a 4-bit
+    container: r = 7 (values −7, 0, 7).
     """
     levels_k, levels_n = _weight_levels(grid_bits), _weight_levels(num_bits)
-    return levels_n / ((levels_n // levels_k) * levels_k)
+    ratio = _weight_levels(container_bits) // levels_k
+    return levels_n / (ratio * levels_k)
 
 
 WEIGHT_RANGES = ("max", "mse")
@@ -341,6 +356,12 @@ class WeightQuantizer(_Serializable):
       range_scale: Range widening used at export; 1.0 for training.
       weight_range: How the range is chosen: "max" (max |w|, the default) or "mse" (the clip
         with the least quantization error; see `weight_range`).
+      container_bits: The integer type the exported kernel is stored in, 4 or 8 (≥ k): its
+        int8 values are r·q with r = ⌊L_c / L_k⌋ (`export_range_scale`), and the integer
+        model's biases sit on the int32 grid of that step. With 4, a k ≤ 4 kernel holds values
+        in [−7, 7] and can be stored two per byte; with 8, its biases are finer. Default
+        `default_container_bits(k)`; a model saved before this setting existed gets 8, the
+        grid its biases were aligned to.
     """
 
     def __init__(
@@ -349,11 +370,23 @@ class WeightQuantizer(_Serializable):
         per_channel: bool = True,
         range_scale: float = 1.0,
         weight_range: str = "max",
+        container_bits: int | None = None,
     ):
         self.num_bits = check_bits(num_bits, "num_bits")
         self.per_channel = bool(per_channel)
         self.range_scale = float(range_scale)
         self.weight_range = check_weight_range(weight_range)
+        if container_bits is None:
+            container_bits = default_container_bits(self.num_bits)
+        _checks.check_choice(container_bits, CONTAINER_BITS, "container_bits")
+        if container_bits < self.num_bits:
+            raise _checks.InputError(
+                f"must hold num_bits={self.num_bits}: one of "
+                f"{[c for c in CONTAINER_BITS if c >= self.num_bits]}",
+                "container_bits",
+                container_bits,
+            )
+        self.container_bits = int(container_bits)
 
     def build(self, tensor_shape, name: str, layer) -> dict:
         return {}
@@ -383,10 +416,16 @@ class WeightQuantizer(_Serializable):
             "num_bits": self.num_bits,
             "per_channel": self.per_channel,
             "range_scale": self.range_scale,
+            "container_bits": self.container_bits,
         }
         if self.weight_range != "max":  # files saved before the option load unchanged
             config["weight_range"] = self.weight_range
         return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        # Saved before `container_bits` existed: the 8-bit container its biases were aligned to.
+        return cls(**{"container_bits": 8, **config})
 
 
 @keras.utils.register_keras_serializable(package="sgt_tfmot")

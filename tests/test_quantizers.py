@@ -182,6 +182,38 @@ def test_export_range_scale_puts_the_k_bit_grid_on_the_8_bit_grid(k):
     assert export_range_scale(8) == 1.0
 
 
+@pytest.mark.parametrize("k, ratio", [(2, 7), (3, 2), (4, 1)])
+def test_the_4_bit_container_holds_r_times_the_k_bit_levels(k, ratio):
+    # r = floor(7 / L_k): L_2 = 1 -> 7, L_3 = 3 -> 2, L_4 = 7 -> 1; c = 127 / (r * L_k).
+    scale = export_range_scale(k, 8, container_bits=4)
+    assert scale == pytest.approx(127 / (ratio * (2 ** (k - 1) - 1)))
+    w = tf.random.stateless_normal([5, 7], seed=[6, k])
+    wk = quantize_weights(w, k, per_channel=True)
+    w8 = quantize_weights(wk, 8, per_channel=True, range_scale=scale)
+    np.testing.assert_allclose(w8.numpy(), wk.numpy(), atol=1e-6)  # the k-bit grid, exactly
+    # As integers on the 8-bit grid (step m * c / 127 = s_k / r): r * q, within [-7, 7].
+    m = np.abs(wk.numpy()).max(axis=0) * scale
+    levels = np.round(w8.numpy() / (m / 127))
+    assert np.abs(levels).max() == ratio * (2 ** (k - 1) - 1) <= 7
+    assert np.all(levels % ratio == 0)
+
+
+def test_weight_quantizer_container():
+    assert WeightQuantizer(4).container_bits == 4 and WeightQuantizer(2).container_bits == 4
+    assert WeightQuantizer(5).container_bits == 8 and WeightQuantizer(8).container_bits == 8
+    assert WeightQuantizer(4, container_bits=8).container_bits == 8
+    # A model saved before the setting existed had its biases aligned to the 8-bit container.
+    old = {"num_bits": 4, "per_channel": True, "range_scale": 1.0}
+    assert WeightQuantizer.from_config(old).container_bits == 8
+    with pytest.raises(ValueError, match=r"`container_bits` must be one of 4, 8\. Received"):
+        WeightQuantizer(4, container_bits=2)
+    with pytest.raises(
+        ValueError,
+        match=r"`container_bits` must hold num_bits=6: one of \[8\]\. Received: container_bits=4",
+    ):
+        WeightQuantizer(6, container_bits=4)
+
+
 @pytest.mark.parametrize("bits", [1, 9, 4.0, "4", True, None])
 def test_bad_bits_are_rejected(bits):
     with pytest.raises(ValueError, match=r"`num_bits` must be an integer in \[2, 8\]\. Received"):
@@ -214,6 +246,7 @@ def test_fixed_range_must_be_ordered():
         PACTQuantizer(3, 6.0, 1e-3),
         WeightQuantizer(5, False, 1.5),
         WeightQuantizer(2, True, 1.0, "mse"),
+        WeightQuantizer(3, True, 1.0, container_bits=8),
         RangeQuantizer(8),
         FixedRangeQuantizer(-1.0, 1.0),
     ],
