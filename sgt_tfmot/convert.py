@@ -19,7 +19,7 @@ Usage:
         [--fidelity_protocol road|pixel|deletion|insertion|region] [--fidelity_fill FILL]
         [--figure saliency.png] [--max_accuracy_drop 0.3] [--min_agreement 0.995]
         [--max_fidelity_gap 5] [--require_edgetpu] [--require tflm,...] [--profile]
-        [--tflm_images 1000] [--c_array model_data.c] [--overwrite]
+        [--tflm_images 1000] [--c_array model_data.c] [--pack_int4] [--overwrite]
 
 MODEL is a saved model file (.h5 / .keras) or the output directory of
 `python -m sgt_tfmot.train` (its `model.h5`; the dataset then defaults to the one in its
@@ -149,6 +149,12 @@ flags.DEFINE_list(
     "Deployment targets whose verdict must be 'compatible' for the checks to pass: "
     f"{', '.join(deployment_targets.names())}.", **_IN,
 )  # fmt: skip
+flags.DEFINE_bool(
+    "pack_int4", False,
+    "Store the kernels whose values fit 4 bits (weights of 4 bits or fewer) as INT4, two per "
+    "byte: CONV_2D, DEPTHWISE_CONV_2D and per-tensor FULLY_CONNECTED, whose INT4 filters "
+    "LiteRT and TFLite Micro both take, with the same outputs; the Edge TPU takes none.", **_IN,
+)  # fmt: skip
 flags.DEFINE_integer(
     "tflm_images", TFLM_IMAGES,
     "Test images run in TensorFlow Lite Micro, every output compared with LiteRT's reference "
@@ -256,6 +262,7 @@ def _convert(positional: list[str]) -> int:
             metadata=FLAGS.metadata,
             labels=FLAGS.labels,
             space_to_depth=FLAGS.space_to_depth,
+            pack_int4=FLAGS.pack_int4,
         ),
         progress=_cli.progress(PROGRAM),
     )

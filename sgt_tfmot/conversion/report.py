@@ -20,7 +20,9 @@ Its keys, in one place:
 | integer_model_maps | occlusion maps of the .tflite (LiteRT) vs the Keras model's (ρ, IoU) |
 | targets | deployment target name -> its section (`sgt_tfmot.tflite.targets`) |
 | edgetpu_compatible, internal_quantize_ops, op_names, edgetpu | the Edge TPU target, flat |
-| deployment | what an app needs: I/O tensors' types and quantization; `layout` |
+| deployment | what an app needs: I/O tensors' types and quantization; `weights` (container |
+| | "int8", or "int4" with the packed tensors, their ops, bytes saved, those skipped); |
+| | `layout` |
 | | ("default", or "space_to_depth" with `--space_to_depth`); `latency` (with |
 | | `--profile`, else null): batch-1 integer vs float32 time, min and median, their ratio, |
 | | the delegate partitions, the integer time per op type (`by_type`) and per op (`ops`) |
@@ -230,6 +232,18 @@ def _latency_lines(report: ConversionReport) -> list[str]:
     ]
 
 
+def _weights_lines(report: ConversionReport) -> list[str]:
+    weights = report.deployment.get("weights") or {}
+    if weights.get("container") != "int4":
+        return []
+    ops = sorted(set(weights["ops"]))
+    return [
+        f"  {weights['tensors']} kernels stored as INT4, two per byte ({', '.join(ops)}): "
+        f"{weights['bytes_saved']:,} bytes saved, the same outputs in LiteRT's builtin and "
+        "reference kernels and in TFLite Micro; the Edge TPU takes int8 kernels only"
+    ]
+
+
 def format_summary(report: ConversionReport) -> str:
     """The CLI's human summary: size, targets, accuracy, agreement, fidelity, files, verdict."""
     lines = [
@@ -239,6 +253,7 @@ def format_summary(report: ConversionReport) -> str:
         f"{_LAYOUTS.get(report.deployment.get('layout'), '')})",
         f"Size: {report.size_bytes:,} bytes vs {report.float_size_bytes:,} bytes for the "
         f"float32 TFLite model ({report.size_ratio:.2f}x)",
+        *_weights_lines(report),
         *_latency_lines(report),
     ]
     for target in report.targets.values():

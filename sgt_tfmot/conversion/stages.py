@@ -4,6 +4,7 @@
     loaded  = load(...)               the Keras model (safely), float32, checked a classifier
     data    = load_data(...)          the test split (and calibration images) of its dataset
     files   = convert(...)            the integer .tflite and the float32 baseline
+    packed  = pack_weights(...)       with `pack_int4`: kernels of <= 4 bits as INT4
     checks  = run_checks(...)         accuracy, agreement, ulp floor, export model, fidelity
     targets = check_targets(...)      every deployment target of `sgt_tfmot.tflite.targets`
     c_array = c_array_section(...)    with `c_array`: the file as a C source and header pair
@@ -45,6 +46,7 @@ from sgt_tfmot.tflite.converter import (
     to_integer_tflite,
     with_softmax,
 )
+from sgt_tfmot.tflite.int4 import pack_int4
 from sgt_tfmot.tflite.layout import LayoutError
 from sgt_tfmot.tflite.metadata import add_image_classifier_metadata, read_image_classifier_metadata
 from sgt_tfmot.tflite.profile import compare_latency, profile as profile_ops
@@ -91,6 +93,9 @@ class Delivery:
       labels: A label file (one class name per line) instead of the dataset's class names.
       space_to_depth: Store the full-resolution stage as 2x2 pixel blocks (same outputs,
         faster on x86 CPUs, larger file; `sgt_tfmot.tflite.layout`).
+      pack_int4: Store the kernels whose values fit 4 bits as INT4, two per byte (same
+        outputs in LiteRT's builtin and reference kernels and in TFLite Micro; not for the
+        Edge TPU; `sgt_tfmot.tflite.int4`).
     """
 
     softmax: bool = True
@@ -98,6 +103,7 @@ class Delivery:
     metadata: bool = True
     labels: str | os.PathLike | None = None
     space_to_depth: bool = False
+    pack_int4: bool = False
 
 
 class _AppModel:
@@ -308,6 +314,27 @@ def convert(
         raise InputError(f"TFLite conversion of {loaded.file} failed: {first_line}") from None
 
 
+def pack_weights(flatbuffer: bytes, loaded: _Loaded, delivery: Delivery, say):
+    """(the file with its <= 4-bit kernels packed as INT4 when `delivery.pack_int4`, the
+    `Packing` or None).
+
+    Raises:
+      InputError: when packing was asked for and no kernel fits 4 bits (nothing would change).
+    """
+    if not delivery.pack_int4:
+        return flatbuffer, None
+    say("packing the kernels of 4 bits or fewer as INT4")
+    packed, found = pack_int4(flatbuffer)
+    if not found.tensors:
+        why = "; ".join(found.skipped) or "it has no CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED"
+        raise InputError(
+            f"--pack_int4: no kernel of {loaded.file} fits INT4 ({why}); it applies to "
+            "kernels of 4 bits or fewer (--weight_bits) exported into the 4-bit container "
+            "(sgt_tfmot.quantizers.WeightQuantizer.container_bits)"
+        )
+    return packed, found
+
+
 def _lowest_bits(model: keras.Model) -> int:
     """The fewest bits of any quantizer of a QAT model (8 when none says otherwise)."""
     bits = [8]
@@ -444,10 +471,12 @@ def latency_section(flatbuffer: bytes, float_flatbuffer: bytes, say) -> dict:
 
 
 def deployment_section(
-    tflite_model, flatbuffer: bytes, delivery: Delivery, latency: dict | None = None
-) -> dict:
+    tflite_model, flatbuffer: bytes, delivery: Delivery, latency: dict | None = None,
+    packing=None,
+) -> dict:  # fmt: skip
     """What an app needs: the I/O tensors (shape, type, scale, zero point), the scores'
-    meaning, the metadata written; and where the time goes (`latency_section`), if
+    meaning, the metadata written, how the kernels are stored (`weights`: "int8", or "int4"
+    with what `pack_weights` packed); and where the time goes (`latency_section`), if
     measured."""
 
     def tensor(details):
@@ -461,6 +490,9 @@ def deployment_section(
         "scores": "probabilities (softmax)" if delivery.softmax else "logits",
         "rgb_input": delivery.rgb_input,
         "layout": "space_to_depth" if delivery.space_to_depth else "default",
+        "weights": (
+            {"container": "int8"} if packing is None else {"container": "int4", **packing.to_dict()}
+        ),  # fmt: skip
         "metadata": read_image_classifier_metadata(flatbuffer),
         "latency": latency,
     }
@@ -573,6 +605,7 @@ def convert_and_check(
     labels = class_labels(delivery, samples, loaded)
     with _cli.native_output_captured():
         flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)
+        flatbuffer, packing = pack_weights(flatbuffer, loaded, delivery, say)
         tflite_model = _AppModel(flatbuffer, delivery.rgb_input)
     occlusion_images = check_int(occlusion_images, "occlusion_images", 0)
     found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity,
@@ -599,7 +632,7 @@ def convert_and_check(
         biases_aligned=biases_aligned(loaded.model) if loaded.quantized else None,
         export_model=found.export_model, fidelity=found.fidelity, targets=reports,
         integer_maps=found.integer_maps,
-        deployment=deployment_section(tflite_model, flatbuffer, delivery, latency),
+        deployment=deployment_section(tflite_model, flatbuffer, delivery, latency, packing),
         thresholds=thresholds,
         failures=tuple(failures), report=str(paths["report"]) if "report" in paths else None,
         figure=str(paths["figure"]) if "figure" in paths else None, class_names=labels,
