@@ -119,12 +119,13 @@ def test_a_tiny_integer_model_runs_bit_exact(micro, integer_file):
 def test_the_arena_is_measured_not_estimated(micro, integer_file):
     probe = TFLiteModel(integer_file).quantize(images(1))[0]
     arena = tflm.measure_arena(integer_file, probe)
-    assert arena.total == arena.head + arena.tail and arena.head > 0 and arena.tail > 0
+    assert arena.recorded == arena.head + arena.tail and arena.head > 0 and arena.tail > 0
     # The activations alone (the largest two live int8 tensors, 12x12x8 each) fit in the head.
     assert arena.head >= 2 * 12 * 12 * 8
-    tflm.run_micro(integer_file, probe[None], arena.total)  # runs in exactly that much
+    assert arena.total == 16 * -(-max(arena.recorded, arena.smallest) // 16)
+    tflm.run_micro(integer_file, probe[None], arena.smallest)  # runs in exactly that much
     with pytest.raises(RuntimeError, match=r"Failed to (resize buffer|allocate)"):
-        tflm.run_micro(integer_file, probe[None], arena.total - 64)  # not in less
+        tflm.run_micro(integer_file, probe[None], arena.smallest - 1)  # not in a byte less
     report = tflm.Tflm().check(context(integer_file, images(2)))
     assert report.section["arena_bytes"] == arena.total and report.section["arena_loads"]
     assert report.section["arena_bytes_with_margin"] == tflm.arena_with_margin(arena.total)
@@ -183,3 +184,55 @@ def _tiny_flatbuffer() -> bytes:
     model = keras.Model(inputs, L.Dense(3)(inputs))
     return to_integer_tflite(model, np.random.default_rng(0).normal(size=(16, 4)),
                              calibration_samples=16)  # fmt: skip
+
+
+def fc_with_ties() -> bytes:
+    """`_tiny_flatbuffer` rewritten so that its requantization lands on exact halves: input
+    and output scale 1, weight scale 0.5, zero points 0, W = -I, no bias, so y = -x/2."""
+    from sgt_tfmot.tflite.rewrite import pack_model, unpack_model
+
+    model = unpack_model(_tiny_flatbuffer())
+    graph = model.subgraphs[0]
+    (op,) = graph.operators
+    assert op.inputs[2] == -1  # the converter left the zero bias out
+    x, weights = (graph.tensors[i] for i in op.inputs[:2])
+    for tensor, scale in ((x, 1.0), (graph.tensors[op.outputs[0]], 1.0), (weights, 0.5)):
+        tensor.quantization.scale = np.array([scale], np.float32)
+        tensor.quantization.zeroPoint = np.array([0], np.int64)
+        tensor.quantization.quantizedDimension = 0
+    model.buffers[weights.buffer].data = np.frombuffer(
+        (-np.eye(3, 4, dtype=np.int8)).tobytes(), np.uint8
+    )
+    return pack_model(model)
+
+
+@pytest.mark.slow
+def test_the_fully_connected_rounding_difference_is_found_and_explained(micro):
+    from sgt_tfmot.tflite.requantize import fully_connected
+    from sgt_tfmot.tflite.tflm_divergence import FC_ROUNDING, first_divergences
+
+    flatbuffer = fc_with_ties()
+    x = np.array([[1, 2, 3, 0], [5, -5, 7, 0], [0, 0, 0, 0], [-3, 4, 9, 0]], np.int8)
+    litert = integer_outputs(flatbuffer, x, "reference")
+    micro_out = tflm.run_micro(flatbuffer, x, 1 << 16)
+    # y = -x/2: where x is odd and positive, -k.5 rounds away from zero in double precision
+    # (LiteRT's reference kernel) but up in TFLite's fixed point (TFLM): -0.5 -> -1 and 0.
+    np.testing.assert_array_equal(litert, [[-1, -1, -2], [-3, 3, -4], [0, 0, 0], [2, -2, -5]])
+    np.testing.assert_array_equal(micro_out, [[0, -1, -1], [-2, 3, -3], [0, 0, 0], [2, -2, -4]])
+    args = (x, -np.eye(3, 4, dtype=np.int8), None, (1.0, 0), np.float32([0.5]), (1.0, 0),
+            (-128, 127))  # fmt: skip
+    np.testing.assert_array_equal(fully_connected(*args, fixed_point=True), micro_out)
+    np.testing.assert_array_equal(fully_connected(*args, fixed_point=False), litert)
+    found = first_divergences(flatbuffer, x[[0, 1, 3]])
+    assert [(d.op, d.name, d.explained) for d in found] == [(0, "FULLY_CONNECTED", True)] * 3
+    # The target: the difference counted, explained, and the file passes.
+    report = tflm.Tflm().check(
+        TargetContext(flatbuffer, "m.tflite", x.astype(np.float32), None, None)
+    )
+    section = report.section
+    assert (section["differing_outputs"], section["differing_images"]) == (5, 3), report.lines
+    assert section["divergences"] == [
+        {"op": 0, "name": "FULLY_CONNECTED", "images": 3, "explained": FC_ROUNDING}
+    ]
+    assert section["unexplained_images"] == 0 and report.compatible is True
+    assert f"3 image(s) first differ at FULLY_CONNECTED #0: {FC_ROUNDING}" in report.lines[2]

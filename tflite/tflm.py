@@ -12,10 +12,17 @@ takes and whether the file computes what LiteRT computes:
   reference kernels firmware builds get) and in LiteRT's reference kernels
   (`OpResolverType.BUILTIN_REF`) from the same int8 inputs; TFLM's integer kernels are
   LiteRT's reference kernels, so every output value should be equal, and the report counts
-  those that are not;
-* **RAM**: the arena as TFLM's `RecordingMicroAllocator` measures it (`print_allocations`:
+  those that are not. One difference is known: LiteRT's reference FULLY_CONNECTED rounds its
+  requantization in double precision, TFLM's in fixed point, so a few outputs in ten
+  thousand differ by a step there (and after it). For each image that differs,
+  `sgt_tfmot.tflite.tflm_divergence` finds the first op that differs and recomputes it in
+  numpy; the file passes when every difference is that one;
+* **RAM**: the arena, measured two ways: TFLM's `RecordingMicroAllocator` (`print_allocations`:
   total = head, the planned activations and scratch buffers, + tail, the persistent
-  structures), and the file is then loaded and run in an arena of exactly that size;
+  structures), and the smallest arena in which the file loads and runs (a bisection over
+  real loads: the recorder misses the temporary structures `Prepare` allocates, which a small
+  model's planned buffers do not cover). The larger, rounded up to 16 bytes, is the arena
+  the report gives, and the test images then run in an arena of exactly that size;
 * **flash**: the file's size, which the firmware stores as a C array (`sgt_tfmot.tflite.c_array`).
 
 What the measured arena does not cover: it comes from the reference kernels on a 64-bit host.
@@ -52,6 +59,7 @@ import numpy as np
 
 from sgt_tfmot.tflite.flatbuffer import ModelSummary, read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel, integer_outputs
+from sgt_tfmot.tflite.tflm_divergence import FC_ROUNDING, first_divergences
 
 if TYPE_CHECKING:
     from sgt_tfmot.tflite.targets import TargetContext, TargetReport
@@ -78,6 +86,7 @@ optimized kernels' scratch buffers (see the module docstring); measure on the de
 
 _ARENA_ROUNDING = 1024
 _PROBE_ARENA = 16 << 20  # the first load's arena; allocation then measures what is used
+_ALIGNMENT = 16  # TFLM aligns the arena to 16 bytes (MicroArenaBufferAlignment)
 
 # Builtin op -> the `tflite::MicroMutableOpResolver` method that registers it, from
 # tensorflow/lite/micro/micro_mutable_op_resolver.h (tflite-micro commit 90b983c,
@@ -131,17 +140,22 @@ _ALLOCATION = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 @dataclass(frozen=True)
 class ArenaUse:
-    """The tensor arena TFLM's `RecordingMicroAllocator` used for a model, in bytes.
+    """The tensor arena TFLM needs for a model, in bytes.
 
     Attributes:
-      total: head + tail: what a firmware's arena must hold (before `arena_with_margin`).
-      head: The planned non-persistent part: activations and kernels' scratch buffers.
-      tail: The persistent part: tensor and node structures, kernels' persistent data.
+      total: What a firmware's arena must hold (before `arena_with_margin`): the larger of
+        `recorded` and `smallest`, rounded up to 16 bytes.
+      head: The recorder's non-persistent part: activations and kernels' scratch buffers.
+      tail: The recorder's persistent part: tensor and node structures, kernels' data.
+      recorded: head + tail, as `RecordingMicroAllocator` reports it.
+      smallest: The smallest arena in which the file loaded and ran here.
     """
 
     total: int
     head: int
     tail: int
+    recorded: int
+    smallest: int
 
 
 def arena_with_margin(arena_bytes: int) -> int:
@@ -253,9 +267,18 @@ def _load(flatbuffer: bytes, arena_size: int):
     return interpreter
 
 
+def _runs_in(flatbuffer: bytes, image: np.ndarray, arena_size: int) -> bool:
+    try:
+        run_micro(flatbuffer, image[None], arena_size)
+    except RuntimeError:
+        return False
+    return True
+
+
 def measure_arena(flatbuffer: bytes, image: np.ndarray) -> ArenaUse:
-    """The arena TFLM's `RecordingMicroAllocator` uses for the file, after one invoke on
-    `image` (int8/uint8, the input's shape without the batch)."""
+    """The arena TFLM needs for the file: what its `RecordingMicroAllocator` reports after
+    one invoke on `image` (int8/uint8, the input's shape without the batch), and the smallest
+    arena in which it loads and runs that image (bisection)."""
     interpreter = _load(flatbuffer, _PROBE_ARENA)
     interpreter.set_input(np.ascontiguousarray(image[None]), 0)
     interpreter.invoke()
@@ -264,7 +287,14 @@ def measure_arena(flatbuffer: bytes, image: np.ndarray) -> ArenaUse:
     found = {key: int(value) for key, value in _ALLOCATION.findall(log[0])}
     if set(found) != {"total", "head", "tail"}:
         raise RuntimeError(f"unexpected print_allocations output: {log[0][:200]!r}")
-    return ArenaUse(found["total"], found["head"], found["tail"])
+    low, high = 0, found["total"]  # low fails (nothing loads in 0 bytes), high runs
+    while not _runs_in(flatbuffer, image, high):
+        low, high = high, min(2 * high + 1024, _PROBE_ARENA)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _runs_in(flatbuffer, image, middle) else (middle, high)
+    total = _ALIGNMENT * math.ceil(max(found["total"], high) / _ALIGNMENT)
+    return ArenaUse(total, found["head"], found["tail"], found["total"], high)
 
 
 def run_micro(flatbuffer: bytes, images: np.ndarray, arena_size: int) -> np.ndarray:
@@ -284,12 +314,15 @@ class Tflm:
 
     The report section holds: "version" (of tflite-micro, None when it is not installed),
     "reason" (why it could not be checked or loaded, else None), "refusals", "flash_bytes"
-    (the file), "arena_bytes", "arena_head_bytes", "arena_tail_bytes" (`ArenaUse`),
+    (the file), "arena_bytes", "arena_head_bytes", "arena_tail_bytes",
+    "arena_recorded_bytes", "arena_smallest_bytes" (`ArenaUse`),
     "arena_bytes_with_margin" (`arena_with_margin`), "arena_loads" (the file ran in an arena
     of exactly `arena_bytes`), "resolver_ops" ([op, method] pairs), "resolver_size" (N of
     `MicroMutableOpResolver<N>`), "images", "outputs_compared", "differing_outputs",
     "differing_images", "max_difference" (in integer steps), "reference" (what TFLM is
-    compared with), "int4_weight_tensors" and "seconds_per_image" (TFLM on this host).
+    compared with), "divergences" (per first differing op: op, name, images, explained: the
+    reason or None), "unexplained_images", "int4_weight_tensors" and "seconds_per_image"
+    (TFLM on this host).
     """
 
     name, title = "tflm", "TensorFlow Lite Micro"
@@ -303,8 +336,9 @@ class Tflm:
             float, in the model's input range).
 
         Returns:
-          The verdict: True (loaded, every output equal), False (with a one-line `failure`),
-          or None when tflite-micro is not installed.
+          The verdict: True (loaded, ran in its measured arena, every output equal to LiteRT's
+          reference kernels' or differing only by the FULLY_CONNECTED rounding), False (with
+          a one-line `failure`), or None when tflite-micro is not installed.
         """
         from sgt_tfmot.tflite.targets import TargetReport
 
@@ -312,9 +346,11 @@ class Tflm:
         problems = refusals(summary)
         pairs = resolver_methods(summary)
         section = {
-            "version": None, "reason": None, "refusals": problems,
+            "version": None, "reason": None, "refusals": problems, "divergences": [],
+            "unexplained_images": None,
             "flash_bytes": len(context.flatbuffer), "arena_bytes": None,
-            "arena_head_bytes": None, "arena_tail_bytes": None,
+            "arena_head_bytes": None, "arena_tail_bytes": None, "arena_recorded_bytes": None,
+            "arena_smallest_bytes": None,
             "arena_bytes_with_margin": None, "arena_loads": None,
             "resolver_ops": [list(pair) for pair in pairs], "resolver_size": len(pairs),
             "images": 0, "outputs_compared": 0, "differing_outputs": None,
@@ -363,7 +399,8 @@ def _run(context: TargetContext, section: dict) -> str | None:
         section["reason"] = str(error)
         return f"TFLite Micro did not load the file: {error}"
     section.update(arena_bytes=arena.total, arena_head_bytes=arena.head,
-                   arena_tail_bytes=arena.tail,
+                   arena_tail_bytes=arena.tail, arena_recorded_bytes=arena.recorded,
+                   arena_smallest_bytes=arena.smallest,
                    arena_bytes_with_margin=arena_with_margin(arena.total))  # fmt: skip
     start = time.perf_counter()
     try:
@@ -379,17 +416,30 @@ def _run(context: TargetContext, section: dict) -> str | None:
     section["seconds_per_image"] = (time.perf_counter() - start) / len(raw)
     reference = integer_outputs(context.flatbuffer, raw, "reference")
     difference = np.abs(micro.astype(np.int64) - reference.astype(np.int64))
+    differing = np.flatnonzero(difference.reshape(len(raw), -1).any(axis=1))
     section.update(
         images=len(raw), outputs_compared=int(difference.size),
-        differing_outputs=int(np.count_nonzero(difference)),
-        differing_images=int(np.count_nonzero(difference.reshape(len(raw), -1).any(axis=1))),
+        differing_outputs=int(np.count_nonzero(difference)), differing_images=len(differing),
         max_difference=int(difference.max()),
     )  # fmt: skip
-    if section["differing_outputs"]:
+    divergences = first_divergences(context.flatbuffer, raw[differing]) if len(differing) else []
+    groups: dict[tuple, int] = {}
+    for found in divergences:
+        key = (found.op, found.name, found.explained)
+        groups[key] = groups.get(key, 0) + 1
+    section["divergences"] = [
+        {"op": op, "name": name, "images": count, "explained": FC_ROUNDING if explained else None}
+        for (op, name, explained), count in sorted(groups.items(), key=str)
+    ]
+    section["unexplained_images"] = sum(1 for found in divergences if not found.explained)
+    if section["unexplained_images"]:
+        where = ", ".join(f"{d['name']} #{d['op']} ({d['images']})" for d in
+                          section["divergences"] if d["explained"] is None)  # fmt: skip
         return (
             f"{section['differing_outputs']:,} of {section['outputs_compared']:,} outputs differ "
             f"from LiteRT's reference kernels ({section['differing_images']:,} of "
-            f"{len(raw):,} images, by up to {section['max_difference']} steps)"
+            f"{len(raw):,} images, by up to {section['max_difference']} steps; first differing "
+            f"op: {where})"
         )
     return None
 
@@ -404,12 +454,20 @@ def _measure_lines(section: dict) -> list[str]:
             f"{section['images']:,} test images{exact}; "
             f"{1000 * section['seconds_per_image']:.1f} ms per image on this host"
         )
+        for found in section.get("divergences", []):
+            if found["explained"]:
+                lines.append(
+                    f"    {found['images']} image(s) first differ at {found['name']} "
+                    f"#{found['op']}: {found['explained']}; every op before it is bit-exact"
+                )
     if section["arena_bytes"] is not None:
         lines.append(
-            f"  RAM: tensor arena {section['arena_bytes']:,} bytes, measured by TFLM's "
-            f"RecordingMicroAllocator (head {section['arena_head_bytes']:,} + tail "
-            f"{section['arena_tail_bytes']:,}); reserve {section['arena_bytes_with_margin']:,} "
-            f"(+{100 * ARENA_MARGIN:.0f} % for optimized kernels' scratch buffers)"
+            f"  RAM: tensor arena {section['arena_bytes']:,} bytes (TFLM's "
+            f"RecordingMicroAllocator: {section['arena_recorded_bytes']:,} = head "
+            f"{section['arena_head_bytes']:,} + tail {section['arena_tail_bytes']:,}; smallest "
+            f"arena that loads and runs: {section['arena_smallest_bytes']:,}); reserve "
+            f"{section['arena_bytes_with_margin']:,} (+{100 * ARENA_MARGIN:.0f} % for optimized "
+            "kernels' scratch buffers)"
         )
     lines.append(f"  flash: {section['flash_bytes']:,} bytes (the model)")
     if section["int4_weight_tensors"]:

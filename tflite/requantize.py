@@ -1,0 +1,102 @@
+"""TFLite's integer requantization in numpy: the fixed-point rule and the double-precision one.
+
+An int8 FULLY_CONNECTED computes an int32 accumulator `acc = Σ (w − z_w)(x − z_x) + bias` and
+rescales it by M = s_x·s_w / s_y to the output's int8 units. The runtimes round that product
+in two ways:
+
+* **fixed point** (TFLite Micro, LiteRT's optimized kernels, every CONV_2D): M is stored as a
+  Q31 mantissa and a power-of-two shift (`quantize_multiplier`, TFLite's
+  `QuantizeMultiplier`), and `acc·M` is `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(
+  acc·2^left, mantissa), right)` (`multiply_by_quantized_multiplier`): two roundings;
+* **double precision** (LiteRT's reference FULLY_CONNECTED, `reference_integer_ops::
+  FullyConnected` with scales, since 2024): `round(acc · (double(s_x)·double(s_w)/double(s_y)))`,
+  one rounding, half away from zero.
+
+The two agree except where `acc·M` lies within the fixed-point rounding error of a half step,
+a few outputs in ten thousand. `sgt_tfmot.tflite.tflm` uses `fully_connected` to tell such a
+difference (TFLM against LiteRT's reference kernels) from a wrong output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["fully_connected", "multiply_by_quantized_multiplier", "quantize_multiplier"]
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def quantize_multiplier(multiplier: float) -> tuple[int, int]:
+    """(Q31 mantissa, shift) with multiplier ≈ mantissa · 2^(shift − 31), as TFLite's
+    `QuantizeMultiplier` (mantissa in [2^30, 2^31), rounded half away from zero)."""
+    if multiplier == 0.0:
+        return 0, 0
+    fraction, shift = math.frexp(multiplier)
+    fixed = int(np.sign(fraction) * math.floor(abs(fraction) * 2**31 + 0.5))
+    if fixed == 2**31:
+        fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return fixed, shift
+
+
+def multiply_by_quantized_multiplier(x: np.ndarray, mantissa: int, shift: int) -> np.ndarray:
+    """TFLite's `MultiplyByQuantizedMultiplier` (double rounding), elementwise on int32 `x`."""
+    x = np.asarray(x, np.int64) * (2 ** max(shift, 0))
+    right = max(-shift, 0)
+    product = x * mantissa
+    nudge = np.where(product >= 0, 2**30, 1 - 2**30)
+    total = product + nudge
+    high = np.where(total >= 0, total // 2**31, -(-total // 2**31))  # C division: toward zero
+    high = np.where((x == _INT32_MIN) & (mantissa == _INT32_MIN), _INT32_MAX, high)
+    mask = (1 << right) - 1
+    remainder = high & mask
+    threshold = (mask >> 1) + (high < 0)
+    return (high >> right) + (remainder > threshold)
+
+
+def fully_connected(
+    x: np.ndarray,
+    weights: np.ndarray,
+    bias: np.ndarray | None,
+    input_quantization: tuple[float, int],
+    weight_scales: np.ndarray,
+    output_quantization: tuple[float, int],
+    activation_range: tuple[int, int],
+    fixed_point: bool,
+) -> np.ndarray:
+    """An int8 FULLY_CONNECTED (weights (units, depth), symmetric) on int8 `x` (..., depth).
+
+    Args:
+      x: The int8 input.
+      weights: The int8 filter, (units, depth).
+      bias: The int32 bias, (units,), or None.
+      input_quantization: (scale, zero point) of `x`.
+      weight_scales: One scale, or one per unit.
+      output_quantization: (scale, zero point) of the output.
+      activation_range: The int8 clamp of the fused activation.
+      fixed_point: The fixed-point rule (TFLite Micro) or the double-precision one (LiteRT's
+        reference kernel).
+
+    Returns:
+      The int8 output, (..., units).
+    """
+    (x_scale, x_zero), (y_scale, y_zero) = input_quantization, output_quantization
+    acc = (np.asarray(x, np.int64) - x_zero) @ np.asarray(weights, np.int64).T
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    scales = np.broadcast_to(np.asarray(weight_scales, np.float32), (weights.shape[0],))
+    out = np.empty_like(acc)
+    for unit, scale in enumerate(scales):
+        multiplier = float(np.float32(x_scale)) * float(scale) / float(np.float32(y_scale))
+        if fixed_point:
+            out[..., unit] = multiply_by_quantized_multiplier(
+                acc[..., unit], *quantize_multiplier(multiplier)
+            )
+        else:  # std::round: half away from zero
+            value = acc[..., unit] * multiplier
+            out[..., unit] = np.sign(value) * np.floor(np.abs(value) + 0.5)
+    return np.clip(out + y_zero, *activation_range).astype(np.int8)
