@@ -18,8 +18,7 @@ from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.int4 import INT4_OPS, pack_int4, pack_nibbles, unpack_nibbles
 from sgt_tfmot.tflite.rewrite import unpack_model
 from sgt_tfmot.tflite.runtime import TFLiteModel, integer_outputs
-from tests.test_checks import train_tiny_mnist_qat
-from tests.test_export import X, trained_qat
+from tests.helpers.models import RESIDUAL_X as X, train_tiny_mnist_qat
 
 
 def test_nibbles_low_first_and_back():
@@ -34,9 +33,9 @@ def test_nibbles_low_first_and_back():
 
 
 @pytest.fixture(scope="module")
-def files():
-    """A trained W4A4 residual model as the int8-container file and packed (~10 s)."""
-    flatbuffer = to_integer_tflite(trained_qat(4), X[:32])
+def files(residual_qat):
+    """The session's W4A4 residual model as the int8-container file and packed."""
+    flatbuffer = to_integer_tflite(residual_qat(4), X[:32])
     packed, found = pack_int4(flatbuffer)
     return flatbuffer, packed, found
 
@@ -104,12 +103,12 @@ def test_packed_outputs_equal_the_int8_files_in_tflite_micro(files):
 
 
 @pytest.mark.slow
-def test_the_edge_tpu_refuses_int4_and_an_8_bit_model_has_nothing_to_pack(files):
+def test_the_edge_tpu_refuses_int4_and_an_8_bit_model_has_nothing_to_pack(files, residual_qat):
     _, packed, _ = files
     report = check_edgetpu(packed)
     assert not report.compatible
     assert any("INT4" in reason.message for op in report.ops for reason in op.reasons)
-    eight_bit = to_integer_tflite(trained_qat(8), X[:32])
+    eight_bit = to_integer_tflite(residual_qat(8), X[:32])
     same, found = pack_int4(eight_bit)
     assert same == eight_bit and found.tensors == 0 and found.bytes_saved == 0
     assert all("outside [-8, 7]" in reason for reason in found.skipped)

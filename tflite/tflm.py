@@ -87,6 +87,7 @@ optimized kernels' scratch buffers (see the module docstring); measure on the de
 _ARENA_ROUNDING = 1024
 _PROBE_ARENA = 16 << 20  # the first load's arena; allocation then measures what is used
 _ALIGNMENT = 16  # TFLM aligns the arena to 16 bytes (MicroArenaBufferAlignment)
+_SMALLEST_PROBE = 1024
 
 # Builtin op -> the `tflite::MicroMutableOpResolver` method that registers it, from
 # tensorflow/lite/micro/micro_mutable_op_resolver.h (tflite-micro commit 90b983c,
@@ -287,7 +288,10 @@ def measure_arena(flatbuffer: bytes, image: np.ndarray) -> ArenaUse:
     found = {key: int(value) for key, value in _ALLOCATION.findall(log[0])}
     if set(found) != {"total", "head", "tail"}:
         raise RuntimeError(f"unexpected print_allocations output: {log[0][:200]!r}")
-    low, high = 0, found["total"]  # low fails (nothing loads in 0 bytes), high runs
+    # The bisection keeps `low` failing and `high` running, and never loads an arena smaller
+    # than the recorded tail (which holds the allocator itself): TFLM crashes, rather than
+    # failing, when the allocator does not fit (seen below ~512 bytes).
+    low, high = max(found["tail"], _SMALLEST_PROBE) - 1, found["total"]
     while not _runs_in(flatbuffer, image, high):
         low, high = high, min(2 * high + 1024, _PROBE_ARENA)
     while high - low > 1:
