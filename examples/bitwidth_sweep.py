@@ -10,14 +10,16 @@ This example trains that grid and measures it:
     python examples/bitwidth_sweep.py --dataset cifar10 --data_dir ../shared/data \\
         --learning_rate 0.01 --kl_weight 0.05 --batch_size 64 --methods vanilla,smoothgrad
     python examples/bitwidth_sweep.py --bits float,2 --max_steps 1 --curve_images 32 \\
-        --agreement_images 8 --methods vanilla --out_dir /tmp/sweep        # smoke test
+        --agreement_images 8 --methods vanilla --model mobilenet_tiny \\
+        --out_dir /tmp/sweep                                               # smoke test
 
-1. For every bit width k of `--bits` it trains ResNet-20 twice with `sgt_tfmot.training`,
-   PACT only (`sgt=False`) and SGT + PACT (`sgt=True`), weights and activations at k bits
-   (first and last layer at 8), into OUT/<k>-pact and OUT/<k>-sgt; `float` trains the float
-   model instead (OUT/float-pact, OUT/float-sgt). Everything else is the training library's
-   default (`TrainConfig`) plus the flags given. A finished run (its metrics.json exists)
-   is reused, an unfinished one resumes, so the command can be rerun after an interruption.
+1. For every bit width k of `--bits` it trains ResNet-20 (or `--model`) twice with
+   `sgt_tfmot.training`, PACT only (`sgt=False`) and SGT + PACT (`sgt=True`), weights and
+   activations at k bits (first and last layer at 8), into OUT/<k>-pact and OUT/<k>-sgt;
+   `float` trains the float model instead (OUT/float-pact, OUT/float-sgt). Everything else
+   is the training library's default (`TrainConfig`) plus the flags given. A finished run
+   (its metrics.json exists) is reused, an unfinished one resumes, so the command can be
+   rerun after an interruption.
 2. It evaluates all models together with `sgt_tfmot.explain.evaluate_models`, once per
    saliency method of `--methods` (the method ranks the pixels of the curves), under each
    removal protocol of `--protocol` (default pixel,road: the trainer's per-pixel rule and
@@ -85,6 +87,7 @@ flags.DEFINE_integer("batch_size", _d.batch_size, "Batch size.", lower_bound=1, 
 flags.DEFINE_float("learning_rate", _d.learning_rate, "Peak learning rate (SGD).", **_IN)
 flags.DEFINE_float("kl_weight", _d.kl_weight, "λ of SGT's KL term.", lower_bound=0, **_IN)
 flags.DEFINE_integer("max_steps", None, "Cap on the steps of every run.", lower_bound=1, **_IN)
+flags.DEFINE_string("model", _d.model, "Network of every run (--model of the training).", **_IN)
 flags.DEFINE_enum(
     "mixed_precision", _d.mixed_precision, list(precision.CHOICES), "Compute precision.", **_IN
 )
@@ -147,8 +150,8 @@ class SweepSettings:
       dataset, data_dir: The data (see `sgt_tfmot.data`).
       bits: Bit widths, "float" or integers in [2, 8] (`parse_bits`).
       out_dir: Folder of the runs and results.
-      epochs, batch_size, learning_rate, kl_weight, max_steps, mixed_precision, progress:
-        Settings of every training run (`TrainConfig`).
+      model, epochs, batch_size, learning_rate, kl_weight, max_steps, mixed_precision,
+        progress: Settings of every training run (`TrainConfig`).
       methods: Saliency methods, one evaluation each.
       protocols: Removal protocols of the curves (`sgt_tfmot.explain.protocols`).
       curve_images, agreement_images: Test images of the curves / of concentration and the
@@ -159,6 +162,7 @@ class SweepSettings:
     data_dir: str | None = None
     bits: tuple[str | int, ...] = (FLOAT, 8, 4, 3, 2)
     out_dir: str = "runs/bitwidth_sweep"
+    model: str = _d.model
     epochs: int = _d.epochs
     batch_size: int = _d.batch_size
     learning_rate: float = _d.learning_rate
@@ -178,7 +182,7 @@ class SweepSettings:
         """The checked `TrainConfig` of one run (k-bit weights and activations, or float)."""
         quantized = {} if bits == FLOAT else {"weight_bits": bits, "activation_bits": bits}
         return trainer.TrainConfig(
-            dataset=self.dataset, data_dir=self.data_dir, float=bits == FLOAT,
+            dataset=self.dataset, data_dir=self.data_dir, model=self.model, float=bits == FLOAT,
             sgt=TRAININGS[training], epochs=self.epochs, batch_size=self.batch_size,
             learning_rate=self.learning_rate, kl_weight=self.kl_weight,
             max_steps=self.max_steps, mixed_precision=self.mixed_precision,
@@ -524,7 +528,8 @@ def _sweep(positional: list[str]) -> int:
         raise InputError(f"unexpected arguments: {' '.join(positional)}")
     settings = SweepSettings(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, bits=parse_bits(FLAGS.bits),
-        out_dir=FLAGS.out_dir, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        out_dir=FLAGS.out_dir, model=FLAGS.model, epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, kl_weight=FLAGS.kl_weight,
         max_steps=FLAGS.max_steps, mixed_precision=FLAGS.mixed_precision,
         progress=FLAGS.progress, methods=tuple(FLAGS.methods),

@@ -3,13 +3,16 @@
     python examples/reproduce_paper.py --data_dir ../shared/data --out_dir runs/paper
     python examples/reproduce_paper.py --data_dir ../shared/data --epochs 5   # shorter
     python examples/reproduce_paper.py --datasets mnist_subset --max_steps 20  # smoke test
+    python examples/reproduce_paper.py --datasets mnist_subset --max_steps 1 \\
+        --model mobilenet_tiny                                # the test suite's smoke test
 
-Each row trains ResNet-20 with the paper's hyperparameters (`--preset paper_mnist` /
-`paper_cifar10` of `python -m sgt_tfmot.train`: MNIST 8 bits, lr 0.1, batch 128, λ 0.1;
-CIFAR-10 4 bits, lr 0.01, batch 64, λ 0.05; mask 50 %; 50 epochs unless `--epochs`), once
-without and once with SGT, then writes `OUT/table.md` with the test accuracies next to the
-paper's. A finished run directory is reused, an unfinished one resumes, so the command can be
-rerun after an interruption.
+Each row trains ResNet-20 (another network with `--model`, for smoke tests) with the
+paper's hyperparameters (`--preset paper_mnist` / `paper_cifar10` of
+`python -m sgt_tfmot.train`: MNIST 8 bits, lr 0.1, batch 128, λ 0.1; CIFAR-10 4 bits,
+lr 0.01, batch 64, λ 0.05; mask 50 %; 50 epochs unless `--epochs`), once without and once
+with SGT, then writes `OUT/table.md` with the test accuracies next to the paper's. A finished
+run directory is reused, an unfinished one resumes, so the command can be rerun after an
+interruption.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ flags.DEFINE_string("data_dir", None, "Folder with mnist.npz / cifar10.npz.")
 flags.DEFINE_string("out_dir", os.path.join("runs", "paper"), "Where the runs and table go.")
 flags.DEFINE_integer("epochs", None, "Epochs per run (default: the paper's 50).")
 flags.DEFINE_integer("max_steps", None, "Cap on the steps of every run (smoke tests).")
+flags.DEFINE_string(
+    "model", "resnet20", "Network of every run: the paper's resnet20 (smaller ones: smoke tests)."
+)
 flags.DEFINE_enum(
     "mixed_precision", "auto", ["auto", "mixed_bfloat16", "float32"], "Compute precision."
 )
@@ -49,6 +55,7 @@ def run_rows(
     max_steps: int | None = None,
     mixed_precision: str = "auto",
     progress: int = 2,
+    model: str = "resnet20",
 ) -> list[dict]:
     """Trains (or reuses) the PACT-only and SGT + PACT run of each dataset; returns the rows."""
     rows = []
@@ -62,8 +69,9 @@ def run_rows(
             values = dict(
                 dataset=dataset, data_dir=data_dir, sgt=method == "sgt", out_dir=str(run_dir),
                 max_steps=max_steps, mixed_precision=mixed_precision, progress=progress,
+                model=model,
             )  # fmt: skip
-            explicit = {"dataset", "data_dir", "sgt", "out_dir", "max_steps"}
+            explicit = {"dataset", "data_dir", "sgt", "out_dir", "max_steps", "model"}
             if epochs is not None:
                 values["epochs"] = epochs
                 explicit.add("epochs")
@@ -110,7 +118,7 @@ def main(argv) -> int:
     try:
         rows = run_rows(
             FLAGS.datasets, FLAGS.out_dir, FLAGS.data_dir, FLAGS.epochs, FLAGS.max_steps,
-            FLAGS.mixed_precision, FLAGS.progress,
+            FLAGS.mixed_precision, FLAGS.progress, FLAGS.model,
         )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
