@@ -16,16 +16,12 @@ pair of input levels (ADD) and every sum of input levels (MEAN) the original op 
 import numpy as np
 import pytest
 
-from sgt_tfmot import models, quantize_model
-from sgt_tfmot.keras import keras
-from sgt_tfmot.quantize import calibrate_ranges
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.edgetpu import check_edgetpu
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.profile import delegate_partitions, prefix_model
 from sgt_tfmot.tflite.rewrite import fold_minimums, pack_model, unpack_model
 from sgt_tfmot.tflite.runtime import RUNTIMES, integer_outputs
-from sgt_tfmot.trainers import reestimate_batch_norm
 from tests.helpers.models import RESIDUAL_X
 from tests.helpers.tflite import (
     MNIST,
@@ -84,14 +80,9 @@ def test_delivery_options_lose_the_minimums_and_no_value(mnist_w4a4, io_dtype, s
                                                        quantized(before, images)]))  # fmt: skip
 
 
-def test_mobilenet_v2_relu6_and_depthwise():
-    keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3)).astype("float32")
-    model = models.build("mobilenet_v2", (32, 32, 3), 4, width=0.35)
-    reestimate_batch_norm(model, x, batch_size=16)
-    qat = quantize_model(model, weight_bits=4, activation_bits=4)
-    calibrate_ranges(qat, model, x)
-    before = to_integer_tflite(qat, x[:16], optimize=False)
+def test_mobilenet_v2_relu6_and_depthwise(mobilenet_v2_run):
+    """The session's W4A4 MobileNetV2 after a short SGT fine-tune (tests/test_applications.py)."""
+    x, before = mobilenet_v2_run.x, mobilenet_v2_run.raw
     after = fold_minimums(before)
     assert_folded(before, after)
     producers = {op.name for op in read_model(before).ops if op.fused_activation == "RELU6"}

@@ -1,9 +1,15 @@
 """Tiny models of the test suite and the few-second trainings several modules check."""
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 
-from sgt_tfmot import data, quantize_model
+from sgt_tfmot import align_biases, data, load_model, models, quantize_model, save_model
 from sgt_tfmot.keras import keras
+from sgt_tfmot.quantize import calibrate_ranges
+from sgt_tfmot.tflite.converter import to_integer_tflite
+from sgt_tfmot.trainers import SaliencyGuidedModel, reestimate_batch_norm
 
 L = keras.layers
 
@@ -75,3 +81,58 @@ def small_classifier(input_shape=(12, 12, 1), classes=3):
     x = L.ReLU(6.0)(L.BatchNormalization()(x))
     outputs = L.Dense(classes, name="logits")(L.GlobalAveragePooling2D()(x))
     return keras.Model(inputs, outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class MobileNetV2Run:
+    """A W4A4 MobileNetV2 (Keras Applications, width 0.35, 32x32x3, 4 classes) through
+    quantize -> SGT fine-tune -> save/load -> aligned biases -> the converter.
+
+    Attributes:
+      x, y: The 48 random raw-pixel images and their labels (two bits: the mean of the red
+        and of the green channel above 127.5).
+      reestimated: BN layers whose statistics `reestimate_batch_norm` set on `x` before
+        quantizing.
+      flat: No layer of the float model is a nested model.
+      qat: The QAT model after 3 SGT steps (and BN statistics re-estimated again).
+      qat_outputs, loaded_outputs: `qat` and its .h5 copy on `x`, before aligning.
+      loaded: The .h5 copy, biases aligned (what the training command leaves).
+      raw: `to_integer_tflite(loaded, x[:16], optimize=False)`, the converter's graph; the
+        default `optimize=True` returns `fold_minimums(raw)`.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    reestimated: int
+    flat: bool
+    qat: keras.Model
+    qat_outputs: np.ndarray
+    loaded_outputs: np.ndarray
+    loaded: keras.Model
+    raw: bytes
+
+
+def mobilenet_v2_w4a4(folder: Path) -> MobileNetV2Run:
+    """Runs the `MobileNetV2Run` pipeline (the .h5 goes into `folder`; one conversion)."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (48, 32, 32, 3)).astype("float32")  # raw pixels
+    y = (x[..., 0].mean((1, 2)) > 127.5).astype("int64") + 2 * (x[..., 1].mean((1, 2)) > 127.5)
+    model = models.build("mobilenet_v2", (32, 32, 3), 4, width=0.35)
+    flat = not any(isinstance(layer, keras.Model) for layer in model.layers)
+    # The inference-mode model of a random init computes nearly nothing until its BN
+    # statistics describe the data; then ranges and α from the float model's activations
+    # (far below α0 = 6, where 4-bit PACT would round every activation to 0).
+    reestimated = reestimate_batch_norm(model, x, batch_size=16)
+    qat = quantize_model(model, weight_bits=4, activation_bits=4)
+    calibrate_ranges(qat, model, x)
+    sgt = SaliencyGuidedModel(qat, kl_weight=0.1, seed=0)
+    sgt.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    sgt.fit(x, y, batch_size=16, epochs=1, verbose=0)  # 3 steps
+    reestimate_batch_norm(qat, x, batch_size=16)  # after the short fine-tune, likewise
+    loaded = load_model(save_model(qat, folder / "mnv2.h5"))
+    qat_outputs, loaded_outputs = qat.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    align_biases(loaded)
+    raw = to_integer_tflite(loaded, x[:16], optimize=False)
+    return MobileNetV2Run(x, y, reestimated, flat, qat, qat_outputs, loaded_outputs, loaded, raw)
