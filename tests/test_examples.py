@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -126,3 +128,136 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
         "each once, e.g. float,8,4,3,2. Received: '9'"
     ]
     assert not (tmp_path / "bad").exists()
+
+
+def _load_example(name: str, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # its dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_row(run: Path, flags: dict | None, metrics: dict | None, summary: dict | None,
+               history: str | None = None) -> None:  # fmt: skip
+    import json
+
+    run.mkdir(parents=True)
+    if flags is not None:
+        (run / "flags.json").write_text(json.dumps(flags))
+    if metrics is not None:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    if history is not None:
+        (run / "history.csv").write_text(history)
+    if summary is not None:
+        (run / "explain").mkdir()
+        (run / "explain" / "summary.json").write_text(json.dumps(summary))
+
+
+def _summary(accuracy: float, road: dict, region: dict) -> dict:
+    def curves(measure, areas, unit, fill):
+        key = "probability_areas" if measure == "probability" else "areas"
+        return {"measure": measure, key: areas, "unit": unit, "fill": fill, "num_images": 40}
+
+    return {"models": [{"accuracy": accuracy, "protocols": {
+        "road": curves("accuracy", road, "pixels", "noisy linear imputation (noise 0.01)"),
+        "region": curves("probability", region, "4x4 patches", "uniform"),
+    }}]}  # fmt: skip
+
+
+def test_sgt_grid_table_from_run_directories(tmp_path, monkeypatch):
+    """The table is read back from the row directories, whatever trained them (no TF)."""
+    grid = _load_example("sgt_grid", monkeypatch)
+    out = tmp_path / "grid"
+    road = {"top": 0.50, "bottom": 0.62, "random": 0.55}
+    region = {"top": 0.30, "bottom": 0.45, "random": 0.35}
+    sgt_flags = {"sgt": True, "fill": "impute", "patch_size": 4, "mask_fraction": 0.5,
+                 "kl_weight": 0.05}  # fmt: skip
+    _write_row(out / "impute-p4-f0.5-l0.05", sgt_flags,
+               {"test_accuracy": 0.9012, "wall_time_seconds": 812.4},
+               _summary(0.905, road, region),
+               "epoch,accuracy,masked_accuracy\n0,0.8,0.41\n1,0.85,0.625\n")  # fmt: skip
+    _write_row(out / "pact", {"sgt": False}, {"test_accuracy": 0.9}, None)  # trained, unmeasured
+    _write_row(out / "init", None, None, _summary(0.92, road, region))
+    _write_row(out / "random-p1-f0.5-l0.05", {**sgt_flags, "fill": "random", "patch_size": 1},
+               None, None)  # still training  # fmt: skip
+    (out / "notes").mkdir()  # neither a run nor a measurement: no row
+
+    results = grid.read_results(out)
+    assert [r.name for r in results] == [
+        "init",
+        "pact",
+        "impute-p4-f0.5-l0.05",
+        "random-p1-f0.5-l0.05",
+    ]
+    table = grid.markdown_table(results).splitlines()
+    road_fill = "noisy linear imputation (noise 0.01)"
+    assert table[0] == f"- road: pixels, fill {road_fill}, 40 class-stratified test images"
+    assert table[1] == "- region: 4x4 patches, fill uniform, 40 class-stratified test images"
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
+             for line in table[4:]}  # fmt: skip
+    assert cells["impute-p4-f0.5-l0.05"] == [
+        "impute-p4-f0.5-l0.05", "impute", "4x4", "0.50", "0.05", "90.12", "62.5", "90.5",
+        "0.500", "0.620", "0.550", "0.120", "0.050",  # ROAD: LeRF − MoRF, random − MoRF
+        "0.300", "0.450", "0.350", "0.150", "0.050", "812",
+    ]  # fmt: skip
+    assert cells["pact"][:8] == ["pact", "", "", "", "", "90.00", "", ""]
+    assert cells["pact"][8:18] == [""] * 10
+    assert cells["init"][5:9] == ["", "", "92.0", "0.500"]
+    assert cells["random-p1-f0.5-l0.05"][1:5] == ["random", "pixel", "0.50", "0.05"]
+
+    # Rows: names and the train flags they add; bad rows are one-line errors.
+    row = grid.parse_row("blur:4:0.25:0.3")
+    assert row.name == "blur-p4-f0.25-l0.3"
+    assert row.train_flags() == ["--kl_weight", "0.3", "--mask_fraction", "0.25", "--fill",
+                                 "blur", "--patch_size", "4"]  # fmt: skip
+    assert grid.parse_row("pact").train_flags() == ["--nosgt"]
+    for bad in ("blur:4:0.5", "blur:x:0.5:0.1", ":4:0.5:0.1", "sgt"):
+        with pytest.raises(grid.GridError, match="is not a row: pact, init, or FILL:PATCH"):
+            grid.parse_row(bad)
+    with pytest.raises(grid.GridError, match="each once"):
+        grid.parse_rows(["pact", "pact"])
+
+
+@pytest.mark.slow
+def test_sgt_grid_under_a_step_cap(tmp_path):
+    import json
+
+    out = tmp_path / "grid"
+    command = [
+        sys.executable, str(EXAMPLES / "sgt_grid.py"), "--dataset", "mnist_subset",
+        "--init_from", "none", "--alpha_init", "10", "--model", "mobilenet_tiny",
+        "--rows", "impute:4:0.5:0.1",
+        "--max_steps", "1", "--batch_size", "16", "--curve_images", "16",
+        "--agreement_images", "4", "--out_dir", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = out / "impute-p4-f0.5-l0.1"
+    flags = json.loads((run / "flags.json").read_text())
+    assert (flags["fill"], flags["patch_size"], flags["mask_fraction"]) == ("impute", 4, 0.5)
+    summary = json.loads((run / "explain" / "summary.json").read_text())
+    road = summary["models"][0]["protocols"]["road"]["areas"]
+    line = next(
+        x for x in (out / "table.md").read_text().splitlines() if x.startswith(f"| {run.name} |")
+    )
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    assert [float(c) for c in cells[8:11]] == pytest.approx(
+        [road["top"], road["bottom"], road["random"]], abs=6e-4
+    )
+    saved = json.loads((out / "grid.json").read_text())
+    assert "--fill impute --patch_size 4" in saved["commands"][run.name]["train"]
+
+    # Rerunning trains and measures nothing again.
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "training" not in again.stdout
+    assert "measuring" not in again.stdout
+
+    # A row the train CLI refuses: one line, exit status 2.
+    bad = [*command[:-2], "--rows", "sepia:4:0.5:0.1", "--out_dir", str(tmp_path / "bad")]
+    result = subprocess.run(bad, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("sgt_grid: error: exit status 2 of `-m sgt_tfmot.train")
+    assert "fill" in result.stderr
