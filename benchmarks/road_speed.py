@@ -36,7 +36,7 @@ from absl import app, flags
 
 from sgt_tfmot import data, imputation, saving  # first: Keras 2 before Quantus imports TF
 from sgt_tfmot.explain import curves, protocols
-from sgt_tfmot.explain.attribution import input_gradients
+from sgt_tfmot.explain.attributions import input_gradients
 from sgt_tfmot.explain.evaluate import class_stratified
 from sgt_tfmot.keras import keras
 

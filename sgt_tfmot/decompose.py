@@ -14,6 +14,9 @@ Layer names are kept (a new layer is named after the one it comes from), so a de
 model's layers are found by the float model's names. A model with nothing to rewrite comes
 back as it is.
 
+Which activation a layer ends in (`activation_of`, quantize wrappers looked through) is read
+here, for these rewrites and for `sgt_tfmot.heads` (logits or softmax).
+
 Example:
 
     flat = decompose_model(model)   # Dense(10, activation="softmax") -> Dense + Activation
@@ -23,10 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sgt_tfmot.heads import activation_of
 from sgt_tfmot.keras import keras, tf
 
-__all__ = ["decompose_model", "rewrite_model"]
+__all__ = ["activation_of", "decompose_model", "inner_layer", "rewrite_model"]
 
 L = keras.layers
 
@@ -37,6 +39,34 @@ Rule = Callable[[L.Layer], Callable | None]
 
 _KERNEL_LAYERS = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Dense)
 _FUSED_ACTIVATIONS = ("relu", "relu6")  # fused into the producer by TFLite (PACT)
+
+
+def _activation_name(layer) -> str | None:
+    """The name of `layer`'s activation function (TFMOT's activation wrappers looked
+    through), or None when it has none."""
+    activation = getattr(layer, "activation", None)
+    while activation is not None and hasattr(activation, "activation"):
+        activation = activation.activation  # QuantizeAwareActivation, ...
+    if activation is None:
+        return None
+    return getattr(activation, "__name__", None) or type(activation).__name__
+
+
+def inner_layer(layer):
+    """The layer under TFMOT quantize wrappers (and other wrappers with a `.layer`)."""
+    while isinstance(getattr(layer, "layer", None), keras.layers.Layer):
+        layer = layer.layer
+    return layer
+
+
+def activation_of(layer) -> str | None:
+    """ "softmax", "sigmoid", ... when `layer` ends in that activation: a `Softmax` layer, an
+    `Activation` layer, or a layer's `activation=` argument; None for none or "linear"."""
+    layer = inner_layer(layer)
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    name = _activation_name(layer)
+    return None if name in (None, "linear") else name
 
 
 def _copy(layer: L.Layer, **changes) -> L.Layer:

@@ -25,40 +25,13 @@ to do instead.
 from __future__ import annotations
 
 from sgt_tfmot._checks import InputError
+from sgt_tfmot.decompose import activation_of, decompose_model, inner_layer as _inner
 from sgt_tfmot.keras import keras
 
 LOGITS, SOFTMAX = "logits", "softmax"
 HEADS = (LOGITS, SOFTMAX)
 
 __all__ = ["HEADS", "LOGITS", "SOFTMAX", "check_head", "logits_model", "loss", "output_head"]
-
-
-def _activation_name(layer) -> str | None:
-    """The name of `layer`'s activation function (TFMOT's activation wrappers looked
-    through), or None when it has none."""
-    activation = getattr(layer, "activation", None)
-    while activation is not None and hasattr(activation, "activation"):
-        activation = activation.activation  # QuantizeAwareActivation, ...
-    if activation is None:
-        return None
-    return getattr(activation, "__name__", None) or type(activation).__name__
-
-
-def _inner(layer):
-    """The layer under TFMOT quantize wrappers (and other wrappers with a `.layer`)."""
-    while isinstance(getattr(layer, "layer", None), keras.layers.Layer):
-        layer = layer.layer
-    return layer
-
-
-def activation_of(layer) -> str | None:
-    """ "softmax", "sigmoid", ... when `layer` ends in that activation: a `Softmax` layer, an
-    `Activation` layer, or a layer's `activation=` argument; None for none or "linear"."""
-    layer = _inner(layer)
-    if isinstance(layer, keras.layers.Softmax):
-        return SOFTMAX
-    name = _activation_name(layer)
-    return None if name in (None, "linear") else name
 
 
 def output_layer(model: keras.Model) -> keras.layers.Layer:
@@ -108,8 +81,6 @@ def logits_model(model: keras.Model) -> keras.Model:
     if output_head(model) == LOGITS:
         return model
     if not _separate_softmax(output_layer(model)):
-        from sgt_tfmot.decompose import decompose_model  # it imports this module
-
         model = decompose_model(model)
     layer = output_layer(model)
     if not _separate_softmax(layer):

@@ -182,7 +182,7 @@ def test_maps_have_no_side_effects_on_the_model():
     model, _, _, _ = cam_model()
     images, labels = data(3)
     before = [w.copy() for w in model.get_weights()]
-    for method in explain.MAP_METHODS:
+    for method in attributions.names():
         explain.attribution_maps(model, images, labels, method, smooth_samples=2)
     explain.sanity_check(model, images, labels)
     for old, new in zip(before, model.get_weights(), strict=True):

@@ -23,7 +23,7 @@ import pytest
 
 from sgt_tfmot import data  # first: Keras 2 behind tf.keras before Quantus imports TensorFlow
 from sgt_tfmot.explain import curves, protocols
-from sgt_tfmot.explain.attribution import input_gradients
+from sgt_tfmot.explain.attributions import input_gradients
 from sgt_tfmot.explain.protocols import base
 from sgt_tfmot.keras import keras
 

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sgt_tfmot.tflite.flatbuffer import ModelSummary, OpInfo, TensorInfo, read_model
+from sgt_tfmot.tflite.target_base import Target, TargetReport
 
 # Ops the Edge TPU runs, by TFLite builtin name: the "Supported operations" table of
 # https://coral.ai/docs/edgetpu/models-intro/#supported-operations (compiler 16, runtime 14).
@@ -497,7 +498,7 @@ def _verdict_text(verdict: OpVerdict, first_cpu_op: int | None) -> str:
     return f"Edge TPU ({verdict.note})" if verdict.note else "Edge TPU"
 
 
-class EdgeTpu:
+class EdgeTpu(Target):
     """The Edge TPU as a deployment target (`sgt_tfmot.tflite.targets`).
 
     The verdict comes from the flatbuffer (`check_edgetpu`); the compiler itself is only in
@@ -507,8 +508,6 @@ class EdgeTpu:
     name, title = "edgetpu", "Edge TPU"
 
     def check(self, context):
-        from sgt_tfmot.tflite.targets import TargetReport
-
         report = check_edgetpu(context.flatbuffer)
         failure = None
         if not report.compatible:

@@ -26,15 +26,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.metadata import read_image_classifier_metadata
-
-if TYPE_CHECKING:
-    from sgt_tfmot.tflite.targets import TargetContext, TargetReport
+from sgt_tfmot.tflite.target_base import Target, TargetContext, TargetReport
 
 __all__ = ["INSTALL_COMMAND", "MediaPipe"]
 
@@ -51,7 +47,7 @@ _ACCEPTED_OUTPUTS = ("UINT8", "FLOAT32")
 _ACCEPTED_CHANNELS = (3, 4)
 
 
-class MediaPipe:
+class MediaPipe(Target):
     """MediaPipe Tasks' `ImageClassifier` as a deployment target (`sgt_tfmot.tflite.targets`).
 
     The report section holds: "loaded" (MediaPipe created the classifier), "agreement" (the
@@ -76,8 +72,6 @@ class MediaPipe:
           The verdict: True, False (with a one-line `failure`), or None when mediapipe is
           not installed or there is nothing to compare.
         """
-        from sgt_tfmot.tflite.targets import TargetReport
-
         summary = read_model(context.flatbuffer)
         metadata = read_image_classifier_metadata(context.flatbuffer)
         section = _file_section(summary, metadata)

@@ -1,96 +1,42 @@
-"""Deployment targets: checkers with a name, a verdict and a report section, in one list.
+"""Deployment targets: checkers with a name, a verdict and a report section, in one registry.
 
-A target reads the converted model (and, when it runs the model, a few test images) and
-returns a `TargetReport`. The converter runs every registered target and puts each report
-under `targets.<name>` of its JSON report; `--require_<name>` makes a target's verdict part
-of the release gate.
+| name        | module      | what it checks                                                |
+|-------------|-------------|---------------------------------------------------------------|
+| `edgetpu`   | `edgetpu`   | ops, tensor types and shapes against the Edge TPU's rules      |
+| `mediapipe` | `mediapipe` | MediaPipe Tasks' ImageClassifier loads it, agrees with LiteRT  |
+| `tflm`      | `tflm`      | TFLite Micro's outputs equal LiteRT's reference; arena, flash  |
 
-Adding a target is one module with a `Target` subclass and one line in `TARGETS`.
+The converter runs every registered target and puts each report under `targets.<name>` of
+its JSON report; `--require NAME` makes a target's verdict part of the release gate. The
+registry is read at call time: `supports(name)`, `get(name)`, `names()`; `register(target)`
+adds a `Target` instance (`target_base`), and `convert`'s accepted values, help, report and
+gate see it. Adding a target is one module with a `Target` subclass and one line here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from sgt_tfmot._registry import Registry
+from sgt_tfmot.tflite.edgetpu import EdgeTpu
+from sgt_tfmot.tflite.mediapipe import MediaPipe
+from sgt_tfmot.tflite.target_base import Target, TargetContext, TargetReport
+from sgt_tfmot.tflite.tflm import Tflm
 
-import numpy as np
+__all__ = [
+    "REGISTRY",
+    "Target",
+    "TargetContext",
+    "TargetReport",
+    "get",
+    "names",
+    "register",
+    "supports",
+    "unregister",
+]
 
-__all__ = ["TARGETS", "Target", "TargetContext", "TargetReport", "get", "names"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TargetContext:
-    """What a target may look at.
-
-    Attributes:
-      flatbuffer: The integer .tflite file's bytes.
-      output: Where the file is written (for commands to print).
-      images: A few float test images in the model's input range (may be empty).
-      class_names: The class names, or None.
-      integer_predict: Images -> dequantized scores of the file in LiteRT.
-      test_images: The test images a target that checks every image runs (the whole
-        checked test split unless capped), or None: such a target then takes `images`.
-    """
-
-    flatbuffer: bytes
-    output: str
-    images: np.ndarray
-    class_names: tuple[str, ...] | None
-    integer_predict: Any
-    test_images: np.ndarray | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class TargetReport:
-    """One target's verdict.
-
-    Attributes:
-      name: The target's registry name ("edgetpu").
-      title: Its display name ("Edge TPU").
-      compatible: True, False, or None when it could not be checked (said in `lines`).
-      failure: One line saying why it is not compatible (for the gate), else None.
-      lines: The human summary of the verdict.
-      section: The JSON report section (`to_dict`).
-    """
-
-    name: str
-    title: str
-    compatible: bool | None
-    failure: str | None
-    lines: tuple[str, ...]
-    section: dict
-
-    def to_dict(self) -> dict:
-        return {"compatible": self.compatible, "failure": self.failure, **self.section}
-
-
-class Target:
-    """Base class: `check(context) -> TargetReport`."""
-
-    name: str = ""
-    title: str = ""
-
-    def check(self, context: TargetContext) -> TargetReport:
-        raise NotImplementedError
-
-
-def _registry() -> list[Target]:
-    from sgt_tfmot.tflite.edgetpu import EdgeTpu
-    from sgt_tfmot.tflite.mediapipe import MediaPipe
-    from sgt_tfmot.tflite.tflm import Tflm
-
-    return [EdgeTpu(), MediaPipe(), Tflm()]
-
-
-TARGETS: list[Target] = _registry()
-
-
-def names() -> tuple[str, ...]:
-    return tuple(target.name for target in TARGETS)
-
-
-def get(name: str) -> Target:
-    from sgt_tfmot._checks import check_choice
-
-    check_choice(name, names(), "target")
-    return next(target for target in TARGETS if target.name == name)
+# The registry: a new target is one module and one line here.
+REGISTRY: Registry[Target] = Registry(
+    "deployment target", Target, "target", [EdgeTpu(), MediaPipe(), Tflm()]
+)
+supports, names, get, register, unregister = (
+    REGISTRY.supports, REGISTRY.names, REGISTRY.get, REGISTRY.register, REGISTRY.unregister
+)  # fmt: skip

@@ -53,16 +53,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sgt_tfmot.tflite.flatbuffer import ModelSummary, read_model
 from sgt_tfmot.tflite.runtime import TFLiteModel, integer_outputs
+from sgt_tfmot.tflite.target_base import Target, TargetContext, TargetReport
 from sgt_tfmot.tflite.tflm_divergence import FC_ROUNDING, first_divergences
-
-if TYPE_CHECKING:
-    from sgt_tfmot.tflite.targets import TargetContext, TargetReport
 
 __all__ = [
     "ARENA_MARGIN",
@@ -313,7 +310,7 @@ def run_micro(flatbuffer: bytes, images: np.ndarray, arena_size: int) -> np.ndar
     return np.concatenate(found)
 
 
-class Tflm:
+class Tflm(Target):
     """TensorFlow Lite Micro as a deployment target (`sgt_tfmot.tflite.targets`).
 
     The report section holds: "version" (of tflite-micro, None when it is not installed),
@@ -344,8 +341,6 @@ class Tflm:
           reference kernels' or differing only by the FULLY_CONNECTED rounding), False (with
           a one-line `failure`), or None when tflite-micro is not installed.
         """
-        from sgt_tfmot.tflite.targets import TargetReport
-
         summary = read_model(context.flatbuffer)
         problems = refusals(summary)
         pairs = resolver_methods(summary)

@@ -417,7 +417,7 @@ def check_targets(
         test_images=app.images(samples.x_test[:tflm_images]),
     )  # fmt: skip
     reports = {}
-    for target in deployment_targets.TARGETS:
+    for target in deployment_targets.REGISTRY:
         say(f"deployment target: {target.title}")
         reports[target.name] = target.check(context)
     return reports

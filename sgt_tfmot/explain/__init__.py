@@ -6,8 +6,8 @@ This package answers both for any saved classifier, float or QAT:
 
 | module        | what it holds                                                             |
 |---------------|---------------------------------------------------------------------------|
-| `attribution` | maps: vanilla gradient, SmoothGrad, Grad-CAM, Grad-CAM++ (tf-keras-vis),   |
-|               | and `input_gradients`, the batched graph-function fast path               |
+| `attributions`| methods, one registry: vanilla gradient, SmoothGrad, Grad-CAM, Grad-CAM++ |
+|               | (tf-keras-vis), occlusion; `input_gradients`, the batched fast path       |
 | `curves`      | removal curves (top/MoRF, bottom/LeRF, random order) and their areas     |
 | `protocols`   | removal protocols, one registry: pixel (the trainer's rule), ROAD,        |
 |               | deletion/insertion (RISE), region perturbation                            |
@@ -33,10 +33,9 @@ _API = {
     "Agreement": "measures", "SanityCheck": "measures", "agreement": "measures",
     "concentration": "measures", "randomize_weights": "measures", "sanity_check": "measures",
     "spearman_per_image": "measures", "top_fraction_iou": "measures",
-    "CAM_METHODS": "attributions", "MAP_METHODS": "attributions", "METHODS": "attributions",
-    "attribution_maps": "attribution", "gradcam_maps": "attribution",
-    "input_gradients": "attribution", "last_conv_layer": "attribution",
-    "saliency_maps": "attribution",
+    "attribution_maps": "attributions", "gradcam_maps": "attributions",
+    "input_gradients": "attributions", "last_conv_layer": "attributions",
+    "saliency_maps": "attributions",
     "DEFAULT_FRACTIONS": "curves", "ORDERS": "curves", "DropCurves": "curves",
     "accuracy_drop_curve": "curves", "curve_area": "curves", "curves_csv": "curves",
     "drop_curves": "curves",

@@ -61,9 +61,7 @@ from sgt_tfmot import (
 )
 from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
-from sgt_tfmot.explain import protocols, report as reports
-from sgt_tfmot.explain.attribution import _penultimate
-from sgt_tfmot.explain.attributions import MAP_METHODS
+from sgt_tfmot.explain import attributions, protocols, report as reports
 from sgt_tfmot.explain.evaluate import (
     DEFAULT_METHODS,
     Evaluation,
@@ -105,7 +103,7 @@ flags.DEFINE_string("data_dir", None, "Folder with DATASET.npz (see sgt_tfmot.da
 flags.DEFINE_string("out_dir", None, "Folder of the output files (created if missing).", **_IN)
 flags.DEFINE_list(
     "methods", None,
-    f"Attribution methods of the maps: any of {', '.join(MAP_METHODS)} (default: "
+    f"Attribution methods of the maps: any of {', '.join(attributions.names())} (default: "
     f"{','.join(DEFAULT_METHODS)}; occlusion for a .tflite model).", **_IN,
 )  # fmt: skip
 flags.DEFINE_integer(
@@ -397,7 +395,7 @@ def _check_models_fit(loaded, paths_in, info, cam: bool, penultimate_layer) -> N
         check_classifier(model, str(path), info.image_shape, info.num_classes)
         if cam:
             try:
-                _penultimate(model, penultimate_layer)
+                attributions.penultimate_layer(model, penultimate_layer)
             except ValueError as error:
                 raise ExplainError(f"{path}: {error}") from None
 

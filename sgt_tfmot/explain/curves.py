@@ -35,7 +35,7 @@ import numpy as np
 
 from sgt_tfmot import masking
 from sgt_tfmot.explain import _validation as checks, protocols
-from sgt_tfmot.explain.attribution import input_gradients
+from sgt_tfmot.explain.attributions import input_gradients
 from sgt_tfmot.explain.protocols.pixel import ranking_mask as _ranking_mask
 from sgt_tfmot.keras import keras, tf
 

@@ -32,8 +32,12 @@ import numpy as np
 from sgt_tfmot import masking
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.explain import _validation as checks, attributions, protocols as removal
-from sgt_tfmot.explain.attribution import _penultimate, attribution_maps, input_gradients
-from sgt_tfmot.explain.attributions import CAM_METHODS, MAP_METHODS, AttributionOptions
+from sgt_tfmot.explain.attributions import (
+    AttributionOptions,
+    attribution_maps,
+    input_gradients,
+    penultimate_layer,
+)
 from sgt_tfmot.explain.curves import (
     DEFAULT_FRACTIONS,
     DropCurves,
@@ -158,13 +162,15 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
         methods = [methods]
     methods = list(methods)
     for method in methods:
-        if method not in MAP_METHODS:
+        if not attributions.supports(method):
             raise InputError(
-                f"must each be one of {', '.join(map(repr, MAP_METHODS))}", "methods", methods
-            )
+                f"must each be one of {', '.join(map(repr, attributions.names()))}", "methods",
+                methods,
+            )  # fmt: skip
     if not methods or len(set(methods)) != len(methods):
         raise InputError(
-            f"must name each of {', '.join(map(repr, MAP_METHODS))} at most once, and at least one",
+            f"must name each of {', '.join(map(repr, attributions.names()))} at most once, and "
+            "at least one",
             "methods",
             methods,
         )
@@ -240,14 +246,14 @@ class EvaluationOptions:
 
     Attributes:
       methods: Attribution methods of the maps, agreement, concentration and sanity check:
-        any of `MAP_METHODS` (the attribution registry's; a tuple once checked).
+        any of `attributions.names()` (the registry's, read when made; a tuple once checked).
       num_images: Map images drawn at random (seeded) when `map_indices` is None, >= 1.
       map_indices: Indices of the map images in the images (checked against them in
         `evaluate_models`).
       curve_images: The first `curve_images` images (at most N) give the curves, >= 1.
       agreement_images: The first `agreement_images` images (at most N) give agreement,
         concentration and the sanity check, >= 1.
-      curve_method: The method that ranks the features of the curves (one of `MAP_METHODS`;
+      curve_method: The method that ranks the features of the curves (one of `attributions.names()`;
         Grad-CAM maps rank pixels). Its sanity check runs too, methods or not.
       fractions: Shares removed, each in [0, 1] (see `accuracy_drop_curve`).
       fill: The per-pixel protocol's fill: "mean", "zero" or "random", the trainer's rules.
@@ -293,7 +299,7 @@ class EvaluationOptions:
 
     def __post_init__(self):
         clean = {"methods": _check_methods(self.methods)}
-        checks.check_choice(self.curve_method, MAP_METHODS, "curve_method")
+        checks.check_choice(self.curve_method, attributions.names(), "curve_method")
         checks.check_choice(self.fill, masking.FILLS, "fill")
         if self.map_indices is None:
             clean["num_images"] = checks.check_positive_int(self.num_images, "num_images")
@@ -348,7 +354,7 @@ class EvaluationOptions:
     @property
     def needs_cam(self) -> bool:
         """True when a Grad-CAM method is asked for (maps or curves): a layer is needed."""
-        return bool({*self.methods, self.curve_method} & set(CAM_METHODS))
+        return bool({*self.methods, self.curve_method} & set(attributions.layer_methods()))
 
     def attribution(self, penultimate_layer: str | None) -> dict:
         """The keyword settings of `attribution_maps` for a model with that Grad-CAM layer."""
@@ -480,7 +486,7 @@ def _check_models(models, images, labels, options: EvaluationOptions) -> dict[st
         try:
             checks.check_model_inputs(model, images[:1], labels[:1])
             if options.needs_cam:
-                layers[name] = _penultimate(model, options.penultimate_layer)
+                layers[name] = penultimate_layer(model, options.penultimate_layer)
         except ValueError as error:
             raise ValueError(f"Model {name!r}: {error}") from None
     return layers

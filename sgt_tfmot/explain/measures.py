@@ -39,9 +39,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from sgt_tfmot import masking
-from sgt_tfmot.explain import _validation as checks
-from sgt_tfmot.explain.attribution import attribution_maps
-from sgt_tfmot.explain.attributions import MAP_METHODS
+from sgt_tfmot.explain import _validation as checks, attributions
+from sgt_tfmot.explain.attributions import attribution_maps
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import quantize_scope
 
@@ -382,7 +381,7 @@ def sanity_check(
       model: A tf_keras classifier (float or QAT).
       images: (N, H, W, C) images, N >= 1.
       labels: (N,) integer class ids.
-      method: One of `MAP_METHODS`.
+      method: A registered attribution method (`attributions.names()`).
       threshold: Largest mean ρ that fails the check, in (0, 1).
       seed: Seed of the new weights (and of SmoothGrad's noise).
       maps: The model's maps of these images and method, if already computed.
@@ -396,7 +395,7 @@ def sanity_check(
       ValueError: On an unknown `method`, a `threshold` outside (0, 1), no images, maps of
         the wrong shape, or the errors of `attribution_maps`.
     """
-    checks.check_choice(method, MAP_METHODS, "method")
+    checks.check_choice(method, attributions.names(), "method")
     threshold = checks.check_open_fraction(threshold, "threshold")
     if not len(images):
         raise ValueError("`images` must hold at least one image. Received: 0 images")

@@ -38,9 +38,9 @@ class _MethodNames(dict):
     """Method name -> its title, read from the attribution registry."""
 
     def __missing__(self, name: str) -> str:
-        from sgt_tfmot.explain.attributions import REGISTRY
+        from sgt_tfmot.explain import attributions
 
-        return REGISTRY[name].title if name in REGISTRY else name
+        return attributions.get(name).title if attributions.supports(name) else name
 
 
 ORDER_STYLES = {"top": "-", "bottom": "--", "random": ":"}

@@ -11,8 +11,9 @@ and SGT's masking rule (a per-pixel method repeats its map over the channels). O
 method does not use are ignored, so every caller passes the same `AttributionOptions`.
 
 Adding a method is one module with a subclass and one line in
-`sgt_tfmot.explain.attributions.REGISTRY`; the CLIs' flags, the drop curves, the report and
-the converter's fidelity check read the registry.
+`sgt_tfmot.explain.attributions.REGISTRY` (or `attributions.register(Method())` at run time);
+the CLIs' flags, the drop curves, the report and the converter's fidelity check read the
+registry when they run.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""Vanilla gradient: S = |∂ f_y(x) / ∂x| (Simonyan et al. 2013), in tf-keras-vis."""
+"""Vanilla gradient: S = |∂ f_y(x) / ∂x| (Simonyan et al. 2013), one value per input feature.
+
+f_y is the model's output for the class y (logit or probability, whichever the model ends
+in), in eval mode; the maps keep the channel axis and are not normalised (`_gradients`).
+`input_gradients` computes the same values in one graph function over whole batches.
+"""
 
 from __future__ import annotations
 
-from sgt_tfmot.explain import attribution
+from sgt_tfmot.explain.attributions import _gradients
 from sgt_tfmot.explain.attributions.base import Attribution, AttributionOptions
 
 
@@ -11,11 +16,6 @@ class Vanilla(Attribution):
 
     def features(self, model, images, targets, options: AttributionOptions | None = None):
         options = options or AttributionOptions()
-        return attribution.saliency_maps(
-            model, images, targets, "vanilla", batch_size=options.batch_size, seed=options.seed
+        return _gradients.saliency(
+            model, images, targets, batch_size=options.batch_size, seed=options.seed
         )
-
-    def ranking(self, model, images, targets, options: AttributionOptions | None = None):
-        """The same values through one graph function over whole batches (fast path)."""
-        options = options or AttributionOptions()
-        return attribution.input_gradients(model, images, targets, max(options.batch_size, 256))
