@@ -128,9 +128,8 @@ def run_main(
         positional = flag_values(list(argv))[1:]
     except flags.Error as error:
         return _bad_input(program, _flag_error(error, flag_values))
-    if flag_values["help"].value:
-        module = sys.modules[module_name]
-        print(module.__doc__.strip() + "\n\nFlags:\n" + flag_values.module_help(module))
+    if any(name in flag_values and flag_values[name].value for name in ("help", "helpfull")):
+        print(help_text(sys.modules[module_name], flag_values))
         return EXIT_OK
     _quiet_python_logging()
     try:
@@ -148,14 +147,75 @@ def run_main(
         return EXIT_INTERRUPTED
 
 
-def define_zoo_flag(flag_values: flags.FlagValues) -> None:
-    """--zoo_dir: a local copy of the model zoo, looked in first for `zoo:NAME` models."""
+# The flags every tool shares, defined once (`define_shared_flags`), shown by --help in these
+# groups after the tool's own flags.
+SHARED_GROUPS = {
+    "Data (the dataset or image folder, and how a folder is read)": (
+        "dataset", "data_dir", "image_size", "color_mode", "validation_split",
+    ),
+    "Models": ("zoo_dir", "trust_model_code"),
+    "Output and help": ("verbose", "help", "helpfull"),
+}  # fmt: skip
+
+
+def define_shared_flags(
+    flag_values: flags.FlagValues, dataset: str | None = None, trust_model_code: bool = True
+) -> None:
+    """The flags of `SHARED_GROUPS`, in `flag_values`.
+
+    Args:
+      flag_values: The tool's own flags.
+      dataset: --dataset's default; None (convert, explain) takes the dataset of the
+        training run that wrote the model.
+      trust_model_code: Whether the tool has --trust_model_code (it loads model files).
+    """
+    into = {"flag_values": flag_values}
+    default = f"default {dataset}" if dataset else f"default: the training run's {METRICS_FILE}"
+    flags.DEFINE_string(
+        "dataset", dataset,
+        f"Dataset: mnist, cifar10, mnist_subset (ships with the package) or a folder of images "
+        f"in class folders (see sgt_tfmot.data); {default}.", **into,
+    )  # fmt: skip
+    flags.DEFINE_string("data_dir", None, "Folder with DATASET.npz (see sgt_tfmot.data).", **into)
+    define_data_flags(flag_values)
     flags.DEFINE_string(
         "zoo_dir", None,
-        "A local copy of the model zoo (a checkout's zoo/ folder), looked in first for "
-        "zoo:NAME models; default $SGT_TFMOT_ZOO, then the user cache, then a download.",
-        flag_values=flag_values,
+        "A local copy of the model zoo, looked in first for zoo:NAME models; default "
+        "$SGT_TFMOT_ZOO (in a checkout, its zoo/), then the user cache, then a download.",
+        **into,
     )  # fmt: skip
+    if trust_model_code:
+        flags.DEFINE_bool(
+            "trust_model_code", False, "Load models whose layers carry Python code (Lambda).",
+            **into,
+        )  # fmt: skip
+    flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **into)
+    flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **into)
+    flags.DEFINE_bool("helpfull", False, "Show this help (every flag; the same as --help).", **into)
+
+
+def help_text(module, flag_values: flags.FlagValues) -> str:
+    """The module's docstring, then every flag the tool accepts: its own, then the shared
+    groups (`SHARED_GROUPS`)."""
+    shared = {name for names in SHARED_GROUPS.values() for name in names}
+    own = sorted(
+        (f for f in flag_values.flags_by_module_dict().get(module.__name__, [])
+         if f.name not in shared),
+        key=lambda f: f.name,
+    )  # fmt: skip
+    others = sorted(
+        {f.name: f for f in flag_values._flags().values()  # noqa: SLF001 (absl's own walk)
+         if f.name not in shared and f not in own}.values(),
+        key=lambda f: f.name,
+    )  # fmt: skip
+    lines = [module.__doc__.strip(), "", "Flags:"]
+    flag_values._render_flag_list(own + others, lines)  # noqa: SLF001 (absl's own format)
+    for title, names in SHARED_GROUPS.items():
+        group = [flag_values[name] for name in names if name in flag_values]
+        if group:
+            lines += ["", f"{title}:"]
+            flag_values._render_flag_list(group, lines)  # noqa: SLF001
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager

@@ -86,18 +86,6 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "overwrite", False, "Replace output files this tool wrote before (never others).", **_IN
 )
-flags.DEFINE_bool(
-    "trust_model_code", False, "Load models whose layers carry Python code (Lambda).", **_IN
-)
-flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **_IN)
-flags.DEFINE_string(
-    "dataset",
-    None,
-    "Dataset of the calibration and test images (see sgt_tfmot.data, e.g. mnist, cifar10). "
-    f"Default: the training run's {METRICS_FILE}.",
-    **_IN,
-)
-flags.DEFINE_string("data_dir", None, "Folder with DATASET.npz (see sgt_tfmot.data).", **_IN)
 flags.DEFINE_integer(
     "calibration_samples",
     500,
@@ -200,9 +188,7 @@ flags.DEFINE_bool(
     "batch-1 time on x86 CPUs (XNNPACK), ~16x that stage's weight bytes and 4x its "
     "multiply-adds (off by default: not measured on ARM CPUs or the Edge TPU).", **_IN,
 )  # fmt: skip
-_cli.define_data_flags(FLAGS)
-_cli.define_zoo_flag(FLAGS)  # --zoo_dir (zoo:NAME models)
-flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
+_cli.define_shared_flags(FLAGS)  # --dataset, --data_dir, --zoo_dir, --help, ...
 
 
 def main(argv: list[str]) -> int:

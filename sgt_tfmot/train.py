@@ -33,12 +33,7 @@ FLAGS = flags.FlagValues()
 _IN = {"flag_values": FLAGS}
 _d = TrainConfig()
 _BITS = {"lower_bound": MIN_BITS, "upper_bound": MAX_BITS, **_IN}
-flags.DEFINE_string("dataset", _d.dataset, "Dataset name (see sgt_tfmot.data).", **_IN)
-flags.DEFINE_string(
-    "data_dir", None, "Folder with NAME.npz (x_train, y_train, x_test, y_test).", **_IN
-)
-_cli.define_data_flags(FLAGS)  # --image_size, --color_mode, --validation_split (image folders)
-_cli.define_zoo_flag(FLAGS)  # --zoo_dir (zoo:NAME models)
+_cli.define_shared_flags(FLAGS, dataset=_d.dataset, trust_model_code=False)
 flags.DEFINE_string(
     "augment", None,
     "none, or a comma-separated list of crop, flip (default: crop,flip for colour images, none "
@@ -125,8 +120,6 @@ flags.DEFINE_integer(
     "progress", None, "Keras progress: 0 none, 1 bar, 2 a line per epoch (default: bar on a "
     "terminal).", lower_bound=0, upper_bound=2, **_IN,
 )  # fmt: skip
-flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **_IN)
-flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
 
 # Former spellings: --mixed_precision was a switch.
 _LEGACY = {"--mixed_precision": "--mixed_precision=mixed_bfloat16",

@@ -92,14 +92,6 @@ EXIT_OK, EXIT_BAD_INPUT = _cli.EXIT_OK, _cli.EXIT_BAD_INPUT
 FLAGS = flags.FlagValues()
 _IN = {"flag_values": FLAGS}
 flags.DEFINE_multi_string("model", [], "A saved model or training run directory; repeat.", **_IN)
-flags.DEFINE_string(
-    "dataset",
-    None,
-    f"Dataset of the test images (mnist, cifar10, mnist_subset). Default: the runs' "
-    f"{METRICS_FILE}.",
-    **_IN,
-)
-flags.DEFINE_string("data_dir", None, "Folder with DATASET.npz (see sgt_tfmot.data).", **_IN)
 flags.DEFINE_string("out_dir", None, "Folder of the output files (created if missing).", **_IN)
 flags.DEFINE_list(
     "methods", None,
@@ -165,13 +157,7 @@ flags.DEFINE_string("report", None, f"Markdown report path; default OUT_DIR/{REP
 flags.DEFINE_bool(
     "overwrite", False, "Replace output files this tool wrote before (never others).", **_IN
 )
-flags.DEFINE_bool(
-    "trust_model_code", False, "Load models whose layers carry Python code (Lambda).", **_IN
-)
-flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **_IN)
-_cli.define_data_flags(FLAGS)
-_cli.define_zoo_flag(FLAGS)  # --zoo_dir (zoo:NAME models)
-flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **_IN)
+_cli.define_shared_flags(FLAGS)  # --dataset, --data_dir, --zoo_dir, --help, ...
 
 
 ExplainError = InputError  # the former name of bad input to the explain tool
