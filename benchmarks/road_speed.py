@@ -1,9 +1,10 @@
 """ROAD with noisy linear imputation: this project's protocol against Quantus, same images.
 
-Loads a zoo model (ResNet-20 `zoo:cifar10-float` by default) and the first `--images`
-class-stratified CIFAR-10 test images, ranks their pixels by the vanilla gradient of the true
-class (channel mean of |S|), and measures ROAD's MoRF and LeRF accuracy curves at `--levels`
-removal levels (5 %, 15 %, ..., 95 % for 10) twice, alternately, `--rounds` times:
+Loads a zoo model (ResNet-20 `zoo:cifar10-float` by default) and `--images` CIFAR-10 test
+images (the first of `sgt_tfmot.data.stratified_order`, seed 0: class-stratified), ranks
+their pixels by the vanilla gradient of the true class (channel mean of |S|), and measures
+ROAD's MoRF and LeRF accuracy curves at `--levels` removal levels (5 %, 15 %, ..., 95 % for
+10) twice, alternately, `--rounds` times:
 
 * ours: `drop_curves(..., protocol="road")` (imputation of a whole batch as one banded
   Cholesky solve, predictions in batches of 256);
@@ -37,7 +38,6 @@ from absl import app, flags
 from sgt_tfmot import data, imputation, saving  # first: Keras 2 before Quantus imports TF
 from sgt_tfmot.explain import curves, protocols
 from sgt_tfmot.explain.attributions import input_gradients
-from sgt_tfmot.explain.evaluate import class_stratified
 from sgt_tfmot.keras import keras
 
 FLAGS = flags.FLAGS
@@ -142,7 +142,7 @@ def main(argv: list[str]) -> None:
     unit = keras.Input(model.inputs[0].shape[1:])
     model01 = keras.Model(unit, keras.layers.Softmax()(model(keras.layers.Rescaling(255.0)(unit))))
     x, y = data.load_arrays(FLAGS.dataset, "test", FLAGS.data_dir)
-    chosen = class_stratified(y, FLAGS.images)
+    chosen = data.stratified_order(y, seed=0)[: FLAGS.images]
     images, labels = x[chosen].astype(np.float32), y[chosen]
     maps = input_gradients(model, images, labels).mean(axis=-1)  # (N, H, W), channel mean
     percent = [5 + 10 * i for i in range(FLAGS.levels)]

@@ -23,8 +23,8 @@ This example trains that grid and measures it:
 2. It evaluates all models together with `sgt_tfmot.explain.evaluate_models`, once per
    saliency method of `--methods` (the method ranks the pixels of the curves), under each
    removal protocol of `--protocol` (default pixel,road: the trainer's per-pixel rule and
-   ROAD), on the first `--curve_images` test images (`--agreement_images` for concentration
-   and the sanity check), and writes
+   ROAD), on `--curve_images` test images (`--agreement_images` for concentration and the
+   sanity check), stratified by class (seed 0), and writes
 
        OUT/table.md           one table per method and protocol (its unit and fill in the
                               heading), one row per model: bits, training, test accuracy
@@ -359,15 +359,15 @@ def table_rows(runs: Sequence[SweepRun], evaluation: Evaluation, method: str) ->
 
 
 def evaluate_runs(settings: SweepSettings, runs: Sequence[SweepRun]) -> dict[str, Evaluation]:
-    """Method -> the evaluation of every run's model on the same first test images."""
+    """Method -> the evaluation of every run's model on the same test images (the curve and
+    agreement images: the first of the split's stratified order, `evaluate_models`)."""
     models = {run.name: saving.float32_model(saving.load_model(run.run_dir)) for run in runs}
     info = data.info(settings.dataset, settings.data_dir)
     x_test, y_test = data.load_arrays(settings.dataset, "test", settings.data_dir)
-    count = max(settings.curve_images, settings.agreement_images)
     evaluations = {}
     for method in settings.methods:
         evaluations[method] = evaluate_models(
-            models, x_test[:count].astype("float32"), y_test[:count],
+            models, x_test.astype("float32"), y_test,
             settings.evaluation_options(method), progress=_cli.progress(PROGRAM),
             class_names=info.class_names,
         )  # fmt: skip
@@ -431,10 +431,10 @@ def markdown_table(sweep: Sweep) -> str:
         "# Bit-width sweep: PACT only vs SGT + PACT",
         "",
         f"- dataset: {settings.dataset}; test accuracy on the whole test split (metrics.json)",
-        f"- curves: first {first['curve_images']} test images, 0..{100 * first['fractions'][-1]:g}"
+        f"- curves: {first['curve_images_chosen']}, 0..{100 * first['fractions'][-1]:g}"
         f" % of the units removed (ranked by the method's saliency of the true class) under "
         f"each protocol (its unit and fill in the table's heading); concentration and "
-        f"sanity check: first {first['agreement_images']} test images",
+        f"sanity check: {first['agreement_images_chosen']}",
         "- AUC: area under the protocol's measure (0..1) against the share removed; MoRF = "
         "most relevant removed first, LeRF = least relevant first. A model that relies on "
         "what its saliency ranks first has a small MoRF AUC, below random order, and a "

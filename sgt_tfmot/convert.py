@@ -28,8 +28,11 @@ precision policy (`train --mixed_precision`) is rebuilt with float32 layers and 
 weights first: the converter rejects bfloat16 ops, and the checks then run on that float32
 Keras model.
 
-Calibration uses the first `--calibration_samples` training images (a QAT model needs none:
-`--calibration_samples 0`); the checks use the test split. The library behind this command
+Calibration uses `--calibration_samples` training images (a QAT model needs none:
+`--calibration_samples 0`); the checks use the test split, or `--num_test` of its images.
+Both are taken in a stratified order of their split (seeded by `--seed`): any N of them hold
+every class in its share, also for data that arrives sorted by class (an image folder); the
+report says how the images were chosen. The library behind this command
 is `sgt_tfmot.conversion` (`convert_and_check`, the typed `ConversionReport`). A short
 summary goes to stdout; with `--report`, a JSON report and (beside it, or at `--figure`) a
 PNG of test images with their saliency maps and the integer model's predictions are
@@ -89,11 +92,18 @@ flags.DEFINE_bool(
 flags.DEFINE_integer(
     "calibration_samples",
     500,
-    "First N training images calibrate the ranges.",
+    "N training images (stratified by class, --seed) calibrate the ranges.",
     lower_bound=0,
     **_IN,
 )
-flags.DEFINE_integer("num_test", None, "Use only the first N test images.", lower_bound=1, **_IN)
+flags.DEFINE_integer(
+    "num_test", None, "Check on N test images, stratified by class (--seed); default all.",
+    lower_bound=1, **_IN,
+)  # fmt: skip
+flags.DEFINE_integer(
+    "seed", 0, "Seed of the stratified order the test and calibration images are taken in.",
+    lower_bound=0, **_IN,
+)  # fmt: skip
 flags.DEFINE_integer(
     "fidelity_images", 500, "Test images of the fidelity check (0: skip).", lower_bound=0, **_IN
 )
@@ -242,6 +252,7 @@ def _convert(positional: list[str]) -> int:
         profile=FLAGS.profile,
         tflm_images=FLAGS.tflm_images,
         c_array=FLAGS.c_array,
+        seed=FLAGS.seed,
         delivery=Delivery(
             softmax=not FLAGS.logits,
             rgb_input=FLAGS.rgb_input,

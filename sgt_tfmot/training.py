@@ -584,7 +584,7 @@ class WallClock(keras.callbacks.Callback):
 
 
 # ----------------------------------------------------------------------------- the run
-CALIBRATION_IMAGES = 1024  # the first training images set the ranges of --init_from runs
+CALIBRATION_IMAGES = 1024  # training images (stratified, seeded) set --init_from's ranges
 
 
 def data_options(config: TrainConfig) -> dict:
@@ -794,7 +794,8 @@ def _fit_and_finalise(setup: _Setup, extra_callbacks) -> dict:
     if is_multi_worker(strategy):
         train_ds, test_ds = _shard_by_data(train_ds), _shard_by_data(test_ds)
     with strategy.scope():
-        model = build_model(config, setup.info, train_x[:CALIBRATION_IMAGES].astype("float32"))
+        calibration = datasets.stratified_order(train_y, config.seed)[:CALIBRATION_IMAGES]
+        model = build_model(config, setup.info, train_x[calibration].astype("float32"))
         trainer = _make_trainer(config, model, plan, setup.info.image_shape)
     if run.is_chief:
         labels = "\n".join(setup.info.labels()) + "\n"

@@ -13,7 +13,7 @@ import pytest
 from sgt_tfmot import imputation
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.explain import curves as drop, protocols
-from sgt_tfmot.explain.evaluate import EvaluationOptions, class_stratified
+from sgt_tfmot.explain.evaluate import EvaluationOptions
 from sgt_tfmot.explain.protocols import base
 from sgt_tfmot.keras import keras
 
@@ -279,11 +279,3 @@ def test_the_registry_is_read_at_call_time():
 def test_bad_protocol_settings_name_the_setting(call, match):
     with pytest.raises(InputError, match=match):
         call()
-
-
-def test_class_stratified_interleaves_the_classes():
-    labels = np.array([2, 0, 0, 1, 2, 0, 1, 0])
-    assert class_stratified(labels, 5).tolist() == [1, 3, 0, 2, 6]
-    assert class_stratified(labels, 8).tolist() == [1, 3, 0, 2, 6, 4, 5, 7]
-    with pytest.raises(ValueError, match=r"at most 8 images"):
-        class_stratified(labels, 9)

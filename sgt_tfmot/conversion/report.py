@@ -11,6 +11,8 @@ Its keys, in one place:
 | io_dtype, batch_size | the integer model's input/output type and fixed batch |
 | dataset, dataset_source, data_dir, class_names | the data, and where its name came from |
 | calibration_samples | training images that calibrated ranges (0 for a QAT model) |
+| test_images, calibration_images | how the checked test images and the calibration images |
+| | were chosen: all of the split, or N stratified by class with the seed |
 | size_bytes, float_size_bytes, size_ratio | the .tflite against a float32 .tflite of it |
 | num_test, keras_accuracy, tflite_accuracy, accuracy_drop_pp, agreement, ulp_agreement | |
 | | `AccuracyComparison`, on the test split |
@@ -70,6 +72,8 @@ class ConversionReport:
     batch_size: int = 1
     integer_maps: dict | None = None
     c_array: dict | None = None
+    test_images: str = ""
+    calibration_images: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -104,6 +108,8 @@ class ConversionReport:
             "data_dir": self.data_dir,
             "class_names": None if self.class_names is None else list(self.class_names),
             "calibration_samples": self.calibration_samples,
+            "test_images": self.test_images,
+            "calibration_images": self.calibration_images,
             "size_bytes": self.size_bytes,
             "float_size_bytes": self.float_size_bytes,
             "size_ratio": self.size_ratio,
@@ -137,7 +143,7 @@ def _percent(value: float) -> str:
 def _accuracy_lines(report: ConversionReport) -> list[str]:
     accuracy, thresholds = report.accuracy, report.thresholds
     lines = [
-        f"Accuracy on {accuracy.num_images} {report.dataset} test images: Keras "
+        f"Accuracy on {report.test_images or f'{accuracy.num_images} test images'}: Keras "
         f"{_percent(accuracy.keras_accuracy)}, TFLite {_percent(accuracy.tflite_accuracy)} "
         f"(drop {accuracy.accuracy_drop_pp:.2f} pp; max {thresholds.max_accuracy_drop:g})",
         f"Top-1 agreement: {_percent(accuracy.agreement)} "

@@ -166,6 +166,8 @@ class _Data:
     y_test: np.ndarray
     calibration: np.ndarray | None
     class_names: tuple[str, ...] | None
+    test_images: str = ""  # how the test images were chosen (`data.describe_choice`)
+    calibration_images: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,22 +263,32 @@ def delivered_scores(loaded: _Loaded, delivery: Delivery) -> _Loaded:
 
 
 def load_data(
-    loaded: _Loaded, dataset, data_dir, num_test, calibration_samples, data_options=None
-) -> _Data:
-    """The test split (first `num_test`) and calibration images of the model's dataset."""
+    loaded: _Loaded, dataset, data_dir, num_test, calibration_samples, data_options=None,
+    seed: int = 0,
+) -> _Data:  # fmt: skip
+    """The test images (`num_test` of the split, or all) and calibration images of the
+    model's dataset, each the first N of the split's stratified order
+    (`sgt_tfmot.data.stratified_order`, seeded): every check, the figure and the targets take
+    prefixes of the same order, so each is stratified by class too."""
     dataset, data_dir, source, options = _cli.resolve_dataset(
         dataset, data_dir, [loaded.file], data_options
     )
     info, arrays = data.open_dataset(dataset, data_dir, **options)
     check_classifier(loaded.model, str(loaded.file), info.image_shape, info.num_classes)
     x_test, y_test = arrays.split("test")
-    if num_test is not None:
-        x_test, y_test = x_test[:num_test], y_test[:num_test]
-    calibration = None
+    chosen = data.stratified_order(y_test, seed)[:num_test]
+    test_images = data.describe_choice(len(chosen), len(y_test), f"{dataset} test", seed)
+    x_test, y_test = x_test[chosen], y_test[chosen]
+    calibration, calibration_images = None, None
     if calibration_samples:  # a QAT model's converter uses them only for range-less tensors
-        calibration = arrays.x_train[:calibration_samples].astype(np.float32)
+        x_train, y_train = arrays.split("train")
+        order = data.stratified_order(y_train, seed)[:calibration_samples]
+        calibration = x_train[order].astype(np.float32)
+        calibration_images = data.describe_choice(
+            len(order), len(y_train), f"{dataset} training", seed
+        )
     return _Data(dataset, data_dir, source, x_test.astype(np.float32), y_test, calibration,
-                 info.class_names)  # fmt: skip
+                 info.class_names, test_images, calibration_images)  # fmt: skip
 
 
 def convert(
@@ -537,6 +549,7 @@ def convert_and_check(
     profile: bool = False,
     tflm_images: int = TFLM_IMAGES,
     c_array: str | os.PathLike | None = None,
+    seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Converts a saved classifier to an integer .tflite, checks it, writes the files.
@@ -547,9 +560,11 @@ def convert_and_check(
       io_dtype: "int8" or "uint8" input and output tensors.
       dataset: Dataset of the calibration and test images; None: the training run's.
       data_dir: Folder with DATASET.npz (see `sgt_tfmot.data.load_arrays`).
-      calibration_samples: The first N training images calibrate a float model's ranges; a
-        QAT model needs none (its ranges are learned) and uses none.
-      num_test: Check on the first N test images only; None: the whole test split.
+      calibration_samples: N training images, stratified by class (`seed`), calibrate a
+        float model's ranges; a QAT model needs none (its ranges are learned) and uses none.
+      num_test: Check on N test images only, stratified by class (`seed`); None: the whole
+        test split. The fidelity, occlusion, target and figure images are the first of
+        these, in the same stratified order (`sgt_tfmot.data.stratified_order`).
       fidelity_images: Test images of the saliency fidelity check; 0 skips it.
       saliency: A gradient attribution method ("vanilla", "smoothgrad").
       smooth_samples: Noisy samples per image for SmoothGrad.
@@ -573,6 +588,7 @@ def convert_and_check(
         reference kernels (at most the checked ones).
       c_array: Also write the file as a C source (this path: .c, .cc or .cpp) and header
         (beside it, .h) for a firmware project (`c_array_section`); needs tflite-micro.
+      seed: Seed of the stratified order the test and calibration images are taken in.
       progress: Called with a short message before each slow stage.
 
     Returns:
@@ -586,6 +602,7 @@ def convert_and_check(
     io_dtype = check_choice(io_dtype, ("int8", "uint8"), "io_dtype")
     calibration_samples = check_int(calibration_samples, "calibration_samples", 0)
     num_test = check_int(num_test, "num_test", 1, allow_none=True)
+    seed = check_int(seed, "seed", 0)
     fidelity_images = check_int(fidelity_images, "fidelity_images", 0)
     options = attributions.AttributionOptions(
         smooth_samples=check_int(smooth_samples, "smooth_samples", 1)
@@ -601,7 +618,9 @@ def convert_and_check(
     loaded = load(model, calibration_samples, trust_model_code)
     delivery = Delivery() if delivery is None else delivery
     loaded = delivered_scores(loaded, delivery)
-    samples = load_data(loaded, dataset, data_dir, num_test, calibration_samples, data_options)
+    samples = load_data(
+        loaded, dataset, data_dir, num_test, calibration_samples, data_options, seed
+    )
     labels = class_labels(delivery, samples, loaded)
     with _cli.native_output_captured():
         flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)
@@ -627,6 +646,7 @@ def convert_and_check(
         keras_compute_dtype=loaded.compute_dtype, io_dtype=io_dtype, dataset=samples.dataset,
         dataset_source=samples.source, data_dir=samples.data_dir,
         calibration_samples=0 if samples.calibration is None else len(samples.calibration),
+        test_images=samples.test_images, calibration_images=samples.calibration_images,
         size_bytes=len(flatbuffer), float_size_bytes=len(float_flatbuffer),
         accuracy=found.accuracy,
         biases_aligned=biases_aligned(loaded.model) if loaded.quantized else None,

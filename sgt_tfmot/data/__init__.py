@@ -44,6 +44,7 @@ from sgt_tfmot.data.embedded import EmbeddedSource
 from sgt_tfmot.data.folder import FolderSource
 from sgt_tfmot.data.npz import DATA_DIR_ENV, DataDirSource, NpzFileSource, read_labels_file
 from sgt_tfmot.data.pipeline import AUGMENT_PADDING, batches, training_batches
+from sgt_tfmot.data.subsets import describe_choice, stratified_order
 from sgt_tfmot.data.tfds_source import TfdsSource
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "DataOptions",
     "DatasetInfo",
     "check_arrays",
+    "describe_choice",
     "info",
     "load",
     "load_arrays",
@@ -64,6 +66,7 @@ __all__ = [
     "parse_augment",
     "parse_image_size",
     "read_labels_file",
+    "stratified_order",
     "training_batches",
 ]
 

@@ -25,7 +25,7 @@ Writes into --out_dir:
   models x methods, with the label and each model's prediction;
 * drop_curves.png, drop_curves.json, drop_curves.csv: accuracy (and true-class
   probability) after removing the most relevant (MoRF), least relevant (LeRF) or random
-  x % of the units (x = 0, 10, ..., 90) of the first --curve_images test images, ranked by
+  x % of the units (x = 0, 10, ..., 90) of --curve_images test images, ranked by
   --curve_method saliency, under each removal protocol of --protocol (the first one's
   figure is drop_curves.png, the others' curves_NAME.png): `pixel` (the trainer's masking
   rule and --fill), `road` (ROAD, noisy linear imputation), `deletion` / `insertion`
@@ -33,9 +33,13 @@ Writes into --out_dir:
   under each curve and whether MoRF falls below random order. Protocols only evaluate the
   model, so they work on a .tflite too;
 * summary.json: every number, including concentration, the randomisation sanity check and
-  the agreement of every pair of models (Spearman rho, top-10 % IoU) per method, on the first
+  the agreement of every pair of models (Spearman rho, top-10 % IoU) per method, on
   --agreement_images test images;
 * report.md (or --report): the tables and figures together.
+
+The curve and agreement images are taken in a stratified order of the test split (seeded by
+--seed; --nostratify: its first N): any N of them hold every class in its share, also for
+images that arrive sorted by class (an image folder); the report says how they were chosen.
 
 Exit status: 0 when the files are written (a failed sanity check is a finding, reported in
 the files and the summary), 2 on bad input (one line on stderr, nothing written). Existing
@@ -66,7 +70,6 @@ from sgt_tfmot.explain.evaluate import (
     DEFAULT_METHODS,
     Evaluation,
     EvaluationOptions,
-    class_stratified,
     evaluate_models,
 )
 from sgt_tfmot.masking import FILLS
@@ -102,17 +105,15 @@ flags.DEFINE_integer(
     "num_images", _D.num_images, "Test images in maps.png, drawn with --seed.", **_IN
 )
 flags.DEFINE_list("images", None, "Indices of the test images in maps.png (not random).", **_IN)
-flags.DEFINE_integer(
-    "curve_images", _D.curve_images, "First N test images of the drop curves.", **_IN
-)
+flags.DEFINE_integer("curve_images", _D.curve_images, "Test images of the drop curves.", **_IN)
 flags.DEFINE_bool(
-    "stratify", False, "Take the test images class by class (the first of each class, then "
-    "the second, ...), so every first N images are class-stratified.", **_IN,
+    "stratify", _D.stratify, "Take the curve and agreement images in a stratified order of "
+    "the test split (seeded by --seed); --nostratify: its first N.", **_IN,
 )  # fmt: skip
 flags.DEFINE_integer(
     "agreement_images",
     _D.agreement_images,
-    "First N test images of agreement, concentration, sanity.",
+    "Test images of agreement, concentration, sanity.",
     **_IN,
 )
 flags.DEFINE_string(
@@ -265,7 +266,7 @@ def explain_saved_models(
     curve_images: int = _D.curve_images,
     agreement_images: int = _D.agreement_images,
     curve_method: str | None = None,
-    stratify: bool = False,
+    stratify: bool = _D.stratify,
     fill: str = _D.fill,
     protocol: Sequence[str] | str = _D.protocols,
     patch: int = _D.patch,
@@ -294,9 +295,8 @@ def explain_saved_models(
       protocol, patch, region_fill, road_noise, blur_sigma: The removal protocols and their
         settings (`EvaluationOptions.protocols`, ...).
       images: Test image indices of the figure (instead of `num_images` random ones).
-      stratify: Reorder the test split by `class_stratified` first, so the first
-        `curve_images` (and `agreement_images`) are class-stratified; `images` then index
-        the reordered split.
+      stratify: Take the curve and agreement images in the test split's stratified order
+        (`sgt_tfmot.data.stratified_order`, seeded); False: its first N.
       report: Path of the markdown report; default OUT_DIR/report.md.
       overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
       trust_model_code: Load models whose layers carry Python code.
@@ -324,7 +324,7 @@ def explain_saved_models(
         protocols=protocols.parse(protocol, "protocol"), patch=patch, region_fill=region_fill,
         road_noise=road_noise, blur_sigma=blur_sigma, smooth_samples=smooth_samples,
         penultimate_layer=penultimate_layer,
-        sanity_threshold=sanity_threshold, seed=seed,
+        sanity_threshold=sanity_threshold, seed=seed, stratify=stratify,
     )  # fmt: skip
     paths = _output_paths(out_dir, report, overwrite, options.protocols)
     loaded, files = _load_models(models, trust_model_code)
@@ -333,9 +333,6 @@ def explain_saved_models(
     info, arrays = data.open_dataset(dataset, data_dir, **opening)
     _check_models_fit(loaded, paths_in, info, options.needs_cam, penultimate_layer)
     x_test, y_test = arrays.split("test")
-    if stratify:
-        order = class_stratified(y_test, len(y_test))
-        x_test, y_test = x_test[order], y_test[order]
     names = _model_names(files, paths_in)
     evaluation = evaluate_models(
         dict(zip(names, loaded, strict=True)),
@@ -350,7 +347,6 @@ def explain_saved_models(
         "dataset": dataset,
         "data_dir": data_dir,
         "num_test_images": len(x_test),
-        "stratified": bool(stratify),
         "model_paths": {name: str(path) for name, path in zip(names, paths_in, strict=True)},
     }
     write_outputs(_output_contents(evaluation, paths, sources), PROGRAM)
@@ -397,14 +393,13 @@ def _output_contents(evaluation: Evaluation, paths: dict[str, Path], sources: di
     }
     context = {
         "dataset": f"{dataset} (test split, {sources['num_test_images']} images"
-        + (", class-stratified order" if sources.get("stratified") else "")
         + (f", from {data_dir})" if data_dir else ")"),
         "models": ", ".join(f"{name} = `{path}`" for name, path in sources["model_paths"].items()),
     }
     summary = {
         "dataset": dataset,
         "data_dir": data_dir,
-        "stratified": sources.get("stratified", False),
+        "stratified": evaluation.settings["stratified"],
         "model_paths": sources["model_paths"],
         **evaluation.to_dict(),
     }

@@ -3,12 +3,15 @@
 `evaluate_models({"float": m1, "qat": m2}, x_test, y_test)` runs every measure of
 `sgt_tfmot.explain` on each model and returns an `Evaluation` that `sgt_tfmot.explain.report`
 turns into figures, JSON, CSV and markdown. Three image sets are used, all from the given
-test images:
+test images; the curve and agreement images are the first of the test images' stratified
+order (`sgt_tfmot.data.stratified_order`, seeded; `stratify=False`: the first as given), so
+any count of them holds every class in its share, also when the images arrive sorted by
+class:
 
-* curve images, the first `curve_images`: accuracy, accuracy-drop curves (top, bottom,
+* curve images, `curve_images` of them: accuracy, accuracy-drop curves (top, bottom,
   random order; ranked by `curve_method`, the vanilla gradient by default, computed for the
   whole set by `input_gradients`) and the count of all-zero saliency maps;
-* agreement images, the first `agreement_images`: per method, the concentration of each
+* agreement images, `agreement_images` of them: per method, the concentration of each
   model's maps, the randomisation sanity check, and the agreement (Spearman ρ, top-10 %
   IoU) of every pair of models (i < j, in the order given);
 * map images, `map_indices` or `num_images` drawn at random (seeded): the maps of the
@@ -30,7 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from sgt_tfmot import masking
-from sgt_tfmot._checks import InputError
+from sgt_tfmot._checks import InputError, check_bool
+from sgt_tfmot.data.subsets import describe_choice, stratified_order
 from sgt_tfmot.explain import _validation as checks, attributions, protocols as removal
 from sgt_tfmot.explain.attributions import (
     AttributionOptions,
@@ -65,7 +69,6 @@ DEFAULT_PROTOCOLS = ("pixel", "road")
 __all__ = [
     "DEFAULT_METHODS",
     "DEFAULT_PROTOCOLS",
-    "class_stratified",
     "Evaluation",
     "EvaluationOptions",
     "ModelEvaluation",
@@ -177,39 +180,6 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return tuple(methods)
 
 
-def class_stratified(labels: np.ndarray, count: int) -> np.ndarray:
-    """Indices of `count` images with the classes as even as the data allows, interleaved.
-
-    Each class contributes its first images in the given order: ⌊count / K⌋ each for the K
-    classes present, one more for the first `count mod K` classes (fewer when a class runs
-    out; the others then fill the gap in turn). The indices go class by class within each
-    round (first image of every class, then second, ...), so any prefix of them is
-    stratified too.
-
-    Args:
-      labels: (N,) class ids.
-      count: Images wanted, in [1, N].
-
-    Returns:
-      int64 array of `count` distinct indices into `labels`.
-
-    Raises:
-      ValueError: When `count` is not in [1, N].
-    """
-    labels = np.asarray(labels)
-    count = checks.check_positive_int(count, "count")
-    if count > len(labels):
-        raise ValueError(f"`count` must be at most {len(labels)} images. Received: {count}")
-    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    chosen, depth = [], 0
-    while len(chosen) < count:
-        for member in members:
-            if depth < len(member) and len(chosen) < count:
-                chosen.append(member[depth])
-        depth += 1
-    return np.asarray(chosen, np.int64)
-
-
 def _map_indices(indices, num_images: int, count: int, seed: int) -> tuple[int, ...]:
     """The figure's images: `indices` checked against the `count` images, or `num_images`
     drawn at random (seeded)."""
@@ -250,9 +220,12 @@ class EvaluationOptions:
       num_images: Map images drawn at random (seeded) when `map_indices` is None, >= 1.
       map_indices: Indices of the map images in the images (checked against them in
         `evaluate_models`).
-      curve_images: The first `curve_images` images (at most N) give the curves, >= 1.
-      agreement_images: The first `agreement_images` images (at most N) give agreement,
-        concentration and the sanity check, >= 1.
+      curve_images: This many images (at most N) give the curves, >= 1.
+      agreement_images: This many images (at most N) give agreement, concentration and the
+        sanity check, >= 1.
+      stratify: True: the curve and agreement images are the first of the images'
+        stratified order (`sgt_tfmot.data.stratified_order` with `seed`), each class in its
+        share; False: the first images as given.
       curve_method: The method that ranks the features of the curves (one of `attributions.names()`;
         Grad-CAM maps rank pixels). Its sanity check runs too, methods or not.
       fractions: Shares removed, each in [0, 1] (see `accuracy_drop_curve`).
@@ -268,8 +241,8 @@ class EvaluationOptions:
       penultimate_layer: Grad-CAM layer name for every model; None finds each model's last
         convolution.
       sanity_threshold: The sanity check fails from this mean Spearman ρ on, in (0, 1).
-      seed: Seed of the map images, random order, random fill, SmoothGrad and the weights of
-        the sanity check.
+      seed: Seed of the stratified order, the map images, random order, random fill,
+        SmoothGrad and the weights of the sanity check.
       batch_size: Images per gradient or tf-keras-vis call, >= 1.
 
     Raises:
@@ -281,6 +254,7 @@ class EvaluationOptions:
     map_indices: Sequence[int] | None = None
     curve_images: int = 500
     agreement_images: int = 64
+    stratify: bool = True
     curve_method: str = "vanilla"
     fractions: Sequence[float] = DEFAULT_FRACTIONS
     fill: str = "mean"
@@ -311,6 +285,7 @@ class EvaluationOptions:
         positive, fraction = checks.check_positive_int, checks.check_open_fraction
         clean["curve_images"] = positive(self.curve_images, "curve_images")
         clean["agreement_images"] = positive(self.agreement_images, "agreement_images")
+        clean["stratify"] = check_bool(self.stratify, "stratify")
         clean["fractions"] = tuple(_check_fractions(self.fractions))
         clean["top_fraction"] = fraction(self.top_fraction, "top_fraction")
         clean["smooth_samples"] = positive(self.smooth_samples, "smooth_samples")
@@ -402,7 +377,7 @@ def evaluate_models(
       images: (N, H, W, C) test images in the models' input range, N >= 1.
       labels: (N,) integer class ids.
       options: The settings (`EvaluationOptions`: methods, num_images, map_indices,
-        curve_images, agreement_images, curve_method, fractions, fill, top_fraction,
+        curve_images, agreement_images, stratify, curve_method, fractions, fill, top_fraction,
         smooth_samples, noise, penultimate_layer, sanity_threshold, seed, batch_size);
         None: the defaults.
       progress: Called with a short message before each slow step.
@@ -428,10 +403,12 @@ def evaluate_models(
         )
     indices = _map_indices(options.map_indices, options.num_images, len(images), options.seed)
     layers = _check_models(models, images, labels, options)
+    order = stratified_order(labels, options.seed) if options.stratify else np.arange(len(labels))
+    curve, agree = order[: options.curve_images], order[: options.agreement_images]
     run = _Run(
         options,
-        curve=(images[: options.curve_images], labels[: options.curve_images]),
-        agree=(images[: options.agreement_images], labels[: options.agreement_images]),
+        curve=(images[curve], labels[curve]),
+        agree=(images[agree], labels[agree]),
         shown=(images[list(indices)], labels[list(indices)]),
         say=progress or (lambda message: None),
     )
@@ -505,10 +482,19 @@ class _Run:
     def settings(self, num_test_images: int) -> dict:
         """`Evaluation.settings`: the sizes and the settings that shaped the numbers."""
         options = self.options
+        chosen = {
+            kind: describe_choice(
+                len(images), num_test_images, "test", options.seed if options.stratify else None
+            )
+            for kind, (images, _) in (("curve", self.curve), ("agreement", self.agree))
+        }
         return {
             "num_test_images": num_test_images,
             "curve_images": len(self.curve[0]),
+            "curve_images_chosen": chosen["curve"],
             "agreement_images": len(self.agree[0]),
+            "agreement_images_chosen": chosen["agreement"],
+            "stratified": options.stratify,
             "map_images": len(self.shown[0]),
             "curve_method": options.curve_method,
             "fractions": [float(f) for f in options.fractions],

@@ -286,13 +286,13 @@ def _ranking(evaluation: Evaluation, model) -> str:
 def _models_section(evaluation: Evaluation) -> list[str]:
     settings, models = evaluation.settings, evaluation.models
     lines = [
-        f"- removal curves: first {settings['curve_images']} test images, units ranked by "
+        f"- removal curves: {settings['curve_images_chosen']}, units ranked by "
         f"{METHOD_NAMES[settings['curve_method']]} saliency of the true class (channel mean "
         f"of |S| per pixel), protocols: "
         + ", ".join(protocol_title(models[0].protocols[name]) for name in settings["protocols"])
         + f", seed {settings['seed']}",
-        f"- maps, concentration, sanity check and agreement: first "
-        f"{settings['agreement_images']} test images; figure: {settings['map_images']} images",
+        f"- maps, concentration, sanity check and agreement: "
+        f"{settings['agreement_images_chosen']}; figure: {settings['map_images']} images",
         "",
         "## Models",
         "",
