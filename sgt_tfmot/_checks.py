@@ -46,12 +46,15 @@ class InputError(ValueError):
         an integer >= 1").
       argument: The argument (or flag) that was wrong, without dashes or backticks.
       received: The value that was received, shown after the requirement.
+      cli: The whole message as the command-line tools show it, when its advice differs
+        from the API's (an API argument such as `layer_configs` that no flag offers).
     """
 
-    def __init__(self, message: str, argument: str | None = None, received=_MISSING):
+    def __init__(self, message: str, argument: str | None = None, received=_MISSING, *, cli=None):
         self.requirement = message
         self.argument = argument
         self.received = received
+        self.cli = cli
         super().__init__(self._render(flag=False))
 
     def _render(self, flag: bool) -> str:
@@ -66,7 +69,7 @@ class InputError(ValueError):
 
     def for_flags(self) -> str:
         """The message naming the command-line flag (`--name`) instead of the argument."""
-        return self._render(flag=True)
+        return self.cli if self.cli is not None else self._render(flag=True)
 
 
 def _flag_value(value) -> str:

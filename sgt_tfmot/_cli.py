@@ -158,16 +158,13 @@ SHARED_GROUPS = {
 }  # fmt: skip
 
 
-def define_shared_flags(
-    flag_values: flags.FlagValues, dataset: str | None = None, trust_model_code: bool = True
-) -> None:
+def define_shared_flags(flag_values: flags.FlagValues, dataset: str | None = None) -> None:
     """The flags of `SHARED_GROUPS`, in `flag_values`.
 
     Args:
       flag_values: The tool's own flags.
       dataset: --dataset's default; None (convert, explain) takes the dataset of the
         training run that wrote the model.
-      trust_model_code: Whether the tool has --trust_model_code (it loads model files).
     """
     into = {"flag_values": flag_values}
     default = f"default {dataset}" if dataset else f"default: the training run's {METRICS_FILE}"
@@ -184,11 +181,10 @@ def define_shared_flags(
         "$SGT_TFMOT_ZOO (in a checkout, its zoo/), then the user cache, then a download.",
         **into,
     )  # fmt: skip
-    if trust_model_code:
-        flags.DEFINE_bool(
-            "trust_model_code", False, "Load models whose layers carry Python code (Lambda).",
-            **into,
-        )  # fmt: skip
+    flags.DEFINE_bool(
+        "trust_model_code", False, "Load models whose layers carry Python code (Lambda).",
+        **into,
+    )  # fmt: skip
     flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **into)
     flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **into)
     flags.DEFINE_bool("helpfull", False, "Show this help (every flag; the same as --help).", **into)

@@ -403,12 +403,17 @@ def _layer_annotations(
             annotated[layer.name] = layer_configs[layer.name]
             continue
         if not configs.is_supported(layer):
-            raise ValueError(
+            unsupported = (
                 f"Layer {layer.name!r} of class {type(layer).__name__} has no sgt_tfmot "
                 "quantize config. Supported layer types: "
-                f"{', '.join(configs.supported_layer_names())}. Annotate it by hand with "
-                f"`layer_configs={{{layer.name!r}: a tfmot QuantizeConfig}}`, or replace the "
-                "layer with a supported one."
+                f"{', '.join(configs.supported_layer_names())}."
+            )
+            raise _checks.InputError(
+                f"{unsupported} Annotate it by hand with `layer_configs={{{layer.name!r}: a "
+                "tfmot QuantizeConfig}`, or replace the layer with a supported one.",
+                cli=f"{unsupported} Replace the layer with a supported one (no flag annotates "
+                "a layer by hand; the Python API does: sgt_tfmot.quantize_model(model, "
+                "layer_configs=...)).",
             )
         outs = [layer_by_name.get(name) for name in consumers[layer.name]]
         config = configs.config_for(

@@ -165,8 +165,11 @@ def load_model(
         return keras3.load(file)
     file = file if trust_code else check_model_file(file)
     options = {"safe_mode": not trust_code} if file.suffix == ".keras" else {}
+    # An .h5 file's Lambda is refused by tf_keras's safe mode too, which its HDF5 loader
+    # takes from the scope only.
+    safe_mode = keras.src.saving.serialization_lib.SafeModeScope(not trust_code)
     try:
-        with quantize_scope(), warnings.catch_warnings():
+        with quantize_scope(), warnings.catch_warnings(), safe_mode:
             warnings.simplefilter("ignore")
             model = keras.models.load_model(file, compile=compile, **options)
     except (OSError, ValueError, TypeError, KeyError) as error:
@@ -258,8 +261,14 @@ def with_policy(model: keras.Model, policy: str | None = None) -> keras.Model:
     rebuilt_config = _policy_config(config, policy)
     if all(layer.dtype_policy.name == policy for layer in _policy_layers(model)):
         return model
-    with quantize_scope():
-        rebuilt = type(model).from_config(rebuilt_config)
+    return _rebuilt(model, rebuilt_config)
+
+
+def _rebuilt(model: keras.Model, config: dict) -> keras.Model:
+    """`model` rebuilt from `config` (its own, changed) with its weights. The model is already
+    in memory, so a Lambda of it (trusted when it was loaded or built) is no file's code."""
+    with quantize_scope(), keras.src.saving.serialization_lib.SafeModeScope(False):
+        rebuilt = type(model).from_config(config)
     rebuilt.set_weights(model.get_weights())
     return rebuilt
 
@@ -285,7 +294,4 @@ def float32_model(model: keras.Model) -> keras.Model:
     rebuilt_config = _float32_config(config)
     if rebuilt_config == config:
         return model
-    with quantize_scope():
-        rebuilt = type(model).from_config(rebuilt_config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
+    return _rebuilt(model, rebuilt_config)

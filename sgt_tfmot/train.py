@@ -33,7 +33,7 @@ FLAGS = flags.FlagValues()
 _IN = {"flag_values": FLAGS}
 _d = TrainConfig()
 _BITS = {"lower_bound": MIN_BITS, "upper_bound": MAX_BITS, **_IN}
-_cli.define_shared_flags(FLAGS, dataset=_d.dataset, trust_model_code=False)
+_cli.define_shared_flags(FLAGS, dataset=_d.dataset)
 flags.DEFINE_string(
     "augment", None,
     "none, or a comma-separated list of crop, flip (default: crop,flip for colour images, none "

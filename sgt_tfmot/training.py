@@ -137,6 +137,7 @@ class TrainConfig:
     alpha_percentile: float = 99.9
     alpha_l2: float = 2e-4
     init_from: str | None = None
+    trust_model_code: bool = False
     mixed_precision: str = "auto"
     seed: int = 0
     max_steps: int | None = None
@@ -609,12 +610,11 @@ def build_model(config: TrainConfig, info, calibration_images=None) -> keras.Mod
         options.update(mean=info.mean, std=info.std)
     model = model_zoo.build(
         config.model, info.image_shape, info.num_classes, weight_decay=config.weight_decay,
-        **options,
+        trust_code=config.trust_model_code, **options,
     )  # fmt: skip
     if config.init_from is not None:
-        model_zoo.copy_weights(
-            saving.load_model(config.init_from), model, f"--init_from {config.init_from}"
-        )
+        source = saving.load_model(config.init_from, trust_code=config.trust_model_code)
+        model_zoo.copy_weights(source, model, f"--init_from {config.init_from}")
     if config.float:
         return model
     calibrate = config.alpha_init == "calibrate"
