@@ -194,6 +194,7 @@ class _IntegerModel:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
             raise ExplainError(f"{path} is not a runnable .tflite classifier: {first}") from None
         self.path, self.name = path, path.stem
+        self.rgb_from_grey = False  # set by `check_fits`
         shape = tuple(int(d) for d in self.runtime.output["shape"])
         if len(shape) != 2 or shape[-1] < 2:
             raise ExplainError(
@@ -202,7 +203,12 @@ class _IntegerModel:
         self.num_classes = shape[-1]
 
     def check_fits(self, info) -> None:
-        if self.runtime.input_shape != tuple(info.image_shape):
+        """Checks the file against the data; a file converted with --rgb_input (RGB input in
+        front of a one-channel model) takes the grey images repeated into three channels,
+        as convert feeds it (`sgt_tfmot.tflite.converter.grey_to_rgb`)."""
+        shape = tuple(info.image_shape)
+        self.rgb_from_grey = shape[-1] == 1 and self.runtime.input_shape == (*shape[:-1], 3)
+        if self.runtime.input_shape != shape and not self.rgb_from_grey:
             raise ExplainError(
                 f"{self.path}: the model's input shape {self.runtime.input_shape} does not fit "
                 f"the images {tuple(info.image_shape)} of the data."
@@ -214,6 +220,10 @@ class _IntegerModel:
             )
 
     def predict(self, images):
+        if self.rgb_from_grey:
+            from sgt_tfmot.tflite.converter import grey_to_rgb
+
+            images = grey_to_rgb(images)
         return self.runtime.predict(images)
 
 
