@@ -129,6 +129,7 @@ def run_main(
     except flags.Error as error:
         return _bad_input(program, _flag_error(error, flag_values))
     if any(name in flag_values and flag_values[name].value for name in ("help", "helpfull")):
+        _refresh_help(flag_values)
         print(help_text(sys.modules[module_name], flag_values))
         return EXIT_OK
     _quiet_python_logging()
@@ -145,6 +146,21 @@ def run_main(
     except KeyboardInterrupt:
         print(f"\n{program}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def live_help(flag_values: flags.FlagValues, name: str, text: Callable[[], str]) -> None:
+    """The help of the string or list flag `name` is `text()`, computed again when --help
+    shows it: a help that lists a registry's names lists the entries registered by then."""
+    flag = flag_values[name]
+    flag.live_help = text
+    flag.help = text()
+
+
+def _refresh_help(flag_values: flags.FlagValues) -> None:
+    for name in list(flag_values):
+        flag = flag_values[name]
+        if getattr(flag, "live_help", None) is not None:
+            flag.help = flag.live_help()
 
 
 # The flags every tool shares, defined once (`define_shared_flags`), shown by --help in these
@@ -168,11 +184,8 @@ def define_shared_flags(flag_values: flags.FlagValues, dataset: str | None = Non
     """
     into = {"flag_values": flag_values}
     default = f"default {dataset}" if dataset else f"default: the training run's {METRICS_FILE}"
-    flags.DEFINE_string(
-        "dataset", dataset,
-        f"Dataset: mnist, cifar10, mnist_subset (ships with the package) or a folder of images "
-        f"in class folders (see sgt_tfmot.data); {default}.", **into,
-    )  # fmt: skip
+    flags.DEFINE_string("dataset", dataset, "", **into)
+    live_help(flag_values, "dataset", lambda: f"Dataset: {_data_references()}; {default}.")
     flags.DEFINE_string("data_dir", None, "Folder with DATASET.npz (see sgt_tfmot.data).", **into)
     define_data_flags(flag_values)
     flags.DEFINE_string(
@@ -188,6 +201,13 @@ def define_shared_flags(flag_values: flags.FlagValues, dataset: str | None = Non
     flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **into)
     flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **into)
     flags.DEFINE_bool("helpfull", False, "Show this help (every flag; the same as --help).", **into)
+
+
+def _data_references() -> str:
+    """What --dataset takes: a clause per registered data source (`sgt_tfmot.data`)."""
+    from sgt_tfmot import data
+
+    return data.references()
 
 
 def help_text(module, flag_values: flags.FlagValues) -> str:

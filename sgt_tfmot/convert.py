@@ -3,22 +3,23 @@
 Converts a trained classifier (a QAT model from `sgt_tfmot.quantize_model`, or a float model
 quantized after training on calibration images) to a full-integer .tflite with a fixed
 batch of 1, then checks the result in LiteRT on the test split of its dataset
-(`sgt_tfmot.tflite.checks`): test accuracy against the Keras model, top-1 agreement (shown
+(`sgt_tfmot.conversion.checks`): test accuracy against the Keras model, top-1 agreement (shown
 beside what rounding alone costs: the Keras model's agreement with itself after a one-ulp
 change of its weights, since a 4-bit model can be too sensitive to rounding for any runtime
 to agree with it much better), and saliency fidelity (the integer model must lose accuracy
 like the Keras model when the features the Keras model's saliency ranks highest, or lowest,
-are removed). It also reads the flatbuffer for the Edge TPU verdict and converts a float32
-TFLite of the same network as the size baseline.
+are removed). It also runs every registered deployment target on the file
+(`sgt_tfmot.tflite.targets`: the Edge TPU, MediaPipe, TensorFlow Lite Micro) and converts a
+float32 TFLite of the same network as the size baseline.
 
 Usage:
 
     python -m sgt_tfmot.convert --int8 MODEL --output model.tflite [--uint8]
         [--dataset NAME --data_dir DIR] [--calibration_samples 500] [--num_test N]
-        [--fidelity_images 500] [--saliency vanilla|smoothgrad] [--report report.json]
-        [--fidelity_protocol road|pixel|deletion|insertion|region] [--fidelity_fill FILL]
+        [--fidelity_images 500] [--saliency METHOD] [--report report.json]
+        [--fidelity_protocol PROTOCOL] [--fidelity_fill FILL]
         [--figure saliency.png] [--max_accuracy_drop 0.3] [--min_agreement 0.995]
-        [--max_fidelity_gap 5] [--require_edgetpu] [--require tflm,...] [--profile]
+        [--max_fidelity_gap 5] [--require_edgetpu] [--require TARGET,...] [--profile]
         [--tflm_images 1000] [--c_array model_data.c] [--pack_int4] [--overwrite]
 
 MODEL is a saved model file (.h5 / .keras) or the output directory of
@@ -107,17 +108,18 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "fidelity_images", 500, "Test images of the fidelity check (0: skip).", lower_bound=0, **_IN
 )
-flags.DEFINE_enum(
-    "saliency", "vanilla", list(attributions.feature_methods()), "Saliency method.", **_IN
-)
+flags.DEFINE_string("saliency", "vanilla", "", **_IN)
+_cli.live_help(FLAGS, "saliency", lambda: (
+    f"Saliency method of the fidelity check: any of {', '.join(attributions.feature_methods())}."
+))  # fmt: skip
 flags.DEFINE_integer(
     "smooth_samples", 20, "Samples per image for SmoothGrad.", lower_bound=1, **_IN
 )
-flags.DEFINE_string(
-    "fidelity_protocol", DEFAULT_PROTOCOL,
-    "Removal protocol of the fidelity check: any of " + ", ".join(protocols.names())
-    + " (see python -m sgt_tfmot.explain --help).", **_IN,
-)  # fmt: skip
+flags.DEFINE_string("fidelity_protocol", DEFAULT_PROTOCOL, "", **_IN)
+_cli.live_help(FLAGS, "fidelity_protocol", lambda: (
+    f"Removal protocol of the fidelity check: any of {', '.join(protocols.names())} (see "
+    "python -m sgt_tfmot.explain --help)."
+))  # fmt: skip
 flags.DEFINE_string(
     "fidelity_fill", None, "Fill of the removed units (default: the protocol's; the pixel "
     f"protocol takes {', '.join(FILLS)}).", **_IN,
@@ -142,11 +144,12 @@ flags.DEFINE_float(
     **_IN,
 )
 flags.DEFINE_bool("require_edgetpu", False, "Fail when an op would not run on the Edge TPU.", **_IN)
-flags.DEFINE_list(
-    "require", [],
+flags.DEFINE_list("require", [], "", **_IN)
+_cli.live_help(FLAGS, "require", lambda: (
     "Deployment targets whose verdict must be 'compatible' for the checks to pass: "
-    f"{', '.join(deployment_targets.names())}.", **_IN,
-)  # fmt: skip
+    + ", ".join(f"{target.name} ({target.title})" for target in deployment_targets.REGISTRY)
+    + "."
+))  # fmt: skip
 flags.DEFINE_bool(
     "pack_int4", False,
     "Store the kernels whose values fit 4 bits (weights of 4 bits or fewer) as INT4, two per "

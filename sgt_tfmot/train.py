@@ -39,12 +39,10 @@ flags.DEFINE_string(
     "none, or a comma-separated list of crop, flip (default: crop,flip for colour images, none "
     "for one channel).", **_IN,
 )  # fmt: skip
-flags.DEFINE_string(
-    "model",
-    _d.model,
-    f"{', '.join(models.MODELS)}, or a float classifier file (.h5/.keras).",
-    **_IN,
-)
+flags.DEFINE_string("model", _d.model, "", **_IN)
+_cli.live_help(FLAGS, "model", lambda: (
+    f"Architecture: {models.describe()}; or a float classifier file (.h5/.keras)."
+))  # fmt: skip
 flags.DEFINE_float("width", None, "Width multiplier of mobilenet_v2 (default 0.35).", **_IN)
 flags.DEFINE_string(
     "init_from", None, "Start from this trained float model (run directory or file).", **_IN

@@ -158,11 +158,14 @@ class TrainConfig:
         datasets.options(self.image_size, self.color_mode, self.validation_split)
         datasets.parse_augment(self.augment)
         if not model_zoo.is_model_file(self.model):
-            _checks.check_choice(self.model, model_zoo.MODELS, "model")
+            model_zoo.get(self.model, "model")
         if self.width is not None:
             _checks.check_number(self.width, "width", 0.0, low_open=True)
             if not model_zoo.takes(self.model, "width"):
-                raise InputError(f"--width applies to mobilenet_v2; --model is {self.model!r}.")
+                takers = [name for name in model_zoo.names() if model_zoo.takes(name, "width")]
+                raise InputError(
+                    f"--width applies to {', '.join(takers)}; --model is {self.model!r}."
+                )
         for name in ("weight_bits", "activation_bits", "first_last_bits"):
             setattr(self, name, _checks.check_int(getattr(self, name), name, MIN_BITS, MAX_BITS))
         _checks.check_choice(self.weight_range, WEIGHT_RANGES, "weight_range")

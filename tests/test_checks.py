@@ -175,7 +175,7 @@ def test_gate_lists_each_failed_check():
     assert failures[1] == "top-1 agreement 99.00 % is below --min_agreement 99.5 %"
     assert failures[2].startswith("saliency fidelity gap 20.00 pp exceeds --max_fidelity_gap 5")
     assert failures[3] == (
-        "not Edge TPU compatible (first CPU op: #1 LEAKY_RELU) and --require_edgetpu is set"
+        "not Edge TPU compatible (first CPU op: #1 LEAKY_RELU) and --require edgetpu is set"
     )
     # Looser thresholds pass; the Edge TPU verdict only counts when required.
     loose = checks.Thresholds(max_accuracy_drop=1.0, min_agreement=0.99, max_fidelity_gap=20)

@@ -355,7 +355,7 @@ BAD_INPUT = [
     ),
     (
         ["--int8", "{dir}/float.keras", "--output", "{out}", "--saliency", "lime"],
-        "--saliency=lime: value should be one of",
+        "--saliency must be one of 'vanilla', 'smoothgrad'. Received: 'lime'",
     ),
     (
         ["--int8", "{dir}/float.keras", "--output", "{out}", "--c_array", "{tmp}/model.txt"],

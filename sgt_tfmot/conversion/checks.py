@@ -22,6 +22,7 @@ import numpy as np
 from sgt_tfmot import _checks
 from sgt_tfmot.explain.fidelity import FidelityResult
 from sgt_tfmot.keras import keras
+from sgt_tfmot.tflite import targets as deployment_targets
 
 __all__ = [
     "AccuracyComparison",
@@ -61,8 +62,8 @@ class Thresholds:
       require_edgetpu: Fail the gate when the Edge TPU checker finds an op that would run
         on the CPU. Off by default: the verdict is reported either way, and mobile CPUs run
         models the Edge TPU cannot.
-      require: Names of deployment targets (`sgt_tfmot.tflite.targets`) whose verdict must
-        be "compatible" (`require_edgetpu` adds "edgetpu").
+      require: Names of registered deployment targets (`sgt_tfmot.tflite.targets`) whose
+        verdict must be "compatible" (`require_edgetpu` adds "edgetpu").
     """
 
     max_accuracy_drop: float = 0.3
@@ -77,6 +78,8 @@ class Thresholds:
         _check_number(self.max_fidelity_gap, "max_fidelity_gap", 0.0, 100.0)
         _checks.check_bool(self.require_edgetpu, "require_edgetpu")
         required = tuple(self.require) + (("edgetpu",) if self.require_edgetpu else ())
+        for name in required:
+            deployment_targets.get(name, "require")
         object.__setattr__(self, "require", tuple(dict.fromkeys(required)))
 
     def to_dict(self) -> dict:
@@ -257,5 +260,5 @@ def gate(
     for target in targets:
         if target.name in thresholds.require and target.compatible is not True:
             failures.append(f"{target.failure or 'not ' + target.title + ' compatible'}"
-                            f" and --require_{target.name} is set")  # fmt: skip
+                            f" and --require {target.name} is set")  # fmt: skip
     return failures

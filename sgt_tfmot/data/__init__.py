@@ -1,7 +1,8 @@
 """Image classification data: any TFDS set, any .npz, an image folder; arrays and pipelines.
 
-A dataset is named by a *reference*, resolved by the first source of `SOURCES` that claims
-it (a new source is one module and one line there):
+A dataset is named by a *reference*, resolved by the first source of the registry that
+claims it (a `DataSource` subclass; a new source is one module and one line in `REGISTRY`, or
+`register(source)` at run time, which puts it in front of the TFDS fallback):
 
 | source     | reference                                   | arrays from                           |
 |------------|---------------------------------------------|---------------------------------------|
@@ -13,6 +14,8 @@ it (a new source is one module and one line there):
 
 Image shape, number of classes, class names and pixel statistics are read from the data
 (`DatasetInfo`); nothing is looked up in a table of names. Arrays are cached in the process.
+The registry is read at call time (`supports`, `get`, `names`; `references()` is the text the
+CLIs' --dataset help shows).
 
 Example:
 
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from sgt_tfmot._checks import InputError, check_choice, check_int, check_open_fraction
+from sgt_tfmot._registry import Registry
 from sgt_tfmot.data.base import (
     AUGMENTATIONS,
     COLOR_MODES,
@@ -37,6 +41,7 @@ from sgt_tfmot.data.base import (
     DataError,
     DataOptions,
     DatasetInfo,
+    DataSource,
     check_arrays,
     info_of,
 )
@@ -52,26 +57,55 @@ __all__ = [
     "AUGMENT_PADDING",
     "COLOR_MODES",
     "DATA_DIR_ENV",
-    "SOURCES",
+    "REGISTRY",
     "DataError",
     "DataOptions",
+    "DataSource",
     "DatasetInfo",
     "check_arrays",
     "describe_choice",
+    "get",
     "info",
     "load",
     "load_arrays",
+    "names",
     "open_dataset",
     "options",
     "parse_augment",
     "parse_image_size",
     "read_labels_file",
     "stratified_order",
+    "references",
+    "register",
+    "supports",
     "training_batches",
+    "unregister",
 ]
 
 # The source registry, in order of precedence: a new source is one module and one line here.
-SOURCES = [EmbeddedSource(), NpzFileSource(), FolderSource(), DataDirSource(), TfdsSource()]
+REGISTRY: Registry[DataSource] = Registry(
+    "data source",
+    DataSource,
+    "source",
+    [EmbeddedSource(), NpzFileSource(), FolderSource(), DataDirSource(), TfdsSource()],
+)
+supports, names, get, unregister = (
+    REGISTRY.supports, REGISTRY.names, REGISTRY.get, REGISTRY.unregister
+)  # fmt: skip
+
+
+def register(source: DataSource, before: str | None = None) -> DataSource:
+    """Adds a source, asked before the source `before`; by default before the fallback
+    sources (TFDS, which claims every name), so that it can claim references first."""
+    if before is None and not getattr(source, "fallback", False):
+        before = next((entry.name for entry in REGISTRY if entry.fallback), None)
+    return REGISTRY.register(source, before=before)
+
+
+def references() -> str:
+    """What a dataset reference may be, one clause per registered source, in order."""
+    return "; ".join(source.reference for source in REGISTRY)
+
 
 _CACHE: dict[tuple, tuple[DatasetInfo, Arrays]] = {}
 
@@ -146,7 +180,9 @@ def open_dataset(
     opts = options(**option_values)
     key = _key(reference, data_dir, opts)
     if key not in _CACHE:
-        source = next(s for s in SOURCES if s.claims(reference, data_dir))
+        source = next((s for s in REGISTRY if s.claims(reference, data_dir)), None)
+        if source is None:
+            raise DataError(f"No data source claims {reference!r}; known: {references()}.")
         arrays = source.load(reference, data_dir, opts)
         _CACHE.clear()  # one dataset at a time stays in memory
         _CACHE[key] = (info_of(reference, arrays), arrays)

@@ -1,9 +1,10 @@
-"""What every data source gives: checked arrays, the facts read from them, the options.
+"""What every data source is and gives: checked arrays, the facts read from them, the options.
 
-A source (`sgt_tfmot.data.sources`) turns a dataset reference into `Arrays`: uint8 images
-(N, H, W, C) and integer labels (N,) for the "train" and "test" splits, plus class names
-when it knows them. `check_arrays` is the one place that validates them, and `DatasetInfo`
-is read from them (shape, classes, sizes, pixel statistics), never from a table of names.
+A source (a `DataSource` subclass, one module each, registered in `sgt_tfmot.data`) turns a
+dataset reference into `Arrays`: uint8 images (N, H, W, C) and integer labels (N,) for the
+"train" and "test" splits, plus class names when it knows them. `check_arrays` is the one
+place that validates them, and `DatasetInfo` is read from them (shape, classes, sizes, pixel
+statistics), never from a table of names.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import numpy as np
 
 from sgt_tfmot._checks import InputError
 
-__all__ = ["AUGMENTATIONS", "Arrays", "DataError", "DataOptions", "DatasetInfo", "check_arrays"]
+__all__ = [
+    "AUGMENTATIONS",
+    "Arrays",
+    "DataError",
+    "DataOptions",
+    "DataSource",
+    "DatasetInfo",
+    "check_arrays",
+]
 
 SPLITS = ("train", "test")
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -60,6 +69,35 @@ class Arrays:
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return (self.x_train, self.y_train) if name == "train" else (self.x_test, self.y_test)
+
+
+class DataSource:
+    """Base class of the data sources: a dataset reference -> checked `Arrays`.
+
+    The sources are asked in registry order; the first that `claims` a reference loads it.
+
+    Class attributes:
+      name: The registry name ("npz").
+      reference: The references it claims, as help texts and docs say it ("a path ending in
+        .npz").
+      fallback: It claims every reference (TFDS), so it stays behind the sources registered
+        later.
+    """
+
+    name: str = ""
+    reference: str = ""
+    fallback: bool = False
+
+    def claims(self, reference: str, data_dir) -> bool:
+        """Whether this source loads `reference` (with `data_dir`, which may be None)."""
+        raise NotImplementedError
+
+    def load(self, reference: str, data_dir, options: DataOptions) -> Arrays:
+        """The checked arrays (`check_arrays`); a `DataError` saying what is wrong."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 @dataclasses.dataclass(frozen=True)

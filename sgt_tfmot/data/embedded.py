@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgt_tfmot.data.base import Arrays, DataOptions
+from sgt_tfmot.data.base import Arrays, DataOptions, DataSource
 from sgt_tfmot.data.npz import read_npz
 
 __all__ = ["EMBEDDED", "EmbeddedSource"]
@@ -16,8 +16,11 @@ _FILES = Path(__file__).resolve().parents[1] / "data_files"
 EMBEDDED = {"mnist_subset": _FILES / "mnist_subset.npz"}
 
 
-class EmbeddedSource:
+class EmbeddedSource(DataSource):
+    """The datasets that ship with the package, by name."""
+
     name = "embedded"
+    reference = ", ".join(EMBEDDED) + " (shipped with the package)"
 
     def claims(self, reference: str, data_dir) -> bool:
         return reference in EMBEDDED

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sgt_tfmot.data.base import COLOR_MODES, Arrays, DataError, DataOptions, check_arrays
+from sgt_tfmot.data.base import (
+    COLOR_MODES,
+    Arrays,
+    DataError,
+    DataOptions,
+    DataSource,
+    check_arrays,
+)
 
 __all__ = ["EXTENSIONS", "FolderSource"]
 
@@ -141,8 +148,11 @@ def _split(files: dict[str, list[Path]], fraction: float):
     return train, test
 
 
-class FolderSource:
+class FolderSource(DataSource):
+    """A directory of class sub-folders (see the module docstring)."""
+
     name = "folder"
+    reference = "a folder of class sub-folders"
 
     def claims(self, reference: str, data_dir) -> bool:
         return Path(reference).is_dir()

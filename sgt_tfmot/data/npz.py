@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgt_tfmot.data.base import KEYS, Arrays, DataError, DataOptions, check_arrays
+from sgt_tfmot.data.base import KEYS, Arrays, DataError, DataOptions, DataSource, check_arrays
 
 __all__ = ["DataDirSource", "NpzFileSource", "read_labels_file", "read_npz"]
 
@@ -97,10 +97,11 @@ def read_npz(path: Path, source: str | None = None) -> Arrays:
     return check_arrays(*arrays, class_names=names, source=source or repr(str(path)))
 
 
-class NpzFileSource:
+class NpzFileSource(DataSource):
     """A reference that is the path of an `.npz` file."""
 
     name = "npz"
+    reference = "a path ending in .npz"
 
     def claims(self, reference: str, data_dir) -> bool:
         return reference.endswith(".npz")
@@ -112,11 +113,12 @@ class NpzFileSource:
         return read_npz(path)
 
 
-class DataDirSource:
+class DataDirSource(DataSource):
     """`DATA_DIR/NAME.npz` for any NAME: `data_dir` when given (the file must exist),
     else `$SGT_TFMOT_DATA_DIR` when it holds the file."""
 
     name = "data_dir"
+    reference = f"NAME with --data_dir DIR (or ${DATA_DIR_ENV}) holding NAME.npz"
 
     def claims(self, reference: str, data_dir) -> bool:
         if data_dir is not None:

@@ -12,7 +12,7 @@ import socket
 
 import numpy as np
 
-from sgt_tfmot.data.base import KEYS, Arrays, DataError, DataOptions, check_arrays
+from sgt_tfmot.data.base import KEYS, Arrays, DataError, DataOptions, DataSource, check_arrays
 
 __all__ = ["TfdsSource"]
 
@@ -27,8 +27,11 @@ def _network_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-class TfdsSource:
-    name = "tfds"
+class TfdsSource(DataSource):
+    """Any other name: a TensorFlow Datasets image-classification set."""
+
+    name, fallback = "tfds", True
+    reference = "any TFDS image-classification name (e.g. mnist, cifar10)"
 
     def claims(self, reference: str, data_dir) -> bool:
         return True  # the last source: any other name is a TFDS name

@@ -3,9 +3,9 @@
 Usage:
 
     python -m sgt_tfmot.explain --model PATH [--model PATH ...] --out_dir DIR
-        [--dataset NAME] [--data_dir DIR] [--methods vanilla,smoothgrad,gradcam,gradcampp]
+        [--dataset NAME] [--data_dir DIR] [--methods METHOD,...]
         [--num_images 8 | --images 3,17,42] [--curve_images 500] [--agreement_images 64]
-        [--curve_method vanilla] [--protocol pixel,road,deletion,insertion,region]
+        [--curve_method METHOD] [--protocol PROTOCOL,...]
         [--fill mean] [--patch 4] [--region_fill uniform] [--road_noise 0.01]
         [--blur_sigma 2] [--smooth_samples 20]
         [--penultimate_layer NAME] [--sanity_threshold 0.5] [--seed 0]
@@ -67,9 +67,9 @@ from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_output_dir, check_output_file, write_outputs
 from sgt_tfmot.explain import attributions, protocols, report as reports
 from sgt_tfmot.explain.evaluate import (
-    DEFAULT_METHODS,
     Evaluation,
     EvaluationOptions,
+    default_methods,
     evaluate_models,
 )
 from sgt_tfmot.masking import FILLS
@@ -96,11 +96,11 @@ FLAGS = flags.FlagValues()
 _IN = {"flag_values": FLAGS}
 flags.DEFINE_multi_string("model", [], "A saved model or training run directory; repeat.", **_IN)
 flags.DEFINE_string("out_dir", None, "Folder of the output files (created if missing).", **_IN)
-flags.DEFINE_list(
-    "methods", None,
+flags.DEFINE_list("methods", None, "", **_IN)
+_cli.live_help(FLAGS, "methods", lambda: (
     f"Attribution methods of the maps: any of {', '.join(attributions.names())} (default: "
-    f"{','.join(DEFAULT_METHODS)}; occlusion for a .tflite model).", **_IN,
-)  # fmt: skip
+    f"{','.join(default_methods())}; occlusion for a .tflite model)."
+))  # fmt: skip
 flags.DEFINE_integer(
     "num_images", _D.num_images, "Test images in maps.png, drawn with --seed.", **_IN
 )
@@ -120,13 +120,13 @@ flags.DEFINE_string(
     "curve_method", None, f"Saliency ranking the drop curves (default: {_D.curve_method}; "
     "occlusion for a .tflite model).", **_IN,
 )  # fmt: skip
-flags.DEFINE_list(
-    "protocol", list(_D.protocols),
+flags.DEFINE_list("protocol", list(_D.protocols), "", **_IN)
+_cli.live_help(FLAGS, "protocol", lambda: (
     "Removal protocols of the curves, any of: " + "; ".join(
         f"{p.name} = {p.title}, {p.unit}s, fills {'/'.join(p.fills)}, {p.measure} ({p.reference})"
-        for p in map(protocols.get, protocols.names())
-    ) + ". The first gives drop_curves.png; each other one curves_NAME.png.", **_IN,
-)  # fmt: skip
+        for p in protocols.REGISTRY
+    ) + ". The first gives drop_curves.png; each other one curves_NAME.png."
+))  # fmt: skip
 flags.DEFINE_string(
     "fill", _D.fill, f"Fill of the pixel protocol (the trainer's): {', '.join(FILLS)}.", **_IN
 )
@@ -325,7 +325,7 @@ def explain_saved_models(
         raise ExplainError("Pass at least one --model PATH (a model file or run directory).")
     integer_only = any(str(path).endswith(".tflite") for path in models)
     if methods is None:  # gradient methods for Keras models; occlusion for a .tflite
-        methods = ("occlusion",) if integer_only else DEFAULT_METHODS
+        methods = ("occlusion",) if integer_only else default_methods()
     if curve_method is None:
         curve_method = "occlusion" if integer_only else _D.curve_method
     options = EvaluationOptions(

@@ -61,14 +61,13 @@ from sgt_tfmot.explain.measures import (
 )
 from sgt_tfmot.keras import keras
 
-DEFAULT_METHODS = attributions.names(gradient_free=False)  # occlusion only on request
 # The trainer's per-pixel rule first (the curves of earlier reports), then ROAD, the
 # protocol the field accepts for faithfulness (docs/protocols.md).
 DEFAULT_PROTOCOLS = ("pixel", "road")
 
 __all__ = [
-    "DEFAULT_METHODS",
     "DEFAULT_PROTOCOLS",
+    "default_methods",
     "Evaluation",
     "EvaluationOptions",
     "ModelEvaluation",
@@ -160,7 +159,14 @@ class Evaluation:
         }
 
 
-def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+def default_methods() -> tuple[str, ...]:
+    """The registered methods that need gradients (occlusion only on request)."""
+    return attributions.names(gradient_free=False)
+
+
+def _check_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
+    if methods is None:
+        return default_methods()
     if isinstance(methods, str):
         methods = [methods]
     methods = list(methods)
@@ -216,7 +222,8 @@ class EvaluationOptions:
 
     Attributes:
       methods: Attribution methods of the maps, agreement, concentration and sanity check:
-        any of `attributions.names()` (the registry's, read when made; a tuple once checked).
+        any of `attributions.names()` (the registry's, read when made; a tuple once checked);
+        None: `default_methods()`.
       num_images: Map images drawn at random (seeded) when `map_indices` is None, >= 1.
       map_indices: Indices of the map images in the images (checked against them in
         `evaluate_models`).
@@ -249,7 +256,7 @@ class EvaluationOptions:
       ValueError: Naming the first bad setting and what it accepts.
     """
 
-    methods: Sequence[str] = DEFAULT_METHODS
+    methods: Sequence[str] | None = None
     num_images: int = 8
     map_indices: Sequence[int] | None = None
     curve_images: int = 500

@@ -1,4 +1,4 @@
-"""Image classifiers TFMOT can quantize, in one registry (`MODELS`, `build`, `register`).
+"""Image classifiers TFMOT can quantize, in one registry (`REGISTRY`, `build`, `register`).
 
 | name             | module         | what                                              |
 |------------------|----------------|---------------------------------------------------|
@@ -7,6 +7,10 @@
 | `mobilenet_tiny` | `mobilenet`    | a small MobileNet-v1-style network                 |
 | `mobilenet_v2`   | `applications` | Keras Applications' MobileNetV2, flat, any width  |
 | a .h5/.keras path| `files`        | the user's own float classifier                   |
+
+Each builder is a `base.ModelBuilder` subclass in its module; the registry is read at call
+time (`supports`, `get`, `names`; `register(builder)` adds one), and `--model`, its help and
+the training's checks see it.
 
 They are Functional `tf_keras` models made only of built-in layers (no `Lambda`, no raw tf
 ops on Keras tensors, which would become `TFOpLambda` layers that TFMOT cannot quantize).
@@ -40,54 +44,56 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sgt_tfmot._checks import InputError
+from sgt_tfmot._registry import Registry
 from sgt_tfmot.keras import keras
 from sgt_tfmot.models import files
-from sgt_tfmot.models.applications import mobilenet_v2
+from sgt_tfmot.models.applications import MobileNetV2, mobilenet_v2
+from sgt_tfmot.models.base import ModelBuilder
 from sgt_tfmot.models.files import check_classifier, copy_weights, is_model_file
-from sgt_tfmot.models.mobilenet import mobilenet_tiny
-from sgt_tfmot.models.resnet import resnet20
-from sgt_tfmot.models.resnet8 import resnet8
+from sgt_tfmot.models.mobilenet import MobileNetTiny, mobilenet_tiny
+from sgt_tfmot.models.resnet import ResNet20, resnet20
+from sgt_tfmot.models.resnet8 import ResNet8, resnet8
 
 __all__ = [
-    "MODELS",
+    "REGISTRY",
+    "ModelBuilder",
     "build",
+    "describe",
     "check_classifier",
     "copy_weights",
+    "get",
     "is_model_file",
     "mobilenet_tiny",
     "mobilenet_v2",
+    "names",
     "register",
     "resnet20",
     "resnet8",
+    "supports",
     "takes",
+    "unregister",
 ]
 
 # The model registry: a new architecture is one module and one line here.
-_BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "resnet20": resnet20,
-    "resnet8": resnet8,
-    "mobilenet_tiny": mobilenet_tiny,
-    "mobilenet_v2": mobilenet_v2,
-}
-MODELS = tuple(_BUILDERS)
+REGISTRY: Registry[ModelBuilder] = Registry(
+    "model builder", ModelBuilder, "model", [ResNet20(), ResNet8(), MobileNetTiny(), MobileNetV2()]
+)
+supports, names, get, register, unregister = (
+    REGISTRY.supports, REGISTRY.names, REGISTRY.get, REGISTRY.register, REGISTRY.unregister
+)  # fmt: skip
 
 
 def takes(name: str, argument: str) -> bool:
     """True when the builder `name` has the keyword `argument` (e.g. "width")."""
-    import inspect
-
-    builder = _BUILDERS.get(name)
-    return builder is not None and argument in inspect.signature(builder).parameters
+    return supports(name) and get(name).takes(argument)
 
 
-def register(name: str, builder: Callable[..., keras.Model]) -> None:
-    """Adds a builder `builder(input_shape, num_classes, **kwargs) -> keras.Model`."""
-    global MODELS
-    _BUILDERS[name] = builder
-    MODELS = tuple(_BUILDERS)
+def describe() -> str:
+    """The registered builders as the --model help lists them: "name = title; ..."."""
+    return "; ".join(f"{builder.name} = {builder.title}" for builder in REGISTRY)
 
 
 def build(
@@ -100,7 +106,7 @@ def build(
     """Builds a model by name, or loads a user's float classifier from a file.
 
     Args:
-        name: A builder ("resnet20", "mobilenet_tiny", ...; see `MODELS`) or the path of a
+        name: A builder ("resnet20", "mobilenet_tiny", ...; see `names()`) or the path of a
             saved float classifier (.h5 / .keras) taking raw 0..255 pixels; its
             architecture and weights are used.
         input_shape: (height, width, channels).
@@ -118,7 +124,7 @@ def build(
     """
     if is_model_file(name):
         return files.model_from_file(name, input_shape, num_classes, trust_code)
-    if name not in _BUILDERS:
-        known = ", ".join(repr(n) for n in sorted(_BUILDERS))
+    if not supports(name):
+        known = ", ".join(repr(n) for n in sorted(names()))
         raise InputError(f"Unknown model {name!r}. Known models: {known}, or a .h5/.keras file.")
-    return _BUILDERS[name](input_shape, num_classes, **kwargs)
+    return get(name).build(input_shape, num_classes, **kwargs)

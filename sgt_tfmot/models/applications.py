@@ -27,8 +27,9 @@ from sgt_tfmot._checks import InputError, check_number
 from sgt_tfmot._graph import flatten_model
 from sgt_tfmot.keras import keras
 from sgt_tfmot.models._common import BN_MOMENTUM, _check_common
+from sgt_tfmot.models.base import ModelBuilder
 
-__all__ = ["mobilenet_v2"]
+__all__ = ["MobileNetV2", "mobilenet_v2"]
 
 MIN_SIZE = 32
 WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -105,3 +106,8 @@ def _retune(model: keras.Model, regularizer) -> keras.Model:
     rebuilt = keras.Model.from_config(config)
     rebuilt.set_weights(model.get_weights())
     return rebuilt
+
+
+class MobileNetV2(ModelBuilder):
+    name, title = "mobilenet_v2", "Keras Applications' MobileNetV2, flat, any width"
+    build = staticmethod(mobilenet_v2)

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from sgt_tfmot.keras import keras
 from sgt_tfmot.models._common import BN_MOMENTUM, _check_common, _conv_factory, _logits
+from sgt_tfmot.models.base import ModelBuilder
 
-__all__ = ["mobilenet_tiny"]
+__all__ = ["MobileNetTiny", "mobilenet_tiny"]
 
 # (filters, stride) of the depthwise-separable blocks of `mobilenet_tiny`, after the stem.
 _MOBILENET_TINY_BLOCKS = ((32, 1), (64, 2), (64, 1), (128, 2))
@@ -79,3 +80,8 @@ def mobilenet_tiny(
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     outputs = _logits(num_classes, regularizer)(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+class MobileNetTiny(ModelBuilder):
+    name, title = "mobilenet_tiny", "a small MobileNet-v1-style network"
+    build = staticmethod(mobilenet_tiny)

@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.models._common import BN_MOMENTUM, _check_common, _conv_factory, _logits
+from sgt_tfmot.models.base import ModelBuilder
 
-__all__ = ["resnet20"]
+__all__ = ["ResNet20", "resnet20"]
 
 
 def resnet20(
@@ -96,3 +97,8 @@ def _basic_block(
         )(shortcut)
     y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{prefix}_relu2")(y)
+
+
+class ResNet20(ModelBuilder):
+    name, title = "resnet20", "CIFAR ResNet-20 (He et al. 2016)"
+    build = staticmethod(resnet20)

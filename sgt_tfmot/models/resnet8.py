@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.models._common import BN_MOMENTUM, _check_common, _conv_factory, _logits
+from sgt_tfmot.models.base import ModelBuilder
 
-__all__ = ["resnet8"]
+__all__ = ["ResNet8", "resnet8"]
 
 _STAGE_FILTERS = (16, 32, 64)
 
@@ -102,3 +103,8 @@ def _stage(
         )(x)  # fmt: skip
     y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{prefix}_relu2")(y)
+
+
+class ResNet8(ModelBuilder):
+    name, title = "resnet8", "MLPerf Tiny's CIFAR-10 ResNet-8 (78 k parameters)"
+    build = staticmethod(resnet8)
