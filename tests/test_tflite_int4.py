@@ -136,6 +136,7 @@ def test_convert_pack_int4(tmp_path, capsys):
     assert report["targets"]["tflm"]["compatible"] is True
     assert report["edgetpu_compatible"] is False
     assert "2 kernels stored as INT4, two per byte (CONV_2D)" in out
+    assert "(XNNPACK leaves INT4 convolutions to LiteRT's builtin kernels" in out
     raw = TFLiteModel(int8).quantize(np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)))
     np.testing.assert_array_equal(
         integer_outputs(int4, raw, "reference"), integer_outputs(int8, raw, "reference")

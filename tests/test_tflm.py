@@ -101,6 +101,10 @@ def test_a_tiny_integer_model_runs_bit_exact(micro, integer_file):
     assert micro_outputs.dtype == raw.dtype and micro_outputs.shape == (40, 5)
     np.testing.assert_array_equal(micro_outputs, integer_outputs(integer_file, raw, "reference"))
     assert len({tuple(row) for row in micro_outputs}) > 10  # not a constant model
+    # Top-1 against LiteRT's default runtime (what convert's accuracy checks run).
+    default = TFLiteModel(integer_file).predict(test_images)
+    share = np.mean(np.argmax(micro_outputs, axis=1) == np.argmax(default, axis=1))
+    assert section["top1_agreement_default"] == share
     # Flash is the file; the resolver lists each distinct op once.
     assert section["flash_bytes"] == len(integer_file)
     ops = {op.name for op in read_model(integer_file).ops}
@@ -111,6 +115,10 @@ def test_a_tiny_integer_model_runs_bit_exact(micro, integer_file):
     assert (
         "0 of 200 outputs differ from LiteRT's reference kernels on 40 test images"
         in (report.lines[1])
+    )
+    assert report.lines[2].startswith(
+        f"  top-1: TFLM's class is that of LiteRT's default runtime (the accuracy checks') on "
+        f"{100 * share:.2f} % of them"
     )
     assert report.lines[-1].startswith(f"  resolver: tflite::MicroMutableOpResolver<{len(ops)}>")
 

@@ -321,9 +321,10 @@ class Tflm(Target):
     of exactly `arena_bytes`), "resolver_ops" ([op, method] pairs), "resolver_size" (N of
     `MicroMutableOpResolver<N>`), "images", "outputs_compared", "differing_outputs",
     "differing_images", "max_difference" (in integer steps), "reference" (what TFLM is
-    compared with), "divergences" (per first differing op: op, name, images, explained: the
-    reason or None), "unexplained_images", "int4_weight_tensors" and "seconds_per_image"
-    (TFLM on this host).
+    compared with), "top1_agreement_default" (the share of images whose top-1 class in TFLM
+    is the one in LiteRT's default runtime, which the convert checks use), "divergences"
+    (per first differing op: op, name, images, explained: the reason or None),
+    "unexplained_images", "int4_weight_tensors" and "seconds_per_image" (TFLM on this host).
     """
 
     name, title = "tflm", "TensorFlow Lite Micro"
@@ -353,7 +354,7 @@ class Tflm(Target):
             "arena_bytes_with_margin": None, "arena_loads": None,
             "resolver_ops": [list(pair) for pair in pairs], "resolver_size": len(pairs),
             "images": 0, "outputs_compared": 0, "differing_outputs": None,
-            "differing_images": None, "max_difference": None,
+            "differing_images": None, "max_difference": None, "top1_agreement_default": None,
             "reference": "LiteRT reference kernels (OpResolverType.BUILTIN_REF), same int8 inputs",
             "int4_weight_tensors": sum(
                 1 for op in summary.ops for t in op.inputs if t is not None and t.type == "INT4"
@@ -413,6 +414,10 @@ def _run(context: TargetContext, section: dict) -> str | None:
         section["reason"] = "no test images to compare"
         return None
     section["seconds_per_image"] = (time.perf_counter() - start) / len(raw)
+    default = integer_outputs(context.flatbuffer, raw, "xnnpack")
+    section["top1_agreement_default"] = float(
+        np.mean(_top1(micro, len(raw)) == _top1(default, len(raw)))
+    )
     reference = integer_outputs(context.flatbuffer, raw, "reference")
     difference = np.abs(micro.astype(np.int64) - reference.astype(np.int64))
     differing = np.flatnonzero(difference.reshape(len(raw), -1).any(axis=1))
@@ -443,6 +448,10 @@ def _run(context: TargetContext, section: dict) -> str | None:
     return None
 
 
+def _top1(outputs: np.ndarray, count: int) -> np.ndarray:
+    return np.argmax(outputs.reshape(count, -1), axis=1)
+
+
 def _measure_lines(section: dict) -> list[str]:
     lines = []
     if section["images"]:
@@ -459,6 +468,11 @@ def _measure_lines(section: dict) -> list[str]:
                     f"    {found['images']} image(s) first differ at {found['name']} "
                     f"#{found['op']}: {found['explained']}; every op before it is bit-exact"
                 )
+        lines.append(
+            f"  top-1: TFLM's class is that of LiteRT's default runtime (the accuracy checks') "
+            f"on {100 * section['top1_agreement_default']:.2f} % of them (TFLM requantizes in "
+            "fixed point, as LiteRT's reference kernels do)"
+        )
     if section["arena_bytes"] is not None:
         lines.append(
             f"  RAM: tensor arena {section['arena_bytes']:,} bytes (TFLM's "
