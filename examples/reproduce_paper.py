@@ -25,6 +25,7 @@ from pathlib import Path
 from absl import app, flags
 
 from sgt_tfmot import training as trainer
+from sgt_tfmot._checks import InputError
 
 PAPER = {  # Table II of the paper, test accuracy (%)
     "mnist": {"pact": 99.23, "sgt": 99.35},
@@ -61,7 +62,7 @@ def run_rows(
     rows = []
     for dataset in datasets:
         if dataset not in PRESET_OF:
-            raise trainer.RunError(
+            raise InputError(
                 f"Unknown dataset {dataset!r} for the paper's table: {', '.join(PRESET_OF)}."
             )
         for method in ("pact", "sgt"):

@@ -52,7 +52,7 @@ import sys
 from absl import flags
 
 from sgt_tfmot import _cli  # first: starts TensorFlow quietly
-from sgt_tfmot._checks import InputError, check_choice
+from sgt_tfmot._checks import check_choice
 from sgt_tfmot.conversion import checks
 from sgt_tfmot.conversion.report import format_summary
 from sgt_tfmot.conversion.stages import (
@@ -67,13 +67,12 @@ from sgt_tfmot.explain.fidelity import DEFAULT_PROTOCOL
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.tflite import targets as deployment_targets
 
-__all__ = ["ConvertError", "Conversion", "convert_and_check", "format_summary", "main"]
+__all__ = ["Conversion", "convert_and_check", "format_summary", "main"]
 
 METRICS_FILE = _cli.METRICS_FILE
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = (
     _cli.EXIT_OK, _cli.EXIT_CHECK_FAILED, _cli.EXIT_BAD_INPUT,
 )  # fmt: skip
-ConvertError = InputError  # the former name of bad input to the conversion
 
 # The flags live in this module's own FlagValues rather than absl's global FLAGS, so that
 # importing several of the package's CLIs in one process (tests) cannot clash on names

@@ -125,7 +125,10 @@ _LEGACY = {"--mixed_precision": "--mixed_precision=mixed_bfloat16",
 
 
 def _legacy_spellings(argv: list[str]) -> list[str]:
-    """Former spellings: the switch --mixed_precision; --verbose N (now --progress N)."""
+    """Former spellings: the switch --mixed_precision; --verbose N (now --progress N).
+
+    Kept on purpose: the commands recorded in docs/RESULTS.md and in the zoo's manifest use
+    them, and they must still run as written."""
     result, args = [argv[0]], list(argv[1:])
     while args:
         arg = args.pop(0)

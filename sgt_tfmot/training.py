@@ -101,8 +101,6 @@ RUN_FILES = (
     "alpha.json", "alpha.png", "wall_time.json", "labels.txt", "tensorboard", BACKUP_DIR,
 )  # fmt: skip
 
-RunError = InputError  # the former name of a bad setting or output directory
-
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -266,7 +264,8 @@ class RunDirectory:
 
     @property
     def backup(self) -> Path:
-        """This process's backup directory (`sgt_tfmot.trainers.ChiefBackupAndRestore`)."""
+        """This process's backup directory (see
+        `sgt_tfmot.trainers.multi_worker.ChiefBackupAndRestore`)."""
         return self.work / BACKUP_DIR
 
     @property

@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
+from sgt_tfmot._checks import InputError
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
-from sgt_tfmot.training import RunError, TrainConfig, config_from_flags, train
+from sgt_tfmot.training import TrainConfig, config_from_flags, train
 
 
 def tiny_config(out_dir, **overrides):
@@ -67,7 +68,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
 def test_finished_run_is_not_overwritten_without_the_flag(tmp_path):
     out = tmp_path / "run"
     train(tiny_config(out, max_steps=1))
-    with pytest.raises(RunError, match="holds a finished run; pass --overwrite"):
+    with pytest.raises(InputError, match="holds a finished run; pass --overwrite"):
         train(tiny_config(out, max_steps=1))
     metrics = train(tiny_config(out, max_steps=1, overwrite=True, float=True))
     # The old run is gone: a float model has no PACT α, so no alpha.json is written.
@@ -78,13 +79,13 @@ def test_unfinished_run_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(out), extra_callbacks=[Interrupt(after=1)])
-    with pytest.raises(RunError, match=r"unfinished run with other settings \(kl_weight"):
+    with pytest.raises(InputError, match=r"unfinished run with other settings \(kl_weight"):
         train(tiny_config(out, kl_weight=0.5))
 
 
 def test_foreign_directory_is_never_replaced(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(RunError, match="is not a sgt_tfmot run directory"):
+    with pytest.raises(InputError, match="is not a sgt_tfmot run directory"):
         train(tiny_config(tmp_path, overwrite=True))
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -113,7 +114,7 @@ def test_presets_fill_what_the_command_line_left_open():
     ],
 )
 def test_bad_settings(tmp_path, overrides, message):
-    with pytest.raises(RunError, match=message):
+    with pytest.raises(InputError, match=message):
         train(tiny_config(tmp_path / "run", **overrides))
 
 
@@ -172,3 +173,18 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "replicas 2 2" in result.stdout
+
+
+def test_the_recorded_commands_former_spellings_still_parse():
+    """docs/RESULTS.md and the zoo's manifest record commands with --mixed_precision as a
+    switch and --verbose 2; they mean --mixed_precision=mixed_bfloat16 and --progress=2."""
+    from sgt_tfmot.train import _legacy_spellings
+
+    argv = ["train", "--mixed_precision", "--verbose", "2", "--nomixed_precision", "--verbose"]
+    assert _legacy_spellings(argv) == [
+        "train", "--mixed_precision=mixed_bfloat16", "--progress=2", "--mixed_precision=float32",
+        "--verbose",
+    ]  # fmt: skip
+    assert _legacy_spellings(["train", "--mixed_precision", "auto"]) == [
+        "train", "--mixed_precision", "auto",
+    ]  # fmt: skip

@@ -129,14 +129,6 @@ class DatasetInfo:
     augment: tuple[str, ...]
     source: str
 
-    @property
-    def augment_train(self) -> bool:
-        return bool(self.augment)
-
-    @property
-    def hflip(self) -> bool:
-        return "flip" in self.augment
-
     def size(self, split: str) -> int:
         return self.train_size if split == "train" else self.test_size
 

@@ -75,7 +75,7 @@ from sgt_tfmot.explain.evaluate import (
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier
 
-__all__ = ["ExplainError", "Explanation", "explain_saved_models", "format_summary", "main"]
+__all__ = ["Explanation", "explain_saved_models", "format_summary", "main"]
 
 PROGRAM = "sgt_tfmot.explain"
 _D = EvaluationOptions()  # the defaults of the flags and of `explain_saved_models`
@@ -161,9 +161,6 @@ flags.DEFINE_bool(
 _cli.define_shared_flags(FLAGS)  # --dataset, --data_dir, --zoo_dir, --help, ...
 
 
-ExplainError = InputError  # the former name of bad input to the explain tool
-
-
 @dataclasses.dataclass(frozen=True)
 class Explanation:
     """What `explain_saved_models` did.
@@ -187,17 +184,17 @@ class _IntegerModel:
         from sgt_tfmot.tflite.runtime import TFLiteModel
 
         if not path.is_file():
-            raise ExplainError(f"No model at {path}: the path does not exist.")
+            raise InputError(f"No model at {path}: the path does not exist.")
         try:
             self.runtime = TFLiteModel(path)
         except (ValueError, RuntimeError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-            raise ExplainError(f"{path} is not a runnable .tflite classifier: {first}") from None
+            raise InputError(f"{path} is not a runnable .tflite classifier: {first}") from None
         self.path, self.name = path, path.stem
         self.rgb_from_grey = False  # set by `check_fits`
         shape = tuple(int(d) for d in self.runtime.output["shape"])
         if len(shape) != 2 or shape[-1] < 2:
-            raise ExplainError(
+            raise InputError(
                 f"{path}: expected a classifier with output (batch, classes); it gives {shape}."
             )
         self.num_classes = shape[-1]
@@ -209,12 +206,12 @@ class _IntegerModel:
         shape = tuple(info.image_shape)
         self.rgb_from_grey = shape[-1] == 1 and self.runtime.input_shape == (*shape[:-1], 3)
         if self.runtime.input_shape != shape and not self.rgb_from_grey:
-            raise ExplainError(
+            raise InputError(
                 f"{self.path}: the model's input shape {self.runtime.input_shape} does not fit "
                 f"the images {tuple(info.image_shape)} of the data."
             )
         if self.num_classes != info.num_classes:
-            raise ExplainError(
+            raise InputError(
                 f"{self.path}: the model has {self.num_classes} outputs but the data has "
                 f"{info.num_classes} classes."
             )
@@ -258,7 +255,7 @@ def _parse_indices(values) -> list[int] | None:
     try:
         return [int(value) for value in values]
     except (TypeError, ValueError):
-        raise ExplainError(
+        raise InputError(
             f"--images must be a comma-separated list of test image indices. Received: "
             f"{','.join(map(str, values))}"
         ) from None
@@ -316,13 +313,13 @@ def explain_saved_models(
       An `Explanation`.
 
     Raises:
-      ExplainError (a ValueError): On a missing or non-Keras model, a model that does not fit
+      InputError (a ValueError): On a missing or non-Keras model, a model that does not fit
         the dataset, an unknown dataset, bad settings, a Grad-CAM request for a model
         without a convolution, or output files that exist without `overwrite`.
     """
     say = progress or (lambda message: None)
     if not models:
-        raise ExplainError("Pass at least one --model PATH (a model file or run directory).")
+        raise InputError("Pass at least one --model PATH (a model file or run directory).")
     integer_only = any(str(path).endswith(".tflite") for path in models)
     if methods is None:  # gradient methods for Keras models; occlusion for a .tflite
         methods = ("occlusion",) if integer_only else default_methods()
@@ -389,7 +386,7 @@ def _check_models_fit(loaded, paths_in, info, cam: bool, penultimate_layer) -> N
             try:
                 attributions.penultimate_layer(model, penultimate_layer)
             except ValueError as error:
-                raise ExplainError(f"{path}: {error}") from None
+                raise InputError(f"{path}: {error}") from None
 
 
 def _output_contents(evaluation: Evaluation, paths: dict[str, Path], sources: dict) -> dict:

@@ -6,7 +6,7 @@ salient first (`order="top"`), the least salient first (`"bottom"`), or in rando
 is the interpretability evaluation of SGT (Ismail et al. 2021; Fig. 3 of Maleki et al., arXiv
 2412.03915): a model that relies on its salient features loses accuracy fast when they go and
 slowly when the others go. The ranking and the fill are the trainer's own masking code
-(`sgt_tfmot.saliency`), so "the lowest x %" means the same features here as in training.
+(`sgt_tfmot.masking`), so "the lowest x %" means the same features here as in training.
 `curve_area` summarises a curve by its trapezoid area.
 
 `predict_fn` is any function from float images to class scores, so the same curve can be
