@@ -91,14 +91,15 @@ flags.DEFINE_string("model", _d.model, "Network of every run (--model of the tra
 flags.DEFINE_enum(
     "mixed_precision", _d.mixed_precision, list(precision.CHOICES), "Compute precision.", **_IN
 )
-flags.DEFINE_list(
-    "methods", ["vanilla", "smoothgrad"],
-    "Saliency methods; one evaluation (and figure) each, its maps rank the curves.", **_IN,
-)  # fmt: skip
-flags.DEFINE_list(
-    "protocol", ["pixel", "road"],
-    f"Removal protocols of the curves: any of {', '.join(protocols.names())}.", **_IN,
-)  # fmt: skip
+flags.DEFINE_list("methods", ["vanilla", "smoothgrad"], "", **_IN)
+_cli.live_help(FLAGS, "methods", lambda: (
+    "Saliency methods; one evaluation (and figure) each, its maps rank the curves: any of "
+    f"{', '.join(attributions.names())}."
+))  # fmt: skip
+flags.DEFINE_list("protocol", ["pixel", "road"], "", **_IN)
+_cli.live_help(FLAGS, "protocol", lambda: (
+    f"Removal protocols of the curves: any of {', '.join(protocols.names())}."
+))  # fmt: skip
 flags.DEFINE_integer("curve_images", 1000, "Test images of the curves.", lower_bound=1, **_IN)
 flags.DEFINE_integer(
     "agreement_images", 64, "Test images of concentration and the sanity check.",
