@@ -264,11 +264,17 @@ def with_policy(model: keras.Model, policy: str | None = None) -> keras.Model:
     return _rebuilt(model, rebuilt_config)
 
 
-def _rebuilt(model: keras.Model, config: dict) -> keras.Model:
-    """`model` rebuilt from `config` (its own, changed) with its weights. The model is already
-    in memory, so a Lambda of it (trusted when it was loaded or built) is no file's code."""
+def from_own_config(model: keras.Model, config: dict) -> keras.Model:
+    """A new model of `model`'s class from `config` (its own, changed), without weights. The
+    model is already in memory, so a Lambda of it (trusted when it was loaded or built) is
+    no file's code; quantize wrappers and this package's objects are known."""
     with quantize_scope(), keras.src.saving.serialization_lib.SafeModeScope(False):
-        rebuilt = type(model).from_config(config)
+        return type(model).from_config(config)
+
+
+def _rebuilt(model: keras.Model, config: dict) -> keras.Model:
+    """`model` rebuilt from `config` (its own, changed) with its weights."""
+    rebuilt = from_own_config(model, config)
     rebuilt.set_weights(model.get_weights())
     return rebuilt
 

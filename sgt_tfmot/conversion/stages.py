@@ -37,7 +37,7 @@ from sgt_tfmot.explain.fidelity import DEFAULT_PROTOCOL, fidelity_check, save_sa
 from sgt_tfmot.explain.measures import agreement
 from sgt_tfmot.export import biases_aligned, export_model, is_quantized
 from sgt_tfmot.keras import keras
-from sgt_tfmot.models import check_classifier
+from sgt_tfmot.models import check_classifier, with_channel_axis
 from sgt_tfmot.tflite import targets as deployment_targets
 from sgt_tfmot.tflite.c_array import SOURCE_SUFFIXES, c_array_files, c_identifier
 from sgt_tfmot.tflite.converter import (
@@ -238,12 +238,14 @@ def check_outputs(output, report, figure, overwrite: bool, c_array=None) -> dict
 
 
 def load(model, calibration_samples: int, trust_model_code: bool) -> _Loaded:
-    """The saved model, rebuilt in float32 if it was trained under mixed precision."""
+    """The saved model, rebuilt in float32 if it was trained under mixed precision, and with
+    a channel axis if it takes (H, W) images (`with_channel_axis`)."""
     file = saving.resolve_model_path(model)
     keras_model = saving.load_model(file, trust_code=trust_model_code)
-    image_shape, num_classes = check_classifier(keras_model, str(file))
     rebuilt = saving.float32_model(keras_model)
     dtype = "float32" if rebuilt is keras_model else "float32 (rebuilt from mixed precision)"
+    rebuilt = with_channel_axis(rebuilt, str(file))
+    image_shape, num_classes = check_classifier(rebuilt, str(file))
     quantized = is_quantized(rebuilt)
     if not quantized and calibration_samples == 0:
         raise InputError(

@@ -73,7 +73,7 @@ from sgt_tfmot.explain.evaluate import (
     evaluate_models,
 )
 from sgt_tfmot.masking import FILLS
-from sgt_tfmot.models import check_classifier
+from sgt_tfmot.models import check_classifier, with_channel_axis
 
 __all__ = ["Explanation", "explain_saved_models", "format_summary", "main"]
 
@@ -191,7 +191,7 @@ class _IntegerModel:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
             raise InputError(f"{path} is not a runnable .tflite classifier: {first}") from None
         self.path, self.name = path, path.stem
-        self.rgb_from_grey = False  # set by `check_fits`
+        self.feed = None  # how the data's images go in: set by `check_fits`
         shape = tuple(int(d) for d in self.runtime.output["shape"])
         if len(shape) != 2 or shape[-1] < 2:
             raise InputError(
@@ -200,12 +200,16 @@ class _IntegerModel:
         self.num_classes = shape[-1]
 
     def check_fits(self, info) -> None:
-        """Checks the file against the data; a file converted with --rgb_input (RGB input in
-        front of a one-channel model) takes the grey images repeated into three channels,
-        as convert feeds it (`sgt_tfmot.tflite.converter.grey_to_rgb`)."""
-        shape = tuple(info.image_shape)
-        self.rgb_from_grey = shape[-1] == 1 and self.runtime.input_shape == (*shape[:-1], 3)
-        if self.runtime.input_shape != shape and not self.rgb_from_grey:
+        """Checks the file against the data. One-channel images go into a file converted
+        with --rgb_input (RGB input in front of a one-channel model) repeated into three
+        channels, as convert feeds it (`sgt_tfmot.tflite.converter.grey_to_rgb`), and into
+        a file whose input has no channel axis (H, W) without theirs."""
+        shape, taken = tuple(info.image_shape), self.runtime.input_shape
+        if shape[-1] == 1 and taken == (*shape[:-1], 3):
+            self.feed = "rgb"
+        elif shape[-1] == 1 and taken == shape[:-1]:
+            self.feed = "no channel axis"
+        if taken != shape and self.feed is None:
             raise InputError(
                 f"{self.path}: the model's input shape {self.runtime.input_shape} does not fit "
                 f"the images {tuple(info.image_shape)} of the data."
@@ -217,10 +221,12 @@ class _IntegerModel:
             )
 
     def predict(self, images):
-        if self.rgb_from_grey:
+        if self.feed == "rgb":
             from sgt_tfmot.tflite.converter import grey_to_rgb
 
             images = grey_to_rgb(images)
+        elif self.feed == "no channel axis":
+            images = images[..., 0]
         return self.runtime.predict(images)
 
 
@@ -370,7 +376,7 @@ def _load_models(models, trust_model_code: bool) -> tuple[list, list[Path]]:
             continue
         model = saving.load_model(path, trust_code=trust_model_code)
         files.append(saving.resolve_model_path(path))
-        loaded.append(saving.float32_model(model))
+        loaded.append(with_channel_axis(saving.float32_model(model), path))
     return loaded, files
 
 

@@ -52,7 +52,12 @@ from sgt_tfmot.keras import keras
 from sgt_tfmot.models import files
 from sgt_tfmot.models.applications import MobileNetV2, mobilenet_v2
 from sgt_tfmot.models.base import ModelBuilder
-from sgt_tfmot.models.files import check_classifier, copy_weights, is_model_file
+from sgt_tfmot.models.files import (
+    check_classifier,
+    copy_weights,
+    is_model_file,
+    with_channel_axis,
+)
 from sgt_tfmot.models.mobilenet import MobileNetTiny, mobilenet_tiny
 from sgt_tfmot.models.resnet import ResNet20, resnet20
 from sgt_tfmot.models.resnet8 import ResNet8, resnet8
@@ -75,6 +80,7 @@ __all__ = [
     "supports",
     "takes",
     "unregister",
+    "with_channel_axis",
 ]
 
 # The model registry: a new architecture is one module and one line here.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.heads import check_head
 from sgt_tfmot.keras import keras
@@ -14,6 +16,7 @@ __all__ = [
     "copy_weights",
     "is_model_file",
     "model_from_file",
+    "with_channel_axis",
 ]
 
 
@@ -34,8 +37,76 @@ def model_from_file(path, input_shape, num_classes, trust_code) -> keras.Model:
             f"--model {path} is already a QAT model; pass its float model (or train it "
             "further with the Keras API: sgt_tfmot.load_model and fit)."
         )
+    model = with_channel_axis(model, f"--model {path}")
     check_classifier(model, f"--model {path}", input_shape, num_classes)
     return saving.with_policy(model)
+
+
+def with_channel_axis(model: keras.Model, what: str) -> keras.Model:
+    """`model` itself, or, when it takes (batch, H, W) images without a channel axis (TFMOT's
+    tutorial model: a `Reshape` to (H, W, 1) first), the same layers and weights rebuilt
+    with input (batch, H, W, 1), the one-channel images the tools give.
+
+    The rebuilt model is checked: every weight fits its layer, and it computes the same
+    outputs as `model` on random images (within 1e-5 of their size).
+
+    Raises:
+      InputError: naming `what` and the layer that does not take the channel axis (its
+        weights no longer fit, or it cannot be built on it), or the outputs that differ.
+    """
+    from sgt_tfmot import saving
+
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 3:
+        return model
+    shape = tuple(model.inputs[0].shape)
+    if None in shape[1:]:
+        return model  # check_classifier names it: no fixed image size
+    height, width = shape[1:]
+    refused = (
+        f"{what}: the model takes ({height}, {width}) images without a channel axis; the "
+        f"tools give ({height}, {width}, 1) and the model rebuilt on them"
+    )
+    config = _with_channel(model.get_config(), [None, height, width])
+    try:
+        rebuilt = saving.from_own_config(model, config)
+    except (ValueError, TypeError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise InputError(f"{refused} cannot be built ({first}).") from None
+    for layer in model.layers:
+        try:
+            rebuilt.get_layer(layer.name).set_weights(layer.get_weights())
+        except ValueError:
+            raise InputError(
+                f"{refused} does not take the weights of layer {layer.name!r} "
+                f"({type(layer).__name__}): give the model a ({height}, {width}, 1) input."
+            ) from None
+    images = np.random.default_rng(0).uniform(0, 255, (2, height, width)).astype(np.float32)
+    expected = np.asarray(model(images, training=False))
+    found = np.asarray(rebuilt(images[..., np.newaxis], training=False))
+    difference = float(np.abs(found - expected).max())
+    if difference > 1e-5 * max(1.0, float(np.abs(expected).max())):
+        raise InputError(
+            f"{refused} computes other outputs (up to {difference:.3g} apart): give the model "
+            f"a ({height}, {width}, 1) input."
+        )
+    return rebuilt
+
+
+_SHAPE_KEYS = ("batch_input_shape", "build_input_shape", "input_shape", "batch_shape")
+
+
+def _with_channel(value, shape: list):
+    """A model config with every input shape `shape` (batch, H, W) given a channel axis."""
+    if isinstance(value, dict):
+        return {
+            key: [*shape, 1]
+            if key in _SHAPE_KEYS and isinstance(item, list | tuple) and list(item) == shape
+            else _with_channel(item, shape)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_with_channel(item, shape) for item in value]
+    return value
 
 
 def check_classifier(
