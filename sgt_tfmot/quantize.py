@@ -177,6 +177,51 @@ def pact_alphas(model: keras.Model) -> dict:
     return found
 
 
+def input_quantizer(model: keras.Model) -> FixedRangeQuantizer | None:
+    """The fixed-range quantizer of a QAT model's input (its `QuantizeLayer`), or None: a
+    float model, or an input range learned from the data (`input_range=None`)."""
+    for layer in model.layers:
+        quantizer = getattr(layer, "quantizer", None)
+        if isinstance(quantizer, FixedRangeQuantizer):
+            return quantizer
+    return None
+
+
+def check_input_fits(model: keras.Model, images, what: str) -> None:
+    """Refuses `images` that a QAT model's input range would binarise or clip.
+
+    The range is the model's fixed `input_range`, or the one it learned (`input_range=None`);
+    the rule is `FixedRangeQuantizer.fits`. A float model takes any images.
+
+    Args:
+      model: A Keras model.
+      images: The images the model is to be fed.
+      what: The images, as the message names them.
+
+    Raises:
+      InputError (a ValueError): naming the range, the images' span and what to do (on the
+        command line, `for_flags()`: the tools feed 0..255 pixels).
+    """
+    quantizer = input_quantizer(model)
+    for layer in model.layers if quantizer is None else ():
+        if isinstance(getattr(layer, "quantizer", None), RangeQuantizer):  # learned
+            low, high = (float(layer.quantizer_vars[k].numpy()) for k in ("min_var", "max_var"))
+            quantizer = FixedRangeQuantizer(low, high) if low < high else None
+    if quantizer is None:
+        return
+    fits, smallest, largest = quantizer.fits(np.asarray(images, np.float32))
+    if not bool(fits):
+        span = (float(smallest), float(largest))
+        tools = (
+            "the command-line tools feed 0..255 pixels, so quantize the model over them "
+            "(input_range=(0, 255), with a Rescaling(1/255) first layer if it was trained on "
+            "[0, 1] images)"
+        )
+        raise _checks.InputError(
+            quantizer.misfit(what, span), cli=quantizer.misfit(what, span, tools)
+        )
+
+
 def output_range_variables(layer) -> dict:
     """The variables of a wrapped layer's output quantizer by role ("alpha", "min_var", ...)."""
     return dict(getattr(layer, "_output_quantizer_vars", None) or {})
@@ -299,7 +344,9 @@ def quantize_model(
       alpha_init: Initial α of every PACT activation, > 0 (PACT paper: 10).
       alpha_l2: L2 penalty on each α, >= 0 (PACT paper: 2e-4).
       input_range: (low, high) of the model input, or None to learn it from the data seen in
-        training (TFMOT's moving-average rule).
+        training (TFMOT's moving-average rule). A training batch that this range would
+        binarise or clip (images scaled to [0, 1] on the default 0..255 grid) stops the
+        training with a message (`FixedRangeQuantizer.fits`), never silently.
       layer_configs: Layer name -> `tfmot.quantization.keras.QuantizeConfig` for layers to
         annotate by hand (for example a layer type this package has no config for).
       weight_range: How each kernel's quantization range is chosen: "max" (max |w| per

@@ -509,14 +509,52 @@ class FixedRangeQuantizer(_Serializable):
         return {}
 
     def __call__(self, inputs, training, weights, **kwargs):
+        x = _to_float32(inputs)
+        if training:  # never silently binarised: training images must fit the range
+            fits, smallest, largest = self.fits(x)
+            check = tf.debugging.Assert(fits, [self.misfit("the training images"), smallest,
+                                               largest], summarize=2)  # fmt: skip
+            with tf.control_dependencies([check]):
+                x = tf.identity(x)
         y = tf.quantization.fake_quant_with_min_max_args(
-            _to_float32(inputs), min=self.low, max=self.high, num_bits=self.num_bits
+            x, min=self.low, max=self.high, num_bits=self.num_bits
         )
         return tf.cast(y, inputs.dtype)
 
     def step(self) -> float:
         """The grid step (high − low) / (2^k − 1); 1 for the default [0, 255]."""
         return (self.high - self.low) / (2**self.num_bits - 1)
+
+    def fits(self, images) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(whether `images` fit the range, their smallest and largest value), as tensors.
+
+        They do not fit when all lie within two grid steps of zero without all being zero
+        (images scaled to [0, 1] on the default 0..255 grid: at most three values, the
+        image binarised), or when they reach beyond the range by more than its width (0..255
+        pixels on a [0, 1] range: clipped to its ends).
+        """
+        x = _to_float32(images)
+        smallest, largest = tf.reduce_min(x), tf.reduce_max(x)
+        peak = tf.maximum(-smallest, largest)
+        width = self.high - self.low
+        resolved = tf.logical_or(peak > 2 * self.step(), tf.equal(peak, 0.0))
+        inside = tf.logical_and(smallest >= self.low - width, largest <= self.high + width)
+        return tf.logical_and(resolved, inside), smallest, largest
+
+    def misfit(self, what: str, span: tuple[float, float] | None = None, advice: str = "") -> str:
+        """The message for `what` (images) that do not fit the range (`fits`); `span`: their
+        smallest and largest value, else the message ends where a graph assertion prints
+        them; `advice`: what to do (default: the API's)."""
+        advice = advice or (
+            "pass their range to sgt_tfmot.quantize_model (input_range=(0, 1) for images "
+            "scaled to [0, 1]) or feed them in that range (0..255 pixels by default)"
+        )
+        found = f"[{span[0]:g}, {span[1]:g}]." if span else "(smallest, largest):"
+        return (
+            f"The model's input is quantized over input_range ({self.low:g}, {self.high:g}) in "
+            f"steps of {self.step():.4g}, which would binarise or clip {what}: {advice}. They "
+            f"span {found}"
+        )
 
     def get_config(self) -> dict:
         return {"low": self.low, "high": self.high, "num_bits": self.num_bits}

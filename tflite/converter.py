@@ -111,9 +111,11 @@ def to_integer_tflite(
       The .tflite flatbuffer as bytes.
 
     Raises:
-      ValueError: On an unknown `io_dtype`, a non-positive batch size, or a float model
-        without representative data; `LayoutError` (a ValueError) when `space_to_depth` is
-        asked for a model whose first stage has no exact blocked form.
+      ValueError: On an unknown `io_dtype`, a non-positive batch size, a float model
+        without representative data, or representative data that a QAT model's fixed
+        input range would binarise or clip (`FixedRangeQuantizer.fits`); `LayoutError` (a
+        ValueError) when `space_to_depth` is asked for a model whose first stage has no
+        exact blocked form.
     """
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"`io_dtype` must be one of {sorted(IO_DTYPES)}. Received: {io_dtype!r}")
@@ -124,6 +126,10 @@ def to_integer_tflite(
             f"`model` {model.name!r} is a float model: post-training quantization needs "
             "`representative_data` (a few hundred input images)."
         )
+    if quantized and representative_data is not None:
+        from sgt_tfmot.quantize import check_input_fits
+
+        check_input_fits(model, representative_data[:calibration_samples], "`representative_data`")
     source = export_model(model) if quantized else model
     if rgb_input:
         source = with_rgb_input(source, quantized)
@@ -214,11 +220,10 @@ def with_rgb_input(model: keras.Model, quantized: bool) -> keras.Model:
 
 def _input_range(model: keras.Model) -> tuple[float, float]:
     """The fixed input range of a QAT model (its input quantizer), or (0, 255)."""
-    for layer in model.layers:
-        quantizer = getattr(layer, "quantizer", None)
-        if hasattr(quantizer, "low") and hasattr(quantizer, "high"):
-            return float(quantizer.low), float(quantizer.high)
-    return 0.0, 255.0
+    from sgt_tfmot.quantize import input_quantizer
+
+    quantizer = input_quantizer(model)
+    return (0.0, 255.0) if quantizer is None else (quantizer.low, quantizer.high)
 
 
 def _convert(source, batch_size, io_dtype, representative_data, samples) -> bytes:

@@ -38,6 +38,7 @@ from sgt_tfmot.explain.measures import agreement
 from sgt_tfmot.export import biases_aligned, export_model, is_quantized
 from sgt_tfmot.keras import keras
 from sgt_tfmot.models import check_classifier, with_channel_axis
+from sgt_tfmot.quantize import check_input_fits
 from sgt_tfmot.tflite import targets as deployment_targets
 from sgt_tfmot.tflite.c_array import SOURCE_SUFFIXES, c_array_files, c_identifier
 from sgt_tfmot.tflite.converter import (
@@ -281,6 +282,7 @@ def load_data(
     chosen = data.stratified_order(y_test, seed)[:num_test]
     test_images = data.describe_choice(len(chosen), len(y_test), f"{dataset} test", seed)
     x_test, y_test = x_test[chosen], y_test[chosen]
+    check_input_fits(loaded.model, x_test, f"the {dataset} images of {loaded.file}")
     calibration, calibration_images = None, None
     if calibration_samples:  # a QAT model's converter uses them only for range-less tensors
         x_train, y_train = arrays.split("train")

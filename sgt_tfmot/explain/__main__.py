@@ -74,6 +74,8 @@ from sgt_tfmot.explain.evaluate import (
 )
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.models import check_classifier, with_channel_axis
+from sgt_tfmot.quantize import check_input_fits
+from sgt_tfmot.quantizers import FixedRangeQuantizer
 
 __all__ = ["Explanation", "explain_saved_models", "format_summary", "main"]
 
@@ -220,6 +222,23 @@ class _IntegerModel:
                 f"{info.num_classes} classes."
             )
 
+    def check_images(self, images, what: str) -> None:
+        """Refuses images that the file's input quantization would binarise or clip (the
+        rule of `FixedRangeQuantizer.fits`: a file converted on [0, 1] images, fed pixels)."""
+        scale, zero_point = self.runtime.input["quantization"]
+        if not scale:
+            return  # a float input
+        bounds = np.iinfo(self.runtime.input["dtype"])
+        grid = FixedRangeQuantizer(
+            scale * (bounds.min - zero_point), scale * (bounds.max - zero_point)
+        )
+        fits, smallest, largest = grid.fits(np.asarray(images, np.float32))
+        if not bool(fits):
+            advice = "explain feeds the dataset's 0..255 pixels, as an app does: convert on those"
+            raise InputError(
+                f"{self.path}: " + grid.misfit(what, (float(smallest), float(largest)), advice)
+            )
+
     def predict(self, images):
         if self.feed == "rgb":
             from sgt_tfmot.tflite.converter import grey_to_rgb
@@ -346,6 +365,12 @@ def explain_saved_models(
     info, arrays = data.open_dataset(dataset, data_dir, **opening)
     _check_models_fit(loaded, paths_in, info, options.needs_cam, penultimate_layer)
     x_test, y_test = arrays.split("test")
+    for model, path in zip(loaded, paths_in, strict=True):
+        what = f"the {dataset} images of {path}"
+        if isinstance(model, _IntegerModel):
+            model.check_images(x_test, what)
+        else:
+            check_input_fits(model, x_test, what)
     names = _model_names(files, paths_in)
     evaluation = evaluate_models(
         dict(zip(names, loaded, strict=True)),
