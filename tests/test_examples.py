@@ -14,6 +14,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.mark.slow
 def test_reproduce_paper_under_a_step_cap(tmp_path):
     out = tmp_path / "paper"
     command = [
@@ -34,6 +35,7 @@ def test_reproduce_paper_under_a_step_cap(tmp_path):
     assert again.returncode == 0 and again.stdout.count("finished earlier, reusing") == 2
 
 
+@pytest.mark.slow
 def test_your_own_images_under_a_step_cap(tmp_path):
     out = tmp_path / "demo"
     command = [
@@ -49,6 +51,7 @@ def test_your_own_images_under_a_step_cap(tmp_path):
     assert (out / "int8.tflite").is_file() and (out / "explain" / "report.md").is_file()
 
 
+@pytest.mark.slow
 def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     import importlib.util
 
