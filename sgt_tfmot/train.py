@@ -10,7 +10,8 @@ resumes exactly where the last backup left it.
     python -m sgt_tfmot.train --dataset cifar10 --data_dir DATA --weight_bits 4 \\
         --activation_bits 4 --epochs 30 --out_dir runs/cifar10-w4a4-sgt
 
-Exit status: 0 trained, 2 bad input (one line on stderr, nothing written), 130 interrupted.
+Exit status: 0 trained, 2 bad input (one line on stderr, nothing written; also when another
+`sgt_tfmot.train` is training in --out_dir), 130 interrupted.
 """
 
 import sys

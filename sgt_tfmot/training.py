@@ -65,7 +65,15 @@ from sgt_tfmot import (
     schedules,
 )
 from sgt_tfmot._checks import InputError, RunStopped
-from sgt_tfmot._files import MANIFEST, Manifest, atomic_write, check_output_dir
+from sgt_tfmot._files import (
+    LOCK_FILE,
+    MANIFEST,
+    DirectoryBusy,
+    DirectoryLock,
+    Manifest,
+    atomic_write,
+    check_output_dir,
+)
 from sgt_tfmot.data.base import Arrays
 from sgt_tfmot.export import align_biases, is_quantized
 from sgt_tfmot.keras import keras, tf
@@ -99,6 +107,7 @@ BACKUP_DIR = "backup"
 RUN_FILES = (
     MANIFEST, "flags.json", RUN_MODEL_FILE, "metrics.json", "history.csv", "history.json",
     "alpha.json", "alpha.png", "wall_time.json", "labels.txt", "tensorboard", BACKUP_DIR,
+    LOCK_FILE,
 )  # fmt: skip
 
 
@@ -194,6 +203,7 @@ class TrainConfig:
         _checks.check_choice(self.mixed_precision, precision.CHOICES, "mixed_precision")
         _checks.check_choice(self.distribute, DISTRIBUTE, "distribute")
         _checks.check_int(self.progress, "progress", 0, 2, allow_none=True)
+        _checks.check_bool(self.trust_model_code, "trust_model_code")
         return self
 
     def default_out_dir(self) -> str:
@@ -205,7 +215,7 @@ class TrainConfig:
     def run_settings(self) -> dict:
         """The settings that define the run (a resumed run must use the same)."""
         settings = dataclasses.asdict(self)
-        for name in ("overwrite", "progress", "out_dir"):
+        for name in ("overwrite", "progress", "out_dir", "trust_model_code"):
             settings.pop(name)
         return settings
 
@@ -255,12 +265,14 @@ class RunDirectory:
         `out` (it may not even exist on their hosts).
       finished: The run finished earlier (its metrics.json exists).
       resumes: The directory holds an unfinished run of the same settings.
+      lock: The chief's lock on `out` while the run goes on (`sgt_tfmot._files.DirectoryLock`).
     """
 
     out: Path
     work: Path
     finished: bool
     resumes: bool
+    lock: DirectoryLock | None = None
 
     @property
     def backup(self) -> Path:
@@ -271,6 +283,13 @@ class RunDirectory:
     @property
     def is_chief(self) -> bool:
         return self.work == self.out
+
+    def close(self) -> None:
+        """Releases the lock (removing its file); a worker's temporary directory goes."""
+        if self.lock is not None:
+            self.lock.release()
+        if not self.is_chief:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def _run_manifest(out: Path) -> Manifest:
@@ -285,17 +304,38 @@ def _is_run_directory(out: Path) -> bool:
     return Manifest.read(out).owner("flags.json") == TOOL
 
 
-def prepare_run_directory(config: TrainConfig) -> RunDirectory:
-    """Creates, resumes or (with --overwrite) clears the run directory, by the ownership rule.
+CREATE, RESUME, OVERWRITE = "create", "resume", "overwrite"
+
+
+def inspect_run_directory(config: TrainConfig) -> str:
+    """What the run will do with --out_dir: CREATE, RESUME or OVERWRITE; writes nothing.
+
+    Every refusal of the directory happens here, before a model is built or a file written
+    (`open_run_directory` writes, after every other check passed).
 
     Raises:
-      InputError: when the directory cannot be created or written; holds files that are not a
-        run's (and is not empty); holds a finished run without --overwrite; holds an
-        unfinished run with other settings; or, with --overwrite, holds anything besides the
-        run's own files (named in the message).
+      InputError: when the directory cannot be created or written; is in use by another
+        training process; holds files that are not a run's (and is not empty); holds a
+        finished run without --overwrite; holds an unfinished run with other settings; or,
+        with --overwrite, holds anything besides the run's own files (named in the message).
     """
     out = check_output_dir(config.out_dir, "out_dir")
-    if out.is_dir() and any(out.iterdir()):
+    try:
+        DirectoryLock.check_free(out)
+    except DirectoryBusy as error:
+        raise _busy(error) from None
+    return _decide(config, out)
+
+
+def _busy(error: DirectoryBusy) -> InputError:
+    return InputError(
+        f"--out_dir {error}: another {TOOL} is training there; wait for it to end, or choose "
+        "another --out_dir."
+    )
+
+
+def _decide(config: TrainConfig, out: Path) -> str:
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         if not _is_run_directory(out):
             raise InputError(
                 f"--out_dir {out} is not empty and is not a sgt_tfmot run directory (no "
@@ -311,31 +351,77 @@ def prepare_run_directory(config: TrainConfig) -> RunDirectory:
                     "--overwrite only replaces a run's own files: move them elsewhere or "
                     "choose another --out_dir."
                 )
-            _remove_run_files(out)
-        elif finished:
+            return OVERWRITE
+        if finished:
             shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)  # left by a kill at the end
             raise InputError(
                 f"--out_dir {out} holds a finished run; pass --overwrite to train again "
                 "there, or choose another --out_dir."
             )
-        elif (out / "flags.json").is_file():
+        if (out / "flags.json").is_file():
             detail = config.changes_from(json.loads((out / "flags.json").read_text()))
             if detail:
                 raise InputError(
                     f"--out_dir {out} holds an unfinished run with other settings ({detail}); "
                     "rerun with the same flags to resume, or pass --overwrite."
                 )
-            return RunDirectory(out, out, finished=False, resumes=True)
+            return RESUME
+    return CREATE
+
+
+def open_run_directory(config: TrainConfig, expected: str) -> RunDirectory:
+    """Locks --out_dir, checks it is still as `inspect_run_directory` found it, and creates,
+    resumes or (with --overwrite) clears it, by the ownership rule.
+
+    Nothing stays behind when it refuses: a directory it created is removed again.
+
+    Raises:
+      InputError: when another training process took the directory meanwhile, or it changed.
+    """
+    out = Path(config.out_dir)
+    created = [p for p in [out, *out.parents] if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    _run_manifest(out).write()
-    atomic_write(out / "flags.json", json.dumps(config.run_settings(), indent=2).encode())
-    return RunDirectory(out, out, finished=False, resumes=False)
+    try:
+        lock = DirectoryLock.acquire(out)
+    except DirectoryBusy as error:
+        _remove_empty(created)
+        raise _busy(error) from None
+    written: list[Path] = []
+    try:
+        action = _decide(config, out)
+        if action != expected:
+            raise InputError(
+                f"--out_dir {out} changed while this run was starting (another process wrote "
+                "there); run the command again."
+            )
+        if action == OVERWRITE:
+            _remove_run_files(out)
+        written = [out / name for name in (MANIFEST, "flags.json") if not (out / name).exists()]
+        _run_manifest(out).write()
+        if action != RESUME:
+            atomic_write(out / "flags.json", json.dumps(config.run_settings(), indent=2).encode())
+    except BaseException:
+        for path in written:  # a full disk, say: take back what this run wrote
+            path.unlink(missing_ok=True)
+        lock.release()
+        _remove_empty(created)
+        raise
+    return RunDirectory(out, out, finished=False, resumes=action == RESUME, lock=lock)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Removes the directories this process created (deepest first) if they are empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _remove_run_files(out: Path) -> None:
     for name in RUN_FILES:
         path = out / name
-        if name == MANIFEST:
+        if name in (MANIFEST, LOCK_FILE):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -439,7 +525,7 @@ class WorkerLostError(RunStopped):
     """A worker of a multi-worker run stopped; the others cannot go on without it."""
 
 
-def _lost_workers(message: str, run: RunDirectory) -> str:
+def _lost_workers(message: str, out: str, chief: bool) -> str:
     """One line from TensorFlow's error when the cluster lost a worker."""
     lost = sorted(set(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", message)))
     who = ", ".join(f"{job} {task}" for job, task in lost) or "a worker"
@@ -448,7 +534,7 @@ def _lost_workers(message: str, run: RunDirectory) -> str:
     return (
         f"{who} of the cluster stopped (TensorFlow: {said}); start every worker again with "
         f"the same command: the run resumes from the last backup in "
-        f"{run.out if run.is_chief else 'the chief’s --out_dir'} (see docs/DISTRIBUTED.md)."
+        f"{out if chief else 'the chief’s --out_dir'} (see docs/DISTRIBUTED.md)."
     )
 
 
@@ -705,8 +791,29 @@ def _read_history(path: Path) -> list[dict]:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Start:
+    """How the run starts, as the chief found --out_dir (nothing written yet), on every
+    worker: CREATE / RESUME / OVERWRITE (the chief's), the backup's position, the precision."""
+
+    action: str | None
+    resumes: bool
+    position: tuple[int, int] | None  # (epoch, step in epoch) of the backup resumed from
+    precision: tuple[str, str]  # (Keras policy, why)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Built:
+    """The model, its trainer and the data pipelines, built before anything is written."""
+
+    model: keras.Model
+    trainer: keras.Model
+    train_ds: tf.data.Dataset
+    test_ds: tf.data.Dataset
+
+
+@dataclasses.dataclass(frozen=True)
 class _Setup:
-    """What a run settled before building its model (the same on every worker)."""
+    """What a run settled before training (the same on every worker)."""
 
     config: TrainConfig
     info: datasets.DatasetInfo
@@ -720,14 +827,22 @@ class _Setup:
 
     @property
     def start_step(self) -> int:
-        if self.position is None:
-            return 0
-        epoch, step = self.position
-        return min(epoch * self.plan.steps_per_epoch + step, self.plan.total_steps)
+        return _start_step(self.position, self.plan)
+
+
+def _start_step(position: tuple[int, int] | None, plan: _Plan) -> int:
+    if position is None:
+        return 0
+    epoch, step = position
+    return min(epoch * plan.steps_per_epoch + step, plan.total_steps)
 
 
 def train(config: TrainConfig, extra_callbacks=()) -> dict:
     """Trains, evaluates and writes the run directory; returns the final metrics.
+
+    Every check that can refuse the run (settings, data, the output directory, the model and
+    its layers) runs before the run directory is created or marked: a refused run writes
+    nothing. One process at a time trains in a run directory (`DirectoryLock`).
 
     With `--distribute multi_worker` every worker runs this with the same settings; the chief
     decides (creates or resumes the run directory, finds the backup) and tells the others,
@@ -738,9 +853,10 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
       extra_callbacks: More Keras callbacks for `fit` (tests use one to interrupt a run).
 
     Raises:
-      InputError: on bad settings or an unusable output directory (on a non-chief worker:
-        when the chief refused them); the loader's `DataError` on missing or malformed data
-        (both ValueErrors, raised before any training).
+      InputError: on bad settings, an unusable output directory (on a non-chief worker:
+        when the chief refused them) or a model that cannot be trained; the loader's
+        `DataError` on missing or malformed data (all ValueErrors, raised before any file is
+        written).
     """
     config.check()
     if config.out_dir is None:
@@ -766,39 +882,50 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
         )
     plan = _plan(config, len(arrays.split("train")[0]))
     _check_last_batch(config.batch_size, len(arrays.split("train")[0]), replicas, plan)
-    run, position, policy = _open_run(config, strategy, plan.steps_per_epoch, policy)
-    setup = _Setup(config, info, arrays, augment, policy, strategy, plan, run, position)
+    start = _inspect_run(config, strategy, plan.steps_per_epoch, policy)
+    run = None
     try:
-        return _fit_and_finalise(setup, extra_callbacks)
+        keras.utils.set_random_seed(config.seed)
+        keras.mixed_precision.set_global_policy(start.precision[0])
+        built = _build(config, info, arrays, augment, plan, strategy, start.position)
+        run = _open_run(config, strategy, start)
+        setup = _Setup(config, info, arrays, augment, start.precision, strategy, plan, run,
+                       start.position)  # fmt: skip
+        return _fit_and_finalise(setup, built, extra_callbacks)
     except tf.errors.UnavailableError as error:
         if not is_multi_worker(strategy):
             raise
-        raise WorkerLostError(_lost_workers(str(error), run)) from None
+        chief = _is_chief(strategy)
+        raise WorkerLostError(_lost_workers(str(error), config.out_dir, chief)) from None
     finally:
         keras.mixed_precision.set_global_policy("float32")
-        if not run.is_chief:
-            shutil.rmtree(run.work, ignore_errors=True)
+        if run is not None:
+            run.close()
 
 
-def _fit_and_finalise(setup: _Setup, extra_callbacks) -> dict:
-    config, run, plan, strategy = setup.config, setup.run, setup.plan, setup.strategy
-    train_x, train_y = setup.arrays.split("train")
-    keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(setup.precision[0])
-    if setup.position is not None and run.is_chief:
-        _truncate_history(run.work / "history.csv", setup.position[0])
+def _build(config, info, arrays, augment, plan, strategy, position) -> _Built:
+    """The data pipelines (from the resume position on), the model and its trainer."""
+    train_x, train_y = arrays.split("train")
+    start_step = _start_step(position, plan)
     train_ds = datasets.training_batches(
         train_x, train_y, config.batch_size, seed=config.seed,
-        total_steps=max(plan.total_steps, setup.start_step + 1), start_step=setup.start_step,
-        augment=setup.augment,
+        total_steps=max(plan.total_steps, start_step + 1), start_step=start_step,
+        augment=augment,
     )  # fmt: skip
-    test_ds = datasets.batches(*setup.arrays.split("test"), config.batch_size)
+    test_ds = datasets.batches(*arrays.split("test"), config.batch_size)
     if is_multi_worker(strategy):
         train_ds, test_ds = _shard_by_data(train_ds), _shard_by_data(test_ds)
     with strategy.scope():
         calibration = datasets.stratified_order(train_y, config.seed)[:CALIBRATION_IMAGES]
-        model = build_model(config, setup.info, train_x[calibration].astype("float32"))
-        trainer = _make_trainer(config, model, plan, setup.info.image_shape)
+        model = build_model(config, info, train_x[calibration].astype("float32"))
+        trainer = _make_trainer(config, model, plan, info.image_shape)
+    return _Built(model, trainer, train_ds, test_ds)
+
+
+def _fit_and_finalise(setup: _Setup, built: _Built, extra_callbacks) -> dict:
+    config, run, plan = setup.config, setup.run, setup.plan
+    if setup.position is not None and run.is_chief:
+        _truncate_history(run.work / "history.csv", setup.position[0])
     if run.is_chief:
         labels = "\n".join(setup.info.labels()) + "\n"
         atomic_write(run.work / "labels.txt", labels.encode())
@@ -814,22 +941,22 @@ def _fit_and_finalise(setup: _Setup, extra_callbacks) -> dict:
         ),
         keras.callbacks.CSVLogger(str(run.work / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run.work / "tensorboard"), update_freq="epoch"),
-        AlphaHistory(model, run.work, title),
+        AlphaHistory(built.model, run.work, title),
         clock,
         *extra_callbacks,
     ]
     progress = config.progress
     if progress is None:
         progress = 1 if sys.stdout.isatty() else 2
-    trainer.fit(
-        train_ds,
+    built.trainer.fit(
+        built.train_ds,
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
-        validation_data=test_ds,
+        validation_data=built.test_ds,
         callbacks=callbacks,
         verbose=progress,
     )
-    return _finalise(setup, model, trainer, test_ds, clock)
+    return _finalise(setup, built.model, built.trainer, built.test_ds, clock)
 
 
 def _report_start(setup: _Setup) -> None:
@@ -855,30 +982,32 @@ def _report_start(setup: _Setup) -> None:
         )
 
 
-def _open_run(config: TrainConfig, strategy, steps_per_epoch: int, policy: tuple[str, str]):
-    """(RunDirectory, resume position or None, precision), as the chief decided, everywhere.
+def _inspect_run(config: TrainConfig, strategy, steps_per_epoch: int, policy: tuple[str, str]):
+    """The `_Start` of the run, as the chief found --out_dir, everywhere; writes nothing.
 
-    The chief prepares the run directory and reads its backup's position; the others learn
-    whether it refused, where the run resumes and the chief's precision (with
-    `--mixed_precision auto`, hosts of other CPUs would choose differently) from one
-    broadcast, so that no worker reads the chief's files or waits on a chief that stopped.
+    The chief inspects the run directory (`inspect_run_directory`) and reads its backup's
+    position; the others learn whether it refused, where the run resumes and the chief's
+    precision (with `--mixed_precision auto`, hosts of other CPUs would choose differently)
+    from one broadcast, so that no worker reads the chief's files or waits on a chief that
+    stopped.
 
     Raises:
       InputError: the chief's own error on the chief; on the others, that the chief refused.
     """
     chief = _is_chief(strategy)
-    refusal, run, position = None, None, None
+    refusal, action, position = None, None, None
     if chief:
         try:
-            run = prepare_run_directory(config)
-            position = _backup_position(run.backup, steps_per_epoch)
+            action = inspect_run_directory(config)
+            if action == RESUME:
+                position = _backup_position(Path(config.out_dir) / BACKUP_DIR, steps_per_epoch)
         except InputError as error:
             if not is_multi_worker(strategy):
                 raise
             refusal = error
     epoch, step = position if position is not None else (0, 0)
     shared = [
-        refusal is not None, position is not None, bool(run and run.resumes), epoch, step,
+        refusal is not None, position is not None, action == RESUME, epoch, step,
         precision.POLICIES.index(policy[0]),
     ]  # fmt: skip
     values = broadcast_from_chief(strategy, [tf.constant(int(v), tf.int64) for v in shared])
@@ -892,9 +1021,14 @@ def _open_run(config: TrainConfig, strategy, steps_per_epoch: int, policy: tuple
         )
     if precision.POLICIES[chosen] != policy[0]:
         policy = (precision.POLICIES[chosen], f"the chief's choice; here: {policy[0]}")
-    if not chief:
-        run = _worker_directory(config, strategy, resumes=bool(resumes))
-    return run, ((epoch, step) if has_position else None), policy
+    return _Start(action, bool(resumes), (epoch, step) if has_position else None, policy)
+
+
+def _open_run(config: TrainConfig, strategy, start: _Start) -> RunDirectory:
+    """The chief locks and writes the run directory; the other workers get their own."""
+    if _is_chief(strategy):
+        return open_run_directory(config, start.action)
+    return _worker_directory(config, strategy, resumes=start.resumes)
 
 
 def _worker_directory(config: TrainConfig, strategy, resumes: bool) -> RunDirectory:
