@@ -3,22 +3,40 @@
 An `.npz` holds `x_train`, `y_train`, `x_test`, `y_test` (images uint8 (N, H, W) or
 (N, H, W, C), labels integer (N,) or (N, 1)), and optionally `labels`, one class name per
 class. Class names may instead come from a text file beside the archive, one name per line:
-`NAME.labels.txt`, else `labels.txt`. Archives are read with `allow_pickle=False`.
+`NAME.labels.txt`, else `labels.txt`.
+
+An archive is checked before it is trusted (`read_npz`): it must be a zip of `.npy` members;
+only the members named above are read, each after its header: a dtype of numbers (class
+names: text), never Python objects (nothing is ever unpickled), the rank of its key, and a
+size (shape x item size) that the member really holds and that fits `read_limit()`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from sgt_tfmot._checks import InputError
+from sgt_tfmot._files import check_claim
 from sgt_tfmot.data.base import KEYS, Arrays, DataError, DataOptions, DataSource, check_arrays
 
 __all__ = ["DataDirSource", "NpzFileSource", "read_labels_file", "read_npz"]
 
 DATA_DIR_ENV = "SGT_TFMOT_DATA_DIR"
+
+
+# What each member may hold: dtype kinds (b bool, i/u integers, f floats, U text) and ranks.
+# `check_arrays` then checks the values (uint8 images, integer labels, ...).
+_MEMBERS = {
+    "x_train": ("biuf", (3, 4)), "y_train": ("biuf", (1, 2)),
+    "x_test": ("biuf", (3, 4)), "y_test": ("biuf", (1, 2)),
+    "labels": ("U", (1,)),
+}  # fmt: skip
+_MAX_HEADER = 10_000  # bytes of an .npy header (numpy's own default limit)
 
 
 def _one_line(error: BaseException) -> str:
@@ -27,20 +45,82 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _unreadable(path: Path, error: BaseException) -> str:
+def _unreadable(path: Path, reason: str) -> DataError:
     """One line saying why `path` is not a readable .npz (never numpy's pickle advice)."""
-    if isinstance(error, EOFError) or (path.is_file() and path.stat().st_size == 0):
-        reason = "the file is empty"
-    elif isinstance(error, zipfile.BadZipFile):
-        reason = f"the zip archive is damaged or truncated ({error})"
-    elif "pickle" in str(error):
-        reason = "it is not a numpy archive (it would need pickle, which is never used)"
-    else:
-        reason = _one_line(error)
-    return (
+    return DataError(
         f"{str(path)!r} is not a readable .npz archive: {reason}. Expected numpy's .npz "
         f"(np.savez) with keys {', '.join(KEYS)}."
     )
+
+
+def _not_a_zip(path: Path) -> str | None:
+    """Why the file at `path` is not a zip archive, or None when it starts like one."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if not head:
+        return "the file is empty"
+    if head.startswith(np.lib.format.MAGIC_PREFIX):
+        return (
+            "it is a single .npy array (np.save), not an archive of arrays: write the dataset "
+            "with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+        )
+    if head[:1] == b"\x80":
+        return "it is a Python pickle, and pickles are never loaded"
+    if not head.startswith(b"PK"):
+        return "it is not a zip archive"
+    return None
+
+
+def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str):
+    """(shape, dtype) of an .npy member, read from its header alone, checked against the
+    member's own size and the read limit."""
+    entry = f"{where} (its zip entry)"
+    check_claim(info.compress_size, os.path.getsize(archive.filename), entry)
+    check_claim(info.file_size, info.compress_size, entry,
+                compressed=info.compress_type != zipfile.ZIP_STORED)  # fmt: skip
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(member, max_header_size=_MAX_HEADER)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(member, max_header_size=_MAX_HEADER)
+        else:
+            raise ValueError(f"an .npy format version {version} this reader does not take")
+        offset = member.tell()
+    shape, _, dtype = header
+    data_bytes = math.prod(shape) * dtype.itemsize
+    check_claim(data_bytes, info.file_size - offset, f"{where} (shape {shape}, {dtype})")
+    return shape, dtype
+
+
+def _read_member(archive: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
+    """The array `key` of the archive, its header checked before its data is read."""
+    where = f"{str(path)!r} member {key}.npy"
+    kinds, ranks = _MEMBERS[key]
+    try:
+        info = archive.getinfo(f"{key}.npy")
+        shape, dtype = _member_header(archive, info, where)
+    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise DataError(f"{where} is not a readable .npy array ({_one_line(error)}).") from None
+    if dtype.hasobject:
+        raise DataError(
+            f"{where} holds Python objects (a pickled object array, dtype {dtype}); arrays "
+            "are never unpickled: store numbers (images uint8, labels integers)."
+        )
+    if dtype.kind not in kinds or len(shape) not in ranks:
+        expected = "text" if kinds == "U" else "numbers"
+        raise DataError(
+            f"{where} has shape {shape} and dtype {dtype}; {key} must hold {expected} of rank "
+            f"{' or '.join(map(str, ranks))}."
+        )
+    try:
+        with archive.open(info) as member:
+            return np.lib.format.read_array(member, allow_pickle=False,
+                                            max_header_size=_MAX_HEADER)  # fmt: skip
+    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"{where} is damaged or truncated ({_one_line(error)}).") from None
 
 
 def read_labels_file(path: Path) -> tuple[str, ...]:
@@ -60,9 +140,9 @@ def read_labels_file(path: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _class_names(path: Path, archive) -> tuple[str, ...] | None:
-    if "labels" in archive.files:
-        return tuple(str(name) for name in archive["labels"].tolist())
+def _class_names(path: Path, archive: zipfile.ZipFile, names: set[str]):
+    if "labels" in names:
+        return tuple(str(name) for name in _read_member(archive, "labels", path).tolist())
     for candidate in (path.with_suffix(".labels.txt"), path.parent / "labels.txt"):
         if candidate.is_file():
             return read_labels_file(candidate)
@@ -70,31 +150,34 @@ def _class_names(path: Path, archive) -> tuple[str, ...] | None:
 
 
 def read_npz(path: Path, source: str | None = None) -> Arrays:
-    """The checked arrays of one .npz archive.
+    """The checked arrays of one .npz archive (see the module docstring for the checks).
 
     Raises:
-      DataError: naming the file, for an archive that cannot be read, lacks a key, or
-        holds arrays that are not a dataset (`check_arrays`).
+      DataError: naming the file, for a file that is not a zip of .npy arrays (a lone .npy,
+        a pickle, an empty or truncated file), lacks a key, holds a member that is not an
+        array of numbers of its key's rank or claims more than it stores, or holds arrays
+        that are not a dataset (`check_arrays`).
     """
     path = Path(path)
+    reason = _not_a_zip(path)
+    if reason is not None:
+        raise _unreadable(path, reason)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise ValueError("it holds a single array, not an .npz archive of arrays")
-            missing = [key for key in KEYS if key not in archive.files]
+        with zipfile.ZipFile(path) as archive:
+            names = {n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")}
+            missing = [key for key in KEYS if key not in names]
             if missing:
                 raise DataError(
                     f"{str(path)!r} has no key {missing[0]!r}. Keys found: "
-                    f"{sorted(archive.files)}; expected {', '.join(KEYS)} (and optionally "
-                    "labels)."
+                    f"{sorted(names)}; expected {', '.join(KEYS)} (and optionally labels)."
                 )
-            arrays = [archive[key] for key in KEYS]
-            names = _class_names(path, archive)
-    except DataError:
-        raise
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
-        raise DataError(_unreadable(path, error)) from None
-    return check_arrays(*arrays, class_names=names, source=source or repr(str(path)))
+            arrays = [_read_member(archive, key, path) for key in KEYS]
+            class_names = _class_names(path, archive, names)
+    except zipfile.BadZipFile as error:
+        raise _unreadable(path, f"the zip archive is damaged or truncated ({error})") from None
+    except OSError as error:
+        raise _unreadable(path, _one_line(error)) from None
+    return check_arrays(*arrays, class_names=class_names, source=source or repr(str(path)))
 
 
 class NpzFileSource(DataSource):
