@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 import zipfile
 from pathlib import Path
 
 from sgt_tfmot import keras3
+from sgt_tfmot._checks import InputError
+from sgt_tfmot._stored import check_stored_weights, check_zip_member
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import quantize_scope
 
@@ -66,19 +69,50 @@ _MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model", "Policy", "DTyp
 def _stored_config(file: Path) -> dict:
     """The model config stored in an .h5 or .keras file, read without deserializing it."""
     try:
-        if file.suffix == ".keras":
-            with zipfile.ZipFile(file) as archive:
+        archive = _open_model_file(file)
+        with archive:
+            if file.suffix == ".keras":
+                check_zip_member(archive, "config.json", file)
                 return json.loads(archive.read("config.json"))
-        import h5py
-
-        with h5py.File(file, "r") as handle:
-            text = handle.attrs.get("model_config")
+            text = archive.attrs.get("model_config")
         if text is None:
             raise ValueError("the file holds no model_config (weights only?)")
         return json.loads(text.decode() if isinstance(text, bytes) else text)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+    except ModelFileError:
+        raise
+    except InputError as error:
+        raise ModelFileError(str(error)) from None
+    except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"Could not load a Keras model from {file}: {reason}") from None
+
+
+def _open_model_file(file: Path):
+    """The opened zip (.keras) or HDF5 file (.h5).
+
+    Raises:
+      ModelFileError: "truncated or not a Keras model file" when the container cannot be
+        opened (HDF5's and zipfile's own wording only in parentheses, shortened).
+    """
+    import h5py
+
+    try:
+        if file.suffix == ".keras":
+            return zipfile.ZipFile(file)
+        return h5py.File(file, "r")
+    except (OSError, zipfile.BadZipFile) as error:
+        text = str(error)
+        found = re.search(r"eof = (\d+).*stored_eof = (\d+)", text)
+        if found:
+            reason = f"it ends at byte {int(found[1]):,} of {int(found[2]):,}"
+        elif isinstance(error, zipfile.BadZipFile):
+            reason = "not a complete zip archive"
+        else:
+            reason = "HDF5 cannot read it"
+        raise ModelFileError(
+            f"{file} is truncated or not a Keras model file ({reason}); save the model "
+            f"again (model.save('{file.name}'))."
+        ) from None
 
 
 def _known_class(name: str, scope_objects: dict) -> bool:
@@ -93,18 +127,46 @@ def _known_class(name: str, scope_objects: dict) -> bool:
 
 
 def _serialized_objects(config, owner: str = "?"):
-    """(owning layer name, class name) of every serialized Keras object inside `config`."""
+    """(owning layer name, entry) of every serialized Keras object (a dict with a
+    "class_name": a class with its config, or a function by name) inside `config`."""
     if isinstance(config, dict):
         inner = config.get("config")
-        if "class_name" in config and isinstance(inner, dict | type(None)):
+        if "class_name" in config and isinstance(inner, dict | str | type(None)):
             name = inner.get("name", owner) if isinstance(inner, dict) else owner
-            yield name, config["class_name"]
+            yield name, config
             owner = name
         for value in config.values():
             yield from _serialized_objects(value, owner)
     elif isinstance(config, list):
         for value in config:
             yield from _serialized_objects(value, owner)
+
+
+_KERAS_MODULES = ("keras", "tf_keras")
+_BUILTIN_FUNCTIONS = ("activations", "constraints", "initializers", "losses", "metrics",
+                      "regularizers")  # fmt: skip
+
+
+def _outside_code(entry: dict, objects: dict) -> str | None:
+    """What in a serialized object of a .keras config Keras would import from a module
+    outside Keras (it imports any module an unregistered object names), or None."""
+    module = entry.get("module")
+    if not isinstance(module, str):
+        return None  # an .h5 config: classes are looked up by name only
+    keras_module = module.split(".")[0] in _KERAS_MODULES
+    if entry.get("class_name") == "function":
+        name = entry.get("config")
+        if keras.utils.get_registered_object(name, custom_objects=objects) is not None:
+            return None
+        builtin = module == "builtins" and any(
+            callable(getattr(getattr(keras, place), str(name), None))
+            for place in _BUILTIN_FUNCTIONS
+        )
+        return None if keras_module or builtin else f"names the function {module}.{name}"
+    registered = entry.get("registered_name")
+    if keras_module or keras.utils.get_registered_object(registered, objects) is not None:
+        return None
+    return f"has class {entry.get('class_name')!r} (module {module})"
 
 
 def check_model_file(path: str | os.PathLike) -> Path:
@@ -123,14 +185,29 @@ def check_model_file(path: str | os.PathLike) -> Path:
         objects = {}
         for mapping in scope.custom_objects:
             objects.update(mapping)
-    for layer, class_name in _serialized_objects(_stored_config(file)):
+    for layer, entry in _serialized_objects(_stored_config(file)):
+        class_name = entry["class_name"]
         if class_name in _CODE_LAYERS:
             raise ModelFileError(
                 f"{file}: layer {layer!r} is a {class_name} layer, which runs Python code "
                 "stored in the file; nothing was loaded. Pass --trust_model_code "
                 "(trust_code=True) only for files you trust."
             )
-        if not _known_class(class_name, objects):
+        outside = _outside_code(entry, objects)
+        if outside is not None and outside.startswith("names"):
+            raise ModelFileError(
+                f"{file}: layer {layer!r} {outside}, code from outside Keras; nothing was "
+                "loaded. Register it with keras.utils.register_keras_serializable (its code "
+                "then comes from you, not from the file) or pass --trust_model_code."
+            )
+        if outside is not None:
+            raise ModelFileError(
+                f"{file}: layer {layer!r} {outside}, which is neither a Keras, TFMOT or "
+                "sgt_tfmot class nor registered with keras.utils.register_keras_serializable; "
+                "nothing was loaded. Register it (its code then comes from you, not from the "
+                "file) or pass --trust_model_code."
+            )
+        if not isinstance(entry.get("config"), str) and not _known_class(class_name, objects):
             raise ModelFileError(
                 f"{file}: layer {layer!r} has class {class_name!r}, which is neither a Keras, "
                 "TFMOT or sgt_tfmot class nor registered with "
@@ -171,13 +248,41 @@ def load_model(
     try:
         with quantize_scope(), warnings.catch_warnings(), safe_mode:
             warnings.simplefilter("ignore")
-            model = keras.models.load_model(file, compile=compile, **options)
+            model = _model_from_config(file, _stored_config(file), trust_code)
+            check_stored_weights(file, model)
+            if compile or _has_assets(file):  # Keras's own loader restores these too
+                model = keras.models.load_model(file, compile=compile, **options)
+            else:
+                model.load_weights(file)
+    except ModelFileError:
+        raise
+    except InputError as error:
+        raise ModelFileError(str(error)) from None
     except (OSError, ValueError, TypeError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise ModelFileError(f"Could not load a Keras model from {file}: {first_line}") from None
     if not isinstance(model, keras.Model):
         raise ModelFileError(f"{file} does not hold a Keras model.")
     return model
+
+
+def _model_from_config(file: Path, config: dict, trust_code: bool) -> keras.Model:
+    """The model a file's config describes, built without reading any weight (Keras's own
+    first step of loading)."""
+    if file.suffix == ".keras":
+        config = {**config, "compile_config": None}
+        sharing = keras.src.saving.serialization_lib.ObjectSharingScope
+        with sharing():
+            return keras.saving.deserialize_keras_object(config, safe_mode=not trust_code)
+    return keras.models.model_from_config(config)
+
+
+def _has_assets(file: Path) -> bool:
+    """A .keras file that stores assets (a vocabulary, say) besides config and weights."""
+    if file.suffix != ".keras":
+        return False
+    with zipfile.ZipFile(file) as archive:
+        return any(name.startswith("assets/") for name in archive.namelist())
 
 
 def save_model(model: keras.Model, path: str | os.PathLike, overwrite: bool = False) -> Path:
