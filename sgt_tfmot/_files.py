@@ -78,6 +78,8 @@ def atomic_write(path: Path, content: bytes) -> None:
             file.write(content)
         os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600; write like open() would
         os.replace(name, path)
+    except OSError as error:  # a full disk, say: name the file
+        raise OSError(error.errno, error.strerror, str(path)) from None
     finally:
         if os.path.exists(name):
             os.remove(name)
@@ -164,7 +166,18 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         verb = "is not writable" if existing == path else f"cannot be created in {existing}"
         raise InputError(f"--{flag} {path} {verb} ({_why_not_writable(existing)}).")
+    if _full(existing):
+        raise InputError(f"--{flag} {path}: the file system of {existing} is full.")
     return path
+
+
+def _full(path: Path) -> bool:
+    """No byte left for this user on the file system of `path` (a nearly full one is found
+    only when a write fails: nothing is left half-written then either)."""
+    try:
+        return os.statvfs(path).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _why_not_writable(path: Path) -> str:
@@ -204,14 +217,20 @@ def write_outputs(contents: Mapping[Path, bytes], tool: str) -> None:
     os.umask(umask)
     try:
         for path, content in contents.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(
-                dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX
-            )
-            temporary[path] = name
-            with os.fdopen(handle, "wb") as file:
-                file.write(content)
-            os.chmod(name, 0o666 & ~umask)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle, name = tempfile.mkstemp(
+                    dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX
+                )
+                temporary[path] = name
+                with os.fdopen(handle, "wb") as file:
+                    file.write(content)
+                os.chmod(name, 0o666 & ~umask)
+            except OSError as error:
+                raise InputError(
+                    f"{path}: cannot write it ({error.strerror}); none of the output files "
+                    "was written."
+                ) from None
         for path, name in temporary.items():
             os.replace(name, path)
     finally:
@@ -247,8 +266,11 @@ class DirectoryLock:
         self.path, self._descriptor = path, descriptor
 
     @classmethod
-    def acquire(cls, directory: str | os.PathLike, create: bool = True) -> DirectoryLock | None:
-        """The lock of `directory` (None without `create` when it has no lock file).
+    def acquire(
+        cls, directory: str | os.PathLike, create: bool = True, sign: bool = True
+    ) -> DirectoryLock | None:
+        """The lock of `directory` (None without `create` when it has no lock file); `sign`
+        writes this process into the file.
 
         Raises:
           DirectoryBusy: when another process holds it; the message names that process.
@@ -275,7 +297,12 @@ class DirectoryLock:
                 current = False
             if current:
                 lock = cls(path, descriptor)
-                lock._write_holder()
+                try:
+                    if sign:
+                        lock._write_holder()
+                except OSError:  # a full disk: no lock file left behind
+                    lock.release()
+                    raise
                 return lock
             os.close(descriptor)  # its holder removed it meanwhile: take the current one
 
@@ -284,7 +311,7 @@ class DirectoryLock:
         """Raises `DirectoryBusy` when another process holds the lock of `directory`; writes
         nothing (a lock file left by a process that ended is left as it is)."""
         if Path(directory).is_dir():
-            lock = cls.acquire(directory, create=False)
+            lock = cls.acquire(directory, create=False, sign=False)
             if lock is not None:
                 lock.release(remove=False)
 

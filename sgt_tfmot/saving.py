@@ -269,12 +269,13 @@ def load_model(
 def _model_from_config(file: Path, config: dict, trust_code: bool) -> keras.Model:
     """The model a file's config describes, built without reading any weight (Keras's own
     first step of loading)."""
+    serialization = keras.src.saving.serialization_lib
     if file.suffix == ".keras":
         config = {**config, "compile_config": None}
-        sharing = keras.src.saving.serialization_lib.ObjectSharingScope
-        with sharing():
+        with serialization.ObjectSharingScope():
             return keras.saving.deserialize_keras_object(config, safe_mode=not trust_code)
-    return keras.models.model_from_config(config)
+    with serialization.SafeModeScope(not trust_code):  # Keras's rule for Lambda functions
+        return keras.models.model_from_config(config)
 
 
 def _has_assets(file: Path) -> bool:

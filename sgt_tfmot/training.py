@@ -74,6 +74,7 @@ from sgt_tfmot._files import (
     atomic_write,
     check_output_dir,
 )
+from sgt_tfmot._progress import Progress, duration_text
 from sgt_tfmot.data.base import Arrays
 from sgt_tfmot.export import align_biases, is_quantized
 from sgt_tfmot.keras import keras, tf
@@ -234,7 +235,7 @@ _PATH_FIELDS = ("data_dir", "init_from", "dataset", "model")
 
 def _absolute(value):
     """`value` as an absolute path when it names a path (not a bare dataset or model name)."""
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or value.startswith("zoo:"):
         return value
     if os.sep in value or value.startswith(".") or os.path.exists(value):
         return os.path.abspath(value)
@@ -352,8 +353,9 @@ def _decide(config: TrainConfig, out: Path) -> str:
                     "choose another --out_dir."
                 )
             return OVERWRITE
-        if finished:
-            shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)  # left by a kill at the end
+        if finished:  # a kill at the very end left these; nobody holds the lock
+            shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
+            (out / LOCK_FILE).unlink(missing_ok=True)
             raise InputError(
                 f"--out_dir {out} holds a finished run; pass --overwrite to train again "
                 "there, or choose another --out_dir."
@@ -380,12 +382,14 @@ def open_run_directory(config: TrainConfig, expected: str) -> RunDirectory:
     """
     out = Path(config.out_dir)
     created = [p for p in [out, *out.parents] if not p.exists()]
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        out.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock.acquire(out)
-    except DirectoryBusy as error:
+    except (DirectoryBusy, OSError) as error:
         _remove_empty(created)
-        raise _busy(error) from None
+        if isinstance(error, DirectoryBusy):
+            raise _busy(error) from None
+        raise InputError(f"--out_dir {out}: cannot write there ({error.strerror}).") from None
     written: list[Path] = []
     try:
         action = _decide(config, out)
@@ -400,11 +404,13 @@ def open_run_directory(config: TrainConfig, expected: str) -> RunDirectory:
         _run_manifest(out).write()
         if action != RESUME:
             atomic_write(out / "flags.json", json.dumps(config.run_settings(), indent=2).encode())
-    except BaseException:
+    except BaseException as error:
         for path in written:  # a full disk, say: take back what this run wrote
             path.unlink(missing_ok=True)
         lock.release()
         _remove_empty(created)
+        if isinstance(error, OSError):
+            raise InputError(f"--out_dir {out}: cannot write there ({error.strerror}).") from None
         raise
     return RunDirectory(out, out, finished=False, resumes=action == RESUME, lock=lock)
 
@@ -672,6 +678,46 @@ class WallClock(keras.callbacks.Callback):
         self.save(force=True)
 
 
+class TrainingProgress(keras.callbacks.Callback):
+    """Keeps the run's progress status (`sgt_tfmot._progress`) where training stands: the
+    global step, images per second since the first step of this attempt (its tracing
+    excluded), and the time left at that rate. In a log the heartbeat prints it at least
+    every 30 s; Keras's own lines come once per epoch only."""
+
+    def __init__(self, progress: Progress, plan: _Plan, batch_size: int, start_step: int):
+        super().__init__()
+        self.progress, self.plan = progress, plan
+        self.batch_size, self.start_step = batch_size, start_step
+        self.done, self.first = 0, None
+
+    def on_train_begin(self, logs=None):
+        self.progress.update(
+            f"step {self.start_step}/{self.plan.total_steps}: building and tracing the "
+            "training step", live=False,
+        )  # fmt: skip
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, self.done)
+        step = min(self.start_step + self.done, self.plan.total_steps)
+        epoch = min(step // self.plan.steps_per_epoch + 1, self.plan.epochs)
+        status = f"step {step}/{self.plan.total_steps} (epoch {epoch}/{self.plan.epochs})"
+        seconds, steps = now - self.first[0], self.done - self.first[1]
+        if steps > 0 and seconds > 0:
+            rate = steps * self.batch_size / seconds
+            left = (self.plan.total_steps - step) * seconds / steps
+            status += f": {rate:.1f} images/s, ETA {duration_text(left)}"
+        self.progress.update(status)
+
+    def on_test_begin(self, logs=None):
+        step = min(self.start_step + self.done, self.plan.total_steps)
+        self.progress.update(
+            f"step {step}/{self.plan.total_steps}: evaluating on the test split", live=False
+        )
+
+
 # ----------------------------------------------------------------------------- the run
 CALIBRATION_IMAGES = 1024  # training images (stratified, seeded) set --init_from's ranges
 
@@ -861,6 +907,13 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
     config.check()
     if config.out_dir is None:
         config.out_dir = config.default_out_dir()
+    heartbeat = config.progress != 0 and not sys.stdout.isatty()
+    with Progress(f"{TOOL}: ", stream=lambda: sys.stdout, heartbeat=heartbeat) as progress:
+        return _train(config, extra_callbacks, progress)
+
+
+def _train(config: TrainConfig, extra_callbacks, progress: Progress) -> dict:
+    progress.update(f"reading the dataset {config.dataset}", live=False)
     info, arrays = datasets.open_dataset(config.dataset, config.data_dir, **data_options(config))
     if config.sgt:  # the patches must tile the images (a ragged last patch is refused)
         masking.check_patch_size(config.patch_size, info.image_shape[:-1])
@@ -887,11 +940,12 @@ def train(config: TrainConfig, extra_callbacks=()) -> dict:
     try:
         keras.utils.set_random_seed(config.seed)
         keras.mixed_precision.set_global_policy(start.precision[0])
+        progress.update(f"building the model ({config.model})", live=False)
         built = _build(config, info, arrays, augment, plan, strategy, start.position)
         run = _open_run(config, strategy, start)
         setup = _Setup(config, info, arrays, augment, start.precision, strategy, plan, run,
                        start.position)  # fmt: skip
-        return _fit_and_finalise(setup, built, extra_callbacks)
+        return _fit_and_finalise(setup, built, extra_callbacks, progress)
     except tf.errors.UnavailableError as error:
         if not is_multi_worker(strategy):
             raise
@@ -922,7 +976,7 @@ def _build(config, info, arrays, augment, plan, strategy, position) -> _Built:
     return _Built(model, trainer, train_ds, test_ds)
 
 
-def _fit_and_finalise(setup: _Setup, built: _Built, extra_callbacks) -> dict:
+def _fit_and_finalise(setup: _Setup, built: _Built, extra_callbacks, progress: Progress) -> dict:
     config, run, plan = setup.config, setup.run, setup.plan
     if setup.position is not None and run.is_chief:
         _truncate_history(run.work / "history.csv", setup.position[0])
@@ -943,19 +997,21 @@ def _fit_and_finalise(setup: _Setup, built: _Built, extra_callbacks) -> dict:
         keras.callbacks.TensorBoard(str(run.work / "tensorboard"), update_freq="epoch"),
         AlphaHistory(built.model, run.work, title),
         clock,
+        TrainingProgress(progress, plan, config.batch_size, setup.start_step),
         *extra_callbacks,
     ]
-    progress = config.progress
-    if progress is None:
-        progress = 1 if sys.stdout.isatty() else 2
+    verbose = config.progress
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
     built.trainer.fit(
         built.train_ds,
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=built.test_ds,
         callbacks=callbacks,
-        verbose=progress,
+        verbose=verbose,
     )
+    progress.update("evaluating and saving the trained model", live=False)
     return _finalise(setup, built.model, built.trainer, built.test_ds, clock)
 
 

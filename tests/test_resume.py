@@ -92,6 +92,7 @@ def test_a_kill_anywhere_resumes_or_reports_finished_and_ends_exactly(world, ref
     for point, result in results.items():
         out = runs[point]
         assert result.returncode == -signal.SIGKILL, (point, result.stderr[-2000:])
+        assert (out / ".sgt_tfmot.lock").exists(), point  # the killed run's: it must not block
         if point == "backup":  # killed after metrics.json: finished; its leftover is cleaned
             with pytest.raises(InputError, match="holds a finished run"):
                 train(config(world, out))
@@ -104,7 +105,7 @@ def test_a_kill_anywhere_resumes_or_reports_finished_and_ends_exactly(world, ref
         assert_same_weights(weights(out), expected)
         rows = list(csv.DictReader((out / "history.csv").open()))
         assert [row["epoch"] for row in rows] == ["0"], point  # no epoch twice
-        leftovers = [p.name for p in out.iterdir() if ".partial" in p.name]
+        leftovers = [p.name for p in out.iterdir() if ".partial" in p.name or ".lock" in p.name]
         assert not leftovers and not (out / "backup").exists(), point
 
 

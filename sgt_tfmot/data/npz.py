@@ -102,7 +102,7 @@ def _read_member(archive: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
         shape, dtype = _member_header(archive, info, where)
     except (ValueError, EOFError, zipfile.BadZipFile, OSError) as error:
         if isinstance(error, InputError):
-            raise
+            raise DataError(str(error)) from None
         raise DataError(f"{where} is not a readable .npy array ({_one_line(error)}).") from None
     if dtype.hasobject:
         raise DataError(
