@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "check_int",
     "check_number",
     "check_open_fraction",
+    "plain_message",
 ]
 
 _MISSING = object()
@@ -171,3 +173,30 @@ def check_bool(value, name: str) -> bool:
     if not isinstance(value, bool) and type(value).__name__ != "bool_":
         raise InputError("must be True or False", name, value)
     return bool(value)
+
+
+# What TensorFlow and LiteRT add to their messages that says nothing to a user: the
+# function-node and graph-node names, the op tag, placement suffixes.
+_INTERNALS = (
+    re.compile(r"\{\{function_node [^}]*\}\}"),
+    re.compile(r"\[\[\{\{node [^}]*\}\}\]\]"),
+    re.compile(r"\[Op:\w+\](\s*name:\s*\S*)?"),
+    re.compile(r"\s*\(defined at [^)]*\)"),
+)
+
+
+def plain_message(error: BaseException | str, limit: int = 300) -> str:
+    """The first line of an error message, without TensorFlow's and LiteRT's internals.
+
+    >>> plain_message("{{function_node __wrapped__DecodeImage_device_/job:localhost/replica:0"
+    ...               "/task:0/device:CPU:0}} Unknown image file format. [Op:DecodeImage] name: ")
+    'Unknown image file format.'
+    """
+    text = str(error)
+    for pattern in _INTERNALS:
+        text = pattern.sub(" ", text)
+    lines = [" ".join(line.split()) for line in text.strip().splitlines()]
+    first = next((line for line in lines if line), "")
+    if not first and isinstance(error, BaseException):
+        first = type(error).__name__
+    return first if len(first) <= limit else first[: limit - 3] + "..."

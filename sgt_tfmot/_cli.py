@@ -102,7 +102,8 @@ _import_tensorflow_quietly()
 
 from absl import flags  # noqa: E402
 
-from sgt_tfmot._checks import InputError, RunStopped, _interval  # noqa: E402
+from sgt_tfmot._checks import InputError, RunStopped, _interval, plain_message  # noqa: E402
+from sgt_tfmot._progress import Progress  # noqa: E402
 
 UsageError = InputError  # a command line that cannot run; kept for the tools' own checks
 
@@ -174,13 +175,18 @@ SHARED_GROUPS = {
 }  # fmt: skip
 
 
-def define_shared_flags(flag_values: flags.FlagValues, dataset: str | None = None) -> None:
+def define_shared_flags(
+    flag_values: flags.FlagValues,
+    dataset: str | None = None,
+    verbose: str = "Show TensorFlow's own log lines too.",
+) -> None:
     """The flags of `SHARED_GROUPS`, in `flag_values`.
 
     Args:
       flag_values: The tool's own flags.
       dataset: --dataset's default; None (convert, explain) takes the dataset of the
         training run that wrote the model.
+      verbose: --verbose's help (a tool may print more with it).
     """
     into = {"flag_values": flag_values}
     default = f"default {dataset}" if dataset else f"default: the training run's {METRICS_FILE}"
@@ -198,7 +204,7 @@ def define_shared_flags(flag_values: flags.FlagValues, dataset: str | None = Non
         "trust_model_code", False, "Load models whose layers carry Python code (Lambda).",
         **into,
     )  # fmt: skip
-    flags.DEFINE_bool("verbose", False, "Show TensorFlow's own log lines too.", **into)
+    flags.DEFINE_bool("verbose", False, verbose, **into)
     flags.DEFINE_bool("help", False, "Show this help.", short_name="h", **into)
     flags.DEFINE_bool("helpfull", False, "Show this help (every flag; the same as --help).", **into)
 
@@ -266,16 +272,16 @@ def _quiet_python_logging() -> None:
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error).strip()
     if isinstance(error, OSError) and error.filename is not None:
         reason = error.strerror or type(error).__name__
         return f"{error.filename}: {reason}"
-    return text or type(error).__name__
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return plain_message(error, limit=1000)
 
 
 def _bad_input(program: str, message: str) -> int:
-    lines = [line for line in message.strip().splitlines() if line.strip()]
-    print(f"{program}: error: {lines[0] if lines else message}", file=sys.stderr)
+    print(f"{program}: error: {plain_message(message, limit=1000) or message}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -308,9 +314,11 @@ def _flag_error(error: flags.Error, flag_values: flags.FlagValues) -> str:
     return message
 
 
-def progress(program: str) -> Callable[[str], None]:
-    """A progress callback printing "PROGRAM: message" lines on stderr."""
-    return lambda message: print(f"{program}: {message}", file=sys.stderr, flush=True)
+def progress(program: str) -> Progress:
+    """Progress lines "PROGRAM: message" on stderr; used as a context manager, a heartbeat
+    repeats the current stage at least every 30 s when stderr is not a terminal
+    (`sgt_tfmot._progress`)."""
+    return Progress(f"{program}: ", stream=lambda: sys.stderr)
 
 
 def run_flags(model_file: Path) -> dict:

@@ -200,7 +200,11 @@ flags.DEFINE_bool(
     "batch-1 time on x86 CPUs (XNNPACK), ~16x that stage's weight bytes and 4x its "
     "multiply-adds (off by default: not measured on ARM CPUs or the Edge TPU).", **_IN,
 )  # fmt: skip
-_cli.define_shared_flags(FLAGS)  # --dataset, --data_dir, --zoo_dir, --help, ...
+_cli.define_shared_flags(  # --dataset, --data_dir, --zoo_dir, --help, ...
+    FLAGS,
+    verbose="Show TensorFlow's own log lines, and the full Edge TPU op table (the summary "
+    "counts the ops; --report has the table too).",
+)
 
 
 def main(argv: list[str]) -> int:
@@ -231,8 +235,16 @@ def _convert(positional: list[str]) -> int:
             check_choice(name, deployment_targets.names(), "require") for name in FLAGS.require
         ),
     )
-    conversion = convert_and_check(
-        positional[0],
+    with _cli.progress(PROGRAM) as say:
+        say.update("reading and checking the model and its data", live=False)  # no line yet
+        conversion = _convert_with(positional[0], thresholds, say)
+    print(format_summary(conversion.result, verbose=FLAGS.verbose))
+    return _cli.EXIT_OK if conversion.passed else _cli.EXIT_CHECK_FAILED
+
+
+def _convert_with(model: str, thresholds: checks.Thresholds, say) -> Conversion:
+    return convert_and_check(
+        model,
         FLAGS.output,
         io_dtype="uint8" if FLAGS.uint8 else "int8",
         dataset=FLAGS.dataset,
@@ -263,10 +275,8 @@ def _convert(positional: list[str]) -> int:
             space_to_depth=FLAGS.space_to_depth,
             pack_int4=FLAGS.pack_int4,
         ),
-        progress=_cli.progress(PROGRAM),
+        progress=say,
     )
-    print(conversion.summary)
-    return _cli.EXIT_OK if conversion.passed else _cli.EXIT_CHECK_FAILED
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -352,6 +353,32 @@ def format_table(report: EdgeTpuReport) -> str:
     return "\n".join(lines)
 
 
+def summary_line(report: EdgeTpuReport) -> str:
+    """The verdict in one line, with the ops counted by name (the table: `format_table`).
+
+    Example: "Edge TPU: compatible; 36 ops: CONV_2D x19, ADD x9, ...; QUANTIZE/DEQUANTIZE
+    inside the graph: 0".
+    """
+    counts = Counter(verdict.name for verdict in report.ops).most_common()
+    ops = ", ".join(f"{name} x{count}" for name, count in counts)
+    if report.compatible:
+        verdict = "Edge TPU: compatible"
+        edge_ops = sum(verdict.note == _EDGE_NOTE for verdict in report.ops)
+        if edge_ops:
+            verdict += f" ({edge_ops} float edge conversion(s) on the CPU)"
+    elif report.first_cpu_op is not None:
+        first = report.ops[report.first_cpu_op]
+        why = "; ".join(reason.message for reason in first.reasons)
+        verdict = f"Edge TPU: NOT compatible (first CPU op #{first.index} {first.name}: {why})"
+    else:
+        issues = "; ".join(issue.message for issue in report.model_issues)
+        verdict = f"Edge TPU: NOT compatible ({issues})"
+    return (
+        f"{verdict}; {len(report.ops)} ops: {ops}; QUANTIZE/DEQUANTIZE inside the graph: "
+        f"{report.internal_quantize_ops}"
+    )
+
+
 def _judge(op: OpInfo, graph_inputs: set[int], graph_outputs: set[int]) -> tuple[list[Reason], str]:
     """Returns (reasons, note) for one op; no reasons means the op itself is supported."""
     if op.name == "CUSTOM":
@@ -515,10 +542,13 @@ class EdgeTpu(Target):
             where = f" (first CPU op: #{first.index} {first.name})" if first is not None else ""
             failure = f"not Edge TPU compatible{where}"
         command = f"edgetpu_compiler --show_operations {context.output}"
+        table = tuple(format_table(report).splitlines())
         section = {
             **report.to_dict(),
             "op_names": [op.name for op in report.ops],
+            "op_table": list(table),
             "compiler_command": command,
         }
-        lines = (format_table(report), f"  compile on a machine with Coral's compiler: {command}")
-        return TargetReport(self.name, self.title, report.compatible, failure, lines, section)
+        lines = (summary_line(report), f"  compile on a machine with Coral's compiler: {command}")
+        return TargetReport(self.name, self.title, report.compatible, failure, lines, section,
+                            details=table)  # fmt: skip

@@ -50,6 +50,7 @@ class TargetReport:
       failure: One line saying why it is not compatible (for the gate), else None.
       lines: The human summary of the verdict.
       section: The JSON report section (`to_dict`).
+      details: Lines a verbose summary adds (an op table).
     """
 
     name: str
@@ -58,6 +59,7 @@ class TargetReport:
     failure: str | None
     lines: tuple[str, ...]
     section: dict
+    details: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {"compatible": self.compatible, "failure": self.failure, **self.section}

@@ -252,8 +252,9 @@ def _weights_lines(report: ConversionReport) -> list[str]:
     ]
 
 
-def format_summary(report: ConversionReport) -> str:
-    """The CLI's human summary: size, targets, accuracy, agreement, fidelity, files, verdict."""
+def format_summary(report: ConversionReport, verbose: bool = False) -> str:
+    """The CLI's human summary: size, targets, accuracy, agreement, fidelity, files, verdict;
+    `verbose` adds each target's details (the Edge TPU op table, also in the JSON report)."""
     lines = [
         f"Integer TFLite model: {report.output} ({report.io_dtype} I/O, batch "
         f"{report.batch_size}, {report.quantization.replace('_', '-')} ranges, "
@@ -265,7 +266,7 @@ def format_summary(report: ConversionReport) -> str:
         *_latency_lines(report),
     ]
     for target in report.targets.values():
-        lines += ["", *target.lines]
+        lines += ["", *target.lines, *(target.details if verbose else ())]
     lines += ["", *_accuracy_lines(report), *_fidelity_lines(report), *_integer_map_lines(report)]
     written = [f"model {report.output}"]
     if report.report:

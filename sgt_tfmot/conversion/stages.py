@@ -633,9 +633,10 @@ def convert_and_check(
     occlusion_images = check_int(occlusion_images, "occlusion_images", 0)
     found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity,
                        options, say, occlusion_images, delivery.softmax)  # fmt: skip
-    reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say,
-                            tflm_images)  # fmt: skip
-    latency = latency_section(flatbuffer, float_flatbuffer, say) if profile else None
+    with _cli.native_output_captured():  # the targets' and LiteRT's C++ notices
+        reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say,
+                                tflm_images)  # fmt: skip
+        latency = latency_section(flatbuffer, float_flatbuffer, say) if profile else None
     failures = checks.gate(thresholds, found.accuracy, found.fidelity, reports.values())
     c_files, c_section = {}, None
     if "c_array" in paths:

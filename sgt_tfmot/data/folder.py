@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sgt_tfmot._checks import plain_message
 from sgt_tfmot.data.base import (
     COLOR_MODES,
     Arrays,
@@ -88,7 +89,7 @@ def _decode(paths: list[Path], options: DataOptions) -> list[np.ndarray]:
             try:
                 decode(tf.constant(str(path)))
             except tf.errors.OpError as error:
-                reason = str(error).strip().splitlines()[0][:120]
+                reason = plain_message(error, limit=200)
                 raise DataError(f"cannot decode image {str(path)!r} ({reason}).") from None
         raise
 

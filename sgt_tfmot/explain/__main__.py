@@ -397,7 +397,8 @@ def _load_models(models, trust_model_code: bool) -> tuple[list, list[Path]]:
     for path in map(str, models):  # no progress messages before the input is checked
         if path.endswith(".tflite"):
             files.append(Path(path))
-            loaded.append(_IntegerModel(Path(path)))
+            with _cli.native_output_captured():  # LiteRT's delegate notice
+                loaded.append(_IntegerModel(Path(path)))
             continue
         model = saving.load_model(path, trust_code=trust_model_code)
         files.append(saving.resolve_model_path(path))
@@ -507,7 +508,15 @@ def _explain(positional: list[str]) -> int:
         raise _cli.UsageError("pass at least one --model PATH (a model file or a run directory).")
     if not FLAGS.out_dir:
         raise _cli.UsageError("pass --out_dir DIR for the output files.")
-    explanation = explain_saved_models(
+    with _cli.progress(PROGRAM) as say:
+        say.update("reading and checking the models and their data", live=False)  # no line yet
+        explanation = _explain_with(say)
+    print(explanation.summary)
+    return EXIT_OK
+
+
+def _explain_with(say) -> Explanation:
+    return explain_saved_models(
         FLAGS.model,
         FLAGS.out_dir,
         dataset=FLAGS.dataset,
@@ -533,10 +542,8 @@ def _explain(positional: list[str]) -> int:
         overwrite=FLAGS.overwrite,
         trust_model_code=FLAGS.trust_model_code,
         data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
-        progress=_cli.progress(PROGRAM),
+        progress=say,
     )
-    print(explanation.summary)
-    return EXIT_OK
 
 
 if __name__ == "__main__":
