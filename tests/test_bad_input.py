@@ -1,16 +1,22 @@
 """Every bad input through the three CLIs, in-process: exit 2, one line naming the value,
-nothing written or deleted. And no code runs from a model file."""
+nothing written or deleted. And no code runs from a model file, no file is unpickled, and no
+file makes a tool allocate what the file does not hold (tests/_hostile.py makes the files)."""
 
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from sgt_tfmot import convert, quantize_model, saving, train
+from sgt_tfmot import _cli, convert, quantize_model, saving, train
 from sgt_tfmot.explain import __main__ as explain_cli
 from sgt_tfmot.keras import keras
+from tests.helpers import hostile
+from tests.helpers.hostile import lambda_model, rgb_tflite, tiny_model
 from tests.helpers.models import residual_model
 
 MARKER = "code-ran.txt"
@@ -28,23 +34,12 @@ def snapshot(root):
     return found
 
 
-def lambda_model(path, marker):
-    """A float classifier whose Lambda layer writes `marker` whenever it runs."""
-    inputs = keras.Input((28, 28, 1))
-    hidden = keras.layers.Lambda(
-        lambda x, m=str(marker): (open(m, "w").write("ran"), x)[1], name="trojan"
-    )(inputs)
-    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(hidden))
-    keras.Model(inputs, outputs).save(path)
-    if marker.exists():
-        marker.unlink()  # saving traced the lambda; only loading counts here
-    return path
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Files the cases point at: broken .npz files, a Lambda model, a finished QAT model."""
+    """Files the cases point at: broken and hostile .npz and model files, a Lambda model, a
+    finished QAT model, a zoo, an image folder with a corrupt file."""
     root = tmp_path_factory.mktemp("world")
+    marker = root / MARKER
     (root / "plain_file").write_text("not a directory")
     for name, content in (("empty", b""), ("text", b"x_train,y_train\n1,2\n")):
         (root / name).mkdir()
@@ -54,14 +49,94 @@ def world(tmp_path_factory):
     np.savez(good / "mnist.npz", x_train=np.zeros((8, 28, 28), np.uint8), y_train=np.zeros(8))
     data = (good / "mnist.npz").read_bytes()
     (good / "mnist.npz").write_bytes(data[: len(data) // 2])
-    lambda_model(root / "lambda.h5", root / MARKER)
-    lambda_model(root / "lambda.keras", root / MARKER)
+    npz = root / "npz"
+    npz.mkdir()
+    hostile.pickled_npz(npz / "pickled.npz", marker)
+    hostile.pickle_as_npz(npz / "pickle.npz", marker)
+    hostile.bomb_npz(npz / "bomb.npz")
+    hostile.npy_as_npz(npz / "array.npz")
+    hostile.wrong_rank_npz(npz / "rank.npz")
+    lambda_model(root / "lambda.h5", marker)
+    lambda_model(root / "lambda.keras", marker)
     qat = quantize_model(residual_model((28, 28, 1), 10))
     saving.save_model(qat, root / "qat.h5")
+    tiny = tiny_model()
+    tiny.save(root / "tiny.h5")
+    tiny.save(root / "tiny.keras")
+    tiny_model(keras.layers.LayerNormalization(name="norm")).save(root / "unsupported.h5")
+    hostile.truncated(root / "tiny.h5", root / "truncated.h5")
+    hostile.truncated(root / "tiny.keras", root / "truncated.keras")
+    hostile.h5_bomb(root / "tiny.h5", root / "bomb.h5", "model_weights/conv/conv/kernel:0")
+    hostile.keras_bomb(root / "tiny.keras", root / "bomb.keras", "layers/conv2d/vars/0")
+    hostile.keras_naming_function(root / "tiny.keras", root / "function.keras", "logits")
+    hostile.keras_naming_class(root / "tiny.keras", root / "class.keras", "relu")
+    hostile.image_folder_with_a_corrupt_file(root / "images")
+    rgb_tflite(root / "rgb.tflite")
     (root / "foreign.tflite").write_bytes(b"somebody else's model")
     (root / "mine").mkdir()
     (root / "mine" / "notes.txt").write_text("keep me")
+    (root / "outside").mkdir()  # a model folder outside the zoo
+    saving.save_model(qat, root / "outside" / "model.h5")
     return root
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"pid {os.getpid()} (a test's lock holder)".encode())
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="module")
+def busy(world):
+    """{w}/busy: a run directory whose lock another process holds (a training in progress)."""
+    folder = world / "busy"
+    folder.mkdir(exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder / ".sgt_tfmot.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    yield folder
+    holder.kill()
+    holder.wait()
+
+
+def _mount(point, options):
+    point.mkdir(exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                            capture_output=True, text=True)  # fmt: skip
+    return None if result.returncode == 0 else (result.stderr.strip() or "mount failed")
+
+
+@pytest.fixture(scope="module")
+def mounts(world):
+    """{ro}: a read-only file system, {full}: a full one (small tmpfs mounts), or the reason
+    they could not be made here (not root, no mount permission): their rows are skipped."""
+    read_only, full, almost = world / "ro", world / "full", world / "almost"
+    failure = None if hasattr(os, "geteuid") and os.geteuid() == 0 else "needs root to mount"
+    for point, options in ((read_only, "size=64k,ro"), (full, "size=64k"), (almost, "size=64k")):
+        failure = failure or _mount(point, options)
+    if failure is None:
+        _fill(full, 1 << 20)
+        _fill(almost, 48 << 10)  # 16 kB left
+    yield {"ro": read_only, "full": full, "almost": almost, "failure": failure}
+    for point in (read_only, full, almost):
+        if subprocess.run(["umount", str(point)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)  # busy: detach
+
+
+def _fill(point, size):
+    try:
+        with open(point / "filler", "wb") as filler:
+            for _ in range(size // 4096):
+                filler.write(b"\0" * 4096)
+                filler.flush()
+    except OSError:
+        pass  # full
 
 
 CASES = [
@@ -104,6 +179,75 @@ CASES = [
                  "--out_dir", "{w}/plain_file/e"], "plain_file is a file"),
     ("explain", ["--model", "{w}/qat.h5", "--dataset", "mnist_subset", "--out_dir", "{t}/e",
                  "--curve_method", "lrp"], "--curve_method must be one of"),
+    # Hostile and broken .npz files: headers first, never unpickled, never a bomb.
+    ("train", ["--dataset", "{w}/npz/pickled.npz", "--out_dir", "{t}/r"],
+     "member y_train.npy holds Python objects (a pickled object array"),
+    ("train", ["--dataset", "{w}/npz/pickle.npz", "--out_dir", "{t}/r"],
+     "pickle.npz' is not a readable .npz archive: it is a Python pickle"),
+    ("train", ["--dataset", "{w}/npz/bomb.npz", "--out_dir", "{t}/r"],
+     "member x_train.npy (shape (10000000000000, 1, 1), uint8) claims 9.09 TiB"),
+    ("explain", ["--model", "{w}/qat.h5", "--dataset", "{w}/npz/bomb.npz", "--out_dir", "{t}/e"],
+     "claims 9.09 TiB (10,000,000,000,000 bytes) but only 16 bytes are stored"),
+    ("train", ["--dataset", "{w}/npz/array.npz", "--out_dir", "{t}/r"],
+     "array.npz' is not a readable .npz archive: it is a single .npy array (np.save)"),
+    ("convert", ["--int8", "{w}/qat.h5", "--dataset", "{w}/npz/array.npz",
+                 "--output", "{t}/m.tflite"], "it is a single .npy array (np.save)"),
+    ("train", ["--dataset", "{w}/npz/rank.npz", "--out_dir", "{t}/r"],
+     "member x_train.npy has shape (8, 784) and dtype uint8; x_train must hold numbers of "
+     "rank 3 or 4"),
+    # Model files: checked before anything is read from them; refused runs write nothing.
+    ("convert", ["--int8", "{w}/truncated.h5", "--output", "{t}/m.tflite"],
+     "truncated.h5 is truncated or not a Keras model file"),
+    ("convert", ["--int8", "{w}/truncated.keras", "--output", "{t}/m.tflite"],
+     "truncated.keras is truncated or not a Keras model file"),
+    ("train", ["--model", "{w}/truncated.h5", "--out_dir", "{t}/r"],
+     "truncated.h5 is truncated or not a Keras model file"),
+    ("convert", ["--int8", "{w}/bomb.h5", "--output", "{t}/m.tflite"],
+     "layer 'conv' weight conv/kernel:0 is stored with shape (10000000, 1000000), the layer "
+     "expects (3, 3, 1, 4)"),
+    ("explain", ["--model", "{w}/bomb.keras", "--dataset", "mnist_subset", "--out_dir", "{t}/e"],
+     "layer 'conv' weight 0 is stored with shape (10000000, 1000000), the layer expects "
+     "(3, 3, 1, 4)"),
+    ("train", ["--model", "{w}/bomb.h5", "--out_dir", "{t}/r"], "stored with shape (10000000"),
+    ("convert", ["--int8", "{w}/function.keras", "--output", "{t}/m.tflite"],
+     "layer 'logits' names the function os.system, code from outside Keras"),
+    ("explain", ["--model", "{w}/class.keras", "--dataset", "mnist_subset", "--out_dir", "{t}/e"],
+     "layer 'relu' has class 'Payload' (module payload.layers), which is neither"),
+    ("train", ["--model", "{w}/lambda.h5", "--out_dir", "{t}/r"],
+     "is a Lambda layer, which runs Python code stored in the file; nothing was loaded. Pass "
+     "--trust_model_code"),
+    ("train", ["--model", "{w}/unsupported.h5", "--out_dir", "{t}/r"],
+     "Layer 'norm' of class LayerNormalization has no sgt_tfmot quantize config"),
+    ("train", ["--model", "{w}/qat.h5", "--out_dir", "{t}/r"], "is already a QAT model"),
+    # zoo: names are entries of the zoo's manifest, never paths.
+    ("convert", ["--int8", "zoo:../outside", "--output", "{t}/m.tflite"],
+     "No zoo model '../outside'. The zoo has: cifar10-float, "),
+    ("convert", ["--int8", "zoo:outside", "--output", "{t}/m.tflite"],
+     "No zoo model 'outside'. The zoo has: "),
+    ("convert", ["--int8", "zoo:{w}/outside", "--output", "{t}/m.tflite"], "No zoo model '/"),
+    ("explain", ["--model", "zoo:tiny/../../outside", "--out_dir", "{t}/e"],
+     "No zoo model 'tiny/../../outside'"),
+    ("train", ["--init_from", "zoo:", "--out_dir", "{t}/r"], "No zoo model ''."),
+    ("train", ["--init_from", "zoo:../outside", "--out_dir", "{t}/r"],
+     "No zoo model '../outside'"),
+    # TensorFlow's and LiteRT's internals stay out of the line.
+    ("train", ["--dataset", "{w}/images", "--out_dir", "{t}/r"],
+     "cannot decode image '{w}/images/train/a/broken.png' (Unknown image file format. One of "
+     "JPEG, JPEG XL, PNG, GIF, BMP, WebP required.)"),
+    ("explain", ["--model", "{w}/rgb.tflite", "--dataset", "mnist_subset", "--out_dir", "{t}/e"],
+     "rgb.tflite: the model's input shape (28, 28, 3) does not fit the images (28, 28, 1)"),
+    # Output locations: in use, read-only, full.
+    ("train", ["--out_dir", "{busy}"], "is in use by another process (pid "),
+    ("train", ["--out_dir", "{ro}/r"], "ro/r cannot be created in {ro} (a read-only file system)"),
+    ("convert", ["--int8", "{w}/qat.h5", "--output", "{ro}/m.tflite"],
+     "--output {ro} is not writable (a read-only file system)"),
+    ("explain", ["--model", "{w}/qat.h5", "--dataset", "mnist_subset", "--out_dir", "{ro}"],
+     "--out_dir {ro} is not writable (a read-only file system)"),
+    ("train", ["--out_dir", "{full}/r"], "--out_dir {full}/r: the file system of {full} is full."),
+    ("convert", ["--int8", "{w}/qat.h5", "--output", "{full}/m.tflite", "--dataset",
+                 "mnist_subset"], "--output {full}: the file system of {full} is full."),
+    ("explain", ["--model", "{w}/qat.h5", "--dataset", "mnist_subset", "--out_dir", "{full}/e"],
+     "--out_dir {full}/e: the file system of {full} is full."),
 ]  # fmt: skip
 
 TOOLS = {
@@ -115,20 +259,102 @@ TOOLS = {
 
 @pytest.mark.parametrize(("tool", "argv", "message"), CASES)
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(
-    tool, argv, message, world, tmp_path, capsys, monkeypatch
+    tool, argv, message, world, tmp_path, capfd, monkeypatch, request
 ):
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("SGT_TFMOT_ZOO", str(world))  # the local zoo: {w}, which has outside/
+    monkeypatch.setitem(_cli._QUIET, "on", True)  # as in a CLI process: C++ notices captured
+    places = {"w": world, "t": tmp_path}
+    if any("{busy}" in arg for arg in argv):
+        places["busy"] = request.getfixturevalue("busy")
+    if any("{ro}" in arg or "{full}" in arg for arg in argv):
+        mounts = request.getfixturevalue("mounts")
+        if mounts["failure"]:
+            pytest.skip(f"no tmpfs mount here: {mounts['failure']}")
+        places.update(ro=mounts["ro"], full=mounts["full"])
     main, program = TOOLS[tool]
-    argv = [arg.format(w=world, t=tmp_path) for arg in argv]
+    argv = [arg.format(**places) for arg in argv]
+    message = message.format(**places)
     before_world, before_tmp = snapshot(world), snapshot(tmp_path)
     code = main([program, *argv])
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     assert code == 2, err
     assert err.startswith(f"{program}: error: ") and err.count("\n") == 1, err
     assert message in err, err
-    assert "Traceback" not in err and "allow_pickle" not in err and "object at 0x" not in err
+    for internal in ("Traceback", "allow_pickle", "object at 0x", "{{function_node", "[Op:",
+                     "INFO: Created TensorFlow Lite"):  # fmt: skip
+        assert internal not in err, err
+    assert len(err) < 1000, f"{len(err)} characters: {err}"  # never a whole config (2 kB)
     assert snapshot(world) == before_world and snapshot(tmp_path) == before_tmp
-    assert not (world / MARKER).exists()  # no code from a model file ran
+    assert not (world / MARKER).exists()  # no code from a file ran, nothing was unpickled
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_during_convert_leaves_no_partial_file(world, mounts, capfd):
+    """Found only when the files are written, at the end: the error is the last line, and
+    not one of the output files (nor a temporary one) is left."""
+    if mounts["failure"]:
+        pytest.skip(f"no tmpfs mount here: {mounts['failure']}")
+    almost = mounts["almost"]
+    before = snapshot(almost)
+    argv = ["convert", "--int8", str(world / "qat.h5"), "--output", str(almost / "m.tflite"),
+            "--report", str(almost / "m.json"), "--dataset", "mnist_subset", "--num_test", "10",
+            "--fidelity_images", "0", "--occlusion_images", "0"]  # fmt: skip
+    assert convert.main(argv) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"sgt_tfmot.convert: error: {almost}/m.") and err[-1].endswith(
+        ": cannot write it (No space left on device); none of the output files was written."
+    ), err
+    assert not any("error" in line for line in err[:-1]), err
+    assert snapshot(almost) == before
+
+
+TRAIN = [sys.executable, "-m", "sgt_tfmot.train", "--model", "mobilenet_tiny", "--batch_size", "16",
+         "--max_steps", "100000", "--mixed_precision", "float32", "--progress", "0"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_trainings_on_one_out_dir_one_refuses_and_a_killed_ones_lock_blocks_nothing(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen([*TRAIN, "--out_dir", str(out)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not (out / "flags.json").exists():  # the lock is held from before flags.json
+            assert first.poll() is None, first.stderr.read()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        second = subprocess.run([*TRAIN, "--out_dir", str(out)], capture_output=True, text=True,
+                                timeout=600)  # fmt: skip
+        assert first.poll() is None  # still training while the second refused
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert second.stderr.count("\n") == 1 and second.stderr.startswith(
+            f"sgt_tfmot.train: error: --out_dir {out} is in use by another process (pid "
+            f"{first.pid} on "
+        ), second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    assert (out / ".sgt_tfmot.lock").exists()  # left by the killed run, held by nobody
+    before = snapshot(out)
+    third = subprocess.run([*TRAIN, "--out_dir", str(out), "--kl_weight", "0.5"],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert third.returncode == 2 and third.stderr.count("\n") == 1, third.stderr[-2000:]
+    assert "holds an unfinished run with other settings (kl_weight: 0.1 -> 0.5)" in third.stderr
+    assert snapshot(out) == before
+
+
+def test_train_takes_trust_model_code_and_a_refused_trusted_model_writes_nothing(
+    world, tmp_path, capfd
+):
+    argv = ["train", "--model", str(world / "lambda.h5"), "--trust_model_code"]
+    code = train.main([*argv, "--mixed_precision", "float32", "--out_dir", str(tmp_path / "r")])
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "'trojan'" in err and "Lambda" in err and "unknown flag" not in err
+    assert not (tmp_path / "r").exists()
+    assert (world / MARKER).exists()  # trusted: the file's code ran, as asked
+    (world / MARKER).unlink()
 
 
 @pytest.mark.parametrize(
@@ -259,7 +485,7 @@ def test_one_hot_labels_with_a_sparse_loss_are_refused_before_training():
 def test_a_lost_worker_is_one_line_and_exit_1(capsys):
     from absl import flags
 
-    from sgt_tfmot import _cli, training
+    from sgt_tfmot import training
 
     flag_values = flags.FlagValues()
     flags.DEFINE_bool("help", False, "Help.", flag_values=flag_values)

@@ -12,9 +12,9 @@ from sgt_tfmot import quantize_model, quantize_scope, saving
 from sgt_tfmot.data import DataError
 from sgt_tfmot.data.npz import read_npz
 from sgt_tfmot.keras import keras
-from tests import _hostile as hostile
-from tests.test_bad_input import tiny_model
-from tests.test_quantize import residual_model
+from tests.helpers import hostile
+from tests.helpers.hostile import tiny_model
+from tests.helpers.models import residual_model
 
 X = np.random.default_rng(0).uniform(0, 255, (3, 28, 28, 1)).astype(np.float32)
 
