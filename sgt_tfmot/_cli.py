@@ -72,7 +72,38 @@ def native_output_captured():
             os.close(saved)
 
 
+_TOOLS = ("sgt_tfmot.train", "sgt_tfmot.convert", "sgt_tfmot.explain.__main__")
+_STARTUP: dict = {}
+
+
+def _start_heartbeat() -> None:
+    """In a log, progress lines on stdout while a tool's process starts TensorFlow and the
+    package (minutes on a loaded machine) and checks its input, until its work prints its
+    own (`end_startup`). On stdout: the error line of a refusal stays alone on stderr."""
+    from sgt_tfmot._progress import Progress
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(spec, "name", None) not in _TOOLS or sys.stdout.isatty():
+        return
+    progress = Progress(stream=lambda: sys.stdout, heartbeat=True).__enter__()
+    progress.update("sgt_tfmot: starting TensorFlow and the package", live=False)
+    _STARTUP["progress"] = progress
+
+
+def _startup_status(status: str) -> None:
+    if "progress" in _STARTUP:
+        _STARTUP["progress"].update(status, live=False)
+
+
+def end_startup() -> None:
+    """Ends the start-up heartbeat (the tool's work reports its own progress from now)."""
+    progress = _STARTUP.pop("progress", None)
+    if progress is not None:
+        progress.__exit__(None, None, None)
+
+
 def _import_tensorflow_quietly() -> None:
+    _start_heartbeat()
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
         return  # too late, or the user's own log level
     if _verbose_requested(sys.argv[1:]):
@@ -124,6 +155,7 @@ def run_main(
     printed as "PROGRAM: error: <one line>" on stderr with exit status 2, never a traceback;
     a `RunStopped` (a lost worker) likewise, with exit status 1.
     """
+    _startup_status(f"{program}: reading and checking the input")
     flag_values.unparse_flags()
     try:
         positional = flag_values(list(argv))[1:]
@@ -147,6 +179,8 @@ def run_main(
     except KeyboardInterrupt:
         print(f"\n{program}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        end_startup()
 
 
 def live_help(flag_values: flags.FlagValues, name: str, text: Callable[[], str]) -> None:
@@ -314,11 +348,17 @@ def _flag_error(error: flags.Error, flag_values: flags.FlagValues) -> str:
     return message
 
 
+class _ToolProgress(Progress):
+    def __call__(self, message: str) -> None:
+        end_startup()  # the work reports its own progress from its first stage on
+        super().__call__(message)
+
+
 def progress(program: str) -> Progress:
     """Progress lines "PROGRAM: message" on stderr; used as a context manager, a heartbeat
     repeats the current stage at least every 30 s when stderr is not a terminal
-    (`sgt_tfmot._progress`)."""
-    return Progress(f"{program}: ", stream=lambda: sys.stderr)
+    (`sgt_tfmot._progress`). Its first line ends the start-up heartbeat."""
+    return _ToolProgress(f"{program}: ", stream=lambda: sys.stderr)
 
 
 def run_flags(model_file: Path) -> dict:

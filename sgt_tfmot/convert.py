@@ -236,7 +236,6 @@ def _convert(positional: list[str]) -> int:
         ),
     )
     with _cli.progress(PROGRAM) as say:
-        say.update("reading and checking the model and its data", live=False)  # no line yet
         conversion = _convert_with(positional[0], thresholds, say)
     print(format_summary(conversion.result, verbose=FLAGS.verbose))
     return _cli.EXIT_OK if conversion.passed else _cli.EXIT_CHECK_FAILED

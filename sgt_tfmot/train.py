@@ -157,6 +157,7 @@ def _train(positional: list[str]) -> int:
     values["alpha_init"] = _alpha_init(values["alpha_init"])
     explicit = {name for name in names if FLAGS[name].present}
     config = config_from_flags(values, explicit, FLAGS.preset)
+    _cli.end_startup()  # training reports its own progress (on stdout too)
     try:
         metrics = train(config)
     except KeyboardInterrupt:

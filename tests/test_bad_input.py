@@ -232,8 +232,7 @@ CASES = [
      "No zoo model '../outside'"),
     # TensorFlow's and LiteRT's internals stay out of the line.
     ("train", ["--dataset", "{w}/images", "--out_dir", "{t}/r"],
-     "cannot decode image '{w}/images/train/a/broken.png' (Unknown image file format. One of "
-     "JPEG, JPEG XL, PNG, GIF, BMP, WebP required.)"),
+     "cannot decode image '{w}/images/train/a/broken.png' (not a PNG, JPEG, GIF or BMP image)."),
     ("explain", ["--model", "{w}/rgb.tflite", "--dataset", "mnist_subset", "--out_dir", "{t}/e"],
      "rgb.tflite: the model's input shape (28, 28, 3) does not fit the images (28, 28, 1)"),
     # Output locations: in use, read-only, full.

@@ -123,6 +123,16 @@ def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     assert summary.inputs[0].type == "INT8" and summary.inputs[0].shape_signature == (1, 28, 28, 1)
     out = result.stdout
     assert "Edge TPU: compatible" in out and "FULLY_CONNECTED" in out
+    # One line counts the ops; the table is in the report (and printed with --verbose).
+    table = report["targets"]["edgetpu"]["op_table"]
+    assert table[0].split()[:3] == ["#", "op", "ver"] and len(table) > len(report["op_names"])
+    assert table[0] not in out
+    edgetpu_line = next(line for line in out.splitlines() if line.startswith("Edge TPU: "))
+    counts = dict(item.rsplit(" x", 1) for item in edgetpu_line.split(" ops: ")[1].split("; ")[0]
+                  .split(", "))  # fmt: skip
+    assert {op: int(n) for op, n in counts.items()} == {
+        op: report["op_names"].count(op) for op in set(report["op_names"])
+    }
     assert f"Size: {report['size_bytes']:,} bytes vs" in out
     assert "Top-1 agreement" in out
     assert (

@@ -6,6 +6,7 @@ and versions are what that converter writes; the reasons come from Coral's rules
 """
 
 import json
+from collections import Counter
 
 import flatbuffers
 import numpy as np
@@ -14,7 +15,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.tflite import edgetpu
-from sgt_tfmot.tflite.edgetpu import check_edgetpu, format_table
+from sgt_tfmot.tflite.edgetpu import check_edgetpu, format_table, summary_line
 from sgt_tfmot.tflite.flatbuffer import ModelSummary, OpInfo, TensorInfo, read_model
 
 H, W, C = 8, 8, 3
@@ -252,6 +253,11 @@ def test_unsupported_op_is_the_first_cpu_op_and_splits_the_graph():
     assert lines[2].endswith("<- first CPU op")
     assert lines[3].endswith("CPU (after op 1)")
     assert "First op on the CPU: #1 LEAKY_RELU" in format_table(report)
+    assert summary_line(report) == (
+        "Edge TPU: NOT compatible (first CPU op #1 LEAKY_RELU: LEAKY_RELU is not an Edge TPU "
+        "op); 4 ops: CONV_2D x1, LEAKY_RELU x1, MEAN x1, FULLY_CONNECTED x1; "
+        "QUANTIZE/DEQUANTIZE inside the graph: 0"
+    )
 
 
 def test_float_fallback_op_counts_quantize_ops_inside_the_graph():
@@ -301,11 +307,17 @@ def test_quantize_ops_at_the_edges_are_not_internal(io_type, edge_types, edge_pl
     assert report.internal_quantize_ops == 0
     assert report.ops[0].placement == report.ops[-1].placement == edge_placement
     assert [v.placement for v in report.ops[1:-1]] == ["edgetpu"] * 3
-    summary_line = format_table(report).splitlines()[len(report.ops) + 1]
+    verdict = format_table(report).splitlines()[len(report.ops) + 1]
     if edge_placement == "cpu":
-        assert summary_line.endswith("except 2 float edge conversion(s) that run on the CPU.")
+        assert verdict.endswith("except 2 float edge conversion(s) that run on the CPU.")
     else:
-        assert summary_line == "Edge TPU: compatible; every op maps to the Edge TPU."
+        assert verdict == "Edge TPU: compatible; every op maps to the Edge TPU."
+    edge = " (2 float edge conversion(s) on the CPU)" if edge_placement == "cpu" else ""
+    counted = ", ".join(f"{op} x{n}" for op, n in Counter(summary.op_names).most_common())
+    assert summary_line(report) == (
+        f"Edge TPU: compatible{edge}; {len(report.ops)} ops: {counted}; QUANTIZE/DEQUANTIZE "
+        "inside the graph: 0"
+    )
 
 
 # --- checker rules on hand-built summaries -------------------------------------------------

@@ -56,7 +56,10 @@ def test_mixed_precision_models_are_saved_with_float32_layers(tmp_path):
         (lambda d: d / "missing.h5", "No model at .*the path does not exist"),
         (lambda d: d, "is a directory without model.h5"),
         (lambda d: (d / "notes.txt").write_text("x") and d / "notes.txt", "not a Keras model file"),
-        (lambda d: (d / "bad.h5").write_bytes(b"not hdf5") and d / "bad.h5", "Could not load"),
+        (
+            lambda d: (d / "bad.h5").write_bytes(b"not hdf5") and d / "bad.h5",
+            r"bad.h5 is truncated or not a Keras model file \(HDF5 cannot read it\)",
+        ),
     ],
 )
 def test_bad_model_paths(tmp_path, make, message):

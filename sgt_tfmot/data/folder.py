@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sgt_tfmot._checks import plain_message
 from sgt_tfmot.data.base import (
     COLOR_MODES,
     Arrays,
@@ -80,18 +79,37 @@ def _decode(paths: list[Path], options: DataOptions) -> list[np.ndarray]:
             image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         return image
 
-    dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    try:
-        return [image.numpy() for image in dataset.prefetch(tf.data.AUTOTUNE)]
-    except tf.errors.OpError:
-        for path in paths:  # find the file: decode one by one
-            try:
-                decode(tf.constant(str(path)))
-            except tf.errors.OpError as error:
-                reason = plain_message(error, limit=200)
-                raise DataError(f"cannot decode image {str(path)!r} ({reason}).") from None
-        raise
+    indexed = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], range(len(paths))))
+    dataset = indexed.map(lambda path, index: (decode(path), index),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
+    # A file that does not decode is dropped (quietly: a failing pipeline would log from C++)
+    # and named from the indices that came through.
+    dataset = dataset.ignore_errors(log_warning=False)
+    images, indices = [], []
+    for image, index in dataset.prefetch(tf.data.AUTOTUNE):
+        images.append(image.numpy())
+        indices.append(int(index))
+    if len(images) < len(paths):
+        bad = paths[next(i for i, j in enumerate([*indices, len(paths)]) if i != j)]
+        raise DataError(f"cannot decode image {str(bad)!r} ({_why_not_an_image(bad)}).")
+    return images
+
+
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF",
+               b"GIF89a": "GIF", b"BM": "BMP"}  # fmt: skip
+
+
+def _why_not_an_image(path: Path) -> str:
+    """Why TensorFlow could not decode `path`, from its first bytes."""
+    with open(path, "rb") as file:
+        head = file.read(16)
+    kind = next((name for start, name in _SIGNATURES.items() if head.startswith(start)), None)
+    if not head:
+        return "the file is empty"
+    if kind is None:
+        *first, last = dict.fromkeys(_SIGNATURES.values())
+        return f"not a {', '.join(first)} or {last} image"
+    return f"a damaged or truncated {kind} file"
 
 
 def _stack(images: list[np.ndarray], paths: list[Path], options: DataOptions) -> np.ndarray:

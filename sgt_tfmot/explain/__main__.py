@@ -509,7 +509,6 @@ def _explain(positional: list[str]) -> int:
     if not FLAGS.out_dir:
         raise _cli.UsageError("pass --out_dir DIR for the output files.")
     with _cli.progress(PROGRAM) as say:
-        say.update("reading and checking the models and their data", live=False)  # no line yet
         explanation = _explain_with(say)
     print(explanation.summary)
     return EXIT_OK
