@@ -25,7 +25,13 @@ from sgt_tfmot._checks import InputError
 from sgt_tfmot._files import check_claim
 from sgt_tfmot.keras import keras
 
-__all__ = ["StoredWeightsError", "check_stored_weights", "check_zip_member"]
+__all__ = [
+    "StoredWeightsError",
+    "check_storage",
+    "check_stored_weights",
+    "check_zip_member",
+    "read_dataset",
+]
 
 WEIGHTS_MEMBER = "model.weights.h5"  # the weights of a tf_keras .keras zip
 
@@ -199,10 +205,10 @@ def _compare(datasets, names, expected, what: str) -> None:
                 f"{what} weight {name} is stored with shape {stored}, the layer expects "
                 f"{shape}; nothing was read."
             )
-        _check_storage(dataset, f"{what} weight {name}")
+        check_storage(dataset, f"{what} weight {name}")
 
 
-def _check_storage(dataset, what: str) -> None:
+def check_storage(dataset, what: str) -> None:
     """The dataset's bytes are in the file: no external or virtual storage, and no more data
     claimed than stored (compressed chunks: as deflate allows)."""
     if dataset.is_virtual or dataset.external:
@@ -212,3 +218,12 @@ def _check_storage(dataset, what: str) -> None:
     claimed = math.prod(dataset.shape) * dataset.dtype.itemsize
     filtered = dataset.id.get_create_plist().get_nfilters() > 0
     check_claim(claimed, dataset.id.get_storage_size(), what, compressed=filtered)
+
+
+def read_dataset(dataset, what: str):
+    """The array of an HDF5 dataset, read only after `check_storage` (for readers that check
+    shapes after reading, as `sgt_tfmot.keras3` does)."""
+    import numpy as np
+
+    check_storage(dataset, what)
+    return np.asarray(dataset)

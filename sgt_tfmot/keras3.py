@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from sgt_tfmot._checks import InputError
+from sgt_tfmot._stored import check_zip_member, read_dataset
 from sgt_tfmot.keras import keras
 
 __all__ = ["LAYERS", "Keras3Error", "from_keras3", "is_keras3_file", "is_keras3_model", "load"]
@@ -379,7 +380,8 @@ def _keras_file_weights(group, config: dict, prefix: tuple = ()) -> dict[tuple, 
                     f"the weights of layer {name!r} are not where Keras 3 puts them "
                     f"(layers/{key} holds {recorded!r}): the file's layout is not understood."
                 )
-            found[(*prefix, name)] = [np.asarray(variables[str(i)]) for i in range(len(variables))]
+            found[(*prefix, name)] = [read_dataset(variables[str(i)], f"layer {name!r} weight {i}")
+                                      for i in range(len(variables))]  # fmt: skip
         if entry.get("class_name") in _MODELS:
             found.update(_keras_file_weights(stored, entry, (*prefix, name)))
     return found
@@ -395,7 +397,7 @@ def _h5_weights(handle) -> dict[tuple, list]:
         group = root[name]
         names = [n.decode() if isinstance(n, bytes) else str(n)
                  for n in group.attrs.get("weight_names", [])]  # fmt: skip
-        found[(name,)] = [np.asarray(group[n]) for n in names]
+        found[(name,)] = [read_dataset(group[n], f"layer {name!r} weight {n}") for n in names]
     return found
 
 
@@ -478,6 +480,8 @@ def load(file: str | Path) -> keras.Model:
     try:
         if file.suffix == ".keras":
             with zipfile.ZipFile(file) as archive:
+                for member in ("config.json", "model.weights.h5"):  # sizes before reading
+                    check_zip_member(archive, member, file)
                 config = json.loads(archive.read("config.json"))
                 with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as handle:
                     weights = _keras_file_weights(handle, config)

@@ -162,3 +162,31 @@ def test_a_keras_config_member_claiming_more_than_deflate_allows_is_refused(tiny
     assert info.compress_type == zipfile.ZIP_STORED
     with pytest.raises(saving.ModelFileError, match="member config.json claims 2 GiB"):
         saving.load_model(path)
+
+
+def test_a_keras3_file_claiming_more_than_it_stores_is_refused_unread(tmp_path):
+    """A .keras that says Keras 3 wrote it is read as data (sgt_tfmot.keras3): its weights
+    are checked against what the file stores before they are read too."""
+    import io
+    import json
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        handle.create_dataset("layers/dense/vars/0", shape=hostile.HUGE, dtype="float32",
+                              chunks=(1, 1024), compression="gzip")  # fmt: skip
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "layers": [
+                {"class_name": "Dense", "name": "dense", "config": {"name": "dense", "units": 10}}
+            ]
+        },
+    }
+    path = tmp_path / "k3.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.0"}))
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("model.weights.h5", buffer.getvalue())
+    with pytest.raises(ValueError, match=r"layer 'dense' weight 0 claims 36.4 TiB .* but only 0 "
+                                         r"bytes are compressed in the file"):  # fmt: skip
+        saving.load_model(path)
