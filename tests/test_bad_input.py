@@ -234,7 +234,7 @@ CASES = [
     ("train", ["--dataset", "{w}/images", "--out_dir", "{t}/r"],
      "cannot decode image '{w}/images/train/a/broken.png' (not a PNG, JPEG, GIF or BMP image)."),
     ("explain", ["--model", "{w}/rgb.tflite", "--dataset", "mnist_subset", "--out_dir", "{t}/e"],
-     "rgb.tflite: the model's input shape (28, 28, 3) does not fit the images (28, 28, 1)"),
+     "rgb.tflite: the model's input shape (32, 32, 3) does not fit the images (28, 28, 1)"),
     # Output locations: in use, read-only, full.
     ("train", ["--out_dir", "{busy}"], "is in use by another process (pid "),
     ("train", ["--out_dir", "{ro}/r"], "ro/r cannot be created in {ro} (a read-only file system)"),

@@ -204,9 +204,9 @@ def lambda_model(path, marker):
     return path
 
 
-def tiny_model(layer=None, channels=1):
-    """A float 28x28 classifier: conv, ReLU, (`layer`), flatten, logits."""
-    inputs = keras.Input((28, 28, channels))
+def tiny_model(layer=None, channels=1, size=28):
+    """A float `size` x `size` classifier: conv, ReLU, (`layer`), flatten, logits."""
+    inputs = keras.Input((size, size, channels))
     x = keras.layers.ReLU(name="relu")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
     if layer is not None:
         x = layer(x)
@@ -215,8 +215,9 @@ def tiny_model(layer=None, channels=1):
 
 
 def rgb_tflite(path):
-    """A float .tflite of a three-channel model (explained on the one-channel mnist_subset)."""
+    """A float .tflite of a 32x32 three-channel model (explained on the 28x28 one-channel
+    mnist_subset: LiteRT opens it, and logs, before the shapes are compared)."""
     from sgt_tfmot.tflite.converter import float_tflite
 
-    path.write_bytes(float_tflite(tiny_model(channels=3)))
+    path.write_bytes(float_tflite(tiny_model(channels=3, size=32)))
     return path
