@@ -2,9 +2,10 @@
 
 Runs the command with stdout and stderr on pipes (so it sees no terminal, as under a job
 scheduler or `> log`), stamps every line it prints with the time it arrived, and reports the
-longest gap between two lines (from the start to the first line too), the number of lines
-and the exit status; `--show` prints the stamped lines. The tools promise a line at least
-every 30 s while they work (`sgt_tfmot._progress`).
+longest gap between two lines (from the start to the first line too, up to the last line),
+the time from the last line to the exit (the interpreter's and TensorFlow's teardown), the
+number of lines and the exit status; `--show` prints the stamped lines. The tools promise a
+line at least every 30 s while they work (`sgt_tfmot._progress`).
 
 Usage:
 
@@ -53,15 +54,16 @@ def main(argv: list[str]) -> int:
         return 2
     command = argv[argv.index("--") + 1 :]
     status, total, lines = stamped_run(command)
-    stamps = [0.0] + [stamp for stamp, _, _ in lines] + [total]
-    gaps = [(b - a, a) for a, b in zip(stamps, stamps[1:], strict=False)]
+    stamps = [0.0] + [stamp for stamp, _, _ in lines]
+    gaps = [(b - a, a) for a, b in zip(stamps, stamps[1:], strict=False)] or [(total, 0.0)]
     longest, at = max(gaps)
     if show:
         for stamp, name, line in lines:
             print(f"{stamp:8.1f}s {name}  {line}")
     print(
         f"exit {status}; {len(lines)} lines in {total:.0f} s; longest silence {longest:.1f} s "
-        f"(from {at:.1f} s); command: {' '.join(command)}"
+        f"(from {at:.1f} s); last line to exit {total - stamps[-1]:.1f} s; command: "
+        f"{' '.join(command)}"
     )
     return 0
 

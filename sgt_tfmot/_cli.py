@@ -80,12 +80,16 @@ def _start_heartbeat() -> None:
     """In a log, progress lines on stdout while a tool's process starts TensorFlow and the
     package (minutes on a loaded machine) and checks its input, until its work prints its
     own (`end_startup`). On stdout: the error line of a refusal stays alone on stderr."""
+    from sgt_tfmot._checks import InputError
     from sgt_tfmot._progress import Progress
 
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if getattr(spec, "name", None) not in _TOOLS or sys.stdout.isatty():
         return
-    progress = Progress(stream=lambda: sys.stdout, heartbeat=True).__enter__()
+    try:
+        progress = Progress(stream=lambda: sys.stdout, heartbeat=True).__enter__()
+    except InputError:  # a bad $SGT_TFMOT_PROGRESS_SECONDS: the tool's own Progress says it
+        return
     progress.update("sgt_tfmot: starting TensorFlow and the package", live=False)
     _STARTUP["progress"] = progress
 

@@ -3,9 +3,9 @@
 A `Progress` prints a line for each stage (`progress("converting ...")`) and keeps a status
 that can change without a line (`progress.update("step 120/1000 ...")`). Used as a context
 manager, it also runs a heartbeat when its stream is not a terminal (a log file, a job
-scheduler, a pipe): whenever `interval` seconds (20) passed without a line of any
-`Progress` of the process, it prints the latest status with the time spent on it, so a log
-never stays silent for 30 s while the work goes on.
+scheduler, a pipe): whenever `interval` seconds (20, or `$SGT_TFMOT_PROGRESS_SECONDS`)
+passed without a line of any `Progress` of the process, it prints the latest status with the
+time spent on it, so a log never stays silent for 30 s while the work goes on.
 
     with Progress("sgt_tfmot.convert: ") as say:
         say("converting to an integer TFLite model")   # a line now
@@ -15,17 +15,47 @@ never stays silent for 30 s while the work goes on.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
 
-__all__ = ["HEARTBEAT_SECONDS", "Progress", "duration_text"]
+from sgt_tfmot._checks import InputError
+
+__all__ = ["ENVIRONMENT", "HEARTBEAT_SECONDS", "Progress", "duration_text", "heartbeat_seconds"]
 
 # The promise is a line at least every 30 s; the heartbeat beats at 20 s, so that a busy
 # machine's scheduling and a main thread holding the GIL for a while still keep it.
 HEARTBEAT_SECONDS = 20.0
+ENVIRONMENT = "SGT_TFMOT_PROGRESS_SECONDS"  # another interval, for a log read by a scheduler
+_LIMITS = (1.0, 3600.0)
+
+
+def heartbeat_seconds() -> float:
+    """The heartbeat's interval: `$SGT_TFMOT_PROGRESS_SECONDS` when set, else 20 s.
+
+    Raises:
+      InputError: when the variable is set to anything but a number of seconds in [1, 3600].
+    """
+    text = os.environ.get(ENVIRONMENT)
+    if text is None:
+        return HEARTBEAT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    low, high = _LIMITS
+    if not low <= seconds <= high:  # also NaN
+        raise InputError(
+            f"{ENVIRONMENT}={text!r}: the seconds between progress lines in a log must be a "
+            f"number in [{low:g}, {high:g}]; unset it for the default ({HEARTBEAT_SECONDS:g})."
+        )
+    return seconds
+
+
 _LAST_LINE = [time.monotonic()]  # of any Progress in the process: one start-up and one work
 
 
@@ -45,7 +75,8 @@ class Progress:
     Args:
       prefix: Put before every line ("PROGRAM: ").
       stream: Returns the stream to print to, looked up at each line (default: stderr).
-      interval: Seconds without a line after which the heartbeat prints the status.
+      interval: Seconds without a line after which the heartbeat prints the status
+        (default: `heartbeat_seconds()`).
       heartbeat: Run the heartbeat; None: when the stream is not a terminal.
     """
 
@@ -53,12 +84,12 @@ class Progress:
         self,
         prefix: str = "",
         stream: Callable[[], TextIO] | None = None,
-        interval: float = HEARTBEAT_SECONDS,
+        interval: float | None = None,
         heartbeat: bool | None = None,
     ):
         self.prefix = prefix
         self._stream = stream or (lambda: sys.stderr)
-        self.interval = interval
+        self.interval = heartbeat_seconds() if interval is None else interval
         self._heartbeat = heartbeat
         self._lock = threading.Lock()
         self._status, self._since, self._live = "", time.monotonic(), False

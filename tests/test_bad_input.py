@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import _cli, convert, quantize_model, saving, train
+from sgt_tfmot._progress import ENVIRONMENT
 from sgt_tfmot.explain import __main__ as explain_cli
 from sgt_tfmot.keras import keras
 from tests.helpers import hostile
@@ -415,6 +416,28 @@ def test_a_batch_the_replicas_cannot_share_is_one_line_exit_2(
     assert code == 2 and err.count("\n") == 1, err
     assert message in err
     assert not (tmp_path / "r").exists()
+
+
+PROGRESS_ARGV = {
+    "train": ["--out_dir", "{t}/r"],
+    "convert": ["--int8", "{w}/qat.h5", "--output", "{t}/m.tflite"],
+    "explain": ["--model", "{w}/qat.h5", "--dataset", "mnist_subset", "--out_dir", "{t}/e"],
+}
+
+
+@pytest.mark.parametrize("tool", sorted(PROGRESS_ARGV))
+def test_a_bad_progress_interval_is_one_line_and_nothing_is_written(
+    tool, world, tmp_path, capfd, monkeypatch
+):
+    monkeypatch.setenv(ENVIRONMENT, "soon")
+    main, program = TOOLS[tool]
+    argv = [arg.format(w=world, t=tmp_path) for arg in PROGRESS_ARGV[tool]]
+    assert main([program, *argv]) == 2
+    assert capfd.readouterr().err == (
+        f"{program}: error: {ENVIRONMENT}='soon': the seconds between progress lines in a log "
+        "must be a number in [1, 3600]; unset it for the default (20).\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_overwrite_never_deletes_a_users_file_in_a_run_directory(tmp_path, capsys):

@@ -174,6 +174,23 @@ def test_profile_says_where_the_time_goes(models_dir, tmp_path, capsys):
     assert next_line.startswith(f"  integer time by op type: {latency['by_type'][0]['name']} ")
 
 
+@pytest.mark.slow
+def test_verbose_prints_the_op_table_after_the_one_line_summary(models_dir, tmp_path, capsys):
+    output, report, argv = quick_run(models_dir, tmp_path)
+    code, out, err = run_main([*argv, "--verbose"], capsys)
+    assert code == 0, err
+    table = json.loads(report.read_text())["targets"]["edgetpu"]["op_table"]
+    ops = read_model(output.read_bytes()).ops
+    assert len(table) > len(ops) and table[0].split()[:3] == ["#", "op", "ver"]
+    lines = out.splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("Edge TPU: "))
+    start = lines.index(table[0])
+    assert lines[start : start + len(table)] == table  # the report's table, whole
+    assert summary < start  # after the one-line count and the compiler command
+    for op in ops:  # a row per op, by index and name
+        assert any(row.split()[:2] == [str(op.index), op.name] for row in table[1:]), op.name
+
+
 def test_space_to_depth_writes_the_blocked_file_and_says_so(models_dir, tmp_path, capsys):
     output, report, argv = quick_run(models_dir, tmp_path)
     code, out, err = run_main([*argv, "--space_to_depth"], capsys)

@@ -1,10 +1,16 @@
 """Progress lines in logs: sgt_tfmot._progress and the training status (step, images/s, ETA)."""
 
 import io
+import os
 import re
+import subprocess
+import sys
 import time
 
-from sgt_tfmot._progress import Progress, duration_text
+import pytest
+
+from sgt_tfmot._checks import InputError
+from sgt_tfmot._progress import ENVIRONMENT, HEARTBEAT_SECONDS, Progress, duration_text
 from sgt_tfmot.training import TrainingProgress, _Plan
 
 
@@ -85,3 +91,63 @@ def test_training_status_counts_global_steps_rate_and_eta(monkeypatch):
     assert statuses[1] == ("step 13/30 (epoch 2/3)", True)  # no rate from one step
     # 2 steps of 16 images in 3 s since the first: 10.7 images/s; 15 steps left at 1.5 s.
     assert statuses[-1] == ("step 15/30 (epoch 2/3): 10.7 images/s, ETA 22s", True)
+
+
+def test_the_interval_comes_from_the_environment_and_a_bad_value_is_refused(monkeypatch):
+    monkeypatch.delenv(ENVIRONMENT, raising=False)
+    assert Progress().interval == HEARTBEAT_SECONDS == 20
+    monkeypatch.setenv(ENVIRONMENT, "5")
+    assert Progress().interval == 5.0
+    assert Progress(interval=0.2).interval == 0.2  # an explicit interval wins
+    for bad in ("0", "-3", "soon", "nan", "1e9", ""):
+        monkeypatch.setenv(ENVIRONMENT, bad)
+        with pytest.raises(InputError) as caught:
+            Progress()
+        assert str(caught.value) == (
+            f"{ENVIRONMENT}={bad!r}: the seconds between progress lines in a log must be a "
+            "number in [1, 3600]; unset it for the default (20)."
+        )
+
+
+def stamped_lines(command, env):
+    """(exit status, [(seconds since the start, line)], seconds in all) of a command whose
+    stdout and stderr go to one pipe, as in a log."""
+    start = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)  # fmt: skip
+    lines = [(time.monotonic() - start, line.rstrip("\n")) for line in process.stdout]
+    return process.wait(timeout=60), lines, time.monotonic() - start
+
+
+INTERVAL = 2  # seconds: the heartbeat's 20 s scaled down, so that a short run shows it
+MARGIN = 10  # seconds: what the 20 s heartbeat keeps for its 30 s promise, kept here too
+
+
+@pytest.mark.slow
+def test_the_three_tools_in_a_log_print_a_line_at_least_every_interval(tmp_path):
+    """train, convert and explain with their output in a pipe (no terminal): from the start
+    (TensorFlow's import included) to their last line, a line at least every INTERVAL +
+    MARGIN seconds, heartbeat lines among them. Before, a first epoch or a conversion was
+    silent for minutes."""
+    env = {**os.environ, ENVIRONMENT: str(INTERVAL), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_CONFIG", None)
+    run = tmp_path / "run"
+    tool = [sys.executable, "-m"]
+    commands = {
+        "train": [*tool, "sgt_tfmot.train", "--model", "mobilenet_tiny", "--batch_size", "32",
+                  "--max_steps", "60", "--progress", "2", "--mixed_precision", "float32",
+                  "--out_dir", str(run)],
+        "convert": [*tool, "sgt_tfmot.convert", "--int8", str(run), "--output",
+                    str(tmp_path / "m.tflite"), "--num_test", "200", "--fidelity_images", "200",
+                    "--occlusion_images", "8", "--tflm_images", "50"],
+        "explain": [*tool, "sgt_tfmot.explain", "--model", str(run), "--out_dir",
+                    str(tmp_path / "e"), "--curve_images", "200", "--agreement_images", "32"],
+    }  # fmt: skip
+    for name, command in commands.items():
+        code, lines, _ = stamped_lines(command, env)
+        text = "\n".join(line for _, line in lines)
+        assert code == 0, f"{name}: {text[-3000:]}"
+        stamps = [0.0] + [stamp for stamp, _ in lines]
+        gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+        assert max(gaps) < INTERVAL + MARGIN, f"{name}: {max(gaps):.1f} s of silence\n{text}"
+        assert "(still running, " in text, f"{name}: no heartbeat line\n{text}"

@@ -536,6 +536,7 @@ def _evaluate_model(run: _Run, name: str, model, penultimate_layer) -> _Measured
     (x_curve, y_curve), (x_agree, y_agree), (x_map, y_map) = run.curve, run.agree, run.shown
     settings, options = run.options, run.options.attribution(penultimate_layer)
     seed, batch_size = settings.seed, settings.batch_size
+    run.say(f"{name}: ranking the features of {len(x_curve)} images ({settings.curve_method})")
     ranking = _curve_saliency(model, x_curve, y_curve, settings.curve_method, options, seed)
     if ranking is None:  # the vanilla gradient, once for every protocol
         ranking = input_gradients(model, x_curve, y_curve, batch_size=max(batch_size, 256))
