@@ -46,6 +46,7 @@ __all__ = [
     "Manifest",
     "atomic_write",
     "check_claim",
+    "check_memory",
     "check_output_dir",
     "check_output_file",
     "read_limit",
@@ -383,6 +384,19 @@ def check_claim(claimed: int, stored: int, what: str, compressed: bool = False) 
             f"{size_text(stored)} are {how} the file: damaged or not what it says; nothing "
             "was read."
         )
+    check_memory(claimed, what)
+
+
+def check_memory(claimed: int, what: str) -> None:
+    """Refuses data that would take more than `read_limit()` bytes once read or decoded.
+
+    Args:
+      claimed: Bytes it would take in memory.
+      what: Names the file and the data, for the message.
+
+    Raises:
+      InputError: naming `what`, the claim and the limit.
+    """
     limit = read_limit()
     if claimed > limit:
         raise InputError(

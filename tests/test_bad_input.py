@@ -72,6 +72,7 @@ def world(tmp_path_factory):
     hostile.keras_naming_function(root / "tiny.keras", root / "function.keras", "logits")
     hostile.keras_naming_class(root / "tiny.keras", root / "class.keras", "relu")
     hostile.image_folder_with_a_corrupt_file(root / "images")
+    hostile.image_folder_with_a_png_bomb(root / "png_bomb")
     rgb_tflite(root / "rgb.tflite")
     (root / "foreign.tflite").write_bytes(b"somebody else's model")
     (root / "mine").mkdir()
@@ -231,6 +232,12 @@ CASES = [
     ("train", ["--init_from", "zoo:", "--out_dir", "{t}/r"], "No zoo model ''."),
     ("train", ["--init_from", "zoo:../outside", "--out_dir", "{t}/r"],
      "No zoo model '../outside'"),
+    # Image folders: each header read before any image is decoded.
+    ("train", ["--dataset", "{w}/png_bomb", "--out_dir", "{t}/r"],
+     "png_bomb/train/a/bomb.png' (PNG, 60000x60000 pixels) claims 10.1 GiB (10,800,060,000 "
+     "bytes) but only "),
+    ("convert", ["--int8", "{w}/qat.h5", "--dataset", "{w}/png_bomb", "--output",
+                 "{t}/m.tflite"], "are compressed in the file: damaged or not what it says"),
     # TensorFlow's and LiteRT's internals stay out of the line.
     ("train", ["--dataset", "{w}/images", "--out_dir", "{t}/r"],
      "cannot decode image '{w}/images/train/a/broken.png' (not a PNG, JPEG, GIF or BMP image)."),

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sgt_tfmot import convert, data, train
+from sgt_tfmot import _files, convert, data, train
+from sgt_tfmot.data import folder as folder_source
 from sgt_tfmot.explain import __main__ as explain_cli
+from sgt_tfmot.keras import tf
 
 RNG = np.random.default_rng(0)
 
@@ -61,6 +63,81 @@ def test_jpeg_bmp_gif_grey_and_colour_two_sizes_with_options(tmp_path):
     np.testing.assert_array_equal(x_test[1], np.full((4, 4, 3), 30))
     grey, _ = data.load_arrays(str(tmp_path), "test", image_size="4,4", color_mode="grayscale")
     assert grey.shape == (2, 4, 4, 1) and grey[0, 0, 0, 0] == 120
+
+
+def test_image_headers_give_the_decoded_size_of_every_format(tmp_path):
+    """Each header against what TensorFlow's decoder gives for the same file: height and
+    width exactly, the channels exactly (a palette PNG: at most, RGBA)."""
+    files = {
+        "grey.png": (Image.new("L", (7, 5)), {}),
+        "rgb.png": (Image.new("RGB", (9, 4)), {}),
+        "rgba.png": (Image.new("RGBA", (3, 6)), {}),
+        "palette.png": (Image.new("P", (5, 5)), {}),
+        "grey16.png": (Image.new("I;16", (4, 3)), {}),
+        "photo.jpg": (Image.new("RGB", (11, 13)), {"exif": b"Exif\0\0" + b"\0" * 64}),
+        "grey.jpg": (Image.new("L", (8, 3)), {}),
+        "progressive.jpg": (Image.new("RGB", (6, 7)), {"progressive": True}),
+        "anim.gif": (Image.new("L", (10, 2)), {}),
+        "grey.bmp": (Image.new("L", (3, 3)), {}),
+        "rgb.bmp": (Image.new("RGB", (5, 2)), {}),
+    }
+    for name, (image, options) in files.items():
+        path = tmp_path / name
+        image.save(path, **options)
+        kind, height, width, channels, raw = folder_source.image_header(path)
+        decoded = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+        assert (height, width) == tuple(decoded.shape[:2]), name
+        assert channels == decoded.shape[2] or (name == "palette.png" and channels == 4), name
+        assert kind == {"png": "PNG", "jpg": "JPEG", "gif": "GIF", "bmp": "BMP"}[path.suffix[1:]]
+        assert (raw is not None) == (kind == "PNG")
+    # The PNG's pixel data before compression: a filter byte and the samples of each row.
+    assert folder_source.image_header(tmp_path / "rgb.png")[4] == 4 * (1 + 9 * 3)
+    assert folder_source.image_header(tmp_path / "grey16.png")[4] == 3 * (1 + 4 * 2)
+    (tmp_path / "text.png").write_text("not an image")
+    assert folder_source.image_header(tmp_path / "text.png") is None
+
+
+def test_images_that_decode_to_more_than_a_file_may_take_are_refused_before_decoding(
+    tmp_path, monkeypatch
+):
+    limit = 20 << 20  # as if this machine had 40 MiB
+    monkeypatch.setattr(_files, "read_limit", lambda: limit)
+    monkeypatch.setattr(folder_source, "read_limit", lambda: limit)
+    decoded = []
+
+    def decode(paths, options):  # the decoder, stubbed: called only when the headers pass
+        decoded.append(paths)
+        return [np.zeros((*options.image_size, 3), np.uint8) for _ in paths]
+
+    monkeypatch.setattr(folder_source, "_decode", decode)
+    pattern = (np.indices((1500, 1500)).sum(0) % 251).astype(np.uint8)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            write(tmp_path / "many" / split / label / "0.png", np.stack([pattern] * 3, -1))
+    write(tmp_path / "one" / "train" / "a" / "big.png", np.zeros((3000, 3000, 3)))
+    for split, label in (("train", "b"), ("test", "a"), ("test", "b")):
+        write(tmp_path / "one" / split / label / "0.png", np.zeros((8, 8, 3)))
+    # One image over the limit: its pixel data, 3000 rows of a filter byte and 3000 x 3
+    # samples, is 27,003,000 bytes = 25.8 MiB (decoded, 27,000,000 bytes).
+    with pytest.raises(data.DataError) as one:
+        data.info(str(tmp_path / "one"), image_size="8,8")
+    assert str(one.value) == (
+        f"{str(tmp_path / 'one' / 'train' / 'a' / 'big.png')!r} (PNG, 3000x3000 pixels) claims "
+        "25.8 MiB, more than the 20 MiB a file may take here (half of this machine's memory); "
+        "nothing was read."
+    )
+    # 4 images of 1500 x 1500 x 3 = 6,750,000 bytes: 25.7 MiB together, none alone.
+    with pytest.raises(data.DataError) as many:
+        data.info(str(tmp_path / "many"))
+    assert str(many.value) == (
+        f"image folder {str(tmp_path / 'many')!r}: its 4 images take 25.7 MiB decoded, more "
+        "than the 20 MiB a dataset may take here (half of this machine's memory); pass "
+        "--image_size H,W to keep them smaller; nothing was decoded."
+    )
+    assert decoded == []  # refused from the headers: nothing was decoded
+    # Kept at 28 x 28 they fit (the decoder holds only the few images it works on full size).
+    assert data.info(str(tmp_path / "many"), image_size="28,28").image_shape == (28, 28, 3)
+    assert len(decoded) == 2  # train, test
 
 
 def test_mixed_channels_need_a_color_mode(tmp_path):

@@ -12,6 +12,11 @@ first; without `color_mode` every image must have the channels of the first ("gr
 converts colour images by luma, "rgb" repeats a grey channel). A GIF gives
 its first frame.
 
+Before any image is decoded, every file's header is read (`check_image_sizes`): a PNG may
+not claim more pixel data than its compressed bytes can hold, and no image, nor all of them
+together as they are kept, may take more memory than a file may here (`_files.read_limit`);
+a few kilobytes of PNG can otherwise decode to gigabytes.
+
 The validation split takes, in each class, the first ⌈f·n⌉ files of a shuffle with a fixed
 seed (0), so it is stratified and the same in every run.
 """
@@ -19,10 +24,13 @@ seed (0), so it is stratified and the same in every run.
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
 
+from sgt_tfmot._checks import InputError
+from sgt_tfmot._files import check_claim, check_memory, read_limit, size_text
 from sgt_tfmot.data.base import (
     COLOR_MODES,
     Arrays,
@@ -32,7 +40,7 @@ from sgt_tfmot.data.base import (
     check_arrays,
 )
 
-__all__ = ["EXTENSIONS", "FolderSource"]
+__all__ = ["EXTENSIONS", "FolderSource", "check_image_sizes", "image_header"]
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SPLIT_SEED = 0
@@ -56,6 +64,100 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
             )
         found[folder.name] = files
     return found
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}  # colour type -> decoded (a palette: RGB(A))
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> stored samples per pixel
+_JPEG_FRAMES = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)}
+
+
+def image_header(path: Path) -> tuple[str, int, int, int, int | None] | None:
+    """(format, height, width, channels, bytes of pixel data before compression) from the
+    first bytes of a PNG, JPEG, GIF or BMP file, read without decoding it; the last item only
+    for a PNG (None otherwise). None when the file does not start like one of these (the
+    decoder then says what it is)."""
+    with open(path, "rb") as file:
+        head = file.read(32)
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 26:
+            width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+            samples = _PNG_SAMPLES.get(colour, 4)
+            raw = height * (1 + math.ceil(width * samples * depth / 8))  # a filter byte a row
+            return "PNG", height, width, _PNG_CHANNELS.get(colour, 4), raw
+        if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+            width, height = struct.unpack("<HH", head[6:10])  # the logical screen
+            return "GIF", height, width, 3, None
+        if head[:2] == b"BM" and len(head) >= 30:
+            if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 1.x header
+                width, height, bits = *struct.unpack("<HH", head[18:22]), 24
+            else:  # a negative height: rows stored top-down
+                width, height, _, bits = struct.unpack("<iiHH", head[18:30])
+            return "BMP", abs(height), abs(width), {32: 4, 8: 1}.get(bits, 3), None
+        if head.startswith(b"\xff\xd8\xff"):
+            return _jpeg_header(file)
+    return None
+
+
+def _jpeg_header(file) -> tuple[str, int, int, int, None] | None:
+    """The frame header (SOFn) of a JPEG: the segments before it are skipped by length."""
+    file.seek(2)
+    while True:
+        marker = file.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        kind = marker[1]
+        while kind == 0xFF:  # fill bytes
+            byte = file.read(1)
+            if not byte:
+                return None
+            kind = byte[0]
+        if kind == 0xD9:  # the end of the image, and no frame header
+            return None
+        if kind == 0x01 or 0xD0 <= kind <= 0xD8:  # markers without a segment
+            continue
+        length = file.read(2)
+        if len(length) < 2 or kind == 0xDA:  # a scan before any frame header
+            return None
+        if kind in _JPEG_FRAMES:
+            frame = file.read(6)
+            if len(frame) < 6:
+                return None
+            _, height, width, components = struct.unpack(">BHHB", frame)
+            return "JPEG", height, width, components, None
+        file.seek(struct.unpack(">H", length)[0] - 2, 1)
+
+
+def check_image_sizes(root: Path, paths: list[Path], options: DataOptions) -> None:
+    """Refuses, from the headers alone and before any image is decoded, a PNG that claims
+    more pixel data than its bytes can hold, an image that would decode to more memory than a
+    file may take, and images that together, as kept (at --image_size, in --color_mode),
+    would.
+
+    Raises:
+      DataError: naming the file, or the folder `root` and its images' total, and the claim.
+    """
+    kept_total = 0
+    try:
+        for path in paths:
+            header = image_header(path)
+            if header is None:
+                continue  # not one of the formats: the decoder names the file
+            kind, height, width, channels, raw = header
+            what = f"{str(path)!r} ({kind}, {width}x{height} pixels)"
+            if raw is not None:
+                check_claim(raw, path.stat().st_size, what, compressed=True)
+            check_memory(height * width * (3 if options.color_mode == "rgb" else channels), what)
+            kept = {"grayscale": 1, "rgb": 3}.get(options.color_mode, channels)
+            area = math.prod(options.image_size) if options.image_size else height * width
+            kept_total += area * kept
+    except InputError as error:
+        raise DataError(str(error)) from None
+    if kept_total > read_limit():
+        raise DataError(
+            f"image folder {str(root)!r}: its {len(paths)} images take "
+            f"{size_text(kept_total)} decoded, more than the {size_text(read_limit())} a "
+            "dataset may take here (half of this machine's memory); pass --image_size H,W to "
+            "keep them smaller; nothing was decoded."
+        )
 
 
 def _decode(paths: list[Path], options: DataOptions) -> list[np.ndarray]:
@@ -201,6 +303,8 @@ class FolderSource(DataSource):
             layout = f"validation_split {options.validation_split}"
         names = sorted(train)
         _at_least_two(root, train)
+        every = [path for split in (train, test) for paths in split.values() for path in paths]
+        check_image_sizes(root, every, options)
         x_train, y_train = _read(train, names, options)
         x_test, y_test = _read(test, names, options)
         if x_train.shape[1:] != x_test.shape[1:]:

@@ -8,7 +8,9 @@ unsafe way would run code, the code writes `marker`, so a test sees that it neve
 import io
 import json
 import shutil
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +191,32 @@ def image_folder_with_a_corrupt_file(root: Path) -> Path:
                 PIL.Image.new("L", (8, 8), 40 * i).save(folder / f"{i}.png")
     (root / "train" / "a" / "broken.png").write_bytes(b"\x89PNG but nothing after")
     return root
+
+
+def image_folder_with_a_png_bomb(root: Path) -> Path:
+    """train/ and test/ with two classes of 8x8 PNGs, and train/a/bomb.png: a 2 kB PNG whose
+    header says 60000x60000 RGB (10.8 GB decoded; its deflate stream stops after 10 rows)."""
+    import PIL.Image
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(2):
+                PIL.Image.new("L", (8, 8), 40 * i).save(folder / f"{i}.png")
+    side = 60_000
+    rows = zlib.compress(b"\0" * (1 + 3 * side) * 10, 9)
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8 bits, RGB
+    (root / "train" / "a" / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows)
+        + _png_chunk(b"IEND", b"")
+    )  # fmt: skip
+    return root
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
 def lambda_model(path, marker):
