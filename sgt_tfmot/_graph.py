@@ -13,7 +13,7 @@ from sgt_tfmot.keras import keras
 
 OUTPUT = "<output>"  # the consumer name of a model output
 
-__all__ = ["OUTPUT", "bn_folds_into", "consumers"]
+__all__ = ["OUTPUT", "bn_folds_into", "channel_axis", "consumers", "inbound_layer"]
 
 
 def _entries(node) -> list:
@@ -47,6 +47,17 @@ def consumers(config: dict) -> dict[str, list[str]]:
     return found
 
 
+def inbound_layer(layer):
+    """The one layer feeding `layer` in its graph, or None (several inputs, a shared layer,
+    or none)."""
+    nodes = layer.inbound_nodes
+    if len(nodes) != 1:
+        return None
+    inbound = nodes[0].inbound_layers
+    inbound = inbound if isinstance(inbound, list) else [inbound]
+    return inbound[0] if len(inbound) == 1 else None
+
+
 def _output_rank(layer) -> int | None:
     """Rank of the output of a layer of the graph (the wrapper's, for a wrapped layer: its
     inner layer has no node of its own in a rebuilt model)."""
@@ -54,6 +65,13 @@ def _output_rank(layer) -> int | None:
         return len(layer.output_shape)
     except (AttributeError, RuntimeError, TypeError):
         return None
+
+
+def channel_axis(bn, rank: int | None) -> bool:
+    """True when a BatchNormalization on tensors of `rank` normalizes over the last (channel)
+    axis only."""
+    axis = [bn.axis] if isinstance(bn.axis, int) else list(bn.axis)
+    return rank is not None and axis in ([rank - 1], [-1])
 
 
 def bn_folds_into(producer, bn) -> bool:

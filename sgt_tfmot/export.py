@@ -36,12 +36,23 @@ ranges before conversion:
   a DEPTHWISE_CONV_2D's requantization differently from a CONV_2D's, so it would change the
   outputs there (CIFAR-10 W4A4 model: 10129 of 10200 images in the builtin kernels, 0 in
   XNNPACK);
-* every bias is rounded to the int32 units TFLite stores it in (input step × weight step).
+* every bias is rounded to the int32 units TFLite stores it in (input step × weight step);
+* the other per-channel affine layers on images (a BatchNormalization that folds into no
+  convolution, after a Concatenate or a pooling; a `Rescaling` inside the network) become a
+  1x1 DepthwiseConv2D with the scale as its per-channel int8 weight (127 · a / 127, exact) and
+  the offset as its int32 bias: TFLite's MUL then ADD would round the product onto a range
+  nobody learned;
+* a tensor that keeps its input's grid (pooling, padding, reshapes) and is read by a
+  Concatenate and by other layers gets a fake-quant over the grid it has anyway: without it
+  the converter gives it the Concatenate's scale, and every reader reads it requantized.
 
-The export model then computes the integer model. The QAT model differs from it only by the
-bias rounding, which `align_biases` moves into the QAT model's own biases (by less than half
-an int32 unit), after which the Keras model, the export model and the integer model agree
-(`tests/test_export.py` states the tolerances).
+The export model then computes the integer model, except the rounding of AVERAGE_POOL_2D and
+of the QUANTIZE in front of a Concatenate, which the converter writes as the int8 kernels
+themselves (the QAT model computes them: `sgt_tfmot.quantize_configs`): there it may be one
+step off. The QAT model differs from the integer model only by the bias rounding, which
+`align_biases` moves into the QAT model's own biases (by less than half an int32 unit),
+after which the Keras model and the integer model agree (`tests/test_export.py`,
+`tests/test_exact_layers.py` state the tolerances).
 """
 
 from __future__ import annotations
@@ -52,13 +63,16 @@ import numpy as np
 
 from sgt_tfmot import _graph
 from sgt_tfmot.keras import keras
-from sgt_tfmot.quantize import output_range_variables, quantize_scope
-from sgt_tfmot.quantize_configs import PASS_THROUGH_LAYERS as PASS_THROUGH, LayerQuantizeConfig
+from sgt_tfmot.quantize import QuantizeWrapperV2, grid_quantizer, input_grid, quantize_scope
+from sgt_tfmot.quantize_configs import (
+    PASS_THROUGH_LAYERS,
+    SAME_GRID_LAYERS,
+    LayerQuantizeConfig,
+)
 from sgt_tfmot.quantizers import (
     ChannelRangeQuantizer,
     FixedRangeQuantizer,
     PACTQuantizer,
-    RangeQuantizer,
     WeightQuantizer,
     export_range_scale,
 )
@@ -86,6 +100,8 @@ def _export_quantizer(quantizer):
 
 
 def _export_config(config: LayerQuantizeConfig, output_quantizer) -> LayerQuantizeConfig:
+    # No `integer_kernel`: the converter writes that rounding as the int8 kernel itself; the
+    # wrapper's emulation would become float ops in the file.
     return LayerQuantizeConfig(
         config.weight_attr,
         config.weight_quantizer and _export_quantizer(config.weight_quantizer),
@@ -160,8 +176,15 @@ def _depthwise_fold_quantizer(source, bn) -> ChannelRangeQuantizer:
     return ChannelRangeQuantizer(ranges.tolist(), 8, depthwise=True)
 
 
+def _reads_model_input(layer) -> bool:
+    """True for a layer fed by the model input's QuantizeLayer."""
+    source = _graph.inbound_layer(layer)
+    return source is not None and hasattr(getattr(source, "quantizer", None), "integer_grid")
+
+
 def _rescalings(model: keras.Model) -> set[str]:
-    """Wrapped `Rescaling` layers on images (rank 4) with an 8-bit output range."""
+    """Wrapped `Rescaling` layers on the model's input images (rank 4) with an 8-bit output
+    range: the input normalization, exported as a 1x1 Conv2D."""
     found = set()
     for layer in model.layers:
         config = getattr(layer, "quantize_config", None)
@@ -170,9 +193,109 @@ def _rescalings(model: keras.Model) -> set[str]:
             and isinstance(config, LayerQuantizeConfig)
             and config.output_quantizer is not None
             and len(layer.output_shape) == 4
+            and _reads_model_input(layer)
         ):
             found.add(layer.name)
     return found
+
+
+def _channel_affines(model: keras.Model, folded_bns) -> set[str]:
+    """The other per-channel affine layers on images (rank 4, channels last), wrapped or
+    not: `Rescaling` layers inside the network (the x + 3 and x / 6 of a hard sigmoid) and
+    BatchNormalization that folds into no convolution (after a Concatenate, a pooling, the
+    input). TFLite would compute y = x·a + b as MUL then ADD, rounding the product onto a
+    range nobody learned; a 1x1 DepthwiseConv2D computes it in one op, each channel's a held
+    exactly by its int8 weight (127 · a / 127), b in int32 (`align_biases` puts it there)."""
+    found, inputs = set(), _rescalings(model)
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer) if hasattr(layer, "quantize_config") else layer
+        if layer.name in folded_bns or len(getattr(layer, "output_shape", ())) != 4:
+            continue
+        if isinstance(inner, keras.layers.Rescaling) and layer.name not in inputs:
+            found.add(layer.name)
+        elif isinstance(inner, keras.layers.BatchNormalization) and _graph.channel_axis(inner, 4):
+            found.add(layer.name)
+    return found
+
+
+def _shared_into_concatenations(model: keras.Model, config: dict) -> dict[str, tuple]:
+    """Layer name -> (low, high) of the input grid of each layer that keeps its input's grid
+    (max or average pooling, padding, reshapes) and feeds a Concatenate and other layers.
+
+    Such a tensor has no fake-quant of its own, and the converter then gives it the
+    Concatenate's scale, behind a requantizing QUANTIZE that every reader of the tensor
+    reads (the QAT graph's other readers see the input's grid). An explicit fake-quant over
+    the grid the tensor has anyway (a no-op on its values) keeps it on that grid: the
+    QUANTIZE then sits on the Concatenate's edge alone, as the QAT graph computes it. The
+    range is the one the grid's own fake-quant gets, the same float32 numbers: a range
+    recomputed from the grid would differ in the last bit of the scale, and the converter
+    refuses a max pooling whose input and output scales differ at all."""
+    found = {}
+    consumers = _graph.consumers(config)
+    for layer in model.layers:
+        readers = [name for name in consumers.get(layer.name, []) if name != _graph.OUTPUT]
+        inner = getattr(layer, "layer", layer)
+        if (
+            len(readers) < 2
+            or isinstance(layer, keras.layers.InputLayer)
+            or not isinstance(inner, PASS_THROUGH_LAYERS + SAME_GRID_LAYERS)
+            or not any(
+                isinstance(getattr(r, "layer", r), keras.layers.Concatenate)
+                for r in map(model.get_layer, readers)
+            )
+        ):
+            continue
+        owner = grid_quantizer(layer)
+        if owner is not None:
+            quantizer, variables = owner
+            found[layer.name] = quantizer.export_range(variables)
+    return found
+
+
+def _with_output_range(layer, layer_config: dict, low: float, high: float) -> dict:
+    """`layer` (wrapped or not) with a fixed output range."""
+    inner = getattr(layer, "layer", layer) if hasattr(layer, "quantize_config") else layer
+    wrapper = QuantizeWrapperV2(
+        type(inner).from_config(inner.get_config()),
+        LayerQuantizeConfig(output_quantizer=FixedRangeQuantizer(low, high)),
+        name=layer.name,
+    )
+    return {
+        **keras.utils.serialize_keras_object(wrapper),
+        "name": layer.name,
+        "inbound_nodes": layer_config["inbound_nodes"],
+    }
+
+
+def _affine(layer) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) per channel of a channel-affine layer: y_c = x_c · a_c + b_c."""
+    inner = getattr(layer, "layer", layer) if hasattr(layer, "quantize_config") else layer
+    channels = layer.output_shape[-1]
+    if isinstance(inner, keras.layers.Rescaling):
+        return _rescaling_per_channel(inner, channels)
+    factor = _bn_factor(inner).astype(np.float64)
+    offset = -inner.moving_mean.numpy().astype(np.float64) * factor
+    if inner.center:
+        offset = offset + inner.beta.numpy()
+    return factor, offset
+
+
+def _affine_as_depthwise_config(layer, layer_config: dict) -> dict:
+    inner = getattr(layer, "layer", layer) if hasattr(layer, "quantize_config") else layer
+    config = getattr(layer, "quantize_config", None)
+    output_quantizer = getattr(config, "output_quantizer", None)
+    scale, _ = _affine(layer)
+    conv = keras.layers.DepthwiseConv2D(1, use_bias=True, name=f"{inner.name}_affine")
+    quantizer = ChannelRangeQuantizer(np.maximum(np.abs(scale), 1e-8).tolist(), 8, depthwise=True)
+    export_config = LayerQuantizeConfig(
+        "depthwise_kernel", quantizer, output_quantizer and _export_quantizer(output_quantizer)
+    )
+    wrapper = QuantizeWrapperV2(conv, export_config, name=layer.name)
+    return {
+        **keras.utils.serialize_keras_object(wrapper),
+        "name": layer.name,
+        "inbound_nodes": layer_config["inbound_nodes"],
+    }
 
 
 def _rescaling_per_channel(rescaling: keras.layers.Rescaling, channels: int):
@@ -245,6 +368,8 @@ def export_model(model: keras.Model) -> keras.Model:
     folds = _batch_norm_folds(model, config)
     folded_bns = {bn.name: conv for conv, bn in folds.items()}
     rescalings = _rescalings(model)
+    affines = _channel_affines(model, folded_bns)
+    shared = _shared_into_concatenations(model, config)
     layers = []
     for layer_config in config["layers"]:
         name = layer_config["name"]
@@ -254,6 +379,10 @@ def export_model(model: keras.Model) -> keras.Model:
         quantize_config = getattr(layer, "quantize_config", None)
         if name in rescalings:
             layer_config = _rescaling_as_conv_config(layer, layer_config)
+        elif name in affines:
+            layer_config = _affine_as_depthwise_config(layer, layer_config)
+        elif name in shared:
+            layer_config = _with_output_range(layer, layer_config, *shared[name])
         elif isinstance(quantize_config, LayerQuantizeConfig):
             output_quantizer = quantize_config.output_quantizer
             layer_config = copy.deepcopy(layer_config)
@@ -279,6 +408,15 @@ def export_model(model: keras.Model) -> keras.Model:
     for target in exported.layers:
         source = model.get_layer(target.name)
         quantize_config = getattr(source, "quantize_config", None)
+        if target.name in shared:
+            continue  # pooling or reshaping: no weights of its own
+        if target.name in affines:
+            values = {_short(w): w.numpy() for w in source.weights}
+            scale, offset = _affine(source)
+            values["depthwise_kernel:0"] = scale.reshape(1, 1, -1, 1).astype(np.float32)
+            values["bias:0"] = offset.astype(np.float32)
+            target.set_weights([values.get(_short(w), w.numpy()) for w in target.weights])
+            continue
         if not isinstance(quantize_config, LayerQuantizeConfig):
             target.set_weights(source.get_weights())
             continue
@@ -301,38 +439,14 @@ def export_model(model: keras.Model) -> keras.Model:
     return exported
 
 
-def _inbound_layer(layer):
-    """The one layer feeding `layer`, or None (several inputs, or a shared layer)."""
-    nodes = layer.inbound_nodes
-    if len(nodes) != 1:
-        return None
-    inbound = nodes[0].inbound_layers
-    inbound = inbound if isinstance(inbound, list) else [inbound]
-    return inbound[0] if len(inbound) == 1 else None
-
-
 def _output_step(layer) -> float | None:
     """The int8 step of `layer`'s output tensor in the export model, or None if unknown.
 
-    Follows pass-through layers (pooling by max, padding, reshapes), which keep their input's
-    quantization in TFLite.
+    Follows pass-through layers (pooling by max or average, padding, reshapes), which keep
+    their input's quantization in TFLite (`sgt_tfmot.quantize.input_grid`).
     """
-    while True:
-        quantizer = getattr(layer, "quantizer", None)  # the model's input QuantizeLayer
-        if isinstance(quantizer, FixedRangeQuantizer):
-            return quantizer.step()
-        config = getattr(layer, "quantize_config", None)
-        quantizer = config.output_quantizer if isinstance(config, LayerQuantizeConfig) else None
-        variables = output_range_variables(layer)
-        if isinstance(quantizer, PACTQuantizer):
-            return quantizer.step(variables["alpha"].numpy())
-        if isinstance(quantizer, RangeQuantizer):
-            return quantizer.step(variables["min_var"].numpy(), variables["max_var"].numpy())
-        if quantizer is not None or not isinstance(getattr(layer, "layer", layer), PASS_THROUGH):
-            return None
-        layer = _inbound_layer(layer)
-        if layer is None:
-            return None
+    grid = input_grid(layer, layer.name, required=False)
+    return None if grid is None else float(grid[0])
 
 
 def _round_biases(exported: keras.Model) -> None:
@@ -348,7 +462,7 @@ def _round_biases(exported: keras.Model) -> None:
         inner = getattr(layer, "layer", None)
         if quantizer is None or not getattr(inner, "use_bias", False):
             continue
-        producer = _inbound_layer(layer)
+        producer = _graph.inbound_layer(layer)
         input_step = None if producer is None else _output_step(producer)
         if input_step is None:
             continue
@@ -365,11 +479,13 @@ def align_biases(model: keras.Model) -> int:
     The integer model stores each conv's bias, BatchNormalization folded in
     (b' = (b − μ)·γ/√(σ² + ε) + β), in int32 units of (input step × weight step). The rounding
     moves b' by up to half a unit, and a 4-bit network is sensitive enough for that to change
-    a few percent of its predictions. This function shifts β (or the layer's own bias when no
-    BatchNormalization follows) by exactly that rounding, and likewise the `offset` of the
-    input `Rescaling` (the bias of the 1x1 conv it becomes, per channel), so that the Keras
-    model computes what the integer model computes. Each shift is below half an int32 unit;
-    the converted .tflite file is the same before and after. Idempotent.
+    a few percent of its predictions. This function shifts β (the moving mean μ for a
+    BatchNormalization without β; the layer's own bias when no BatchNormalization follows)
+    by exactly that rounding, and likewise the `offset` of each `Rescaling` and the offset of
+    each BatchNormalization that folds into no convolution (the bias of the 1x1 conv they
+    become, per channel), so that the Keras model computes what the integer model computes.
+    Each shift is below half an int32 unit; the converted .tflite file is the same before and
+    after. Idempotent.
 
     A changed `Rescaling` offset is a constant of the traced graph: the model's own
     train/test/predict functions are reset here; a model that wraps this one (a trainer)
@@ -389,36 +505,39 @@ def align_biases(model: keras.Model) -> int:
             f"`model` {model.name!r} is not a QAT model (no quantize wrappers): only the biases "
             "of a model from `sgt_tfmot.quantize_model` can be aligned."
         )
-    aligned = 0
-    for layer, target, grid, current in _biases_and_grid(model):
-        inner = layer.layer
-        if target is None:  # the input Rescaling: its offset is the 1x1 conv's bias
-            inner.offset = [float(b) for b in grid]
-        elif target is inner:
-            inner.bias.assign(grid.astype(np.float32))
-        else:  # the BatchNormalization folded into the layer: its β takes the shift
-            target.beta.assign((target.beta.numpy() + (grid - current)).astype(np.float32))
+    aligned, offsets = 0, False
+    for _, target, grid, current in _biases_and_grid(model):
+        if isinstance(target, keras.layers.Rescaling):  # its offset is the conv's bias
+            target.offset = [float(b) for b in grid]
+            offsets = True
+        elif isinstance(target, keras.layers.BatchNormalization):
+            _shift_bn_offset(target, grid - current)
+        else:
+            target.bias.assign(grid.astype(np.float32))
         aligned += 1
-    if _rescalings(model):  # the offsets are graph constants: retrace on the next call
+    if offsets:  # graph constants: retrace on the next call
         model.train_function = model.test_function = model.predict_function = None
     return aligned
 
 
 def _biases_and_grid(model: keras.Model):
-    """(wrapper, what holds the bias, its int32-grid value, its current value) of every layer
-    whose bias the integer model rounds: the input `Rescaling` (its offset; None), a
-    conv/dense with its own bias (the inner layer), or with a BatchNormalization folded in
-    (that BatchNormalization, whose β shifts). Values are float64 arrays per channel."""
+    """(wrapper or layer, what holds the bias, its int32-grid value, its current value) of
+    every layer whose bias the integer model rounds: a `Rescaling` (its offset), a
+    BatchNormalization that folds into no convolution (its offset β − μ·a), a conv/dense with
+    its own bias (the inner layer), or with a BatchNormalization folded in (that
+    BatchNormalization, whose β, or μ without β, shifts). Values are float64 arrays per
+    channel."""
     exported = export_model(model)
     folds = _batch_norm_folds(model, model.get_config())
     rescalings = _rescalings(model)
+    affines = _channel_affines(model, {bn.name for bn in folds.values()})
     for layer in model.layers:
         config = getattr(layer, "quantize_config", None)
         inner = getattr(layer, "layer", None)
-        if layer.name in rescalings:
+        if layer.name in rescalings or layer.name in affines:
             grid = _grid_bias(exported.get_layer(layer.name))
-            offset = np.asarray(inner.offset, np.float64).reshape(-1)
-            yield layer, None, grid, np.broadcast_to(offset, grid.shape)
+            target = inner if config is not None else layer
+            yield layer, target, grid, np.broadcast_to(_affine(layer)[1], grid.shape)
             continue
         if not isinstance(config, LayerQuantizeConfig) or config.weight_quantizer is None:
             continue
@@ -427,12 +546,23 @@ def _biases_and_grid(model: keras.Model):
             continue
         if layer.name in folds:
             bn = getattr(folds[layer.name], "layer", folds[layer.name])
-            if not bn.center:
-                continue
             kernel = np.zeros(getattr(inner, config.weight_attr).shape, np.float32)
             yield layer, bn, grid, _fold(inner, folds[layer.name], kernel)[1]
         else:
             yield layer, inner, grid, inner.bias.numpy().astype(np.float64)
+
+
+def _shift_bn_offset(bn, shift: np.ndarray) -> None:
+    """Moves the offset b = β − μ·a of a BatchNormalization in inference mode by `shift`
+    per channel: through β, or, for a BatchNormalization without one (`center=False`),
+    through the moving mean (μ − shift / a; a channel with a = 0 has b = β whatever μ)."""
+    bn = getattr(bn, "layer", bn)
+    if bn.center:
+        bn.beta.assign((bn.beta.numpy() + shift).astype(np.float32))
+        return
+    factor = _bn_factor(bn).astype(np.float64)
+    moved = np.divide(shift, factor, out=np.zeros_like(factor), where=factor != 0)
+    bn.moving_mean.assign((bn.moving_mean.numpy() - moved).astype(np.float32))
 
 
 def _grid_bias(exported_layer) -> np.ndarray | None:
@@ -456,9 +586,11 @@ def biases_aligned(model: keras.Model) -> bool:
     """
     for _, target, grid, current in _biases_and_grid(model):
         operands = [grid, current]
-        beta = getattr(target, "beta", None)
-        if beta is not None:  # a BatchNormalization folded in
-            operands += [beta.numpy().astype(np.float64), current - beta.numpy()]
+        if isinstance(target, keras.layers.BatchNormalization):  # b = β − μ·a
+            mean_term = target.moving_mean.numpy() * _bn_factor(target).astype(np.float64)
+            operands.append(mean_term)
+            if target.center:
+                operands += [target.beta.numpy().astype(np.float64), current - target.beta.numpy()]
         scale = np.max(np.abs(np.broadcast_arrays(*operands)), axis=0).astype(np.float32)
         if np.any(np.abs(grid - current) > ALIGNED_ULPS * np.spacing(scale)):
             return False

@@ -10,22 +10,27 @@ BatchNormalization and the activation.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
 
 from sgt_tfmot import _checks, _graph, keras3, quantize_configs as configs
 from sgt_tfmot.decompose import decompose_model
-from sgt_tfmot.keras import keras, tfmot
+from sgt_tfmot.keras import keras, tf, tfmot
 from sgt_tfmot.quantizers import (
     QUANTIZERS,
     FixedRangeQuantizer,
     PACTQuantizer,
     RangeQuantizer,
+    average_pool_int8,
     check_alpha_init,
     check_alpha_l2,
     check_bits,
     check_weight_range,
+    leaky_relu_int8,
+    pool_window_counts,
+    requantize_int8,
 )
 
 _tfq = tfmot.quantization.keras
@@ -68,6 +73,90 @@ class QuantizeWrapperV2(_wrapper_mod.QuantizeWrapperV2):
         if not self.layer.built:
             self.layer.build(input_shape)
         super().build(input_shape)
+
+    # TFLite kernels that keep or move grids (config `integer_kernel`): an AveragePooling2D
+    # rounds onto its input's grid, a Concatenate requantizes an input that keeps its own
+    # grid. The grids belong to the layers that made the inputs: found when the graph is
+    # built (a Keras tensor knows its layer), read at every call.
+    def __call__(self, inputs, *args, **kwargs):
+        if getattr(self.quantize_config, "integer_kernel", None) is not None:
+            histories = [getattr(t, "_keras_history", None) for t in tf.nest.flatten(inputs)]
+            if all(history is not None for history in histories):
+                # Weak references: a Layer attribute would make the sources sub-layers of
+                # this one (their weights listed, saved and set twice).
+                self._grid_sources = [weakref.ref(history.layer) for history in histories]
+        return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs, training=None, **kwargs):
+        kernel = getattr(self.quantize_config, "integer_kernel", None)
+        if kernel == configs.CONCATENATION:
+            inputs = self._requantized(inputs)
+        outputs = super().call(inputs, training=training, **kwargs)
+        if kernel not in configs.INPUT_GRID_KERNELS:
+            return outputs
+        grid = input_grid(self._grid_sources[0](), self.name)
+        if kernel == configs.LEAKY_RELU:
+            output_grid = self.quantize_config.output_quantizer.integer_grid(
+                self._output_quantizer_vars
+            )
+            return leaky_relu_int8(inputs, outputs, self.layer.alpha, grid, output_grid)
+        pool = self.layer
+        counts = pool_window_counts(inputs.shape[1:3], pool.pool_size, pool.strides, pool.padding)
+        return average_pool_int8(outputs, *grid, counts)
+
+    def _requantized(self, inputs):
+        """The inputs of a Concatenate, those on a grid of their own moved onto the output's
+        grid as TFLite's QUANTIZE op does; the others (made by a layer that feeds only this
+        one) are rounded by the output quantizer, as in the integer model."""
+        quantizer = self.quantize_config.output_quantizer
+        if quantizer is None:
+            return inputs
+        output = quantizer.integer_grid(self._output_quantizer_vars)
+        moved = []
+        for tensor, source in zip(inputs, self._grid_sources, strict=True):
+            grid = input_grid(source(), self.name, required=False)
+            moved.append(tensor if grid is None else requantize_int8(tensor, grid, output))
+        return moved
+
+
+def grid_quantizer(layer):
+    """(quantizer, its variables) that sets the grid of `layer`'s output in a QAT graph: its
+    own output quantizer, or, for a layer that keeps its input's grid (max pooling, padding,
+    reshapes, dropout, average pooling), that of the layer before it; None when the tensor
+    has no range (a layer without an output quantizer)."""
+    while layer is not None:
+        quantizer = getattr(layer, "quantizer", None)  # the model input's QuantizeLayer
+        if hasattr(quantizer, "integer_grid"):
+            return quantizer, getattr(layer, "quantizer_vars", None)
+        config = getattr(layer, "quantize_config", None)
+        output_quantizer = getattr(config, "output_quantizer", None)
+        if hasattr(output_quantizer, "integer_grid"):
+            return output_quantizer, layer._output_quantizer_vars
+        inner = getattr(layer, "layer", layer) if config is not None else layer
+        same_grid = isinstance(inner, configs.SAME_GRID_LAYERS)
+        if output_quantizer is not None or not (configs.is_pass_through(inner) or same_grid):
+            return None
+        layer = _graph.inbound_layer(layer)
+    return None
+
+
+def input_grid(layer, reader: str, required: bool = True):
+    """(scale, int8 zero point) of the output of `layer` in a QAT graph (`grid_quantizer`).
+
+    Raises:
+      ValueError: naming `reader` when the tensor has no quantization range, unless not
+        `required` (then None).
+    """
+    found = grid_quantizer(layer)
+    if found is not None:
+        quantizer, variables = found
+        return quantizer.integer_grid(variables)
+    if not required:
+        return None
+    raise ValueError(
+        f"Layer {reader!r} keeps the grid of its input, but the tensor it reads (from layer "
+        f"{layer.name!r}) has no 8-bit range: give that layer an output quantizer."
+    )
 
 
 def quantize_scope(*custom_objects: Mapping[str, object]):
@@ -305,10 +394,42 @@ def _zero_on_grid(low: float, high: float, levels: int = 255) -> tuple[float, fl
 
 
 def _quantizes_its_input(producer, consumer) -> bool:
-    """True when `consumer` makes `producer`'s own output quantizer redundant."""
+    """True when `consumer` makes `producer`'s own output quantizer redundant: a PACT
+    activation (TFLite fuses the ReLU into the producer, whose output then has PACT's
+    range), a BatchNormalization folding into it, or a Concatenate, whose range the TFLite
+    converter gives to every input made by a layer that feeds nothing else (it overrides
+    the producer's own range, so the QAT graph must not round there). A Concatenate read
+    by a Concatenate keeps its range: the outer one requantizes it (`QuantizeWrapperV2`)."""
     if configs.is_pact_activation(consumer) and not configs.is_kernel_layer(consumer):
         return True
+    concatenate = keras.layers.Concatenate
+    if isinstance(consumer, concatenate) and not isinstance(producer, concatenate):
+        return True
     return _graph.bn_folds_into(producer, consumer)
+
+
+def _keeps_values(layer) -> bool:
+    """Pass-through layers and average pooling: a ReLU output stays >= 0 through them."""
+    return configs.is_pass_through(layer) or isinstance(layer, configs.SAME_GRID_LAYERS)
+
+
+def _relu_inputs(layer) -> str | None:
+    """ "relu" ("relu6") when every input of a Concatenate is a ReLU (ReLU6) output, looking
+    through layers that keep their input's values (pooling by max, padding, reshapes) and
+    through inner Concatenates; else None."""
+    if not isinstance(layer, keras.layers.Concatenate):
+        return None
+    found = set()
+    for source in layer.inbound_nodes[0].inbound_layers:
+        while _keeps_values(source) and _graph.inbound_layer(source) is not None:
+            source = _graph.inbound_layer(source)
+        if configs.is_pact_activation(source):
+            found.add("relu6" if configs.relu6(source) else "relu")
+        else:
+            found.add(_relu_inputs(source))
+    if None in found or not found:
+        return None
+    return "relu6" if found == {"relu6"} else "relu"
 
 
 def quantize_model(
@@ -472,10 +593,38 @@ def _layer_annotations(
             quantize_output=not (len(outs) == 1 and _quantizes_its_input(layer, outs[0])),
             model_output=layer.name in output_layers,
             weight_range=weight_range,
+            relu_inputs=_relu_inputs(layer),
         )
         if config is not None:
             annotated[layer.name] = config
+    _check_same_grid_inputs(model, annotated)
     return annotated
+
+
+def _check_same_grid_inputs(model: keras.Model, annotated: dict) -> None:
+    """Every layer computed from its input's grid (AveragePooling2D, LeakyReLU:
+    `configs.INPUT_GRID_KERNELS`) reads a tensor with a grid (`input_grid` on the QAT model):
+    made by the input or by a layer with an output quantizer, looking through layers that
+    keep their input's grid. Only a layer annotated by hand can break that.
+
+    Raises:
+      ValueError: naming the pooling layer and the layer without a range.
+    """
+    for layer in model.layers:
+        kernel = getattr(annotated.get(layer.name), "integer_kernel", None)
+        if kernel not in configs.INPUT_GRID_KERNELS:
+            continue
+        source = _graph.inbound_layer(layer)
+        while source is not None and not isinstance(source, keras.layers.InputLayer):
+            if getattr(annotated.get(source.name), "output_quantizer", None) is not None:
+                break
+            if not _keeps_values(source):
+                raise ValueError(
+                    f"Layer {layer.name!r} ({type(layer).__name__}) is computed on the grid of "
+                    f"its input, but layer {source.name!r} before it has no output quantizer "
+                    "(annotated by hand with `layer_configs`?): give it one."
+                )
+            source = _graph.inbound_layer(source)
 
 
 def _quantize_annotated(model: keras.Model, annotated: dict, input_quantizer) -> keras.Model:
@@ -494,4 +643,18 @@ def _quantize_annotated(model: keras.Model, annotated: dict, input_quantizer) ->
         annotated_model = keras.models.clone_model(model, clone_function=annotate)
         annotated_model.set_weights(model.get_weights())
         qat = _tfq.quantize_apply(annotated_model, scheme=_PACTScheme(input_quantizer))
-    return qat
+        # TFMOT wraps with its own QuantizeWrapperV2 class; the copy has this module's (as a
+        # model loaded from a file has), around the same built inner layers, so that weights
+        # keep their order and names.
+        ours = keras.models.clone_model(qat, clone_function=_with_this_wrapper)
+    ours.set_weights(qat.get_weights())
+    return ours
+
+
+def _with_this_wrapper(layer):
+    if isinstance(layer, _wrapper_mod.QuantizeWrapperV2):
+        inner = layer.layer.__class__.from_config(layer.layer.get_config())
+        with tf.name_scope(inner.name):  # TFMOT's weight names ("conv/kernel:0")
+            inner.build(layer.input_shape)
+        return QuantizeWrapperV2(inner, layer.quantize_config, name=layer.name)
+    return layer.__class__.from_config(layer.get_config())

@@ -9,19 +9,36 @@ The rule of this package (PACT paper, Sec. 4, with the first and last layers at 
 | ReLU, ReLU(max_value=6), Activation relu/relu6,    | -                     | PACT, k-bit         |
 | and Conv/Dense with `activation="relu"`/`"relu6"`  |                       |                     |
 | BatchNormalization, Add, Subtract, Multiply,       | -                     | 8-bit moving range  |
-| Concatenate, AveragePooling, GlobalAveragePooling, |                       |                     |
+| AveragePooling1D, GlobalAveragePooling,            |                       |                     |
 | Normalization, Rescaling, linear Conv/Dense        |                       |                     |
+| Concatenate                                        | -                     | 8-bit moving range, |
+|                                                    |                       | PACT when every     |
+|                                                    |                       | input is a ReLU     |
+| LeakyReLU                                          | -                     | 8-bit moving range, |
+|                                                    |                       | requantized as      |
+|                                                    |                       | TFLite's kernel     |
+| AveragePooling2D                                   | -                     | the input's grid,   |
+|                                                    |                       | rounded as TFLite's |
+|                                                    |                       | int8 kernel does    |
 | MaxPooling, Flatten, Reshape, Dropout, ZeroPadding,| -                     | none (TFLite keeps  |
 | Softmax, Activation softmax/linear                 |                       | the input's scale)  |
 
 "See below": the output quantizer of a layer is left out when the tensor is only consumed by
 a layer that quantizes it anyway in the integer graph: a PACT activation (the TFLite converter
-fuses the ReLU into the producer, whose output then carries PACT's [0, α] range), or a
-BatchNormalization right after a Conv/Dense (the converter folds it into the producer). This
-is why BatchNormalization never adds an 8-bit fake-quant in front of PACT, and why a Conv2D
+fuses the ReLU into the producer, whose output then carries PACT's [0, α] range), a
+BatchNormalization right after a Conv/Dense (the converter folds it into the producer), or a
+Concatenate (the converter gives its range to such an input). This is why
+BatchNormalization never adds an 8-bit fake-quant in front of PACT, and why a Conv2D
 followed by a separate ReLU layer keeps its kernel quantizer: TFMOT's default patterns get
 both wrong. The graph-level decision is made in `sgt_tfmot.quantize`; this module says what
 each layer type can do.
+
+Three integer kernels round in a way no fake-quant op expresses, so the wrapper reproduces
+them (`LayerQuantizeConfig.integer_kernel`, run by `sgt_tfmot.quantize.QuantizeWrapperV2`):
+an AveragePooling2D rounds its average on its input's grid as AVERAGE_POOL_2D does, a
+Concatenate's input that keeps a grid of its own (read elsewhere too, or a pooled or
+concatenated tensor) is moved onto the output's grid as the converter's QUANTIZE op does,
+and a LeakyReLU requantizes each side with XNNPACK's fixed-point multipliers.
 """
 
 from __future__ import annotations
@@ -47,12 +64,12 @@ RANGE_LAYERS = (
     layers.Multiply,
     layers.Average,
     layers.Concatenate,
-    layers.AveragePooling2D,
     layers.AveragePooling1D,
     layers.GlobalAveragePooling2D,
     layers.GlobalAveragePooling1D,
     layers.Normalization,
     layers.Rescaling,
+    layers.LeakyReLU,
 )
 
 PASS_THROUGH_LAYERS = (
@@ -68,6 +85,16 @@ PASS_THROUGH_LAYERS = (
     layers.ZeroPadding2D,
     layers.Softmax,
 )
+
+# TFLite's int8 kernel keeps its input's scale and zero point for the output and rounds in its
+# own way (`sgt_tfmot.quantizers.average_pool_int8`): the wrapper rounds onto the input's grid.
+SAME_GRID_LAYERS = (layers.AveragePooling2D,)
+
+# The TFLite int8 kernels whose rounding a wrapper reproduces (`LayerQuantizeConfig`).
+AVERAGE_POOL, CONCATENATION, LEAKY_RELU = "average_pool_2d", "concatenation", "leaky_relu"
+INTEGER_KERNELS = (AVERAGE_POOL, CONCATENATION, LEAKY_RELU)
+# Those computed from their input's grid (the layer before must have one).
+INPUT_GRID_KERNELS = (AVERAGE_POOL, LEAKY_RELU)
 
 _RELU_NAMES = ("relu", "relu6")
 _PASS_THROUGH_ACTIVATIONS = ("linear", "softmax")
@@ -118,14 +145,14 @@ def is_supported(layer) -> bool:
         is_kernel_layer(layer)
         or is_pact_activation(layer)
         or is_pass_through(layer)
-        or isinstance(layer, RANGE_LAYERS)
+        or isinstance(layer, RANGE_LAYERS + SAME_GRID_LAYERS)
     )
 
 
 def supported_layer_names() -> list[str]:
     """Class names of the supported layer types, for error messages and docs."""
     names = {cls.__name__ for cls in KERNEL_LAYERS}
-    names |= {cls.__name__ for cls in RANGE_LAYERS + PASS_THROUGH_LAYERS}
+    names |= {cls.__name__ for cls in RANGE_LAYERS + PASS_THROUGH_LAYERS + SAME_GRID_LAYERS}
     names |= {"ReLU", "Activation(relu|relu6|linear|softmax)"}
     return sorted(names)
 
@@ -139,17 +166,42 @@ class LayerQuantizeConfig(_QuantizeConfig):
       weight_quantizer: Quantizer for that kernel.
       output_quantizer: Quantizer applied to the layer's output (after its activation), or
         None.
+      integer_kernel: The TFLite int8 kernel whose rounding the wrapper
+        (`sgt_tfmot.quantize.QuantizeWrapperV2`) reproduces beyond the output quantizer, one
+        of `INTEGER_KERNELS`: "average_pool_2d" (the output stays on the input's grid and is
+        rounded there, `sgt_tfmot.quantizers.average_pool_int8`; no output quantizer),
+        "concatenation" (an input that keeps its own grid is requantized onto the output's
+        as the converter's QUANTIZE op does, `sgt_tfmot.quantizers.requantize_int8`) or
+        "leaky_relu" (the output requantized from the input's grid with XNNPACK's
+        multipliers, `sgt_tfmot.quantizers.leaky_relu_int8`).
     """
 
-    def __init__(self, weight_attr=None, weight_quantizer=None, output_quantizer=None):
+    def __init__(
+        self,
+        weight_attr=None,
+        weight_quantizer=None,
+        output_quantizer=None,
+        integer_kernel: str | None = None,
+    ):
         if (weight_attr is None) != (weight_quantizer is None):
             raise ValueError(
                 "`weight_attr` and `weight_quantizer` must be given together. Received: "
                 f"weight_attr={weight_attr!r}, weight_quantizer={weight_quantizer!r}"
             )
+        if integer_kernel not in (None, *INTEGER_KERNELS):
+            raise ValueError(
+                f"`integer_kernel` must be None or one of {INTEGER_KERNELS}. Received: "
+                f"{integer_kernel!r}"
+            )
+        if integer_kernel == AVERAGE_POOL and output_quantizer is not None:
+            raise ValueError(
+                f"`integer_kernel={AVERAGE_POOL!r}` keeps the input's grid: it cannot have an "
+                f"`output_quantizer` too. Received: output_quantizer={output_quantizer!r}"
+            )
         self.weight_attr = weight_attr
         self.weight_quantizer = weight_quantizer
         self.output_quantizer = output_quantizer
+        self.integer_kernel = integer_kernel
 
     def get_weights_and_quantizers(self, layer):
         if self.weight_attr is None:
@@ -171,11 +223,14 @@ class LayerQuantizeConfig(_QuantizeConfig):
 
     def get_config(self) -> dict:
         serialize = keras.utils.serialize_keras_object
-        return {
+        config = {
             "weight_attr": self.weight_attr,
             "weight_quantizer": serialize(self.weight_quantizer),
             "output_quantizer": serialize(self.output_quantizer),
         }
+        if self.integer_kernel is not None:  # files of other layers stay as they were
+            config["integer_kernel"] = self.integer_kernel
+        return config
 
     @classmethod
     def from_config(cls, config: dict):
@@ -184,6 +239,7 @@ class LayerQuantizeConfig(_QuantizeConfig):
             weight_attr=config["weight_attr"],
             weight_quantizer=deserialize(config["weight_quantizer"]),
             output_quantizer=deserialize(config["output_quantizer"]),
+            integer_kernel=config.get("integer_kernel"),
         )
 
     def __eq__(self, other) -> bool:
@@ -200,6 +256,7 @@ def config_for(
     quantize_output: bool,
     model_output: bool = False,
     weight_range: str = "max",
+    relu_inputs: str | None = None,
 ) -> LayerQuantizeConfig | None:
     """The QuantizeConfig of one supported layer, or None when it needs no quantizer.
 
@@ -210,12 +267,17 @@ def config_for(
       alpha_init: Initial α of a PACT output.
       alpha_l2: L2 penalty on α.
       quantize_output: False when the consumer quantizes this layer's output (see module
-        docstring); PACT outputs are always quantized.
+        docstring), PACT outputs included.
       model_output: The layer's output is the model's output: its 8-bit range quantizer
         passes gradients straight through (see `RangeQuantizer`).
       weight_range: How the kernel's range is chosen ("max" or "mse", see
         `sgt_tfmot.quantizers.weight_range`).
+      relu_inputs: "relu" ("relu6") when every input of this `Concatenate` is a ReLU
+        (ReLU6) output: the concatenation's output, which takes over its inputs' grids,
+        gets PACT (with α ≤ 6) instead of an 8-bit range.
     """
+    if isinstance(layer, SAME_GRID_LAYERS):
+        return LayerQuantizeConfig(integer_kernel=AVERAGE_POOL)
     weight_attr, weight_quantizer = None, None
     if is_kernel_layer(layer):
         weight_attr, per_channel = KERNEL_LAYERS[type(layer)]
@@ -224,12 +286,19 @@ def config_for(
         )
 
     output_quantizer = None
-    if is_pact_activation(layer):
-        max_alpha = 6.0 if relu6(layer) else None
+    pact_concat = isinstance(layer, layers.Concatenate) and relu_inputs in _RELU_NAMES
+    if not quantize_output:
+        pass
+    elif is_pact_activation(layer) or pact_concat:
+        max_alpha = 6.0 if relu6(layer) or relu_inputs == "relu6" else None
         output_quantizer = PACTQuantizer(activation_bits, alpha_init, alpha_l2, max_alpha=max_alpha)
-    elif quantize_output and not is_pass_through(layer):
+    elif not is_pass_through(layer):
         output_quantizer = RangeQuantizer(8, straight_through=model_output)
 
     if weight_quantizer is None and output_quantizer is None:
         return None
+    if isinstance(layer, layers.Concatenate):
+        return LayerQuantizeConfig(output_quantizer=output_quantizer, integer_kernel=CONCATENATION)
+    if isinstance(layer, layers.LeakyReLU) and output_quantizer is not None:
+        return LayerQuantizeConfig(output_quantizer=output_quantizer, integer_kernel=LEAKY_RELU)
     return LayerQuantizeConfig(weight_attr, weight_quantizer, output_quantizer)

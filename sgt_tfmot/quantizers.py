@@ -90,9 +90,14 @@ def pact_integer(x: tf.Tensor, alpha: tf.Tensor, num_bits: int) -> tf.Tensor:
     """
     x32, alpha32 = _to_float32(x), tf.maximum(_to_float32(alpha), _EPSILON)
     levels = 2**num_bits - 1
-    y = tf.quantization.fake_quant_with_min_max_vars(x32, 0.0, alpha32 * (255.0 / levels), 8)
+    high = alpha32 * (255.0 / levels)
+    y = tf.quantization.fake_quant_with_min_max_vars(x32, 0.0, high, 8)
     if num_bits < 8:
-        y = tf.minimum(y, alpha32)
+        # α is the grid point 2^k − 1, so the second fake-quant changes no value; it gives
+        # the MINIMUM's output a range of its own. Without it the converter lets a
+        # Concatenate that reads the tensor set its range, and every other reader then
+        # reads the tensor requantized onto the Concatenate's grid.
+        y = tf.quantization.fake_quant_with_min_max_vars(tf.minimum(y, alpha32), 0.0, high, 8)
     return tf.cast(y, x.dtype)
 
 
@@ -244,6 +249,149 @@ def quantize_weights(
     return tf.cast(_quantize(_to_float32(w)), w.dtype)
 
 
+def nudged_grid(low, high, num_bits: int = 8):
+    """(scale, int8 zero point) of the grid a fake-quant op over [low, high] rounds onto.
+
+    TensorFlow's fake-quant ops (and the TFLite converter after them) move the range until
+    0 is a grid point: scale = (high − low) / (2^k − 1), and the zero point
+    z = round(−low / scale) (half away from zero), clipped to [0, 2^k − 1], is the level of
+    0. TFLite stores the level minus 128 as an int8 tensor's zero point. Tensors in, tensors
+    out (the ranges may be variables that move while training).
+    """
+    low, high = _to_float32(low), _to_float32(high)
+    levels = float(2**num_bits - 1)
+    scale = tf.maximum((high - low) / levels, 1e-12)
+    zero_point = tf.clip_by_value(tf.floor(-low / scale + 0.5), 0.0, levels)
+    return scale, zero_point - 128.0
+
+
+def average_pool_int8(y, scale, zero_point, counts):
+    """TFLite's int8 AVERAGE_POOL_2D, given the float average `y` of values on an int8 grid.
+
+    The integer kernel keeps the input's scale and zero point for its output and computes,
+    for each window of n input values q (int8, zero point included),
+
+        r = sign(Σq) · ⌊(|Σq| + ⌊n/2⌋) / n⌋      (Σq / n rounded half away from zero)
+
+    in LiteRT's XNNPACK, builtin and reference kernels alike (checked on every input
+    pattern of the tests). Σq is recovered exactly from the float average:
+    Σq = round(n · (y / scale + zero_point)). The gradient is the identity (straight
+    through, like every quantizer here).
+
+    Args:
+      y: Float averages (B, H', W', C) of the pooled windows.
+      scale, zero_point: The input's grid (`nudged_grid` or a PACT grid).
+      counts: n for each output position, (H', W', 1) (fewer at a SAME-padded border), a
+        numpy array (`pool_window_counts`).
+    """
+
+    counts = np.asarray(counts, np.float32)
+    half = np.floor(counts / 2) + 0.5  # ⌊n/2⌋, and 0.5 against inexact division (below)
+
+    @tf.custom_gradient
+    def _round(y):
+        total = tf.round(counts * (y / scale + zero_point))
+        # (|Σq| + ⌊n/2⌋ + 0.5) / n lies at least 0.5/n away from an integer, so the floor
+        # is exact even where TensorFlow's graph optimizations divide inexactly (a
+        # reciprocal: 484 / 4 came out as 120.99999 in `predict`).
+        r = tf.sign(total) * tf.floor((tf.abs(total) + half) / counts)
+        r = tf.clip_by_value(r, -128.0, 127.0)
+        return (r - zero_point) * scale, lambda dy: dy
+
+    y32 = _to_float32(y)
+    return tf.cast(_round(y32), y.dtype)
+
+
+def requantize_int8(x, input_grid, output_grid):
+    """An int8 tensor moved from its grid onto another, as LiteRT's XNNPACK delegate runs the
+    int8 QUANTIZE op that the TFLite converter puts in front of a CONCATENATION input whose
+    scale differs from the output's (an input that other layers read too).
+
+    XNNPACK requantizes with an 8-bit fixed-point multiplier (checked on every int8 input
+    for several scale ratios in the tests):
+
+        M = rint(256 · s_in / s_out),   r = ⌊((q − z_in) · M + 128) / 256⌋ + z_out
+
+    which differs from rounding (q − z_in) · s_in / s_out by one step wherever M / 256 is
+    not the ratio closely enough (LiteRT's builtin kernels use a 31-bit multiplier). The
+    gradient is the identity.
+
+    Args:
+      x: Values on `input_grid`.
+      input_grid, output_grid: (scale, int8 zero point) pairs.
+    """
+    s_in, z_in = input_grid
+    s_out, z_out = output_grid
+
+    @tf.custom_gradient
+    def _requantize(x):
+        q = tf.round(x / s_in + z_in)
+        r = _fixed_point_8(q - z_in, tf.round(256.0 * s_in / s_out), z_out)
+        return (r - z_out) * s_out, lambda dy: dy
+
+    return tf.cast(_requantize(_to_float32(x)), x.dtype)
+
+
+def _fixed_point_8(d, multiplier, z_out):
+    """⌊(d · M + 128) / 256⌋ + z_out, clipped to int8: XNNPACK's requantization of an int8
+    difference d = q − z_in with an 8-bit fixed-point multiplier M. The numerator is an
+    integer, so +0.5 keeps the floor exact under inexact division."""
+    r = tf.floor((d * multiplier + 128.5) / 256.0) + z_out
+    return tf.clip_by_value(r, -128.0, 127.0)
+
+
+def leaky_relu_int8(x, y, alpha: float, input_grid, output_grid):
+    """LiteRT's XNNPACK int8 LEAKY_RELU of `x` (values on `input_grid`), with the value of
+    the float computation `y` (leaky_relu(x) on `output_grid`) replaced and its gradient
+    kept (straight through).
+
+    XNNPACK requantizes the positive and the negative side with its own 8-bit fixed-point
+    multiplier (as the QUANTIZE op, `requantize_int8`):
+
+        M+ = rint(256 · s_in / s_out),   M− = rint(256 · α · s_in / s_out)
+        r = ⌊((q − z_in) · M + 128) / 256⌋ + z_out,   M = M+ where q ≥ z_in, else M−
+
+    which is one step from rounding x·α/s_out wherever M/256 is not the ratio closely enough
+    (LiteRT's builtin kernels use 31-bit multipliers).
+
+    Args:
+      x: The layer's input, on `input_grid`.
+      y: The layer's float output after its output quantizer (on `output_grid`).
+      alpha: The negative slope.
+      input_grid, output_grid: (scale, int8 zero point) pairs.
+    """
+    s_in, z_in = input_grid
+    s_out, z_out = output_grid
+
+    @tf.custom_gradient
+    def _kernel(x, y):
+        d = tf.round(x / s_in + z_in) - z_in
+        positive = tf.round(256.0 * s_in / s_out)
+        negative = tf.round(256.0 * float(alpha) * s_in / s_out)
+        r = _fixed_point_8(d, tf.where(d >= 0, positive, negative), z_out)
+        return (r - z_out) * s_out, lambda dy: (tf.zeros_like(dy), dy)
+
+    return tf.cast(_kernel(_to_float32(x), _to_float32(y)), y.dtype)
+
+
+def pool_window_counts(input_size, pool_size, strides, padding: str) -> np.ndarray:
+    """n, the number of input values in each window of a 2-D pooling, shaped (H', W', 1):
+    pool_h · pool_w everywhere for "valid" padding; fewer at the border for "same"
+    (TensorFlow's padding, the larger half after the input; padded values do not count)."""
+
+    def per_axis(size, pool, stride):
+        if padding == "valid":
+            return np.full((size - pool) // stride + 1, pool)
+        out = -(-size // stride)
+        before = max((out - 1) * stride + pool - size, 0) // 2
+        starts = np.arange(out) * stride - before
+        return np.minimum(starts + pool, size) - np.maximum(starts, 0)
+
+    rows = per_axis(input_size[0], pool_size[0], strides[0])
+    columns = per_axis(input_size[1], pool_size[1], strides[1])
+    return np.outer(rows, columns)[..., None].astype(np.float32)
+
+
 @tf.custom_gradient
 def _straight_through(x, y):
     """Returns `y` (a quantized `x`) with the gradient of the identity in `x`.
@@ -313,6 +461,19 @@ class PACTQuantizer(_Serializable):
     def step(self, alpha: float) -> float:
         """The grid step α / (2^k − 1) of this quantizer at clipping level `alpha`."""
         return float(alpha) / self.levels
+
+    def integer_grid(self, weights: dict):
+        """(scale, int8 zero point) of the output: α / (2^k − 1) and −128 (0 is the lowest
+        level, also in the 8-bit export range [0, α·255/(2^k − 1)])."""
+        alpha = tf.maximum(_to_float32(tf.convert_to_tensor(weights["alpha"])), _EPSILON)
+        return alpha / self.levels, tf.constant(-128.0)
+
+    def export_range(self, weights: dict) -> tuple[float, float]:
+        """(low, high) of the 8-bit fake-quant `pact_integer` emits, as the same float32
+        numbers (the converter reads a scale from them; another rounding of the same grid
+        is another scale to it)."""
+        alpha = np.maximum(np.float32(weights["alpha"].numpy()), np.float32(_EPSILON))
+        return 0.0, float(alpha * np.float32(255.0 / self.levels))
 
     def build(self, tensor_shape, name: str, layer) -> dict:
         alpha = layer.add_weight(
@@ -485,6 +646,18 @@ class RangeQuantizer(_Serializable):
         """The grid step (high − low) / (2^k − 1) over a range [low, high]."""
         return (float(high) - float(low)) / (2**self.num_bits - 1)
 
+    def integer_grid(self, weights: dict):
+        """(scale, int8 zero point) of the output over the stored range (`nudged_grid`)."""
+        return nudged_grid(
+            tf.convert_to_tensor(weights["min_var"]),
+            tf.convert_to_tensor(weights["max_var"]),
+            self.num_bits,
+        )
+
+    def export_range(self, weights: dict) -> tuple[float, float]:
+        """(low, high) of the fake-quant at inference: the stored range."""
+        return float(weights["min_var"].numpy()), float(weights["max_var"].numpy())
+
     def get_config(self) -> dict:
         return {"num_bits": self.num_bits, "straight_through": self.straight_through}
 
@@ -555,6 +728,14 @@ class FixedRangeQuantizer(_Serializable):
             f"steps of {self.step():.4g}, which would binarise or clip {what}: {advice}. They "
             f"span {found}"
         )
+
+    def integer_grid(self, weights: dict | None = None):
+        """(scale, int8 zero point) of the output (`nudged_grid`); (1, −128) for [0, 255]."""
+        return nudged_grid(self.low, self.high, self.num_bits)
+
+    def export_range(self, weights: dict | None = None) -> tuple[float, float]:
+        """(low, high) of the fake-quant: the fixed range."""
+        return self.low, self.high
 
     def get_config(self) -> dict:
         return {"low": self.low, "high": self.high, "num_bits": self.num_bits}

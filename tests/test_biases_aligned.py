@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import saving
+from sgt_tfmot._graph import inbound_layer
 from sgt_tfmot.export import (
-    _inbound_layer,
     _output_step,
     align_biases,
     biases_aligned,
@@ -55,7 +55,7 @@ def test_one_ulp_of_the_folded_bias_is_aligned_half_a_grid_unit_is_not(residual_
     # A third of each channel's int32 unit (input step x weight step): off the grid.
     exported = export_model(model).get_layer("quant_conv")
     kernel = next(w for w in exported.weights if w.name.endswith("kernel:0")).numpy()
-    unit = _output_step(_inbound_layer(exported)) * (
+    unit = _output_step(inbound_layer(exported)) * (
         exported.quantize_config.weight_quantizer.steps(kernel)
     )
     bn.beta.assign((nudged + unit / 3).astype(np.float32))

@@ -69,13 +69,14 @@ def test_aligned_qat_model_computes_the_integer_model(converted):
 def half_units(model) -> float:
     """The largest half int32 unit (input step × weight step) of the export model's biases:
     how far rounding or `align_biases` may move a bias."""
-    from sgt_tfmot.export import _inbound_layer, _output_step
+    from sgt_tfmot._graph import inbound_layer
+    from sgt_tfmot.export import _output_step
 
     exported, found = export_model(model), []
     for layer in exported.layers:
         quantizer = getattr(getattr(layer, "quantize_config", None), "weight_quantizer", None)
         if quantizer is not None and getattr(layer.layer, "use_bias", False):
-            step = _output_step(_inbound_layer(layer))
+            step = _output_step(inbound_layer(layer))
             found.append(0.5 * step * quantizer.steps(weight(layer, "kernel:0")).max())
     return max(found)
 
