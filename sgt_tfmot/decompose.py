@@ -9,6 +9,21 @@ those ops (the float function is unchanged, up to float rounding):
 |---------------------------------------------------|----------------------------------------|
 | Conv/Dense with an activation other than ReLU and | the same layer, linear, then           |
 | ReLU6 (`activation="softmax"`, ...)               | `Activation(...)`, `<name>_<activation>` |
+| `SeparableConv2D` (as TFMOT does)                 | `DepthwiseConv2D` (`<name>_depthwise`, |
+|                                                   | no bias), then a 1x1 `Conv2D` `<name>` |
+|                                                   | with the pointwise kernel and the bias |
+| swish (`Activation("swish")`, `activation=`)      | `Activation("sigmoid")`                |
+|                                                   | (`<name>_sigmoid`), then `Multiply`    |
+|                                                   | of the input and the gate              |
+| `x + c`, `x - c`, `c - x`, `x * c`, `x / c` with a | `Rescaling(scale, offset)` (MobileNetV3's |
+| number c (TFOpLambda, e.g. MobileNetV3's hard     | hard sigmoid becomes Rescaling, ReLU6, |
+| sigmoid `ReLU6(x + 3) * (1 / 6)`)                 | Rescaling)                             |
+| `Normalization` (last axis)                       | `Rescaling(1 / √var, −mean / √var)`    |
+
+TFLite computes swish as LOGISTIC and MUL, each rounding onto its own grid (the sigmoid's is
+fixed, 1/256); a separable convolution as DEPTHWISE_CONV_2D then CONV_2D with an int8
+tensor between; arithmetic with a number and `Normalization` as a per-channel affine map,
+which the export computes in one convolution (`sgt_tfmot.export`).
 
 Layer names are kept (a new layer is named after the one it comes from), so a decomposed
 model's layers are found by the float model's names. A model with nothing to rewrite comes
@@ -25,6 +40,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import numpy as np
 
 from sgt_tfmot.keras import keras, tf
 
@@ -80,6 +97,19 @@ def _call_with_weights(new: L.Layer, weights, args, kwargs):
     return outputs
 
 
+_SWISH = ("swish", "silu")
+
+
+def _activation(activation, x, base: str, new_name):
+    """`x` through `activation` (a name or a serialized activation) as separate layers:
+    swish as its sigmoid gate times `x`, any other as an `Activation` layer."""
+    name = activation if isinstance(activation, str) else activation_of(L.Activation(activation))
+    if name in _SWISH:
+        gate = L.Activation("sigmoid", name=new_name(f"{base}_sigmoid"))(x)
+        return L.Multiply(name=new_name(f"{base}_swish"))([x, gate])
+    return L.Activation(activation, name=new_name(f"{base}_{name}"))(x)
+
+
 def split_activation(layer: L.Layer):
     """Conv/Dense with an activation other than ReLU/ReLU6: the linear layer, then the
     activation as a layer of its own (TFLite quantizes the linear output first)."""
@@ -93,12 +123,149 @@ def split_activation(layer: L.Layer):
     def build(new_name, args, kwargs):
         linear = _copy(layer, activation="linear")
         x = _call_with_weights(linear, layer.get_weights(), args, kwargs)
-        return L.Activation(activation, name=new_name(f"{layer.name}_{name}"))(x)
+        return _activation(activation, x, layer.name, new_name)
 
     return build
 
 
-RULES: tuple[Rule, ...] = (split_activation,)
+def split_swish(layer: L.Layer):
+    """An `Activation` layer computing swish: its sigmoid gate, then `Multiply`; the
+    `Multiply` keeps the layer's name."""
+    if type(layer) is not L.Activation or activation_of(layer) not in _SWISH:
+        return None
+
+    def build(new_name, args, kwargs):
+        (x,) = tf.nest.flatten((args, kwargs))
+        gate = L.Activation("sigmoid", name=new_name(f"{layer.name}_sigmoid"))(x)
+        return L.Multiply(name=layer.name)([x, gate])
+
+    return build
+
+
+def split_separable(layer: L.Layer):
+    """`SeparableConv2D`: its depthwise conv (no bias, no activation), then a 1x1 `Conv2D`
+    with the pointwise kernel, the bias and the activation (split off as by
+    `split_activation` when TFLite does not fuse it). Regularizers and constraints go with
+    their kernels."""
+    if type(layer) is not L.SeparableConv2D:
+        return None
+    config = layer.get_config()
+
+    def build(new_name, args, kwargs):
+        depthwise = L.DepthwiseConv2D(
+            config["kernel_size"],
+            strides=config["strides"],
+            padding=config["padding"],
+            depth_multiplier=config["depth_multiplier"],
+            data_format=config["data_format"],
+            dilation_rate=config["dilation_rate"],
+            use_bias=False,
+            depthwise_regularizer=config["depthwise_regularizer"],
+            depthwise_constraint=config["depthwise_constraint"],
+            name=new_name(f"{layer.name}_depthwise"),
+        )
+        weights = layer.get_weights()
+        x = _call_with_weights(depthwise, weights[:1], args, kwargs)
+        name = activation_of(layer)
+        fused = name is None or name in _FUSED_ACTIVATIONS
+        pointwise = L.Conv2D(
+            config["filters"],
+            1,
+            data_format=config["data_format"],
+            activation=config["activation"] if fused else "linear",
+            use_bias=config["use_bias"],
+            kernel_regularizer=config["pointwise_regularizer"],
+            bias_regularizer=config["bias_regularizer"],
+            activity_regularizer=config["activity_regularizer"],
+            kernel_constraint=config["pointwise_constraint"],
+            bias_constraint=config["bias_constraint"],
+            name=layer.name,
+        )
+        x = _call_with_weights(pointwise, weights[1:], [x], {})
+        return x if fused else _activation(config["activation"], x, layer.name, new_name)
+
+    return build
+
+
+# TFOpLambda functions of a tensor and a number that are a `Rescaling`, as
+# (scale, offset) of the number c with the tensor first, and with the tensor second.
+_ARITHMETIC = {
+    "__operators__.add": (lambda c: (1.0, c), lambda c: (1.0, c)),
+    "math.add": (lambda c: (1.0, c), lambda c: (1.0, c)),
+    "math.subtract": (lambda c: (1.0, -c), lambda c: (-1.0, c)),
+    "math.multiply": (lambda c: (c, 0.0), lambda c: (c, 0.0)),
+    "math.truediv": (lambda c: (1.0 / c, 0.0), None),
+    "math.divide": (lambda c: (1.0 / c, 0.0), None),
+}
+
+
+def _is_keras_tensor(value) -> bool:
+    return getattr(value, "_keras_history", None) is not None
+
+
+def _number(value) -> float | None:
+    """`value` as a float when it is a number (a Python, numpy or one-element constant)."""
+    if isinstance(value, bool) or _is_keras_tensor(value):
+        return None
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return float(array) if array.size == 1 and array.ndim == 0 else None
+
+
+def scalar_arithmetic(layer: L.Layer):
+    """A TFOpLambda adding, subtracting, multiplying or dividing a tensor by a number (as
+    MobileNetV3 builds its hard sigmoid, `x + 3.0` and `x * (1 / 6)`): a `Rescaling` of the
+    same name (a TFOpLambda cannot be quantized)."""
+    if type(layer).__name__ != "TFOpLambda" or len(layer.inbound_nodes) != 1:
+        return None
+    forms = _ARITHMETIC.get(layer.get_config().get("function"))
+    node = layer.inbound_nodes[0]
+    operands = [*node.call_args, *(v for k, v in node.call_kwargs.items() if k != "name")]
+    if forms is None or len(operands) != 2:
+        return None
+    tensor_first = _is_keras_tensor(operands[0])
+    tensor, number = operands if tensor_first else operands[::-1]
+    number, form = _number(number), forms[0 if tensor_first else 1]
+    if not _is_keras_tensor(tensor) or number is None or form is None:
+        return None
+    if form is forms[0] and forms[1] is None and number == 0.0:  # x / 0
+        return None
+    scale, offset = form(number)
+
+    def build(new_name, args, kwargs):
+        tensors = [t for t in tf.nest.flatten((args, kwargs)) if _is_keras_tensor(t)]
+        return L.Rescaling(scale, offset, name=layer.name)(tensors[0])
+
+    return build
+
+
+def normalization_as_rescaling(layer: L.Layer):
+    """`Normalization` over the last axis (not inverted): `Rescaling` by 1 / √var and
+    −mean / √var per channel (tf_keras's formula, √var at least the backend epsilon)."""
+    if type(layer) is not L.Normalization or layer.invert:
+        return None
+    if tuple(layer.axis) not in ((-1,), (len(layer.input_shape) - 1,)):
+        return None
+    mean = np.asarray(layer.mean).reshape(-1).astype(np.float64)
+    std = np.maximum(np.sqrt(np.asarray(layer.variance).reshape(-1)), keras.backend.epsilon())
+
+    def build(new_name, args, kwargs):
+        (x,) = tf.nest.flatten((args, kwargs))
+        scale, offset = (1.0 / std).tolist(), (-mean / std).tolist()
+        return L.Rescaling(scale, offset, name=layer.name)(x)
+
+    return build
+
+
+RULES: tuple[Rule, ...] = (
+    split_activation,
+    split_swish,
+    split_separable,
+    scalar_arithmetic,
+    normalization_as_rescaling,
+)
 
 
 def decompose_model(model: keras.Model) -> keras.Model:

@@ -17,11 +17,16 @@ The rule of this package (PACT paper, Sec. 4, with the first and last layers at 
 | LeakyReLU                                          | -                     | 8-bit moving range, |
 |                                                    |                       | requantized as      |
 |                                                    |                       | TFLite's kernel     |
+| Activation sigmoid / tanh                          | -                     | LOGISTIC's / TANH's |
+|                                                    |                       | fixed int8 grid     |
 | AveragePooling2D                                   | -                     | the input's grid,   |
 |                                                    |                       | rounded as TFLite's |
 |                                                    |                       | int8 kernel does    |
 | MaxPooling, Flatten, Reshape, Dropout, ZeroPadding,| -                     | none (TFLite keeps  |
-| Softmax, Activation softmax/linear                 |                       | the input's scale)  |
+| Cropping2D, Softmax, Activation softmax/linear     |                       | the input's scale)  |
+
+SeparableConv2D, swish, arithmetic with a number (MobileNetV3's hard swish) and
+Normalization arrive here already rewritten into these layers (`sgt_tfmot.decompose`).
 
 "See below": the output quantizer of a layer is left out when the tensor is only consumed by
 a layer that quantizes it anyway in the integer graph: a PACT activation (the TFLite converter
@@ -44,7 +49,12 @@ and a LeakyReLU requantizes each side with XNNPACK's fixed-point multipliers.
 from __future__ import annotations
 
 from sgt_tfmot.keras import keras, tfmot
-from sgt_tfmot.quantizers import PACTQuantizer, RangeQuantizer, WeightQuantizer
+from sgt_tfmot.quantizers import (
+    FixedRangeQuantizer,
+    PACTQuantizer,
+    RangeQuantizer,
+    WeightQuantizer,
+)
 
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 layers = keras.layers
@@ -83,6 +93,7 @@ PASS_THROUGH_LAYERS = (
     layers.Dropout,
     layers.SpatialDropout2D,
     layers.ZeroPadding2D,
+    layers.Cropping2D,
     layers.Softmax,
 )
 
@@ -95,6 +106,11 @@ AVERAGE_POOL, CONCATENATION, LEAKY_RELU = "average_pool_2d", "concatenation", "l
 INTEGER_KERNELS = (AVERAGE_POOL, CONCATENATION, LEAKY_RELU)
 # Those computed from their input's grid (the layer before must have one).
 INPUT_GRID_KERNELS = (AVERAGE_POOL, LEAKY_RELU)
+
+# Activations whose TFLite int8 kernel writes a fixed output grid, as the (low, high) of a
+# FixedRangeQuantizer over that grid: LOGISTIC scale 1/256 and zero point −128, TANH scale
+# 1/128 and zero point 0.
+FIXED_GRID_ACTIVATIONS = {"sigmoid": (0.0, 255.0 / 256.0), "tanh": (-1.0, 127.0 / 128.0)}
 
 _RELU_NAMES = ("relu", "relu6")
 _PASS_THROUGH_ACTIVATIONS = ("linear", "softmax")
@@ -139,21 +155,32 @@ def is_pass_through(layer) -> bool:
     )
 
 
+def fixed_grid(layer) -> tuple[float, float] | None:
+    """The fixed output range of an `Activation` layer in `FIXED_GRID_ACTIVATIONS`, or None."""
+    if not isinstance(layer, layers.Activation):
+        return None
+    return FIXED_GRID_ACTIVATIONS.get(_activation_name(layer))
+
+
 def is_supported(layer) -> bool:
     """True when this module knows how to quantize `layer`."""
     return (
         is_kernel_layer(layer)
         or is_pact_activation(layer)
         or is_pass_through(layer)
+        or fixed_grid(layer) is not None
         or isinstance(layer, RANGE_LAYERS + SAME_GRID_LAYERS)
     )
 
 
 def supported_layer_names() -> list[str]:
-    """Class names of the supported layer types, for error messages and docs."""
+    """Class names of the supported layer types, for error messages and docs (with those
+    `sgt_tfmot.decompose` rewrites into them)."""
     names = {cls.__name__ for cls in KERNEL_LAYERS}
     names |= {cls.__name__ for cls in RANGE_LAYERS + PASS_THROUGH_LAYERS + SAME_GRID_LAYERS}
-    names |= {"ReLU", "Activation(relu|relu6|linear|softmax)"}
+    activations = [*_RELU_NAMES, *_PASS_THROUGH_ACTIVATIONS, *FIXED_GRID_ACTIVATIONS, "swish"]
+    names |= {"ReLU", f"Activation({'|'.join(activations)})", "SeparableConv2D"}
+    names |= {"TFOpLambda(x + c, x - c, c - x, x * c, x / c)"}
     return sorted(names)
 
 
@@ -278,6 +305,8 @@ def config_for(
     """
     if isinstance(layer, SAME_GRID_LAYERS):
         return LayerQuantizeConfig(integer_kernel=AVERAGE_POOL)
+    if fixed_grid(layer) is not None:  # the kernel's grid, whoever reads the output
+        return LayerQuantizeConfig(output_quantizer=FixedRangeQuantizer(*fixed_grid(layer)))
     weight_attr, weight_quantizer = None, None
     if is_kernel_layer(layer):
         weight_attr, per_channel = KERNEL_LAYERS[type(layer)]
