@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from sgt_tfmot import _checks, _graph, keras3, quantize_configs as configs
-from sgt_tfmot.decompose import decompose_model
+from sgt_tfmot.decompose import activation_of, decompose_model
 from sgt_tfmot.keras import keras, tf, tfmot
 from sgt_tfmot.quantizers import (
     QUANTIZERS,
@@ -157,6 +157,65 @@ def input_grid(layer, reader: str, required: bool = True):
         f"Layer {reader!r} keeps the grid of its input, but the tensor it reads (from layer "
         f"{layer.name!r}) has no 8-bit range: give that layer an output quantizer."
     )
+
+
+class UnsupportedLayersError(_checks.InputError):
+    """The layers of a model that `quantize_model` has no config for, all in one message,
+    each with its class (and activation or TensorFlow function), grouped by kind, and what
+    to do: in API words (`layer_configs`), and for the command line (`for_flags`), which
+    has no `layer_configs`.
+
+    Attributes:
+      layers: (name, kind) of each unsupported layer, in model order.
+    """
+
+    _HINTS = {
+        "TFOpLambda": "a TensorFlow function applied to a Keras tensor: only adding, "
+        "subtracting, multiplying or dividing by a number is rewritten (as Rescaling)",
+        "Lambda": "Lambda layers cannot be quantized (they hide their ops from TFMOT)",
+    }
+
+    def __init__(self, layers):
+        self.layers = [(layer.name, _kind(layer)) for layer in layers]
+        found = self._found()
+        one = len(self.layers) == 1
+        super().__init__(
+            found + ("Replace it with a supported layer, or annotate it" if one else
+                     "Replace them with supported layers, or annotate each")
+            + f" by hand with `layer_configs={{{self.layers[0][0]!r}: a tfmot QuantizeConfig"
+            + ("}`." if one else ", ...}`."),
+            cli=found + ("Replace it with a supported layer" if one else
+                         "Replace them with supported layers")
+            + " in the model file, or train without quantization (--float), or quantize in "
+            "Python with a QuantizeConfig per layer (sgt_tfmot.quantize_model(model, "
+            "layer_configs=...)).",
+        )  # fmt: skip
+
+    def _found(self) -> str:
+        groups: dict[str, list[str]] = {}
+        for name, kind in self.layers:
+            groups.setdefault(kind, []).append(name)
+        parts = []
+        for kind, names in groups.items():
+            shown = ", ".join(repr(name) for name in names[:4])
+            more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+            hint = self._HINTS.get(kind.split("(")[0])
+            parts.append(f"{kind}: {shown}{more}" + (f" ({hint})" if hint else ""))
+        count = len(self.layers)
+        return (
+            f"{count} layer{'s' if count > 1 else ''} of the model cannot be quantized: "
+            f"{'; '.join(parts)}. Supported: {', '.join(configs.supported_layer_names())}. "
+        )
+
+
+def _kind(layer) -> str:
+    """A layer's class, with its activation or TensorFlow function where that decides."""
+    kind = type(layer).__name__
+    if kind in ("TFOpLambda", "SlicingOpLambda"):
+        return f"{kind}({layer.get_config().get('function')})"
+    if isinstance(layer, keras.layers.Activation):
+        return f"Activation({activation_of(layer) or 'linear'})"
+    return kind
 
 
 def quantize_scope(*custom_objects: Mapping[str, object]):
@@ -565,24 +624,18 @@ def _layer_annotations(
     kernel_layers = [layer.name for layer in model.layers if configs.is_kernel_layer(layer)]
     first_last = {kernel_layers[0], kernel_layers[-1]} if kernel_layers else set()
     output_layers = _output_layers(model)
+    unsupported = [
+        layer
+        for layer in model.layers
+        if layer.name not in layer_configs and not configs.is_supported(layer)
+    ]
+    if unsupported:
+        raise UnsupportedLayersError(unsupported)
     annotated: dict[str, object] = {}
     for layer in model.layers:
         if layer.name in layer_configs:
             annotated[layer.name] = layer_configs[layer.name]
             continue
-        if not configs.is_supported(layer):
-            unsupported = (
-                f"Layer {layer.name!r} of class {type(layer).__name__} has no sgt_tfmot "
-                "quantize config. Supported layer types: "
-                f"{', '.join(configs.supported_layer_names())}."
-            )
-            raise _checks.InputError(
-                f"{unsupported} Annotate it by hand with `layer_configs={{{layer.name!r}: a "
-                "tfmot QuantizeConfig}`, or replace the layer with a supported one.",
-                cli=f"{unsupported} Replace the layer with a supported one (no flag annotates "
-                "a layer by hand; the Python API does: sgt_tfmot.quantize_model(model, "
-                "layer_configs=...)).",
-            )
         outs = [layer_by_name.get(name) for name in consumers[layer.name]]
         config = configs.config_for(
             layer,

@@ -219,7 +219,7 @@ CASES = [
      "is a Lambda layer, which runs Python code stored in the file; nothing was loaded. Pass "
      "--trust_model_code"),
     ("train", ["--model", "{w}/unsupported.h5", "--out_dir", "{t}/r"],
-     "Layer 'norm' of class LayerNormalization has no sgt_tfmot quantize config"),
+     "1 layer of the model cannot be quantized: LayerNormalization: 'norm'. Supported: "),
     ("train", ["--model", "{w}/qat.h5", "--out_dir", "{t}/r"], "is already a QAT model"),
     # zoo: names are entries of the zoo's manifest, never paths.
     ("convert", ["--int8", "zoo:../outside", "--output", "{t}/m.tflite"],

@@ -44,8 +44,8 @@ def test_the_advice_for_code_in_a_model_file_names_a_flag_train_has(tmp_path, ca
     # With the flag the file loads; quantizing its Lambda is refused in command-line words.
     code, err = run_train(capsys, *common, "--trust_model_code", "--overwrite")
     assert code == 2 and err.count("\n") == 1, err
-    assert "Layer 'scale_by_code' of class Lambda has no sgt_tfmot quantize config" in err
-    assert "Replace the layer with a supported one" in err
+    assert "cannot be quantized: Lambda: 'scale_by_code' (Lambda layers cannot be" in err
+    assert "Replace it with a supported layer in the model file" in err
     assert "`layer_configs=" not in err and named_flags(err) <= set(train_cli.FLAGS), err
 
 

@@ -10,6 +10,7 @@ import pytest
 import sgt_tfmot
 from sgt_tfmot import quantize_model, quantize_scope
 from sgt_tfmot.keras import keras, tf
+from sgt_tfmot.quantize import UnsupportedLayersError
 from sgt_tfmot.quantizers import FixedRangeQuantizer, PACTQuantizer, RangeQuantizer
 from tests.helpers.models import residual_model
 
@@ -215,13 +216,32 @@ def test_nested_models_are_flattened_with_names_and_outputs_kept():
     assert "quant_head_conv" in [layer.name for layer in qat.layers]
 
 
-def test_layer_without_config_names_layer_class_and_the_way_out():
+def test_every_layer_without_config_is_named_in_one_message():
     inputs = keras.Input((4, 3))
     x = L.LayerNormalization(name="ln")(inputs)
+    x = L.Activation("elu", name="elu")(tf.math.pow(x, 2.0))
+    for index in range(6):
+        x = L.LayerNormalization(name=f"ln{index}")(x)
     model = keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
-    with pytest.raises(ValueError, match=r"Layer 'ln' of class LayerNormalization has no") as e:
+    with pytest.raises(UnsupportedLayersError) as error:
         quantize_model(model)
-    assert "layer_configs={'ln':" in str(e.value)
+    message = str(error.value)
+    assert message.startswith(
+        "9 layers of the model cannot be quantized: LayerNormalization: "
+        "'ln', 'ln0', 'ln1', 'ln2' and 3 more; TFOpLambda(math.pow): "
+    )
+    assert "; Activation(elu): 'elu'. Supported: " in message
+    assert "TFOpLambda(math.pow): 'tf.math.pow" in message and "only adding, subtracting" in message
+    assert "SeparableConv2D" in message and "Activation(relu|relu6|" in message
+    assert message.endswith("annotate each by hand with `layer_configs={'ln': a tfmot "
+                            "QuantizeConfig, ...}`.")  # fmt: skip
+    names = [name for name, _ in error.value.layers]
+    assert names[0] == "ln" and names[1].startswith("tf.math.pow") and len(names) == 9
+    cli = error.value.for_flags()  # the command line has no layer_configs
+    assert cli.startswith("9 layers of the model cannot be quantized") and "--float" in cli
+    assert "`layer_configs=" not in cli and "sgt_tfmot.quantize_model(model, layer_configs" in cli
+    (one,) = UnsupportedLayersError([model.get_layer("ln")]).layers
+    assert one == ("ln", "LayerNormalization")
 
 
 def test_layer_configs_annotate_by_hand():

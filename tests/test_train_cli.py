@@ -188,3 +188,27 @@ def test_the_recorded_commands_former_spellings_still_parse():
     assert _legacy_spellings(["train", "--mixed_precision", "auto"]) == [
         "train", "--mixed_precision", "auto",
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_unsupported_layers_of_a_model_file_are_named_in_one_line(tmp_path, capsys):
+    """All of them at once, with what to do in the command line's words (it has no
+    `layer_configs`)."""
+    from sgt_tfmot import train as train_cli
+    from sgt_tfmot.saving import save_model
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, strides=2, name="conv")(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    x = keras.layers.Activation("elu", name="elu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    path = save_model(model, tmp_path / "mine.h5")
+    argv = ["sgt_tfmot.train", "--model", str(path), "--out_dir", str(tmp_path / "run"),
+            "--max_steps", "1", "--progress", "0"]  # fmt: skip
+    assert train_cli.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "sgt_tfmot.train: error: 2 layers of the model cannot be quantized: "
+        "LayerNormalization: 'norm'; Activation(elu): 'elu'. Supported: "
+    )
+    assert "(--float)" in line and "`layer_configs" not in line
