@@ -45,7 +45,13 @@ import numpy as np
 
 from sgt_tfmot.keras import keras, tf
 
-__all__ = ["activation_of", "decompose_model", "inner_layer", "rewrite_model"]
+__all__ = [
+    "ARITHMETIC_FUNCTIONS",
+    "activation_of",
+    "decompose_model",
+    "inner_layer",
+    "rewrite_model",
+]
 
 L = keras.layers
 
@@ -197,6 +203,9 @@ _ARITHMETIC = {
     "math.truediv": (lambda c: (1.0 / c, 0.0), None),
     "math.divide": (lambda c: (1.0 / c, 0.0), None),
 }
+ARITHMETIC_FUNCTIONS = frozenset(_ARITHMETIC)
+"""The TensorFlow functions of a TFOpLambda that `scalar_arithmetic` rewrites (and that a
+model file may name without running code from it, `sgt_tfmot.saving.check_model_file`)."""
 
 
 def _is_keras_tensor(value) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 from sgt_tfmot import keras3
 from sgt_tfmot._checks import InputError
 from sgt_tfmot._stored import check_stored_weights, check_zip_member
+from sgt_tfmot.decompose import ARITHMETIC_FUNCTIONS
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import quantize_scope
 
@@ -169,13 +170,25 @@ def _outside_code(entry: dict, objects: dict) -> str | None:
     return f"has class {entry.get('class_name')!r} (module {module})"
 
 
+def _arithmetic(entry: dict) -> bool:
+    """True for a TFOpLambda adding, subtracting, multiplying or dividing (`x + 3.0`, as
+    MobileNetV3 writes its hard swish): it names a TensorFlow arithmetic function, no code,
+    and `quantize_model` rewrites it as a Rescaling (`decompose.ARITHMETIC_FUNCTIONS`)."""
+    config = entry.get("config")
+    return (
+        entry.get("class_name") == "TFOpLambda"
+        and isinstance(config, dict)
+        and config.get("function") in ARITHMETIC_FUNCTIONS
+    )
+
+
 def check_model_file(path: str | os.PathLike) -> Path:
     """Refuses a model file whose layers carry Python code or unknown custom classes.
 
-    Reads the stored config without deserializing anything: a `Lambda` (or `TFOpLambda`)
-    layer, whose function would run while the model is rebuilt, and any class that is not a
-    Keras, TFMOT or sgt_tfmot class nor registered by the caller
-    (`keras.utils.register_keras_serializable`) is refused.
+    Reads the stored config without deserializing anything: a `Lambda` (or `TFOpLambda`,
+    but for arithmetic with a number) layer, whose function would run while the model is
+    rebuilt, and any class that is not a Keras, TFMOT or sgt_tfmot class nor registered by
+    the caller (`keras.utils.register_keras_serializable`) is refused.
 
     Raises:
       ModelFileError: naming the first such layer, its class, and the way out.
@@ -187,6 +200,8 @@ def check_model_file(path: str | os.PathLike) -> Path:
             objects.update(mapping)
     for layer, entry in _serialized_objects(_stored_config(file)):
         class_name = entry["class_name"]
+        if _arithmetic(entry):
+            continue  # a Keras layer naming a TensorFlow function, no code
         if class_name in _CODE_LAYERS:
             raise ModelFileError(
                 f"{file}: layer {layer!r} is a {class_name} layer, which runs Python code "

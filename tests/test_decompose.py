@@ -117,3 +117,18 @@ def test_mobilenet_v3_hard_swish_and_gates_get_their_quantizers():
     assert isinstance(found["hard_swish"], RangeQuantizer)
     assert found["squeeze_sigmoid"] == FixedRangeQuantizer(0.0, 255.0 / 256.0)
     assert isinstance(found["se"], RangeQuantizer)
+
+
+def test_a_model_file_with_arithmetic_loads_without_trusting_its_code(tmp_path):
+    """A TFOpLambda adding or multiplying by a number names a TensorFlow function and no
+    code (MobileNetV3's files are full of them): it loads; any other function still needs
+    trust_code."""
+    from sgt_tfmot.saving import ModelFileError, load_model, save_model
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, L.ReLU(6.0)(inputs + 3.0) * (1.0 / 6.0))
+    loaded = load_model(save_model(model, tmp_path / "hard_sigmoid.h5"))
+    np.testing.assert_array_equal(loaded.predict(X, verbose=0), model.predict(X, verbose=0))
+    power = keras.Model(inputs, tf.math.pow(inputs, 2.0))
+    with pytest.raises(ModelFileError, match="'tf.math.pow.*' is a TFOpLambda layer"):
+        load_model(save_model(power, tmp_path / "power.h5"))
