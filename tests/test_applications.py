@@ -1,12 +1,22 @@
-"""Keras Applications: MobileNetV2 through quantize -> SGT fit -> save/load -> int8 TFLite.
+"""Keras Applications: MobileNetV2 through quantize -> SGT fit -> save/load -> int8 TFLite,
+and the compatibility matrix's script (docs/COMPATIBILITY.md) on a Keras 3 model file.
 
 The pipeline runs once per session (the `mobilenet_v2_run` fixture, tests/helpers/models.py);
-this test checks each of its steps."""
+the first test checks each of its steps. The other applications' layer patterns are checked
+exactly in tests/test_exact_layers.py; the whole matrix is benchmarks/compatibility.py's."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sgt_tfmot.tflite import TFLiteModel, check_edgetpu
 from sgt_tfmot.tflite.rewrite import fold_minimums
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_mobilenet_v2_w4a4_sgt_to_int8_on_the_edge_tpu_with_the_same_values(mobilenet_v2_run):
@@ -22,3 +32,29 @@ def test_mobilenet_v2_w4a4_sgt_to_int8_on_the_edge_tpu_with_the_same_values(mobi
     assert np.ptp(expected, axis=0).max() > 4 * step  # the logits depend on the image
     np.testing.assert_allclose(actual, expected, atol=step + 1e-6)  # one output step
     np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.slow
+def test_compatibility_script_runs_a_keras_3_row(tmp_path):
+    """benchmarks/compatibility.py under a step cap, on a 32x32 RGB stand-in for CIFAR-10:
+    the Keras 3 model file is made, trained, converted and tabled."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (80, 32, 32, 3)).astype(np.uint8)
+    labels = rng.integers(0, 10, 80)
+    np.savez(tmp_path / "cifar10.npz", x_train=images[:64], y_train=labels[:64],
+             x_test=images[64:], y_test=labels[64:])  # fmt: skip
+    out = tmp_path / "out"
+    command = [
+        sys.executable, str(BENCHMARKS / "compatibility.py"), "--rows", "user patterns (Keras 3)",
+        "--data_dir", str(tmp_path), "--out_dir", str(out), "--max_steps", "2",
+        "--batch_size", "16", "--num_test", "16", "--tflm_images", "1",
+        "--markdown", str(out / "table.md"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads((out / "rows.json").read_text())
+    assert row["stage"] == "done", row.get("error")
+    assert (out / "user_patterns_keras_3" / "model.keras").is_file()
+    assert row["report"]["num_test"] == 16 and row["steps"] == 2
+    table = (out / "table.md").read_text().splitlines()
+    assert table[2].startswith("| user patterns (Keras 3) | 2, ")

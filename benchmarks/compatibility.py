@@ -1,0 +1,231 @@
+"""The compatibility matrix: which Keras models go through training and conversion, and how.
+
+Each row is a model file a user could bring: Keras Applications models (weights=None, at
+32x32 on CIFAR-10), TFMOT's QAT tutorial model (MNIST, a (28, 28) input), a model of common
+user layers, and the same model made with Keras 3 (`import keras`, saved as .keras). Every
+row goes the user's way: `python -m sgt_tfmot.train --model FILE` (its work function
+`sgt_tfmot.training.train`: quantize, an SGT fit of --max_steps steps, align, save) and
+`python -m sgt_tfmot.convert --uint8` (`convert_and_check`: load, integer conversion with
+uint8 input and output as MediaPipe needs, agreement with the Keras model, the deployment
+targets), with the CLIs' other defaults (W8A8, SGT, mixed precision where the CPU has
+bfloat16). A row records how far it got, the one-line error that
+stopped it, the times, the accuracies, the agreement and each target's verdict.
+
+The weights are trained for a few hundred steps only: the table is about whether and how
+exactly each model converts, not about its accuracy.
+
+Usage (the table of docs/COMPATIBILITY.md):
+
+    python benchmarks/compatibility.py --data_dir /work/shared/data --out_dir /tmp/compat \
+        --markdown /tmp/compat/table.md
+
+    python benchmarks/compatibility.py --rows MobileNetV3Small --max_steps 2 ...  # a smoke run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("rows", None, "Rows to run (default: all), by name.")
+flags.DEFINE_string("data_dir", None, "Folder with cifar10.npz and mnist.npz.")
+flags.DEFINE_string("out_dir", None, "Where each row's model file, run and .tflite go.")
+flags.DEFINE_string("markdown", None, "Write the table here (Markdown).")
+flags.DEFINE_integer("max_steps", 300, "SGT training steps per row.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Training batch size.", lower_bound=1)
+flags.DEFINE_integer("num_test", 2000, "Test images of the agreement check.", lower_bound=1)
+flags.DEFINE_integer("tflm_images", 20, "Test images TFLite Micro runs.", lower_bound=1)
+
+
+def applications(name: str, **kwargs) -> Callable:
+    def build(keras):
+        model = getattr(keras.applications, name)
+        return model(input_shape=(32, 32, 3), weights=None, classes=10, **kwargs)
+
+    return build
+
+
+def tfmot_tutorial(keras):
+    """The model of TFMOT's QAT tutorial ("Quantization aware training in Keras example")."""
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((28, 28)),
+        L.Reshape((28, 28, 1)),
+        L.Conv2D(12, (3, 3), activation="relu"),
+        L.MaxPooling2D((2, 2)),
+        L.Flatten(),
+        L.Dense(10),
+    ])  # fmt: skip
+
+
+def user_patterns(keras):
+    """Issue 22's model of common user layers: Rescaling, a Conv without bias and a
+    BatchNormalization without offset, a linear depthwise conv, Add, Dropout, average and
+    max pooling concatenated, LeakyReLU, swish, a softmax head. Written against the `keras`
+    module it is given (tf_keras here, Keras 3 in the Keras 3 row)."""
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    x = L.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(x)
+    x = L.ReLU()(L.BatchNormalization(center=False)(x))
+    x = L.Dropout(0.1)(L.Add()([x, L.DepthwiseConv2D(3, padding="same")(x)]))
+    x = L.Concatenate()([L.AveragePooling2D(2)(x), L.MaxPooling2D(2)(x)])
+    x = L.LeakyReLU(0.1)(L.BatchNormalization()(L.Conv2D(64, 3, padding="same")(x)))
+    x = L.Activation("swish")(L.SeparableConv2D(64, 3, padding="same")(x))
+    return keras.Model(inputs, L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(x)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    build: Callable  # keras module -> model
+    dataset: str = "cifar10"
+    keras3: bool = False  # made with Keras 3 in a subprocess, saved as .keras
+
+
+ROWS = {
+    "MobileNet": Row(applications("MobileNet")),
+    "MobileNetV2": Row(applications("MobileNetV2")),
+    "MobileNetV3Small": Row(applications("MobileNetV3Small")),
+    "EfficientNetB0": Row(applications("EfficientNetB0")),
+    "ResNet50": Row(applications("ResNet50")),
+    "DenseNet121": Row(applications("DenseNet121")),
+    "NASNetMobile": Row(applications("NASNetMobile")),
+    "TFMOT tutorial": Row(tfmot_tutorial, dataset="mnist"),
+    "user patterns": Row(user_patterns),
+    "user patterns (Keras 3)": Row(user_patterns, keras3=True),
+}
+
+
+def write_model_file(row: Row, path_stem: Path) -> Path:
+    """The row's model, saved as a user would: tf_keras .h5, or Keras 3 .keras made in a
+    process where `import keras` is Keras 3."""
+    if not row.keras3:
+        from sgt_tfmot import save_model
+        from sgt_tfmot.keras import keras
+
+        keras.utils.set_random_seed(0)
+        return save_model(row.build(keras), path_stem.with_suffix(".h5"))
+    path = path_stem.with_suffix(".keras")
+    source = textwrap.dedent(inspect.getsource(row.build))
+    script = f"import keras\n{source}\nkeras.utils.set_random_seed(0)\n"
+    script += f"{row.build.__name__}(keras).save({str(path)!r})\n"
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+    return path
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def run_row(name: str, row: Row, out_dir: Path) -> dict:
+    """The row's stages in order; the first that fails ends the row with its message."""
+    from sgt_tfmot.conversion import stages
+    from sgt_tfmot.training import TrainConfig, train
+
+    slug = name.lower().replace(" ", "_").replace("(", "").replace(")", "")
+    work = out_dir / slug
+    work.mkdir(parents=True, exist_ok=True)
+    found = {"row": name, "dataset": row.dataset, "stage": "model file"}
+    try:
+        path = write_model_file(row, work / "model")
+        found["stage"] = "train"
+        start = time.perf_counter()
+        config = TrainConfig(
+            model=str(path), dataset=row.dataset, data_dir=FLAGS.data_dir,
+            max_steps=FLAGS.max_steps, epochs=1, batch_size=FLAGS.batch_size,
+            out_dir=str(work / "run"), overwrite=True, progress=0, seed=0,
+        )  # fmt: skip
+        metrics = train(config)
+        found.update(train_s=time.perf_counter() - start, precision=metrics.get("precision"),
+                     steps=metrics.get("optimizer_steps"))  # fmt: skip
+        found["stage"] = "convert"
+        start = time.perf_counter()
+        result = stages.convert_and_check(
+            work / "run", work / "model.tflite", io_dtype="uint8", num_test=FLAGS.num_test,
+            fidelity_images=0, occlusion_images=0, tflm_images=FLAGS.tflm_images,
+            report=work / "report.json", overwrite=True,
+        )  # fmt: skip
+        found["convert_s"] = time.perf_counter() - start
+        found["report"] = result.report
+        found["stage"] = "done"
+    except Exception as error:  # a row that cannot work says why
+        found["error"] = first_line(error)
+    return found
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f} %"
+
+
+def _target(report: dict, name: str) -> str:
+    target = report.get("targets", {}).get(name)
+    if target is None:
+        return "–"
+    if target.get("compatible") is True:
+        return "yes"
+    return f"no: {target.get('failure') or target.get('reason') or 'not compatible'}"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | trained (steps, precision, s) | converted (s) | Keras acc. | int8 acc. | "
+        "top-1 agreement | ulp floor | checks | int8 ops | Edge TPU | MediaPipe | TFLM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        report = row.get("report")
+        if report is None:
+            lines.append(f"| {row['row']} | fails at {row['stage']}: {row.get('error', '')} "
+                         "| | | | | | | | | | |")  # fmt: skip
+            continue
+        ops = sorted(set(report.get("op_names") or []))
+        checks = "pass" if report["checks_passed"] else "fail: " + "; ".join(report["failures"])
+        lines.append(
+            f"| {row['row']} | {row['steps']}, {row['precision']}, {row['train_s']:.0f} | "
+            f"{row['convert_s']:.0f} | {_percent(report['keras_accuracy'])} | "
+            f"{_percent(report['tflite_accuracy'])} | **{_percent(report['agreement'])}** | "
+            f"{_percent(report['ulp_agreement'])} | {checks} | {', '.join(ops)} | "
+            f"{_target(report, 'edgetpu')} | {_target(report, 'mediapipe')} | "
+            f"{_target(report, 'tflm')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    if FLAGS.out_dir is None:
+        raise app.UsageError("--out_dir is required")
+    names = FLAGS.rows or list(ROWS)
+    unknown = [name for name in names if name not in ROWS]
+    if unknown:
+        raise app.UsageError(f"unknown rows {unknown}; rows: {list(ROWS)}")
+    out_dir = Path(FLAGS.out_dir)
+    rows = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        row = run_row(name, ROWS[name], out_dir)
+        rows.append(row)
+        summary = {k: v for k, v in row.items() if k != "report"}
+        print(json.dumps(summary), flush=True)
+        (out_dir / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
+    table = markdown(rows)
+    print(table)
+    if FLAGS.markdown:
+        Path(FLAGS.markdown).write_text(table)
+
+
+if __name__ == "__main__":
+    app.run(main)
