@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import TextIO
 
+from sgt_tfmot import _heartbeat
 from sgt_tfmot._checks import InputError
+from sgt_tfmot._heartbeat import duration_text
 
 __all__ = ["ENVIRONMENT", "HEARTBEAT_SECONDS", "Progress", "duration_text", "heartbeat_seconds"]
 
@@ -56,21 +59,13 @@ def heartbeat_seconds() -> float:
     return seconds
 
 
-_LAST_LINE = [time.monotonic()]  # of any Progress in the process: one start-up and one work
-
-
-def duration_text(seconds: float) -> str:
-    """A duration for people: 45s, 3m05s, 2h04m."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 class Progress:
     """Stage lines and a status, with a heartbeat in logs (see the module docstring).
+
+    The heartbeat (`sgt_tfmot._heartbeat`) runs in its own small process when the stream is a
+    file or a pipe, so that it prints while the tool's main thread holds the GIL in C++; on a
+    stream without a file descriptor (a test's buffer), in a thread. It starts with the
+    first status, so a refusal before any work stays one line.
 
     Args:
       prefix: Put before every line ("PROGRAM: ").
@@ -92,53 +87,123 @@ class Progress:
         self.interval = heartbeat_seconds() if interval is None else interval
         self._heartbeat = heartbeat
         self._lock = threading.Lock()
-        self._status, self._since, self._live = "", time.monotonic(), False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._entered = False
+        self._beater: _ProcessBeater | _ThreadBeater | None = None
 
     def __call__(self, message: str) -> None:
         """Prints `message` now and makes it the status (the heartbeat adds the time since)."""
         with self._lock:
-            self._status, self._since, self._live = message, time.monotonic(), False
             self._print(message)
+            self._send(f"said\t{_one_line(message)}", start=True)
+            for other in list(_OPEN):
+                if other is not self:
+                    other._send("line")
 
     def update(self, status: str, live: bool = True) -> None:
         """Changes the status without a line. A `live` status says itself where the work
         stands (a step count, a rate, an ETA) and the heartbeat prints it as it is; else it
         names a stage, and the heartbeat adds the time spent on it."""
         with self._lock:
-            if not live and (self._live or status != self._status):
-                self._since = time.monotonic()
-            self._status, self._live = status, live
+            self._send(f"{'live' if live else 'stage'}\t{_one_line(status)}", start=True)
 
     def _print(self, text: str) -> None:
-        _LAST_LINE[0] = time.monotonic()
         try:
             print(f"{self.prefix}{text}", file=self._stream(), flush=True)
         except (ValueError, OSError):  # the stream was closed or swapped meanwhile
             pass
 
-    def _beat(self) -> None:
-        while not self._stop.wait(max(0.05, _LAST_LINE[0] + self.interval - time.monotonic())):
-            with self._lock:
-                now = time.monotonic()
-                if self._status and now - _LAST_LINE[0] >= self.interval:
-                    elapsed = duration_text(now - self._since)
-                    self._print(self._status if self._live else
-                                f"{self._status} (still running, {elapsed})")  # fmt: skip
+    def _send(self, message: str, start: bool = False) -> None:
+        if self._beater is None and start and self._entered and self._wants_heartbeat():
+            self._beater = _start_beater(self)
+        if self._beater is not None:
+            self._beater.send(message)
+
+    def _wants_heartbeat(self) -> bool:
+        if self._heartbeat is not None:
+            return self._heartbeat
+        stream = self._stream()
+        return not (hasattr(stream, "isatty") and stream.isatty())
 
     def __enter__(self) -> Progress:
-        heartbeat = self._heartbeat
-        if heartbeat is None:
-            stream = self._stream()
-            heartbeat = not (hasattr(stream, "isatty") and stream.isatty())
-        if heartbeat:
-            self._thread = threading.Thread(target=self._beat, name="progress", daemon=True)
-            self._thread.start()
+        self._entered = True
+        _OPEN.add(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        _OPEN.discard(self)
+        self._entered = False
+        with self._lock:
+            beater, self._beater = self._beater, None
+        if beater is not None:
+            beater.close()
+
+
+_OPEN: set[Progress] = set()  # entered in this process; a line of one counts for all
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split("\n"))
+
+
+class _ProcessBeater:
+    """The heartbeat as its own process, writing to the stream's file descriptor."""
+
+    def __init__(self, process: subprocess.Popen):
+        self._process = process
+
+    def send(self, message: str) -> None:
+        try:
+            self._process.stdin.write(message + "\n")
+            self._process.stdin.flush()
+        except (OSError, ValueError):  # it ended (Ctrl-C reaches the whole process group)
+            pass
+
+    def close(self) -> None:
+        try:
+            self._process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+class _ThreadBeater:
+    """The heartbeat as a thread of this process (a stream without a file descriptor)."""
+
+    def __init__(self, progress: Progress):
+        self._messages: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(
+            target=_heartbeat.beat, args=(self._messages, progress.interval, progress._print),
+            name="progress", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+
+    def send(self, message: str) -> None:
+        self._messages.put(message)
+
+    def close(self) -> None:
+        self._messages.put(None)
+        self._thread.join()
+
+
+def _start_beater(progress: Progress) -> _ProcessBeater | _ThreadBeater:
+    try:
+        stream = progress._stream()
+        stream.flush()
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return _ThreadBeater(progress)
+    if not sys.executable:
+        return _ThreadBeater(progress)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-S", _heartbeat.__file__, repr(progress.interval), progress.prefix],
+            stdin=subprocess.PIPE, stdout=descriptor, stderr=subprocess.DEVNULL, text=True,
+            encoding=getattr(stream, "encoding", None) or "utf-8", errors="replace",
+        )  # fmt: skip
+    except OSError:  # no process can be started here
+        return _ThreadBeater(progress)
+    return _ProcessBeater(process)

@@ -69,6 +69,32 @@ def test_no_heartbeat_on_a_terminal():
     assert terminal.lines() == ["converting"]
 
 
+def hold_the_gil(seconds: float) -> None:
+    """One C call that keeps Python's GIL for about `seconds` (sum over a range never lets
+    another thread run), as TensorFlow's converter does for seconds at a time."""
+    start = time.perf_counter()
+    sum(range(10**6))
+    per_item = (time.perf_counter() - start) / 10**6
+    sum(range(int(seconds / per_item)))
+
+
+@pytest.mark.slow
+def test_in_a_file_the_heartbeat_prints_while_the_main_thread_holds_the_gil(tmp_path):
+    log_path = tmp_path / "log"
+    with open(log_path, "w") as log:
+        with Progress("tool: ", stream=lambda: log, interval=0.5) as say:
+            say("converting")
+            started = time.monotonic()
+            hold_the_gil(3.0)
+            held = time.monotonic() - started
+            during = log_path.read_text().splitlines()  # read as soon as the GIL was free
+    assert during[0] == "tool: converting"
+    # A thread could not print while the GIL was held; the heartbeat's own process did.
+    assert len(during) - 1 >= held / 0.5 - 3, (held, during)
+    assert all(re.fullmatch(r"tool: converting \(still running, \d+s\)", line)
+               for line in during[1:]), during  # fmt: skip
+
+
 def test_durations_read_like_a_clock():
     assert [duration_text(s) for s in (0, 45.4, 185, 7440)] == ["0s", "45s", "3m05s", "2h04m"]
 
