@@ -17,20 +17,22 @@ import numpy as np
 
 from sgt_tfmot import _checks, _graph, keras3, quantize_configs as configs
 from sgt_tfmot.decompose import activation_of, decompose_model
+from sgt_tfmot.int8_kernels import (
+    average_pool_int8,
+    leaky_relu_int8,
+    pool_window_counts,
+    requantize_int8,
+)
 from sgt_tfmot.keras import keras, tf, tfmot
 from sgt_tfmot.quantizers import (
     QUANTIZERS,
     FixedRangeQuantizer,
     PACTQuantizer,
     RangeQuantizer,
-    average_pool_int8,
     check_alpha_init,
     check_alpha_l2,
     check_bits,
     check_weight_range,
-    leaky_relu_int8,
-    pool_window_counts,
-    requantize_int8,
 )
 
 _tfq = tfmot.quantization.keras

@@ -98,7 +98,7 @@ PASS_THROUGH_LAYERS = (
 )
 
 # TFLite's int8 kernel keeps its input's scale and zero point for the output and rounds in its
-# own way (`sgt_tfmot.quantizers.average_pool_int8`): the wrapper rounds onto the input's grid.
+# own way (`sgt_tfmot.int8_kernels.average_pool_int8`): the wrapper rounds onto the input's grid.
 SAME_GRID_LAYERS = (layers.AveragePooling2D,)
 
 # The TFLite int8 kernels whose rounding a wrapper reproduces (`LayerQuantizeConfig`).
@@ -196,11 +196,11 @@ class LayerQuantizeConfig(_QuantizeConfig):
       integer_kernel: The TFLite int8 kernel whose rounding the wrapper
         (`sgt_tfmot.quantize.QuantizeWrapperV2`) reproduces beyond the output quantizer, one
         of `INTEGER_KERNELS`: "average_pool_2d" (the output stays on the input's grid and is
-        rounded there, `sgt_tfmot.quantizers.average_pool_int8`; no output quantizer),
+        rounded there, `sgt_tfmot.int8_kernels.average_pool_int8`; no output quantizer),
         "concatenation" (an input that keeps its own grid is requantized onto the output's
-        as the converter's QUANTIZE op does, `sgt_tfmot.quantizers.requantize_int8`) or
+        as the converter's QUANTIZE op does, `sgt_tfmot.int8_kernels.requantize_int8`) or
         "leaky_relu" (the output requantized from the input's grid with XNNPACK's
-        multipliers, `sgt_tfmot.quantizers.leaky_relu_int8`).
+        multipliers, `sgt_tfmot.int8_kernels.leaky_relu_int8`).
     """
 
     def __init__(

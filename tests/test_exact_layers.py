@@ -3,7 +3,7 @@
 AVERAGE_POOL_2D keeps its input's grid and rounds Σq / n half away from zero; a
 Concatenate's input that keeps a grid of its own is moved onto the output's by a QUANTIZE op
 and LEAKY_RELU requantizes each side (XNNPACK: 8-bit fixed-point multipliers). The QAT
-wrappers reproduce them (`sgt_tfmot.quantizers.average_pool_int8`, `requantize_int8`,
+wrappers reproduce them (`sgt_tfmot.int8_kernels.average_pool_int8`, `requantize_int8`,
 `leaky_relu_int8`), so the Keras model and the
 .tflite file in LiteRT's default runtime (XNNPACK) agree bit for bit on the output grid. The
 kernel tests run every int8 input value; the model tests train tiny models of DenseNet,
@@ -23,6 +23,13 @@ import pytest
 
 from sgt_tfmot import load_model, quantize_model, save_model
 from sgt_tfmot.export import align_biases
+from sgt_tfmot.int8_kernels import (
+    average_pool_int8,
+    leaky_relu_int8,
+    nudged_grid,
+    pool_window_counts,
+    requantize_int8,
+)
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantize import quantize_scope
 from sgt_tfmot.quantize_configs import (
@@ -35,11 +42,6 @@ from sgt_tfmot.quantizers import (
     PACTQuantizer,
     RangeQuantizer,
     WeightQuantizer,
-    average_pool_int8,
-    leaky_relu_int8,
-    nudged_grid,
-    pool_window_counts,
-    requantize_int8,
 )
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.flatbuffer import read_model

@@ -1,0 +1,167 @@
+"""The TFLite int8 kernels that a fake-quant op cannot express, as formulas the QAT model
+runs: where an integer kernel rounds its own way (AVERAGE_POOL_2D), or moves a tensor from
+one grid onto another with a fixed-point multiplier (the QUANTIZE in front of a
+CONCATENATION input, LEAKY_RELU), the Keras model computes the same integers, so the
+`.tflite` gives the Keras model's logits. `quantize.QuantizeWrapperV2` applies them where a
+layer's config names an `integer_kernel`.
+
+Each takes and returns float values on int8 grids, given as (scale, int8 zero point) pairs
+(`nudged_grid`, or a quantizer's `integer_grid`), computes in float32 (so models under the
+`mixed_bfloat16` policy work) and has the gradient of the identity (straight through, like
+every quantizer here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sgt_tfmot.keras import tf
+
+
+def _to_float32(x):
+    """A float32 tensor (never a variable: `tf.custom_gradient` must see plain tensors)."""
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+
+
+def nudged_grid(low, high, num_bits: int = 8):
+    """(scale, int8 zero point) of the grid a fake-quant op over [low, high] rounds onto.
+
+    TensorFlow's fake-quant ops (and the TFLite converter after them) move the range until
+    0 is a grid point: scale = (high − low) / (2^k − 1), and the zero point
+    z = round(−low / scale) (half away from zero), clipped to [0, 2^k − 1], is the level of
+    0. TFLite stores the level minus 128 as an int8 tensor's zero point. Tensors in, tensors
+    out (the ranges may be variables that move while training).
+    """
+    low, high = _to_float32(low), _to_float32(high)
+    levels = float(2**num_bits - 1)
+    scale = tf.maximum((high - low) / levels, 1e-12)
+    zero_point = tf.clip_by_value(tf.floor(-low / scale + 0.5), 0.0, levels)
+    return scale, zero_point - 128.0
+
+
+def average_pool_int8(y, scale, zero_point, counts):
+    """TFLite's int8 AVERAGE_POOL_2D, given the float average `y` of values on an int8 grid.
+
+    The integer kernel keeps the input's scale and zero point for its output and computes,
+    for each window of n input values q (int8, zero point included),
+
+        r = sign(Σq) · ⌊(|Σq| + ⌊n/2⌋) / n⌋      (Σq / n rounded half away from zero)
+
+    in LiteRT's XNNPACK, builtin and reference kernels alike (checked on every input
+    pattern of the tests). Σq is recovered exactly from the float average:
+    Σq = round(n · (y / scale + zero_point)). The gradient is the identity (straight
+    through, like every quantizer here).
+
+    Args:
+      y: Float averages (B, H', W', C) of the pooled windows.
+      scale, zero_point: The input's grid (`nudged_grid` or a PACT grid).
+      counts: n for each output position, (H', W', 1) (fewer at a SAME-padded border), a
+        numpy array (`pool_window_counts`).
+    """
+
+    counts = np.asarray(counts, np.float32)
+    half = np.floor(counts / 2) + 0.5  # ⌊n/2⌋, and 0.5 against inexact division (below)
+
+    @tf.custom_gradient
+    def _round(y):
+        total = tf.round(counts * (y / scale + zero_point))
+        # (|Σq| + ⌊n/2⌋ + 0.5) / n lies at least 0.5/n away from an integer, so the floor
+        # is exact even where TensorFlow's graph optimizations divide inexactly (a
+        # reciprocal: 484 / 4 came out as 120.99999 in `predict`).
+        r = tf.sign(total) * tf.floor((tf.abs(total) + half) / counts)
+        r = tf.clip_by_value(r, -128.0, 127.0)
+        return (r - zero_point) * scale, lambda dy: dy
+
+    y32 = _to_float32(y)
+    return tf.cast(_round(y32), y.dtype)
+
+
+def requantize_int8(x, input_grid, output_grid):
+    """An int8 tensor moved from its grid onto another, as LiteRT's XNNPACK delegate runs the
+    int8 QUANTIZE op that the TFLite converter puts in front of a CONCATENATION input whose
+    scale differs from the output's (an input that other layers read too).
+
+    XNNPACK requantizes with an 8-bit fixed-point multiplier (checked on every int8 input
+    for several scale ratios in the tests):
+
+        M = rint(256 · s_in / s_out),   r = ⌊((q − z_in) · M + 128) / 256⌋ + z_out
+
+    which differs from rounding (q − z_in) · s_in / s_out by one step wherever M / 256 is
+    not the ratio closely enough (LiteRT's builtin kernels use a 31-bit multiplier). The
+    gradient is the identity.
+
+    Args:
+      x: Values on `input_grid`.
+      input_grid, output_grid: (scale, int8 zero point) pairs.
+    """
+    s_in, z_in = input_grid
+    s_out, z_out = output_grid
+
+    @tf.custom_gradient
+    def _requantize(x):
+        q = tf.round(x / s_in + z_in)
+        r = _fixed_point_8(q - z_in, tf.round(256.0 * s_in / s_out), z_out)
+        return (r - z_out) * s_out, lambda dy: dy
+
+    return tf.cast(_requantize(_to_float32(x)), x.dtype)
+
+
+def _fixed_point_8(d, multiplier, z_out):
+    """⌊(d · M + 128) / 256⌋ + z_out, clipped to int8: XNNPACK's requantization of an int8
+    difference d = q − z_in with an 8-bit fixed-point multiplier M. The numerator is an
+    integer, so +0.5 keeps the floor exact under inexact division."""
+    r = tf.floor((d * multiplier + 128.5) / 256.0) + z_out
+    return tf.clip_by_value(r, -128.0, 127.0)
+
+
+def leaky_relu_int8(x, y, alpha: float, input_grid, output_grid):
+    """LiteRT's XNNPACK int8 LEAKY_RELU of `x` (values on `input_grid`), with the value of
+    the float computation `y` (leaky_relu(x) on `output_grid`) replaced and its gradient
+    kept (straight through).
+
+    XNNPACK requantizes the positive and the negative side with its own 8-bit fixed-point
+    multiplier (as the QUANTIZE op, `requantize_int8`):
+
+        M+ = rint(256 · s_in / s_out),   M− = rint(256 · α · s_in / s_out)
+        r = ⌊((q − z_in) · M + 128) / 256⌋ + z_out,   M = M+ where q ≥ z_in, else M−
+
+    which is one step from rounding x·α/s_out wherever M/256 is not the ratio closely enough
+    (LiteRT's builtin kernels use 31-bit multipliers).
+
+    Args:
+      x: The layer's input, on `input_grid`.
+      y: The layer's float output after its output quantizer (on `output_grid`).
+      alpha: The negative slope.
+      input_grid, output_grid: (scale, int8 zero point) pairs.
+    """
+    s_in, z_in = input_grid
+    s_out, z_out = output_grid
+
+    @tf.custom_gradient
+    def _kernel(x, y):
+        d = tf.round(x / s_in + z_in) - z_in
+        positive = tf.round(256.0 * s_in / s_out)
+        negative = tf.round(256.0 * float(alpha) * s_in / s_out)
+        r = _fixed_point_8(d, tf.where(d >= 0, positive, negative), z_out)
+        return (r - z_out) * s_out, lambda dy: (tf.zeros_like(dy), dy)
+
+    return tf.cast(_kernel(_to_float32(x), _to_float32(y)), y.dtype)
+
+
+def pool_window_counts(input_size, pool_size, strides, padding: str) -> np.ndarray:
+    """n, the number of input values in each window of a 2-D pooling, shaped (H', W', 1):
+    pool_h · pool_w everywhere for "valid" padding; fewer at the border for "same"
+    (TensorFlow's padding, the larger half after the input; padded values do not count)."""
+
+    def per_axis(size, pool, stride):
+        if padding == "valid":
+            return np.full((size - pool) // stride + 1, pool)
+        out = -(-size // stride)
+        before = max((out - 1) * stride + pool - size, 0) // 2
+        starts = np.arange(out) * stride - before
+        return np.minimum(starts + pool, size) - np.maximum(starts, 0)
+
+    rows = per_axis(input_size[0], pool_size[0], strides[0])
+    columns = per_axis(input_size[1], pool_size[1], strides[1])
+    return np.outer(rows, columns)[..., None].astype(np.float32)
