@@ -11,8 +11,13 @@ targets), with the CLIs' other defaults (W8A8, SGT, mixed precision where the CP
 bfloat16). A row records how far it got, the one-line error that
 stopped it, the times, the accuracies, the agreement and each target's verdict.
 
-The weights are trained for a few hundred steps only: the table is about whether and how
-exactly each model converts, not about its accuracy.
+The model file a user brings is a trained one: each model is first trained in float for
+--pretrain_epochs epochs (Adam 1e-3, the loss its head needs, raw pixels in [0, 255] as `train`
+feeds a model file; in Keras 3 for the Keras 3 row) and saved; `train --model` then
+fine-tunes it with QAT and SGT for --max_steps steps at --learning_rate. The table is about
+whether and how exactly each model converts; the accuracies say how far a few epochs got.
+Rows already done in OUT_DIR/rows.json with the same settings are kept (a run that stops
+resumes at the first unfinished row with the same command), a pretrained model file too.
 
 Usage (the table of docs/COMPATIBILITY.md):
 
@@ -42,7 +47,9 @@ flags.DEFINE_list("rows", None, "Rows to run (default: all), by name.")
 flags.DEFINE_string("data_dir", None, "Folder with cifar10.npz and mnist.npz.")
 flags.DEFINE_string("out_dir", None, "Where each row's model file, run and .tflite go.")
 flags.DEFINE_string("markdown", None, "Write the table here (Markdown).")
+flags.DEFINE_integer("pretrain_epochs", 2, "Float epochs before the QAT fit (0: none).", 0)
 flags.DEFINE_integer("max_steps", 300, "SGT training steps per row.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 0.01, "Peak learning rate of the QAT fit (a fine-tune).", 0)
 flags.DEFINE_integer("batch_size", 64, "Training batch size.", lower_bound=1)
 flags.DEFINE_integer("num_test", 2000, "Test images of the agreement check.", lower_bound=1)
 flags.DEFINE_integer("tflm_images", 20, "Test images TFLite Micro runs.", lower_bound=1)
@@ -107,21 +114,57 @@ ROWS = {
 }
 
 
+def pretrain(keras, model, npz_path, epochs, batch_size):
+    """Float training of a fresh model, as its user trained it before bringing the file:
+    Adam 1e-3, the loss its head needs, raw pixels in [0, 255] (what `train` feeds a model
+    file). Written against the `keras` module it is given, like the builders."""
+    import numpy as np
+
+    with np.load(npz_path) as data:
+        x, y = data["x_train"].astype("float32"), data["y_train"].reshape(-1)
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    softmax = activation == "softmax" or type(last).__name__ == "Softmax"
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax)
+    model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=2)
+
+
 def write_model_file(row: Row, path_stem: Path) -> Path:
-    """The row's model, saved as a user would: tf_keras .h5, or Keras 3 .keras made in a
-    process where `import keras` is Keras 3."""
+    """The row's model, trained for --pretrain_epochs and saved as a user would: tf_keras
+    .h5, or Keras 3 .keras made in a process where `import keras` is Keras 3. A file left by
+    an earlier run with the same pretraining (its `.pretrained.json`) is reused."""
+    path = path_stem.with_suffix(".keras" if row.keras3 else ".h5")
+    marker = path_stem.with_suffix(".pretrained.json")
+    settings = {"epochs": FLAGS.pretrain_epochs, "batch_size": FLAGS.batch_size}
+    if path.is_file() and marker.is_file() and json.loads(marker.read_text()) == settings:
+        return path
+    npz = str(Path(FLAGS.data_dir) / f"{row.dataset}.npz")
     if not row.keras3:
         from sgt_tfmot import save_model
         from sgt_tfmot.keras import keras
 
         keras.utils.set_random_seed(0)
-        return save_model(row.build(keras), path_stem.with_suffix(".h5"))
-    path = path_stem.with_suffix(".keras")
-    source = textwrap.dedent(inspect.getsource(row.build))
-    script = f"import keras\n{source}\nkeras.utils.set_random_seed(0)\n"
-    script += f"{row.build.__name__}(keras).save({str(path)!r})\n"
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+        model = row.build(keras)
+        if FLAGS.pretrain_epochs:
+            pretrain(keras, model, npz, FLAGS.pretrain_epochs, FLAGS.batch_size)
+        save_model(model, path, overwrite=True)
+    else:
+        script = "import keras\n"
+        for function in (row.build, pretrain):
+            script += textwrap.dedent(inspect.getsource(function)) + "\n"
+        script += f"keras.utils.set_random_seed(0)\nmodel = {row.build.__name__}(keras)\n"
+        if FLAGS.pretrain_epochs:
+            epochs, batch = FLAGS.pretrain_epochs, FLAGS.batch_size
+            script += f"pretrain(keras, model, {npz!r}, {epochs}, {batch})\n"
+        script += f"model.save({str(path)!r})\n"
+        env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+        made = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True
+        )
+        if made.returncode != 0:
+            raise RuntimeError(f"the Keras 3 model file: {made.stderr.strip().splitlines()[-1]}")
+    marker.write_text(json.dumps(settings))
     return path
 
 
@@ -140,12 +183,15 @@ def run_row(name: str, row: Row, out_dir: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     found = {"row": name, "dataset": row.dataset, "stage": "model file"}
     try:
+        start = time.perf_counter()
         path = write_model_file(row, work / "model")
+        found["pretrain_s"] = time.perf_counter() - start
         found["stage"] = "train"
         start = time.perf_counter()
         config = TrainConfig(
             model=str(path), dataset=row.dataset, data_dir=FLAGS.data_dir,
             max_steps=FLAGS.max_steps, epochs=1, batch_size=FLAGS.batch_size,
+            learning_rate=FLAGS.learning_rate,
             out_dir=str(work / "run"), overwrite=True, progress=0, seed=0,
         )  # fmt: skip
         metrics = train(config)
@@ -166,6 +212,11 @@ def run_row(name: str, row: Row, out_dir: Path) -> dict:
     return found
 
 
+_SETTINGS = (
+    "pretrain_epochs", "max_steps", "learning_rate", "batch_size", "num_test", "tflm_images",
+)  # fmt: skip
+
+
 def _percent(value) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
@@ -181,20 +232,22 @@ def _target(report: dict, name: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | trained (steps, precision, s) | converted (s) | Keras acc. | int8 acc. | "
+        "| model | float training (epochs, s) | QAT + SGT fit (steps, precision, s) | "
+        "converted (s) | Keras acc. | int8 acc. | "
         "top-1 agreement | ulp floor | checks | int8 ops | Edge TPU | MediaPipe | TFLM |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         report = row.get("report")
         if report is None:
             lines.append(f"| {row['row']} | fails at {row['stage']}: {row.get('error', '')} "
-                         "| | | | | | | | | | |")  # fmt: skip
+                         "| | | | | | | | | | | |")  # fmt: skip
             continue
         ops = sorted(set(report.get("op_names") or []))
         checks = "pass" if report["checks_passed"] else "fail: " + "; ".join(report["failures"])
         lines.append(
-            f"| {row['row']} | {row['steps']}, {row['precision']}, {row['train_s']:.0f} | "
+            f"| {row['row']} | {row['settings']['pretrain_epochs']}, {row['pretrain_s']:.0f} | "
+            f"{row['steps']}, {row['precision']}, {row['train_s']:.0f} | "
             f"{row['convert_s']:.0f} | {_percent(report['keras_accuracy'])} | "
             f"{_percent(report['tflite_accuracy'])} | **{_percent(report['agreement'])}** | "
             f"{_percent(report['ulp_agreement'])} | {checks} | {', '.join(ops)} | "
@@ -213,10 +266,20 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"unknown rows {unknown}; rows: {list(ROWS)}")
     out_dir = Path(FLAGS.out_dir)
+    settings = {key: FLAGS[key].value for key in _SETTINGS}
+    done = {}
+    if (out_dir / "rows.json").is_file():
+        done = {row["row"]: row for row in json.loads((out_dir / "rows.json").read_text())
+                if row.get("stage") == "done" and row.get("settings") == settings}  # fmt: skip
     rows = []
     for name in names:
         print(f"== {name}", flush=True)
+        if name in done:
+            print("(done before with the same settings: kept)", flush=True)
+            rows.append(done[name])
+            continue
         row = run_row(name, ROWS[name], out_dir)
+        row["settings"] = settings
         rows.append(row)
         summary = {k: v for k, v in row.items() if k != "report"}
         print(json.dumps(summary), flush=True)

@@ -47,6 +47,7 @@ def test_compatibility_script_runs_a_keras_3_row(tmp_path):
     command = [
         sys.executable, str(BENCHMARKS / "compatibility.py"), "--rows", "user patterns (Keras 3)",
         "--data_dir", str(tmp_path), "--out_dir", str(out), "--max_steps", "2",
+        "--pretrain_epochs", "1",
         "--batch_size", "16", "--num_test", "16", "--tflm_images", "1",
         "--markdown", str(out / "table.md"),
     ]  # fmt: skip
@@ -57,4 +58,11 @@ def test_compatibility_script_runs_a_keras_3_row(tmp_path):
     assert (out / "user_patterns_keras_3" / "model.keras").is_file()
     assert row["report"]["num_test"] == 16 and row["steps"] == 2
     table = (out / "table.md").read_text().splitlines()
-    assert table[2].startswith("| user patterns (Keras 3) | 2, ")
+    assert table[2].startswith("| user patterns (Keras 3) | 1, ")
+    assert json.loads((out / "user_patterns_keras_3" / "model.pretrained.json").read_text()) == {
+        "epochs": 1, "batch_size": 16,
+    }  # fmt: skip
+    # Run again: the row is kept, nothing is trained
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(done before with the same settings: kept)" in again.stdout
