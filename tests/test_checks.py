@@ -171,7 +171,9 @@ def test_gate_lists_each_failed_check():
         checks.Thresholds(require_edgetpu=True), accuracy, result, edgetpu_report(False)
     )
     assert len(failures) == 4
-    assert failures[0].startswith("accuracy drop 1.00 pp (Keras 95.00 % -> TFLite 94.00 %)")
+    assert failures[0] == (
+        "accuracy drop 1.00 pp (Keras 95.00 % -> TFLite 94.00 %) exceeds --max_accuracy_drop 0.3 pp"
+    )
     assert failures[1] == "top-1 agreement 99.00 % is below --min_agreement 99.5 %"
     assert failures[2].startswith("saliency fidelity gap 20.00 pp exceeds --max_fidelity_gap 5")
     assert failures[3] == (
@@ -341,3 +343,18 @@ def test_float_tflite_and_strip_reject_bad_input():
         float_tflite(residual_model(), batch_size=0)
     with pytest.raises(ValueError, match=r"must be a Functional or Sequential tf_keras model"):
         strip_quantization("model.h5")
+
+
+def test_an_accuracy_check_finer_than_one_image_says_so():
+    """On 200 images one image is 0.5 pp: a 0.3 pp limit fails on any single image."""
+    accuracy = checks.AccuracyComparison(0.32, 0.315, 0.985, 200)
+    (failure,) = checks.gate(checks.Thresholds(min_agreement=0.98), accuracy, None)
+    assert failure == (
+        "accuracy drop 0.50 pp (Keras 32.00 % -> TFLite 31.50 %) exceeds --max_accuracy_drop "
+        "0.3 pp (one image is 0.50 pp of these 200: test on --num_test 334 or more images, or "
+        "allow a larger drop)"
+    )
+    # 334 images: one image is 0.2994 pp, within 0.3
+    assert 100 / 334 <= 0.3 < 100 / 333
+    assert checks.gate(checks.Thresholds(max_accuracy_drop=1.0, min_agreement=0.98), accuracy,
+                       None) == []  # fmt: skip

@@ -14,6 +14,7 @@ The saliency-fidelity check is `sgt_tfmot.explain.fidelity`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -212,6 +213,19 @@ def ulp_agreement(
     return float(np.mean(base.argmax(axis=-1) == np.asarray(perturbed).argmax(axis=-1)))
 
 
+def _resolution_hint(accuracy: AccuracyComparison, thresholds: Thresholds) -> str:
+    """Where one image moves the accuracy by more than the allowed drop, says so: such a
+    check fails on any single image the two models classify differently."""
+    one_image = 100.0 / accuracy.num_images
+    if thresholds.max_accuracy_drop <= 0 or one_image <= thresholds.max_accuracy_drop:
+        return ""
+    enough = math.ceil(100.0 / thresholds.max_accuracy_drop - 1e-9)
+    return (
+        f" (one image is {one_image:.2f} pp of these {accuracy.num_images}: test on "
+        f"--num_test {enough} or more images, or allow a larger drop)"
+    )
+
+
 def gate(
     thresholds: Thresholds,
     accuracy: AccuracyComparison,
@@ -236,7 +250,7 @@ def gate(
             f"accuracy drop {accuracy.accuracy_drop_pp:.2f} pp (Keras "
             f"{100 * accuracy.keras_accuracy:.2f} % -> TFLite "
             f"{100 * accuracy.tflite_accuracy:.2f} %) exceeds --max_accuracy_drop "
-            f"{thresholds.max_accuracy_drop:g} pp"
+            f"{thresholds.max_accuracy_drop:g} pp" + _resolution_hint(accuracy, thresholds)
         )
     if accuracy.agreement < thresholds.min_agreement - 1e-9:
         floor = accuracy.ulp_agreement
