@@ -5,6 +5,8 @@ Models: a float conv net saved under mixed_bfloat16 (rebuilt in float32 by the C
 each trained one epoch on 1000 images of the embedded `mnist_subset`. Exit codes: 0 files
 written, 2 bad input (one line on stderr, no traceback, nothing written). Most cases call
 `main(argv)` in-process; one runs the module in a subprocess to see the real exit status.
+The library function behind the CLI (`sgt_tfmot.explanation.explain_models`) is called
+directly too: on the CLI's models it writes the CLI's bytes, and it takes Keras models.
 """
 
 import csv
@@ -18,6 +20,7 @@ import pytest
 
 from sgt_tfmot import data, explain, quantize_model, saving
 from sgt_tfmot.explain import __main__ as cli, attributions
+from sgt_tfmot.explanation import FILES, default_options, explain_models
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import float32_model
 from tests.helpers.models import tiny_mnist_classifier
@@ -141,6 +144,64 @@ def test_summary_holds_agreement_concentration_and_sanity(explained, models_dir)
         assert model["penultimate_layer"] == last_conv
         for check in model["sanity"].values():
             assert check["verdict"] == "passed" or check["verdict"].startswith("FAILED")
+
+
+@pytest.mark.slow
+def test_the_library_function_writes_the_cli_files_byte_for_byte(explained, models_dir, tmp_path):
+    """`explain_models` with the CLI run's models and settings (the same folder layout, so
+    the report's links and paths match): every file has the CLI's bytes."""
+    _, root = explained
+    (tmp_path / "reports").mkdir()
+    explanation = explain_models(
+        [models_dir / "float.h5", str(models_dir / "run")], tmp_path / "out",
+        report=tmp_path / "reports" / "r.md", num_images=3, curve_images=60,
+        agreement_images=8, smooth_samples=2,
+    )  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [".sgt_tfmot.json", *OUTPUTS]
+    )
+    for name in OUTPUTS:
+        assert (tmp_path / "out" / name).read_bytes() == (root / "out" / name).read_bytes(), name
+    assert (tmp_path / "reports" / "r.md").read_bytes() == (root / "reports" / "r.md").read_bytes()
+    assert explanation.files["report"] == tmp_path / "reports" / "r.md"
+    assert [model.name for model in explanation.evaluation.models] == ["float", "run"]
+    assert explanation.summary.splitlines()[0].startswith("float: accuracy ")
+
+
+def test_the_library_function_explains_a_keras_model_in_memory(tmp_path):
+    """A Keras model object (no file, so `dataset` given) on a few mnist_subset images:
+    the CLI's files, named after the model's `name`, its accuracy on the curve images."""
+    keras.utils.set_random_seed(0)
+    untrained = tiny_mnist_classifier()
+    model = keras.Model(untrained.inputs, untrained.outputs, name="mine")
+    explanation = explain_models(
+        [model], tmp_path / "out", dataset="mnist_subset", methods=["vanilla"],
+        protocols="pixel", num_images=2, curve_images=20, agreement_images=4,
+    )  # fmt: skip
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted([".sgt_tfmot.json", *FILES.values(), "report.md"])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["dataset"] == "mnist_subset" and summary["model_paths"] == {"mine": None}
+    assert summary["methods"] == ["vanilla"] and len(summary["map_indices"]) == 2
+    x, y = data.load_arrays("mnist_subset", "test")
+    chosen = data.stratified_order(y, seed=0)[:20]  # the curve images: stratified, seeded
+    predicted = model.predict(x[chosen].astype(np.float32), verbose=0).argmax(1)
+    (evaluated,) = explanation.evaluation.models
+    assert evaluated.name == "mine"
+    assert evaluated.accuracy == pytest.approx(np.mean(predicted == y[chosen]))
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "- models: mine (a Keras model in memory)" in report
+    assert explanation.summary.endswith(f"{tmp_path / 'out' / 'report.md'}")
+    with pytest.raises(ValueError, match=r"No dataset given and no model comes from a training"):
+        explain_models([model], tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
+def test_the_default_options_follow_the_models():
+    """Gradient methods for Keras models; occlusion when a model is an integer .tflite."""
+    assert default_options(["run", "model.h5"]) == explain.EvaluationOptions()
+    integer = default_options(["run", "deployed.tflite"])
+    assert integer.methods == ("occlusion",) and integer.curve_method == "occlusion"
 
 
 def test_existing_files_need_overwrite(explained, models_dir, capsys):

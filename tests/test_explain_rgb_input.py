@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sgt_tfmot import data
-from sgt_tfmot.explain.__main__ import explain_saved_models
+from sgt_tfmot.explanation import explain_models
 from sgt_tfmot.tflite import to_integer_tflite
 from sgt_tfmot.tflite.converter import grey_to_rgb
 from sgt_tfmot.tflite.runtime import TFLiteModel
@@ -25,7 +25,7 @@ def test_an_rgb_input_file_is_explained_on_its_grey_dataset(tmp_path):
     path = tmp_path / "rgb.tflite"
     path.write_bytes(flatbuffer)
     assert TFLiteModel(flatbuffer).input_shape == (12, 12, 3)
-    explanation = explain_saved_models(
+    explanation = explain_models(
         [path], tmp_path / "out", dataset=str(npz), curve_images=12, agreement_images=4,
         num_images=2,
     )  # fmt: skip

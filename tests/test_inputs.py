@@ -9,7 +9,7 @@ import pytest
 
 from sgt_tfmot import convert as convert_cli, quantize_model, save_model, train as train_cli
 from sgt_tfmot._checks import InputError
-from sgt_tfmot.explain.__main__ import explain_saved_models
+from sgt_tfmot.explanation import explain_models
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.models import with_channel_axis
 from sgt_tfmot.quantize import check_input_fits
@@ -190,9 +190,9 @@ def test_explain_feeds_a_file_without_channel_axis_and_refuses_one_that_clips(tu
     arrays = np.load(npz)
     runtime = TFLiteModel((root / "rank3.tflite").read_bytes())
     assert runtime.input_shape == (SIZE, SIZE)
-    explanation = explain_saved_models(
+    explanation = explain_models(
         [root / "rank3.tflite"], root / "explain", dataset=str(npz), curve_images=48,
-        agreement_images=4, num_images=2, protocol="pixel",
+        agreement_images=4, num_images=2, protocols="pixel",
     )  # fmt: skip
     x_test, y_test = arrays["x_test"].astype(np.float32), arrays["y_test"]
     expected = np.mean(runtime.predict(x_test[..., 0]).argmax(1) == y_test)
@@ -201,7 +201,7 @@ def test_explain_feeds_a_file_without_channel_axis_and_refuses_one_that_clips(tu
     # (0, 0.8196): pixels would all clip to its top.
     match = r"scaled.tflite: The model's input is quantized over input_range \(0, 0\.8196\d*\)"
     with pytest.raises(InputError, match=match):
-        explain_saved_models([root / "scaled.tflite"], root / "explain2", dataset=str(npz))
+        explain_models([root / "scaled.tflite"], root / "explain2", dataset=str(npz))
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MIDDLE = ("sgt_tfmot.trainers", "sgt_tfmot.explain", "sgt_tfmot.tflite")
 APPS = ("sgt_tfmot._cli", "sgt_tfmot.train", "sgt_tfmot.training", "sgt_tfmot.convert",
-        "sgt_tfmot.conversion", "sgt_tfmot.explain.__main__")  # fmt: skip
+        "sgt_tfmot.conversion", "sgt_tfmot.explanation", "sgt_tfmot.explain.__main__")  # fmt: skip
 
 
 def package_dirs() -> dict[str, Path]:

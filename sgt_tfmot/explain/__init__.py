@@ -14,7 +14,9 @@ This package answers both for any saved classifier, float or QAT:
 | `measures`    | Spearman ρ and top-10 % IoU between maps, concentration, sanity check     |
 | `evaluate`    | all of it for a set of models on the same test images                     |
 | `report`      | figures, JSON, CSV and markdown of an evaluation                          |
-| `__main__`    | the CLI, `python -m sgt_tfmot.explain --model PATH ... --out_dir DIR`     |
+| `__main__`    | the CLI, `python -m sgt_tfmot.explain --model PATH ... --out_dir DIR`:    |
+|               | its flags and one call of `sgt_tfmot.explanation.explain_models` (the     |
+|               | same files from Python, for saved models or models in memory)            |
 
 Example:
 
