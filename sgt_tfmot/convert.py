@@ -53,17 +53,10 @@ from absl import flags
 
 from sgt_tfmot import _cli  # first: starts TensorFlow quietly
 from sgt_tfmot._checks import check_choice
-from sgt_tfmot.conversion import checks
+from sgt_tfmot.conversion.checks import CheckOptions, Thresholds
 from sgt_tfmot.conversion.report import format_summary
-from sgt_tfmot.conversion.stages import (
-    PROGRAM,
-    TFLM_IMAGES,
-    Conversion,
-    Delivery,
-    convert_and_check,
-)
+from sgt_tfmot.conversion.stages import PROGRAM, Conversion, Delivery, convert_and_check
 from sgt_tfmot.explain import attributions, protocols
-from sgt_tfmot.explain.fidelity import DEFAULT_PROTOCOL
 from sgt_tfmot.masking import FILLS
 from sgt_tfmot.tflite import targets as deployment_targets
 
@@ -73,6 +66,7 @@ METRICS_FILE = _cli.METRICS_FILE
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = (
     _cli.EXIT_OK, _cli.EXIT_CHECK_FAILED, _cli.EXIT_BAD_INPUT,
 )  # fmt: skip
+_CHECKS = CheckOptions()  # the defaults of the check flags (and of `convert_and_check`)
 
 # The flags live in this module's own FlagValues rather than absl's global FLAGS, so that
 # importing several of the package's CLIs in one process (tests) cannot clash on names
@@ -97,33 +91,35 @@ flags.DEFINE_integer(
     **_IN,
 )
 flags.DEFINE_integer(
-    "num_test", None, "Check on N test images, stratified by class (--seed); default all.",
-    lower_bound=1, **_IN,
+    "num_test", _CHECKS.num_test,
+    "Check on N test images, stratified by class (--seed); default all.", lower_bound=1, **_IN,
 )  # fmt: skip
 flags.DEFINE_integer(
     "seed", 0, "Seed of the stratified order the test and calibration images are taken in.",
     lower_bound=0, **_IN,
 )  # fmt: skip
 flags.DEFINE_integer(
-    "fidelity_images", 500, "Test images of the fidelity check (0: skip).", lower_bound=0, **_IN
-)
-flags.DEFINE_string("saliency", "vanilla", "", **_IN)
+    "fidelity_images", _CHECKS.fidelity_images, "Test images of the fidelity check (0: skip).",
+    lower_bound=0, **_IN,
+)  # fmt: skip
+flags.DEFINE_string("saliency", _CHECKS.saliency, "", **_IN)
 _cli.live_help(FLAGS, "saliency", lambda: (
     f"Saliency method of the fidelity check: any of {', '.join(attributions.feature_methods())}."
 ))  # fmt: skip
 flags.DEFINE_integer(
-    "smooth_samples", 20, "Samples per image for SmoothGrad.", lower_bound=1, **_IN
-)
-flags.DEFINE_string("fidelity_protocol", DEFAULT_PROTOCOL, "", **_IN)
+    "smooth_samples", _CHECKS.smooth_samples, "Samples per image for SmoothGrad.", lower_bound=1,
+    **_IN,
+)  # fmt: skip
+flags.DEFINE_string("fidelity_protocol", _CHECKS.fidelity_protocol, "", **_IN)
 _cli.live_help(FLAGS, "fidelity_protocol", lambda: (
     f"Removal protocol of the fidelity check: any of {', '.join(protocols.names())} (see "
     "python -m sgt_tfmot.explain --help)."
 ))  # fmt: skip
 flags.DEFINE_string(
-    "fidelity_fill", None, "Fill of the removed units (default: the protocol's; the pixel "
-    f"protocol takes {', '.join(FILLS)}).", **_IN,
+    "fidelity_fill", _CHECKS.fidelity_fill, "Fill of the removed units (default: the "
+    f"protocol's; the pixel protocol takes {', '.join(FILLS)}).", **_IN,
 )  # fmt: skip
-_DEFAULT_THRESHOLDS = checks.Thresholds()
+_DEFAULT_THRESHOLDS = Thresholds()
 flags.DEFINE_float(
     "max_accuracy_drop",
     _DEFAULT_THRESHOLDS.max_accuracy_drop,
@@ -156,7 +152,7 @@ flags.DEFINE_bool(
     "LiteRT and TFLite Micro both take, with the same outputs; the Edge TPU takes none.", **_IN,
 )  # fmt: skip
 flags.DEFINE_integer(
-    "tflm_images", TFLM_IMAGES,
+    "tflm_images", _CHECKS.tflm_images,
     "Test images run in TensorFlow Lite Micro, every output compared with LiteRT's reference "
     "kernels (at most the checked test images).", lower_bound=1, **_IN,
 )  # fmt: skip
@@ -184,13 +180,13 @@ flags.DEFINE_bool(
     "names are known (the dataset's, the run's labels.txt, or --labels).", **_IN,
 )  # fmt: skip
 flags.DEFINE_integer(
-    "occlusion_images", 16,
+    "occlusion_images", _CHECKS.occlusion_images,
     "Test images whose occlusion maps of the .tflite itself are compared with the Keras "
     "model's (0: skip).", lower_bound=0, **_IN,
 )  # fmt: skip
 flags.DEFINE_string("labels", None, "Label file: one class name per line, in class order.", **_IN)
 flags.DEFINE_bool(
-    "profile", False,
+    "profile", _CHECKS.profile,
     "Time the integer and the float32 model (batch 1, 1 thread, interleaved) and the integer "
     "model per op: the report's deployment.latency and a summary line (a few seconds).", **_IN,
 )  # fmt: skip
@@ -226,7 +222,7 @@ def _convert(positional: list[str]) -> int:
         )
     if not FLAGS.output:
         raise _cli.UsageError("pass --output PATH for the .tflite file.")
-    thresholds = checks.Thresholds(
+    thresholds = Thresholds(
         max_accuracy_drop=FLAGS.max_accuracy_drop,
         min_agreement=FLAGS.min_agreement,
         max_fidelity_gap=FLAGS.max_fidelity_gap,
@@ -236,46 +232,46 @@ def _convert(positional: list[str]) -> int:
         ),
     )
     with _cli.progress(PROGRAM) as say:
-        conversion = _convert_with(positional[0], thresholds, say)
-    print(format_summary(conversion.result, verbose=FLAGS.verbose))
-    return _cli.EXIT_OK if conversion.passed else _cli.EXIT_CHECK_FAILED
-
-
-def _convert_with(model: str, thresholds: checks.Thresholds, say) -> Conversion:
-    return convert_and_check(
-        model,
-        FLAGS.output,
-        io_dtype="uint8" if FLAGS.uint8 else "int8",
-        dataset=FLAGS.dataset,
-        data_dir=FLAGS.data_dir,
-        calibration_samples=FLAGS.calibration_samples,
-        num_test=FLAGS.num_test,
-        fidelity_images=FLAGS.fidelity_images,
-        saliency=FLAGS.saliency,
-        smooth_samples=FLAGS.smooth_samples,
-        fidelity_fill=FLAGS.fidelity_fill,
-        fidelity_protocol=FLAGS.fidelity_protocol,
-        thresholds=thresholds,
-        report=FLAGS.report,
-        figure=FLAGS.figure,
-        overwrite=FLAGS.overwrite,
-        trust_model_code=FLAGS.trust_model_code,
-        data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
-        occlusion_images=FLAGS.occlusion_images,
-        profile=FLAGS.profile,
-        tflm_images=FLAGS.tflm_images,
-        c_array=FLAGS.c_array,
-        seed=FLAGS.seed,
-        delivery=Delivery(
+        checks = CheckOptions(
+            num_test=FLAGS.num_test,
+            fidelity_images=FLAGS.fidelity_images,
+            saliency=FLAGS.saliency,
+            smooth_samples=FLAGS.smooth_samples,
+            fidelity_protocol=FLAGS.fidelity_protocol,
+            fidelity_fill=FLAGS.fidelity_fill,
+            occlusion_images=FLAGS.occlusion_images,
+            tflm_images=FLAGS.tflm_images,
+            profile=FLAGS.profile,
+        )
+        delivery = Delivery(
+            io_dtype="uint8" if FLAGS.uint8 else "int8",
             softmax=not FLAGS.logits,
             rgb_input=FLAGS.rgb_input,
             metadata=FLAGS.metadata,
             labels=FLAGS.labels,
             space_to_depth=FLAGS.space_to_depth,
             pack_int4=FLAGS.pack_int4,
-        ),
-        progress=say,
-    )
+        )
+        conversion = convert_and_check(
+            positional[0],
+            FLAGS.output,
+            dataset=FLAGS.dataset,
+            data_dir=FLAGS.data_dir,
+            data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
+            calibration_samples=FLAGS.calibration_samples,
+            seed=FLAGS.seed,
+            checks=checks,
+            thresholds=thresholds,
+            delivery=delivery,
+            report=FLAGS.report,
+            figure=FLAGS.figure,
+            c_array=FLAGS.c_array,
+            overwrite=FLAGS.overwrite,
+            trust_model_code=FLAGS.trust_model_code,
+            progress=say,
+        )
+    print(format_summary(conversion.result, verbose=FLAGS.verbose))
+    return _cli.EXIT_OK if conversion.passed else _cli.EXIT_CHECK_FAILED
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 
 from sgt_tfmot import convert, saving
 from sgt_tfmot._files import write_outputs
-from sgt_tfmot.conversion import stages
+from sgt_tfmot.conversion import CheckOptions, Delivery, stages
 from sgt_tfmot.keras import keras
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.profile import delegate_partitions
@@ -468,16 +468,22 @@ def test_help_lists_the_flags(capsys):
 
 
 def test_convert_and_check_validates_its_arguments(tmp_path):
+    """The options are checked when made; convert_and_check's own before it reads a file."""
     with pytest.raises(ValueError, match=r"`io_dtype` must be one of 'int8', 'uint8'"):
-        convert.convert_and_check("m.h5", tmp_path / "m.tflite", io_dtype="int4")
+        Delivery(io_dtype="int4")
     with pytest.raises(ValueError, match=r"`fidelity_images` must be an integer >= 0"):
-        convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_images=-1)
+        CheckOptions(fidelity_images=-1)
     with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'mean', 'random'"):
-        convert.convert_and_check(
-            "m.h5", tmp_path / "m.tflite", fidelity_fill="black", fidelity_protocol="pixel"
-        )
+        CheckOptions(fidelity_fill="black", fidelity_protocol="pixel")
     with pytest.raises(ValueError, match=r"`fidelity_fill` must be one of 'imputation'"):
-        convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_fill="mean")
+        CheckOptions(fidelity_fill="mean")
     with pytest.raises(ValueError, match=r"`fidelity_protocol` must be one of 'pixel', 'road'"):
-        convert.convert_and_check("m.h5", tmp_path / "m.tflite", fidelity_protocol="lime")
+        CheckOptions(fidelity_protocol="lime")
+    with pytest.raises(ValueError, match=r"`occlusion_images` must be an integer >= 0"):
+        CheckOptions(occlusion_images=-1)
+    with pytest.raises(ValueError, match=r"`calibration_samples` must be an integer >= 0"):
+        convert.convert_and_check("m.h5", tmp_path / "m.tflite", calibration_samples=-1)
+    with pytest.raises(TypeError, match="num_test"):  # a check option, not a keyword of its own
+        convert.convert_and_check("m.h5", tmp_path / "m.tflite", num_test=10)
+    assert CheckOptions(num_test=np.int64(5)).num_test == 5  # numpy integers made ints
     assert listing(tmp_path) == []

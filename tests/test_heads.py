@@ -6,7 +6,7 @@ import pytest
 
 from sgt_tfmot import align_biases, heads, load_model, quantize_model, save_model
 from sgt_tfmot._checks import InputError
-from sgt_tfmot.conversion import stages
+from sgt_tfmot.conversion import CheckOptions, stages
 from sgt_tfmot.keras import keras
 from sgt_tfmot.models import check_classifier
 from sgt_tfmot.tflite import TFLiteModel, check_edgetpu, to_integer_tflite
@@ -145,8 +145,8 @@ def test_train_and_convert_a_softmax_model_file(tmp_path):
     assert heads.output_head(saved) == heads.SOFTMAX  # the user's Keras semantics kept
     probabilities = saved.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    result = stages.convert_and_check(run, tmp_path / "mine.tflite", num_test=300,
-                                      fidelity_images=0, occlusion_images=0)  # fmt: skip
+    checks = CheckOptions(num_test=300, fidelity_images=0, occlusion_images=0)
+    result = stages.convert_and_check(run, tmp_path / "mine.tflite", checks=checks)
     flatbuffer = (tmp_path / "mine.tflite").read_bytes()
     assert op_names(flatbuffer).count("SOFTMAX") == 1
     assert result.result.accuracy.agreement >= 0.99

@@ -8,6 +8,7 @@
   be expected to agree with the Keras model much better.
 * `gate`: the numbers against `Thresholds`, one line per failed check. Deployment targets
   (`sgt_tfmot.tflite.targets`) add their own verdicts.
+* `CheckOptions`: what `convert_and_check` checks the integer model on, and how.
 
 The saliency-fidelity check is `sgt_tfmot.explain.fidelity`.
 """
@@ -21,12 +22,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from sgt_tfmot import _checks
-from sgt_tfmot.explain.fidelity import FidelityResult
+from sgt_tfmot.explain import attributions, protocols
+from sgt_tfmot.explain.fidelity import DEFAULT_PROTOCOL, FidelityResult
 from sgt_tfmot.keras import keras
 from sgt_tfmot.tflite import targets as deployment_targets
 
 __all__ = [
     "AccuracyComparison",
+    "CheckOptions",
     "Thresholds",
     "compare_accuracy",
     "gate",
@@ -34,6 +37,7 @@ __all__ = [
 ]
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
+TFLM_IMAGES = 1000  # test images TFLite Micro runs by default (`TargetContext.test_images`)
 
 
 def _check_number(value, name: str, low: float, high: float) -> float:
@@ -85,6 +89,64 @@ class Thresholds:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """What `convert_and_check` checks the integer model on, and how; checked when made.
+
+    What the checks must reach is `Thresholds`; what the file looks like, `Delivery`.
+
+    Attributes:
+      num_test: Check on N test images only, stratified by class (`convert_and_check`'s
+        `seed`); None: the whole test split. The fidelity, occlusion, target and figure
+        images are the first of these, in the same stratified order
+        (`sgt_tfmot.data.stratified_order`).
+      fidelity_images: Test images of the saliency fidelity check
+        (`sgt_tfmot.explain.fidelity`); 0 skips it.
+      saliency: The gradient attribution method that ranks the features of the fidelity
+        check (`attributions.feature_methods()`: "vanilla", "smoothgrad").
+      smooth_samples: Noisy samples per image for SmoothGrad.
+      fidelity_protocol: Removal protocol of the fidelity check (`sgt_tfmot.explain.
+        protocols`); default ROAD, whose perturbed images stay near the data.
+      fidelity_fill: Fill of the removed units, one of the protocol's fills; None: its
+        default (the pixel protocol: "mean", "zero" or "random", seeded).
+      occlusion_images: Test images whose occlusion maps of the integer model (in LiteRT)
+        are compared with the Keras model's (`integer_model_maps`); 0 skips it.
+      tflm_images: Test images TFLite Micro runs, each output compared with LiteRT's
+        reference kernels (at most the checked ones).
+      profile: Time the integer and the float32 model and the integer model per op
+        (the report's `deployment.latency`); a few seconds.
+
+    Raises:
+      InputError: Naming the first bad setting and what it accepts.
+    """
+
+    num_test: int | None = None
+    fidelity_images: int = 500
+    saliency: str = "vanilla"
+    smooth_samples: int = 20
+    fidelity_protocol: str = DEFAULT_PROTOCOL
+    fidelity_fill: str | None = None
+    occlusion_images: int = 16
+    tflm_images: int = TFLM_IMAGES
+    profile: bool = False
+
+    def __post_init__(self):
+        clean = {
+            "num_test": _checks.check_int(self.num_test, "num_test", 1, allow_none=True),
+            "fidelity_images": _checks.check_int(self.fidelity_images, "fidelity_images", 0),
+            "smooth_samples": _checks.check_int(self.smooth_samples, "smooth_samples", 1),
+        }
+        _checks.check_choice(self.saliency, attributions.feature_methods(), "saliency")
+        removal = protocols.get(self.fidelity_protocol, "fidelity_protocol")
+        if self.fidelity_fill is not None:
+            _checks.check_choice(self.fidelity_fill, removal.fills, "fidelity_fill")
+        clean["tflm_images"] = _checks.check_int(self.tflm_images, "tflm_images", 1)
+        clean["occlusion_images"] = _checks.check_int(self.occlusion_images, "occlusion_images", 0)
+        clean["profile"] = _checks.check_bool(self.profile, "profile")
+        for name, value in clean.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)

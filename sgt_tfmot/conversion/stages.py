@@ -5,14 +5,16 @@
     data    = load_data(...)          the test split (and calibration images) of its dataset
     files   = convert(...)            the integer .tflite and the float32 baseline
     packed  = pack_weights(...)       with `pack_int4`: kernels of <= 4 bits as INT4
-    checks  = run_checks(...)         accuracy, agreement, ulp floor, export model, fidelity
+    found   = run_checks(...)         accuracy, agreement, ulp floor, export model, fidelity
     targets = check_targets(...)      every deployment target of `sgt_tfmot.tflite.targets`
     c_array = c_array_section(...)    with `c_array`: the file as a C source and header pair
-    latency = latency_section(...)    with `profile`: where the batch-1 time goes, per op
+    latency = latency_section(...)    with `checks.profile`: where the batch-1 time goes, per op
     report  = ConversionReport(...)   typed; `to_dict()` is the JSON report
     write(...)                        the .tflite, report and figure, atomically
 
 Each stage is a function of the previous stages' results, so each can be tested alone.
+What to check and how is a `CheckOptions`, what the checks must reach `Thresholds`, what
+the delivered file looks like `Delivery`: each checked when made, before any slow work.
 """
 
 from __future__ import annotations
@@ -30,10 +32,18 @@ import numpy as np
 from sgt_tfmot import _cli, data, heads, saving
 from sgt_tfmot._checks import InputError, check_choice, check_int
 from sgt_tfmot._files import check_output_file, write_outputs
-from sgt_tfmot.conversion import checks
+from sgt_tfmot.conversion.checks import (
+    TFLM_IMAGES,
+    AccuracyComparison,
+    CheckOptions,
+    Thresholds,
+    compare_accuracy,
+    gate,
+    ulp_agreement,
+)
 from sgt_tfmot.conversion.report import ConversionReport, format_summary
-from sgt_tfmot.explain import attributions, protocols
-from sgt_tfmot.explain.fidelity import DEFAULT_PROTOCOL, fidelity_check, save_saliency_figure
+from sgt_tfmot.explain import attributions
+from sgt_tfmot.explain.fidelity import fidelity_check, save_saliency_figure
 from sgt_tfmot.explain.measures import agreement
 from sgt_tfmot.export import biases_aligned, export_model, is_quantized
 from sgt_tfmot.keras import keras
@@ -54,13 +64,12 @@ from sgt_tfmot.tflite.profile import compare_latency, profile as profile_ops
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from sgt_tfmot.tflite.tflm import INSTALL_COMMAND as TFLM_INSTALL_COMMAND
 
-__all__ = ["Conversion", "convert_and_check"]
+__all__ = ["Conversion", "Delivery", "convert_and_check"]
 
 PROGRAM = "sgt_tfmot.convert"
 FIGURE_IMAGES = 8
 PREDICT_BATCH = 256
 TARGET_IMAGES = 32  # test images a target that runs the model gets
-TFLM_IMAGES = 1000  # test images TFLite Micro runs by default (`TargetContext.test_images`)
 PROFILE_ROUNDS, PROFILE_INVOKES = 10, 10  # interleaved timing of `latency_section`
 
 
@@ -83,9 +92,10 @@ class Conversion:
 
 @dataclasses.dataclass(frozen=True)
 class Delivery:
-    """What the delivered file looks like to an app.
+    """What the delivered file looks like to an app; checked when made.
 
     Attributes:
+      io_dtype: "int8" or "uint8" input and output tensors.
       softmax: End in a softmax, so the scores are probabilities (False: logits).
       rgb_input: A one-channel model takes RGB images (a luma conversion in front; needed by
         MediaPipe's ImageClassifier, which refuses one channel).
@@ -99,12 +109,16 @@ class Delivery:
         Edge TPU; `sgt_tfmot.tflite.int4`).
     """
 
+    io_dtype: str = "int8"
     softmax: bool = True
     rgb_input: bool = False
     metadata: bool = True
     labels: str | os.PathLike | None = None
     space_to_depth: bool = False
     pack_int4: bool = False
+
+    def __post_init__(self):
+        check_choice(self.io_dtype, ("int8", "uint8"), "io_dtype")
 
 
 class _AppModel:
@@ -173,7 +187,7 @@ class _Data:
 
 @dataclasses.dataclass(frozen=True)
 class _Checks:
-    accuracy: checks.AccuracyComparison
+    accuracy: AccuracyComparison
     export_model: dict | None
     fidelity: object
     maps: np.ndarray | None
@@ -378,9 +392,9 @@ def run_checks(
 
     say(f"evaluating both models on {len(x_test)} test images")
     scores = predictor(model)(x_test)
-    accuracy = checks.compare_accuracy(lambda _: scores, tflite_model.predict, x_test, y_test)
+    accuracy = compare_accuracy(lambda _: scores, tflite_model.predict, x_test, y_test)
     say("numerical sensitivity of the Keras model (one-ulp weight change)")
-    floor = checks.ulp_agreement(model, x_test, batch_size=PREDICT_BATCH, scores=scores)
+    floor = ulp_agreement(model, x_test, batch_size=PREDICT_BATCH, scores=scores)
     accuracy = dataclasses.replace(accuracy, ulp_agreement=floor)
     # A k-bit QAT model (k < 8) converts through its 8-bit export model: measuring that
     # model too tells rounding from conversion error.
@@ -388,9 +402,7 @@ def run_checks(
     exported = export_model(model) if low < 8 else None
     export = None
     if exported is not None:
-        measured = checks.compare_accuracy(
-            predictor(exported), tflite_model.predict, x_test, y_test
-        )
+        measured = compare_accuracy(predictor(exported), tflite_model.predict, x_test, y_test)
         export = {"lowest_bits": low, "keras_accuracy": measured.keras_accuracy,
                   "agreement_with_tflite": measured.agreement}  # fmt: skip
     count = min(fidelity_images, len(x_test))
@@ -532,67 +544,56 @@ def convert_and_check(
     model: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    io_dtype: str = "int8",
     dataset: str | None = None,
     data_dir: str | os.PathLike | None = None,
+    data_options: dict | None = None,
     calibration_samples: int = 500,
-    num_test: int | None = None,
-    fidelity_images: int = 500,
-    saliency: str = "vanilla",
-    smooth_samples: int = 20,
-    fidelity_fill: str | None = None,
-    fidelity_protocol: str = DEFAULT_PROTOCOL,
-    thresholds: checks.Thresholds | None = None,
+    seed: int = 0,
+    checks: CheckOptions | None = None,
+    thresholds: Thresholds | None = None,
+    delivery: Delivery | None = None,
     report: str | os.PathLike | None = None,
     figure: str | os.PathLike | None = None,
+    c_array: str | os.PathLike | None = None,
     overwrite: bool = False,
     trust_model_code: bool = False,
-    data_options: dict | None = None,
-    delivery: Delivery | None = None,
-    occlusion_images: int = 16,
-    profile: bool = False,
-    tflm_images: int = TFLM_IMAGES,
-    c_array: str | os.PathLike | None = None,
-    seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> Conversion:
     """Converts a saved classifier to an integer .tflite, checks it, writes the files.
 
+    Example:
+
+        conversion = convert_and_check(
+            "runs/mnist", "model.tflite", calibration_samples=0,
+            checks=CheckOptions(num_test=1000, fidelity_images=200),
+            thresholds=Thresholds(max_accuracy_drop=0.5, require=("tflm",)),
+            delivery=Delivery(io_dtype="uint8", rgb_input=True), report="report.json",
+        )
+        print(conversion.summary)  # what the command line prints
+        conversion.passed          # False when a check failed
+
     Args:
-      model: A .h5 / .keras file, or a `python -m sgt_tfmot.train` run directory.
+      model: A .h5 / .keras file, a `python -m sgt_tfmot.train` run directory, or
+        `zoo:NAME`.
       output: Where to write the .tflite file.
-      io_dtype: "int8" or "uint8" input and output tensors.
       dataset: Dataset of the calibration and test images; None: the training run's.
       data_dir: Folder with DATASET.npz (see `sgt_tfmot.data.load_arrays`).
-      calibration_samples: N training images, stratified by class (`seed`), calibrate a
-        float model's ranges; a QAT model needs none (its ranges are learned) and uses none.
-      num_test: Check on N test images only, stratified by class (`seed`); None: the whole
-        test split. The fidelity, occlusion, target and figure images are the first of
-        these, in the same stratified order (`sgt_tfmot.data.stratified_order`).
-      fidelity_images: Test images of the saliency fidelity check; 0 skips it.
-      saliency: A gradient attribution method ("vanilla", "smoothgrad").
-      smooth_samples: Noisy samples per image for SmoothGrad.
-      fidelity_fill: Fill of the removed units; None: the protocol's default (the pixel
-        protocol: "mean", "zero" or "random", seeded).
-      fidelity_protocol: Removal protocol of the fidelity check (`sgt_tfmot.explain.
-        protocols`); default ROAD, whose perturbed images stay near the data.
-      thresholds: What the checks require; default `checks.Thresholds()`.
-      report: Where to write the JSON report, or None.
-      figure: Where to write the saliency PNG; None: beside `report` (same name, .png).
-      overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
-      trust_model_code: Load a model whose layers carry Python code.
       data_options: How an image-folder dataset is read (`sgt_tfmot.data.options`);
         default: the training run's.
-      delivery: Softmax, RGB input, metadata and labels of the delivered file (`Delivery`).
-      occlusion_images: Test images whose occlusion maps of the integer model (in LiteRT) are
-        compared with the Keras model's (`integer_model_maps`); 0 skips it.
-      profile: Time the integer and the float32 model and the integer model per op
-        (`latency_section`, in the report's `deployment.latency`); a few seconds.
-      tflm_images: Test images TFLite Micro runs, each output compared with LiteRT's
-        reference kernels (at most the checked ones).
+      calibration_samples: N training images, stratified by class (`seed`), calibrate a
+        float model's ranges; a QAT model needs none (its ranges are learned) and uses none.
+      seed: Seed of the stratified order the test and calibration images are taken in.
+      checks: What the checks run on and how (`CheckOptions`: test images, saliency
+        fidelity, occlusion maps, TFLite Micro images, profiling); default `CheckOptions()`.
+      thresholds: What the checks require (`Thresholds`); default `Thresholds()`.
+      delivery: The delivered file (`Delivery`: I/O type, softmax, RGB input, metadata,
+        labels, layout, INT4 packing); default `Delivery()`.
+      report: Where to write the JSON report, or None.
+      figure: Where to write the saliency PNG; None: beside `report` (same name, .png).
       c_array: Also write the file as a C source (this path: .c, .cc or .cpp) and header
         (beside it, .h) for a firmware project (`c_array_section`); needs tflite-micro.
-      seed: Seed of the stratified order the test and calibration images are taken in.
+      overwrite: Replace output files this tool wrote before (`sgt_tfmot._files`).
+      trust_model_code: Load a model whose layers carry Python code.
       progress: Called with a short message before each slow stage.
 
     Returns:
@@ -603,41 +604,33 @@ def convert_and_check(
         file is written.
     """
     say = progress or (lambda message: None)
-    io_dtype = check_choice(io_dtype, ("int8", "uint8"), "io_dtype")
     calibration_samples = check_int(calibration_samples, "calibration_samples", 0)
-    num_test = check_int(num_test, "num_test", 1, allow_none=True)
     seed = check_int(seed, "seed", 0)
-    fidelity_images = check_int(fidelity_images, "fidelity_images", 0)
-    options = attributions.AttributionOptions(
-        smooth_samples=check_int(smooth_samples, "smooth_samples", 1)
-    )
-    check_choice(saliency, attributions.feature_methods(), "saliency")
-    removal = protocols.get(fidelity_protocol, "fidelity_protocol")
-    if fidelity_fill is not None:
-        check_choice(fidelity_fill, removal.fills, "fidelity_fill")
-    fidelity = (fidelity_protocol, fidelity_fill)
-    thresholds = checks.Thresholds() if thresholds is None else thresholds
-    tflm_images = check_int(tflm_images, "tflm_images", 1)
+    checks = CheckOptions() if checks is None else checks
+    thresholds = Thresholds() if thresholds is None else thresholds
+    delivery = Delivery() if delivery is None else delivery
+    options = attributions.AttributionOptions(smooth_samples=checks.smooth_samples)
+    fidelity = (checks.fidelity_protocol, checks.fidelity_fill)
+    io_dtype = delivery.io_dtype
     paths = check_outputs(output, report, figure, overwrite, c_array)
     loaded = load(model, calibration_samples, trust_model_code)
-    delivery = Delivery() if delivery is None else delivery
     loaded = delivered_scores(loaded, delivery)
     samples = load_data(
-        loaded, dataset, data_dir, num_test, calibration_samples, data_options, seed
+        loaded, dataset, data_dir, checks.num_test, calibration_samples, data_options, seed
     )
     labels = class_labels(delivery, samples, loaded)
     with _cli.native_output_captured():
         flatbuffer, float_flatbuffer = convert(loaded, samples, io_dtype, delivery, labels, say)
         flatbuffer, packing = pack_weights(flatbuffer, loaded, delivery, say)
         tflite_model = _AppModel(flatbuffer, delivery.rgb_input)
-    occlusion_images = check_int(occlusion_images, "occlusion_images", 0)
-    found = run_checks(loaded, samples, tflite_model, fidelity_images, saliency, fidelity,
-                       options, say, occlusion_images, delivery.softmax)  # fmt: skip
+    found = run_checks(loaded, samples, tflite_model, checks.fidelity_images, checks.saliency,
+                       fidelity, options, say, checks.occlusion_images,
+                       delivery.softmax)  # fmt: skip
     with _cli.native_output_captured():  # the targets' and LiteRT's C++ notices
         reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say,
-                                tflm_images)  # fmt: skip
-        latency = latency_section(flatbuffer, float_flatbuffer, say) if profile else None
-    failures = checks.gate(thresholds, found.accuracy, found.fidelity, reports.values())
+                                checks.tflm_images)  # fmt: skip
+        latency = latency_section(flatbuffer, float_flatbuffer, say) if checks.profile else None
+    failures = gate(thresholds, found.accuracy, found.fidelity, reports.values())
     c_files, c_section = {}, None
     if "c_array" in paths:
         c_section, c_files, c_failure = c_array_section(
