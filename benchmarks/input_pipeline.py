@@ -60,8 +60,8 @@ def _trainer(model_name: str, bits: str, sgt: bool, info, seed: int, batch_size:
     config = training.TrainConfig(model=model_name, float=bits == "float", sgt=sgt, seed=seed,
                                   batch_size=batch_size, **quantized)  # fmt: skip
     model = training.build_model(config, info)
-    plan = training._plan(config, info.train_size)
-    return training._make_trainer(config, model, plan, info.image_shape)
+    plan = training.Plan.of(config, info.train_size)
+    return training.make_trainer(config, model, plan, info.image_shape)
 
 
 def _timed(train_function, iterator):

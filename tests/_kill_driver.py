@@ -26,6 +26,7 @@ def die():
 def main(config_json: str, point: str) -> None:
     from sgt_tfmot import training
     from sgt_tfmot.keras import keras, tf
+    from sgt_tfmot.training import finalise  # what the end of a run calls
 
     config = training.TrainConfig(**json.loads(config_json))
     kind, _, count = point.partition(":")
@@ -58,18 +59,18 @@ def main(config_json: str, point: str) -> None:
             tmp.write_bytes(b"\x89HDF half a file")
             die()
 
-        training.save_model = partial_save
+        finalise.save_model = partial_save
     elif kind == "metrics":
-        original_write = training.atomic_write
+        original_write = finalise.atomic_write
 
         def write(path, content):
             if path.name == "metrics.json":
                 die()
             original_write(path, content)
 
-        training.atomic_write = write
+        finalise.atomic_write = write
     elif kind == "backup":
-        training._remove_backup = lambda backup: die()
+        finalise._remove_backup = lambda backup: die()
     else:
         raise SystemExit(f"unknown point {point!r}")
     training.train(config, extra_callbacks=callbacks)

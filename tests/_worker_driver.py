@@ -29,6 +29,7 @@ def main(config_json: str, record_dir: str, kill_after: str | None = None) -> No
     from sgt_tfmot import precision, training
     from sgt_tfmot.keras import keras, tf
     from sgt_tfmot.trainers import SaliencyGuidedModel
+    from sgt_tfmot.training import finalise
 
     native = os.environ.get("SGT_TFMOT_TEST_CPU_BFLOAT16")
     if native is not None:
@@ -55,13 +56,13 @@ def main(config_json: str, record_dir: str, kill_after: str | None = None) -> No
 
     SaliencyGuidedModel.train_step = recording_train_step
 
-    save_model = training.save_model
+    save_model = finalise.save_model
 
     def save_and_record(model, path, overwrite=False):
         save_model(model, path, overwrite=overwrite)
         np.savez(record / "weights.npz", *model.get_weights())
 
-    training.save_model = save_and_record
+    finalise.save_model = save_and_record
 
     callbacks = []
     if kill_after is not None:

@@ -416,7 +416,7 @@ def test_a_batch_the_replicas_cannot_share_is_one_line_exit_2(
     class ThreeReplicas:  # what make_strategy returns for a cluster of three replicas
         num_replicas_in_sync = 3
 
-    monkeypatch.setattr(training, "make_strategy", lambda name: ThreeReplicas())
+    monkeypatch.setattr(training.run, "make_strategy", lambda name: ThreeReplicas())
     argv = ["train", "--distribute", "mirrored", "--batch_size", batch]  # mnist_subset
     code = train.main([*argv, "--out_dir", str(tmp_path / "r")])
     err = capsys.readouterr().err

@@ -11,7 +11,8 @@ import pytest
 
 from sgt_tfmot._checks import InputError
 from sgt_tfmot._progress import ENVIRONMENT, HEARTBEAT_SECONDS, Progress, duration_text
-from sgt_tfmot.training import TrainingProgress, _Plan
+from sgt_tfmot.training import Plan
+from sgt_tfmot.training.callbacks import TrainingProgress
 
 
 class Log(io.StringIO):
@@ -101,14 +102,14 @@ def test_durations_read_like_a_clock():
 
 def test_training_status_counts_global_steps_rate_and_eta(monkeypatch):
     clock = iter([100.0, 101.0, 103.0])  # batch ends: the first (after tracing), +1 s, +2 s
-    monkeypatch.setattr("sgt_tfmot.training.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("sgt_tfmot.training.callbacks.time.monotonic", lambda: next(clock))
     statuses = []
 
     class Recorder:
         def update(self, status, live=True):
             statuses.append((status, live))
 
-    plan = _Plan(steps_per_epoch=10, epochs=3, total_steps=30)
+    plan = Plan(steps_per_epoch=10, epochs=3, total_steps=30)
     callback = TrainingProgress(Recorder(), plan, batch_size=16, start_step=12)  # resumed
     callback.on_train_begin()
     for batch in range(3):

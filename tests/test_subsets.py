@@ -133,7 +133,7 @@ def test_init_from_calibrates_on_stratified_training_images(tmp_path, monkeypatc
         seen["greys"] = calibration_images[:, 0, 0, 0]
         return build(config, info, calibration_images)
 
-    monkeypatch.setattr(training, "build_model", spy)
+    monkeypatch.setattr(training.model, "build_model", spy)  # where `train` looks it up
     training.train(
         training.TrainConfig(
             dataset=str(npz), model=str(model), init_from=str(model), sgt=False, max_steps=1,

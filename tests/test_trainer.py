@@ -554,8 +554,8 @@ def test_every_trainer_keeps_the_synchronised_metrics(sgt):
     info = data.info("mnist_subset")
     config = training.TrainConfig(float=True, sgt=sgt, max_steps=1, batch_size=8).check()
     model = training.build_model(config, info)
-    plan = training._plan(config, info.train_size)
-    trainer = training._make_trainer(config, model, plan, info.image_shape)
+    plan = training.Plan.of(config, info.train_size)
+    trainer = training.make_trainer(config, model, plan, info.image_shape)
     assert isinstance(trainer, SaliencyGuidedModel) == sgt
     assert trainer.distribute_reduction_method == "first"
 

@@ -1,0 +1,105 @@
+"""The end of a run: the saved model computes what its integer TFLite model will compute
+(`align_biases`), is evaluated and saved; the history and the metrics are written, metrics.json
+last (a run is finished when it exists), and the backup is removed after it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from sgt_tfmot._files import atomic_write
+from sgt_tfmot.export import align_biases, is_quantized
+from sgt_tfmot.saving import RUN_MODEL_FILE, float32_model, save_model
+from sgt_tfmot.training.callbacks import WallClock, alphas
+from sgt_tfmot.training.cluster import worker_count
+from sgt_tfmot.training.config import Setup
+from sgt_tfmot.training.model import Built
+from sgt_tfmot.training.run_directory import RunDirectory
+
+
+def finalise(setup: Setup, run: RunDirectory, built: Built, clock: WallClock) -> dict:
+    """Aligns, evaluates and writes the results; metrics.json last, the backup removed after.
+
+    A kill anywhere in here leaves the backup, so the same command resumes (and finds
+    nothing left to train) or, once metrics.json exists, reports the run as finished.
+    """
+    config, plan, info, strategy = setup.config, setup.plan, setup.info, setup.strategy
+    model, trainer, test_ds = built.model, built.trainer, built.test_ds
+    # The saved model computes what its integer TFLite model will compute (docstring of
+    # `align_biases`); the test accuracy below is measured after this step.
+    aligned = align_biases(model) if is_quantized(model) else 0
+    trainer.make_test_function(force=True)  # the input offsets may have moved
+    test_loss, test_accuracy = trainer.evaluate(test_ds, verbose=0)[:2]
+    saved_accuracy = _float32_accuracy(model, test_ds) if setup.precision[0] != "float32" else None
+    save_model(model, run.work / RUN_MODEL_FILE, overwrite=True)
+    history = read_history(run.work / "history.csv")
+    atomic_write(run.work / "history.json", json.dumps(history, indent=1).encode())
+    clock.save(force=True)
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "epochs": plan.epochs,
+        "optimizer_steps": int(trainer.optimizer.iterations.numpy()),
+        "steps_per_epoch": plan.steps_per_epoch,
+        "wall_time_seconds": round(clock.seconds(), 1),
+        "attempts": clock.attempts,
+        "precision": setup.precision[0],
+        "precision_reason": setup.precision[1],
+        # The saved model (and its .tflite) computes in float32: its own test accuracy.
+        "saved_model_test_accuracy": saved_accuracy,
+        "distribution": {
+            "strategy": config.distribute,
+            "workers": worker_count(strategy),
+            "replicas": strategy.num_replicas_in_sync,
+            "per_replica_batch_size": config.batch_size // strategy.num_replicas_in_sync,
+        },
+        "alpha": alphas(model),
+        "aligned_bias_layers": aligned,
+        "flags": config.run_settings(),
+        "model_file": RUN_MODEL_FILE,
+        "data": {
+            "source": info.source,
+            "image_shape": list(info.image_shape),
+            "num_classes": info.num_classes,
+            "train_size": info.train_size,
+            "test_size": info.test_size,
+            "class_names": list(info.labels()),
+            "augment": list(setup.augment),
+        },
+    }
+    atomic_write(run.work / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    _remove_backup(run.backup if run.is_chief else None)
+    return metrics
+
+
+def _float32_accuracy(model, test_ds) -> float:
+    """Test accuracy of `model` rebuilt with float32 layers, as it is saved and converted."""
+    rebuilt = float32_model(model)
+    correct = total = 0
+    for images, labels in test_ds:
+        predicted = np.argmax(rebuilt(images, training=False).numpy(), axis=-1)
+        correct += int(np.sum(predicted == labels.numpy()))
+        total += len(predicted)
+    return correct / max(total, 1)
+
+
+def _remove_backup(backup: Path | None) -> None:
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv as a list of per-epoch dicts (epochs counted from 1), for history.json."""
+    if not path.exists():
+        return []
+    with path.open() as file:
+        rows = list(csv.DictReader(file))
+    by_epoch = {int(row["epoch"]): row for row in rows}  # a resumed epoch keeps its last row
+    return [
+        {k: (float(v) if k != "epoch" else int(v) + 1) for k, v in by_epoch[e].items() if v != ""}
+        for e in sorted(by_epoch)
+    ]
