@@ -176,6 +176,7 @@ def first_line(error: BaseException) -> str:
 def run_row(name: str, row: Row, out_dir: Path) -> dict:
     """The row's stages in order; the first that fails ends the row with its message."""
     from sgt_tfmot.conversion import stages
+    from sgt_tfmot.conversion.checks import CheckOptions
     from sgt_tfmot.training import TrainConfig, train
 
     slug = name.lower().replace(" ", "_").replace("(", "").replace(")", "")
@@ -199,10 +200,12 @@ def run_row(name: str, row: Row, out_dir: Path) -> dict:
                      steps=metrics.get("optimizer_steps"))  # fmt: skip
         found["stage"] = "convert"
         start = time.perf_counter()
+        checks = CheckOptions(num_test=FLAGS.num_test, fidelity_images=0, occlusion_images=0,
+                              tflm_images=FLAGS.tflm_images)  # fmt: skip
         result = stages.convert_and_check(
-            work / "run", work / "model.tflite", io_dtype="uint8", num_test=FLAGS.num_test,
-            fidelity_images=0, occlusion_images=0, tflm_images=FLAGS.tflm_images,
-            report=work / "report.json", overwrite=True,
+            work / "run", work / "model.tflite", checks=checks,
+            delivery=stages.Delivery(io_dtype="uint8"), report=work / "report.json",
+            overwrite=True,
         )  # fmt: skip
         found["convert_s"] = time.perf_counter() - start
         found["report"] = result.report
