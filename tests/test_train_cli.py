@@ -212,3 +212,20 @@ def test_unsupported_layers_of_a_model_file_are_named_in_one_line(tmp_path, caps
         "LayerNormalization: 'norm'; Activation(elu): 'elu'. Supported: "
     )
     assert "(--float)" in line and "`layer_configs" not in line
+
+
+def test_a_run_from_a_files_weights_at_a_scratch_learning_rate_gets_a_note(tmp_path):
+    from sgt_tfmot.training.run import fine_tune_note
+
+    note = fine_tune_note(TrainConfig(model=str(tmp_path / "mine.keras")))
+    assert note == (
+        f"Note: training starts from the weights of --model {tmp_path / 'mine.keras'} at a peak "
+        "--learning_rate of 0.1, a rate for training from scratch; if those weights are "
+        "trained, fine-tune at --learning_rate 0.01 to 0.02 to keep what they know (the QAT "
+        "fine-tunes of docs/RESULTS.md use 0.02)."
+    )
+    assert fine_tune_note(TrainConfig(init_from="runs/float", learning_rate=0.05)).startswith(
+        "Note: training starts from --init_from runs/float at a peak --learning_rate of 0.05,"
+    )
+    assert fine_tune_note(TrainConfig(model=str(tmp_path / "mine.h5"), learning_rate=0.02)) is None
+    assert fine_tune_note(TrainConfig(model="resnet20")) is None  # a builder: from scratch

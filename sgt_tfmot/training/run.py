@@ -13,6 +13,7 @@ from sgt_tfmot import precision
 from sgt_tfmot._files import atomic_write
 from sgt_tfmot._progress import Progress
 from sgt_tfmot.keras import keras, tf
+from sgt_tfmot.models.files import is_model_file
 from sgt_tfmot.trainers.multi_worker import is_multi_worker
 from sgt_tfmot.training.callbacks import WallClock, run_callbacks
 from sgt_tfmot.training.cluster import (
@@ -120,6 +121,29 @@ def _fit(setup: Setup, run: RunDirectory, built: Built, extra_callbacks, progres
     return clock
 
 
+FINE_TUNE_RATE = 0.05  # peak learning rates from here on suit training from scratch
+
+
+def fine_tune_note(config: TrainConfig) -> str | None:
+    """A note when the run starts from a file's weights (--model FILE, --init_from) at a
+    peak learning rate made for training from scratch, which loses most of what a trained
+    model knew in the first epoch; None otherwise."""
+    if config.learning_rate < FINE_TUNE_RATE:
+        return None
+    if config.init_from is not None:
+        source = f"--init_from {config.init_from}"
+    elif is_model_file(config.model):
+        source = f"the weights of --model {config.model}"
+    else:
+        return None
+    return (
+        f"Note: training starts from {source} at a peak --learning_rate of "
+        f"{config.learning_rate:g}, a rate for training from scratch; if those weights are "
+        "trained, fine-tune at --learning_rate 0.01 to 0.02 to keep what they know (the "
+        "QAT fine-tunes of docs/RESULTS.md use 0.02)."
+    )
+
+
 def _report_start(setup: Setup, run: RunDirectory) -> None:
     """Prints where the run resumes (if it does), the precision and the cluster."""
     position = setup.position
@@ -132,6 +156,9 @@ def _report_start(setup: Setup, run: RunDirectory) -> None:
         )
         print(f"Resuming the unfinished run in {run.out} {where}", flush=True)
     print(f"Precision: {setup.precision[0]} ({setup.precision[1]})", flush=True)
+    note = fine_tune_note(setup.config) if position is None and not run.resumes else None
+    if note:
+        print(note, flush=True)
     if is_multi_worker(setup.strategy):
         replicas = setup.strategy.num_replicas_in_sync
         role = "the chief, writing the run directory" if run.is_chief else f"writing {run.work}"
