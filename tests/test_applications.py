@@ -19,6 +19,7 @@ from sgt_tfmot.tflite.rewrite import fold_minimums
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_w4a4_sgt_to_int8_on_the_edge_tpu_with_the_same_values(mobilenet_v2_run):
     run = mobilenet_v2_run
     assert run.flat  # Keras Applications' nested model inlined

@@ -447,6 +447,7 @@ def test_a_bad_progress_interval_is_one_line_and_nothing_is_written(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_overwrite_never_deletes_a_users_file_in_a_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--model", "mobilenet_tiny", "--max_steps", "1", "--progress", "0"]
@@ -489,6 +490,7 @@ def test_numpy_integers_are_bit_widths():
     assert config is not None
 
 
+@pytest.mark.slow
 def test_qat_models_convert_without_calibration_images(world, tmp_path, capsys):
     args = ["convert", "--int8", str(world / "qat.h5"), "--output", str(tmp_path / "m.tflite")]
     args += ["--dataset", "mnist_subset", "--calibration_samples", "0", "--num_test", "20"]

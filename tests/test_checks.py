@@ -188,6 +188,7 @@ def test_gate_lists_each_failed_check():
 
 
 # ------------------------------------------------------------------------------- fidelity
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["road", "pixel"])
 def test_fidelity_check_passes_on_the_faithful_integer_model(faithful, mnist, protocol):
     qat, tflite = faithful
@@ -225,6 +226,7 @@ def test_fidelity_check_passes_on_the_faithful_integer_model(faithful, mnist, pr
     }
 
 
+@pytest.mark.slow
 def test_fidelity_check_fails_on_a_planted_unfaithful_integer_model(
     faithful, shuffled_tflite, mnist
 ):
@@ -323,6 +325,7 @@ def test_untrained_qat_strips_to_the_original_float_model():
     np.testing.assert_array_equal(stripped.predict(x, verbose=0), float_model.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_float_tflite_is_float32_with_a_static_batch_and_matches_keras():
     float_model, qat, x = trained_residual_qat(8)
     flatbuffer = float_tflite(qat)  # a QAT model is stripped first

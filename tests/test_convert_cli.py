@@ -81,6 +81,7 @@ def listing(path):
     return sorted(p.name for p in path.iterdir() if p.name != ".sgt_tfmot.json")
 
 
+@pytest.mark.slow
 def test_end_to_end_in_a_subprocess(models_dir, tmp_path):
     # Thresholds a bit looser than the release targets: a 3-second model on 300 images,
     # where one image is 0.33 pp (measured here: agreement 100 %, fidelity gap 0.5-1 pp).
@@ -266,6 +267,7 @@ def test_c_array_keeps_a_users_header(models_dir, tmp_path, capsys):
     assert listing(tmp_path) == ["model_data.h"]
 
 
+@pytest.mark.slow
 def test_a_failed_check_exits_1_and_still_writes_the_files(models_dir, tmp_path, capsys):
     output = tmp_path / "model.tflite"
     write_outputs({output: b"old"}, "sgt_tfmot.convert")  # a file the tool wrote before
@@ -445,6 +447,7 @@ def test_unwritable_output_directory(models_dir, tmp_path, capsys):
     assert code == 2 and "cannot write in" in err
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sgt_tfmot.convert", "--int8", str(tmp_path / "nope.h5")]

@@ -16,6 +16,7 @@ X, _ = data.load_arrays("mnist_subset", "test")
 X = X[:100].astype(np.float32)
 
 
+@pytest.mark.slow
 def test_rgb_input_is_exact_on_grey_images_and_softmax_gives_probabilities(mnist_qat):
     grey = TFLiteModel(to_integer_tflite(mnist_qat, io_dtype="uint8"))
     rgb = to_integer_tflite(mnist_qat, io_dtype="uint8", rgb_input=True)
@@ -47,6 +48,7 @@ def run(argv, capsys):
 FAST = ["--num_test", "40", "--fidelity_images", "0", "--dataset", "mnist_subset"]
 
 
+@pytest.mark.slow
 def test_labels_reach_the_metadata_and_the_deployment_section(mnist_qat, tmp_path, capsys):
     model = saving.save_model(mnist_qat, tmp_path / "qat.h5")
     labels = tmp_path / "digits.txt"

@@ -462,6 +462,7 @@ def evaluation():
     ), (model, images, labels)
 
 
+@pytest.mark.slow
 def test_evaluate_models_measures_every_model_pair_and_method(evaluation):
     result, (model, images, labels) = evaluation
     assert [m.name for m in result.models] == ["a", "same as a", "b"]

@@ -80,6 +80,7 @@ def explained(models_dir, tmp_path_factory):
     return code, root
 
 
+@pytest.mark.slow
 def test_end_to_end_writes_every_file(explained):
     code, root = explained
     assert code == 0
@@ -267,6 +268,7 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, match, models_dir, tmp_p
     assert not out_dir.exists()
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_subprocess_exits_2_without_traceback(models_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sgt_tfmot.explain", "--model", str(models_dir / "run")]
@@ -285,6 +287,7 @@ def test_bad_input_in_a_subprocess_exits_2_without_traceback(models_dir, tmp_pat
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_integer_tflite_is_explained_as_deployed(models_dir, tmp_path, capsys):
     """A .tflite runs in LiteRT: occlusion maps and occlusion-ranked drop curves."""
     from sgt_tfmot import saving

@@ -190,6 +190,7 @@ def test_bad_folders(tmp_path, layout, options, message):
         data.info(str(tmp_path), **options)
 
 
+@pytest.mark.slow
 def test_a_folder_trains_converts_and_explains_with_its_class_names(tmp_path, capsys):
     root = tmp_path / "shapes"
     for split, count in (("train", 12), ("test", 6)):
@@ -217,6 +218,7 @@ def test_a_folder_trains_converts_and_explains_with_its_class_names(tmp_path, ca
     assert (out / "maps.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_train_reads_a_folder_without_splits_with_the_folder_flags(tmp_path, capsys):
     """--validation_split, --image_size, --color_mode and --augment reach the run (the error
     for a folder without train/ and test/ names the first of them)."""

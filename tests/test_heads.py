@@ -86,6 +86,7 @@ def test_a_sigmoid_head_is_refused_with_what_to_do():
         check_classifier(classifier("sigmoid"), "--model mine.h5")
 
 
+@pytest.mark.slow
 def test_dense_softmax_head_quantizes_to_int8_ops_only_and_one_softmax(tmp_path):
     """Through the API (quantize_model -> fit -> to_integer_tflite): the Dense's logits get an
     8-bit range in front of the softmax, so no DEQUANTIZE/QUANTIZE is left in the graph (the

@@ -64,6 +64,7 @@ def tiny(out, **overrides):
     return TrainConfig(**settings)
 
 
+@pytest.mark.slow
 def test_init_from_a_float_run_starts_qat_from_its_weights(tmp_path):
     train(tiny(tmp_path / "float", float=True, sgt=False))
     metrics = train(

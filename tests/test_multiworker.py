@@ -179,6 +179,7 @@ def image_ids(data: Path) -> dict[str, int]:
     return {hashlib.sha1(row.tobytes()).hexdigest(): i for i, row in enumerate(x_train)}
 
 
+@pytest.mark.slow
 def test_two_workers_train_like_one_process_and_only_the_chief_writes(runs):
     cluster, one = runs["cluster"], runs["one"]
     chief, worker = cluster.record(0), cluster.record(1)
@@ -256,6 +257,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(runs):
     assert f"this worker is writing {cluster.temps[1]}/sgt_tfmot-worker1-" in cluster.log(1)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_last_backup_and_ends_like_an_uninterrupted_run(
     runs, tmp_path
 ):
@@ -327,6 +329,7 @@ def cli_arguments(config: dict) -> list[str]:
     return arguments
 
 
+@pytest.mark.slow
 def test_when_the_chief_refuses_the_run_every_worker_stops_with_one_line(runs, tmp_path):
     """The CLI on both workers against the finished run of the first test: the chief refuses
     (exit 2, one line) and tells worker 1, which stops with one line too instead of waiting."""

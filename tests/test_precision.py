@@ -90,6 +90,7 @@ class ComputeDtype(keras.callbacks.Callback):
         }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("native", "policy", "compute"),
     [(True, "mixed_bfloat16", "bfloat16"), (False, "float32", "float32")],

@@ -196,6 +196,7 @@ def test_subclassed_model_is_rejected():
         quantize_model(net)
 
 
+@pytest.mark.slow
 def test_nested_models_are_flattened_with_names_and_outputs_kept():
     """The transfer-learning pattern: a Functional base (with a clashing layer name) inside
     a classifier, itself nested in a Sequential."""
@@ -259,6 +260,7 @@ def test_already_quantized_model_is_rejected():
         quantize_model(qat)
 
 
+@pytest.mark.slow
 def test_import_after_keras_3_tensorflow_fails_clearly():
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     script = "import tensorflow as tf; tf.keras.layers; import sgt_tfmot; sgt_tfmot.quantize_model"

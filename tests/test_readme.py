@@ -3,9 +3,12 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_usage_example_runs(tmp_path, monkeypatch, capsys):
     text = README.read_text()
     usage = text[text.index("## Usage") :]

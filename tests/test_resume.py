@@ -75,6 +75,7 @@ POINTS = (
 )
 
 
+@pytest.mark.slow
 def test_a_kill_anywhere_resumes_or_reports_finished_and_ends_exactly(world, reference, tmp_path):
     ref_dir, ref_metrics = reference
     runs = {point: tmp_path / point.replace(":", "-") for point in POINTS}
@@ -127,6 +128,7 @@ SGT_OPTIONS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", SGT_OPTIONS)
 def test_sgt_run_interrupted_twice_ends_bit_identical(world, tmp_path, options):
     """SGT + PACT W4A4 with augmentation-free data: every batch, every random fill or

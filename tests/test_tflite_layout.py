@@ -69,6 +69,7 @@ def stage_shapes(flatbuffer: bytes) -> list[tuple[int, ...]]:
     return [tuple(op.outputs[0].shape) for op in read_model(flatbuffer).ops]
 
 
+@pytest.mark.slow
 def test_resnet20_first_stage_in_blocks_changes_no_value():
     """A calibrated W4A4 QAT ResNet-20 on 8x8x3 (stage 1: 8x8x16), uint8 I/O (one conversion
     of ~10 s; W8A8 runs the same op graph without the MINIMUM folding)."""
@@ -92,6 +93,7 @@ def test_resnet20_first_stage_in_blocks_changes_no_value():
     assert_same_outputs(before, after, images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "io_dtype, softmax, rgb_input", [("int8", False, False), ("uint8", True, True)]
 )
@@ -106,6 +108,7 @@ def test_delivery_options_in_blocks_change_no_value(mnist_w4a4, io_dtype, softma
                                                        quantized(before, images)]))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_stage_without_a_blocked_form_is_refused_naming_the_op():
     qat = quantize_model(residual_model(), weight_bits=8, activation_bits=8)
     x = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3)).astype("float32")

@@ -47,6 +47,7 @@ def residual(request, residual_qat):
     return request.param, *pair  # the converter's graph, and what `to_integer_tflite` returns
 
 
+@pytest.mark.slow
 def test_residual_model_loses_every_minimum_and_no_value(residual):
     _, before, after = residual
     assert_folded(before, after)

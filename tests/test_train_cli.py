@@ -22,6 +22,7 @@ def tiny_config(out_dir, **overrides):
     return TrainConfig(**settings)
 
 
+@pytest.mark.slow
 def test_run_writes_every_output(tmp_path):
     out = tmp_path / "run"
     metrics = train(tiny_config(out))
@@ -52,6 +53,7 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
@@ -65,6 +67,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert metrics["aligned_bias_layers"] > 0
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten_without_the_flag(tmp_path):
     out = tmp_path / "run"
     train(tiny_config(out, max_steps=1))
@@ -75,6 +78,7 @@ def test_finished_run_is_not_overwritten_without_the_flag(tmp_path):
     assert metrics["flags"]["float"] and not (out / "alpha.json").exists()
 
 
+@pytest.mark.slow
 def test_unfinished_run_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
@@ -125,6 +129,7 @@ def run_cli(*args):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
     for args, message in [
         (["--dataset", "imagenet"], "error: Unknown dataset 'imagenet'"),
@@ -146,6 +151,7 @@ def test_help_shows_the_masking_flags(capsys):
         assert text in out, text
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "run"
     result = run_cli("--model", "mobilenet_tiny", "--max_steps", "2", "--out_dir", str(out))
@@ -166,6 +172,7 @@ print("replicas", tf.distribute.MirroredStrategy().num_replicas_in_sync, metrics
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     script = MIRRORED.format(out=str(tmp_path / "run"))
     result = subprocess.run(

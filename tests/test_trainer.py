@@ -529,6 +529,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_two_devices_equals_one_device():
     # Logical devices must be configured before TF starts: run in a fresh interpreter.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
