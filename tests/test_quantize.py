@@ -129,6 +129,7 @@ def test_mixed_bfloat16_trains():
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 def test_resnet20_kernels_are_on_a_k_bit_grid():
     models = pytest.importorskip("sgt_tfmot.models")
     qat = quantize_model(models.resnet20((32, 32, 3), 10), weight_bits=4, first_last_bits=8)

@@ -81,6 +81,7 @@ def test_delivery_options_lose_the_minimums_and_no_value(mnist_w4a4, io_dtype, s
                                                        quantized(before, images)]))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_relu6_and_depthwise(mobilenet_v2_run):
     """The session's W4A4 MobileNetV2 after a short SGT fine-tune (tests/test_applications.py)."""
     x, before = mobilenet_v2_run.x, mobilenet_v2_run.raw

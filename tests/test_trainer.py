@@ -250,6 +250,7 @@ def test_kl_weight_zero_equals_plain_train_step():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_one_hot_labels_give_the_same_update_as_class_ids():
     x, y = data(seed=6)
     results = []
