@@ -61,7 +61,7 @@ def test_compatibility_script_runs_a_keras_3_row(tmp_path):
     table = (out / "table.md").read_text().splitlines()
     assert table[2].startswith("| user patterns (Keras 3) | 1, ")
     assert json.loads((out / "user_patterns_keras_3" / "model.pretrained.json").read_text()) == {
-        "epochs": 1, "batch_size": 16,
+        "epochs": 1, "batch_size": 16, "bn_momentum": 0.9,
     }  # fmt: skip
     # Run again: the row is kept, nothing is trained
     again = subprocess.run(command, capture_output=True, text=True, timeout=900)
