@@ -21,9 +21,10 @@ resumes at the first unfinished row with the same command), a pretrained model f
 
 Usage (the table of docs/COMPATIBILITY.md):
 
-    python benchmarks/compatibility.py --data_dir /work/shared/data --out_dir /tmp/compat \
-        --markdown /tmp/compat/table.md
+    python benchmarks/compatibility.py --data_dir ../shared/data --out_dir runs/compat \
+        --markdown runs/compat/table.md
 
+    python benchmarks/compatibility.py --out_dir runs/compat --table_only   # the table again
     python benchmarks/compatibility.py --rows MobileNetV3Small --max_steps 2 ...  # a smoke run
 """
 
@@ -53,6 +54,7 @@ flags.DEFINE_float("learning_rate", 0.01, "Peak learning rate of the QAT fit (a 
 flags.DEFINE_integer("batch_size", 64, "Training batch size.", lower_bound=1)
 flags.DEFINE_integer("num_test", 2000, "Test images of the agreement check.", lower_bound=1)
 flags.DEFINE_integer("tflm_images", 20, "Test images TFLite Micro runs.", lower_bound=1)
+flags.DEFINE_bool("table_only", False, "Only write the table of the rows in OUT_DIR/rows.json.")
 
 
 def applications(name: str, **kwargs) -> Callable:
@@ -275,28 +277,40 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"unknown rows {unknown}; rows: {list(ROWS)}")
     out_dir = Path(FLAGS.out_dir)
-    settings = {key: FLAGS[key].value for key in _SETTINGS}
-    done = {}
-    if (out_dir / "rows.json").is_file():
-        done = {row["row"]: row for row in json.loads((out_dir / "rows.json").read_text())
-                if row.get("stage") == "done" and row.get("settings") == settings}  # fmt: skip
-    rows = []
-    for name in names:
-        print(f"== {name}", flush=True)
-        if name in done:
-            print("(done before with the same settings: kept)", flush=True)
-            rows.append(done[name])
-            continue
-        row = run_row(name, ROWS[name], out_dir)
-        row["settings"] = settings
-        rows.append(row)
-        summary = {k: v for k, v in row.items() if k != "report"}
-        print(json.dumps(summary), flush=True)
-        (out_dir / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
+    recorded = out_dir / "rows.json"
+    before = json.loads(recorded.read_text()) if recorded.is_file() else []
+    if FLAGS.table_only:
+        rows = [row for row in before if row["row"] in names]
+    else:
+        rows = run_rows(names, out_dir, before)
     table = markdown(rows)
     print(table)
     if FLAGS.markdown:
         Path(FLAGS.markdown).write_text(table)
+
+
+def run_rows(names: list[str], out_dir: Path, before: list[dict]) -> list[dict]:
+    """Runs the rows `names` in order, keeping those done before with the same settings;
+    rows.json holds, after each row, every row recorded (the others' entries kept)."""
+    settings = {key: FLAGS[key].value for key in _SETTINGS}
+    recorded = {row["row"]: row for row in before}
+    rows = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        old = recorded.get(name)
+        if old is not None and old.get("stage") == "done" and old.get("settings") == settings:
+            print("(done before with the same settings: kept)", flush=True)
+            rows.append(old)
+            continue
+        row = run_row(name, ROWS[name], out_dir)
+        row["settings"] = settings
+        rows.append(row)
+        recorded[name] = row
+        summary = {k: v for k, v in row.items() if k != "report"}
+        print(json.dumps(summary), flush=True)
+        ordered = [recorded[key] for key in ROWS if key in recorded]
+        (out_dir / "rows.json").write_text(json.dumps(ordered, indent=1, default=str))
+    return rows
 
 
 if __name__ == "__main__":

@@ -67,3 +67,9 @@ def test_compatibility_script_runs_a_keras_3_row(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(done before with the same settings: kept)" in again.stdout
+    # The table alone, from rows.json
+    (out / "table.md").unlink()
+    only = subprocess.run([*command, "--table_only"], capture_output=True, text=True, timeout=300)
+    assert only.returncode == 0, only.stderr[-3000:]
+    assert (out / "table.md").read_text().splitlines() == table
+    assert "==" not in only.stdout  # nothing was run
