@@ -22,6 +22,7 @@ than 3, which is quiet anyway), keeps everything TensorFlow prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -385,6 +386,28 @@ def run_flags(model_file: Path) -> dict:
 
 
 DATA_OPTIONS = ("image_size", "color_mode", "validation_split")
+
+
+def model_inputs(flag_values: flags.FlagValues) -> dict:
+    """The keyword arguments of the shared flags that say which data and models a tool reads
+    (`define_shared_flags`): `dataset`, `data_dir`, `data_options`, `trust_model_code`, as
+    `convert_and_check` and `explain_models` take them."""
+    return {
+        "dataset": flag_values.dataset,
+        "data_dir": flag_values.data_dir,
+        "data_options": {name: flag_values[name].value for name in DATA_OPTIONS},
+        "trust_model_code": flag_values.trust_model_code,
+    }
+
+
+def options_from_flags(cls, flag_values: flags.FlagValues, **given):
+    """An options dataclass `cls` whose fields take the values of the flags of the same name;
+    `given` sets the fields that have no flag of their name (or that a tool parses itself)."""
+    names = {field.name for field in dataclasses.fields(cls)} - set(given)
+    missing = sorted(name for name in names if name not in flag_values)
+    if missing:
+        raise TypeError(f"{cls.__name__} fields without a flag of their name: {missing}")
+    return cls(**{name: flag_values[name].value for name in names}, **given)
 
 
 def define_data_flags(flag_values: flags.FlagValues) -> None:

@@ -222,52 +222,31 @@ def _convert(positional: list[str]) -> int:
         )
     if not FLAGS.output:
         raise _cli.UsageError("pass --output PATH for the .tflite file.")
-    thresholds = Thresholds(
-        max_accuracy_drop=FLAGS.max_accuracy_drop,
-        min_agreement=FLAGS.min_agreement,
-        max_fidelity_gap=FLAGS.max_fidelity_gap,
-        require_edgetpu=FLAGS.require_edgetpu,
+    thresholds = _cli.options_from_flags(
+        Thresholds, FLAGS,
         require=tuple(
             check_choice(name, deployment_targets.names(), "require") for name in FLAGS.require
         ),
-    )
+    )  # fmt: skip
     with _cli.progress(PROGRAM) as say:
-        checks = CheckOptions(
-            num_test=FLAGS.num_test,
-            fidelity_images=FLAGS.fidelity_images,
-            saliency=FLAGS.saliency,
-            smooth_samples=FLAGS.smooth_samples,
-            fidelity_protocol=FLAGS.fidelity_protocol,
-            fidelity_fill=FLAGS.fidelity_fill,
-            occlusion_images=FLAGS.occlusion_images,
-            tflm_images=FLAGS.tflm_images,
-            profile=FLAGS.profile,
-        )
-        delivery = Delivery(
-            io_dtype="uint8" if FLAGS.uint8 else "int8",
-            softmax=not FLAGS.logits,
-            rgb_input=FLAGS.rgb_input,
-            metadata=FLAGS.metadata,
-            labels=FLAGS.labels,
-            space_to_depth=FLAGS.space_to_depth,
-            pack_int4=FLAGS.pack_int4,
-        )
         conversion = convert_and_check(
             positional[0],
             FLAGS.output,
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
+            **_cli.model_inputs(FLAGS),
             calibration_samples=FLAGS.calibration_samples,
             seed=FLAGS.seed,
-            checks=checks,
+            checks=_cli.options_from_flags(CheckOptions, FLAGS),
             thresholds=thresholds,
-            delivery=delivery,
+            delivery=_cli.options_from_flags(
+                Delivery,
+                FLAGS,
+                io_dtype="uint8" if FLAGS.uint8 else "int8",
+                softmax=not FLAGS.logits,
+            ),
             report=FLAGS.report,
             figure=FLAGS.figure,
             c_array=FLAGS.c_array,
             overwrite=FLAGS.overwrite,
-            trust_model_code=FLAGS.trust_model_code,
             progress=say,
         )
     print(format_summary(conversion.result, verbose=FLAGS.verbose))

@@ -38,3 +38,28 @@ def test_the_shared_flags_are_defined_once_in_the_frame(program):
 def test_the_dataset_default_is_the_tools():
     assert train.FLAGS["dataset"].default == "mnist_subset"
     assert convert.FLAGS["dataset"].default is None and explain.FLAGS["dataset"].default is None
+
+
+def test_convert_fills_its_options_dataclasses_from_the_flags_of_the_same_name():
+    from sgt_tfmot.conversion import CheckOptions, Delivery, Thresholds
+
+    convert.FLAGS(["convert", "--num_test", "37", "--min_agreement", "0.9", "--rgb_input",
+                   "--image_size", "48,40", "--dataset", "folder:x"])  # fmt: skip
+    try:
+        checks = _cli.options_from_flags(CheckOptions, convert.FLAGS)
+        thresholds = _cli.options_from_flags(Thresholds, convert.FLAGS, require=())
+        delivery = _cli.options_from_flags(Delivery, convert.FLAGS, io_dtype="int8", softmax=True)
+        inputs = _cli.model_inputs(convert.FLAGS)
+    finally:
+        convert.FLAGS.unparse_flags()
+    assert checks == CheckOptions(num_test=37)
+    assert thresholds == Thresholds(min_agreement=0.9)
+    assert delivery == Delivery(rgb_input=True)
+    assert inputs == {
+        "dataset": "folder:x",
+        "data_dir": None,
+        "data_options": {"image_size": "48,40", "color_mode": None, "validation_split": None},
+        "trust_model_code": False,
+    }
+    with pytest.raises(TypeError, match="io_dtype"):
+        _cli.options_from_flags(Delivery, convert.FLAGS)

@@ -159,12 +159,9 @@ def _explain(positional: list[str]) -> int:
         explanation = explain_models(
             FLAGS.model,
             FLAGS.out_dir,
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            data_options={name: FLAGS[name].value for name in _cli.DATA_OPTIONS},
+            **_cli.model_inputs(FLAGS),
             report=FLAGS.report,
             overwrite=FLAGS.overwrite,
-            trust_model_code=FLAGS.trust_model_code,
             progress=say,
             num_images=FLAGS.num_images,
             map_indices=map_indices,
