@@ -96,7 +96,7 @@ class QuantizeWrapperV2(_wrapper_mod.QuantizeWrapperV2):
         outputs = super().call(inputs, training=training, **kwargs)
         if kernel not in configs.INPUT_GRID_KERNELS:
             return outputs
-        grid = input_grid(self._grid_sources[0](), self.name)
+        grid = input_grid(self._grid_source(0), self.name)
         if kernel == configs.LEAKY_RELU:
             output_grid = self.quantize_config.output_quantizer.integer_grid(
                 self._output_quantizer_vars
@@ -105,6 +105,18 @@ class QuantizeWrapperV2(_wrapper_mod.QuantizeWrapperV2):
         pool = self.layer
         counts = pool_window_counts(inputs.shape[1:3], pool.pool_size, pool.strides, pool.padding)
         return average_pool_int8(outputs, *grid, counts)
+
+    def _grid_source(self, index: int):
+        """The layer that made input `index` when the graph was built."""
+        sources = getattr(self, "_grid_sources", None)
+        layer = sources[index]() if sources is not None and index < len(sources) else None
+        if layer is None:
+            raise RuntimeError(
+                f"Layer {self.name!r} reads the integer grid of the layer that makes its input "
+                f"{index}, but that layer is gone (its model was deleted) or was never "
+                "connected: call the layer on a Keras tensor of the model it runs in."
+            )
+        return layer
 
     def _requantized(self, inputs):
         """The inputs of a Concatenate, those on a grid of their own moved onto the output's
@@ -115,8 +127,8 @@ class QuantizeWrapperV2(_wrapper_mod.QuantizeWrapperV2):
             return inputs
         output = quantizer.integer_grid(self._output_quantizer_vars)
         moved = []
-        for tensor, source in zip(inputs, self._grid_sources, strict=True):
-            grid = input_grid(source(), self.name, required=False)
+        for index, tensor in enumerate(inputs):
+            grid = input_grid(self._grid_source(index), self.name, required=False)
             moved.append(tensor if grid is None else requantize_int8(tensor, grid, output))
         return moved
 

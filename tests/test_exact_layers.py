@@ -18,6 +18,8 @@ Not emulated: a Concatenate whose output is the model's output (through reshapes
 converter then concatenates on an input's grid and requantizes after it.
 """
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -388,8 +390,13 @@ def test_saved_model_with_these_layers_computes_the_same(tmp_path):
     qat = quantize_model(user_patterns(), weight_bits=4, activation_bits=4, alpha_init=4.0)
     qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
     qat.fit(X[:16], Y[:16], epochs=1, batch_size=16, verbose=0)  # ranges off their start
-    loaded = load_model(save_model(qat, tmp_path / "model.h5"))
-    np.testing.assert_array_equal(loaded.predict(X, verbose=0), qat.predict(X, verbose=0))
+    expected = qat.predict(X, verbose=0)
+    path = save_model(qat, tmp_path / "model.h5")
+    del qat
+    gc.collect()  # the grids' sources are weak references: the loaded model's own layers
+    loaded = load_model(path)
+    gc.collect()
+    np.testing.assert_array_equal(loaded.predict(X, verbose=0), expected)
     assert [w.name for w in loaded.weights if "alpha" in w.name]  # loaded as QAT
 
 
@@ -406,3 +413,16 @@ def test_trains_under_bfloat16():
     (pool,) = [w for w in qat.layers if isinstance(getattr(w, "layer", None), L.AveragePooling2D)]
     assert pool.compute_dtype == "bfloat16"
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_a_layer_whose_grid_source_is_gone_says_so():
+    inputs = keras.Input((8, 8, 1))
+    x = conv_bn_relu(inputs, 4)
+    x = L.AveragePooling2D(name="pool")(x)
+    qat = quantize_model(keras.Model(inputs, logits(x)), activation_bits=8)
+    pool = qat.get_layer("quant_pool")
+    pool._grid_sources = [lambda: None]  # a dead weak reference
+    with pytest.raises(
+        RuntimeError, match="'quant_pool' reads the integer grid .* input 0, but that"
+    ):
+        pool(tf.zeros((1, 8, 8, 4)))
