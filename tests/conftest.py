@@ -5,11 +5,24 @@ retrains or sets weights works on a copy (`keras.models.clone_model` + `set_weig
 """
 
 import functools
+import os
 
-import pytest
+# Under pytest-xdist (`-n 2`, the README's command) each worker process gets its share of the
+# CPUs for TensorFlow's intra-op threads (inherited by the tools the tests start), instead of
+# every worker using them all: two workers on two cores otherwise run four busy threads.
+# Before anything imports TensorFlow. A value set by the user is kept.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, _share)))
 
-from sgt_tfmot.export import align_biases
-from tests.helpers.models import mobilenet_v2_w4a4, train_residual_qat, train_tiny_mnist_qat
+import pytest  # noqa: E402
+
+from sgt_tfmot.export import align_biases  # noqa: E402
+from tests.helpers.models import (  # noqa: E402
+    mobilenet_v2_w4a4,
+    train_residual_qat,
+    train_tiny_mnist_qat,
+)
 
 
 @pytest.fixture(scope="session")

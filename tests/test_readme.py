@@ -27,9 +27,10 @@ def test_readme_starts_with_the_two_setup_commands():
     )
     assert commands[1].strip() == (
         'python3 -m pip install -e ".[test,tflm]" && python3 -m pip install --no-deps -r '
-        "requirements/mediapipe.txt && python3 -m pytest -q"
+        "requirements/mediapipe.txt && python3 -m pytest -q -n 2 --dist worksteal"
     )
     ci = (README.parent / ".ci" / "run").read_text()
-    assert "python3 -m pytest -q" in ci and 'python3 -m pip install --quiet -e ".[test,tflm]"' in ci
+    assert "python3 -m pytest -q -n 2 --dist worksteal" in ci
+    assert 'python3 -m pip install --quiet -e ".[test,tflm]"' in ci
     assert "python3 -m pip install --quiet --no-deps -r requirements/mediapipe.txt" in ci
     assert "python3 -m ruff check ." in ci and "python3 -m ruff format --check ." in ci
