@@ -138,15 +138,19 @@ def pretrain(keras, model, npz_path, epochs, batch_size):
     model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=2)
 
 
-def write_model_file(row: Row, path_stem: Path) -> Path:
+def write_model_file(row: Row, path_stem: Path) -> tuple[Path, float | None]:
     """The row's model, trained for --pretrain_epochs and saved as a user would: tf_keras
-    .h5, or Keras 3 .keras made in a process where `import keras` is Keras 3. A file left by
-    an earlier run with the same pretraining (its `.pretrained.json`) is reused."""
+    .h5, or Keras 3 .keras made in a process where `import keras` is Keras 3; and the seconds
+    that took. A file left by an earlier run with the same pretraining (its
+    `.pretrained.json`, which records the seconds it took) is reused."""
     path = path_stem.with_suffix(".keras" if row.keras3 else ".h5")
     marker = path_stem.with_suffix(".pretrained.json")
     settings = {"epochs": FLAGS.pretrain_epochs, "batch_size": FLAGS.batch_size, "bn_momentum": 0.9}
-    if path.is_file() and marker.is_file() and json.loads(marker.read_text()) == settings:
-        return path
+    if path.is_file() and marker.is_file():
+        made = json.loads(marker.read_text())
+        if {k: v for k, v in made.items() if k != "seconds"} == settings:
+            return path, made.get("seconds")
+    start = time.perf_counter()
     npz = str(Path(FLAGS.data_dir) / f"{row.dataset}.npz")
     if not row.keras3:
         from sgt_tfmot import save_model
@@ -172,8 +176,9 @@ def write_model_file(row: Row, path_stem: Path) -> Path:
         )
         if made.returncode != 0:
             raise RuntimeError(f"the Keras 3 model file: {made.stderr.strip().splitlines()[-1]}")
-    marker.write_text(json.dumps(settings))
-    return path
+    seconds = time.perf_counter() - start
+    marker.write_text(json.dumps({**settings, "seconds": seconds}))
+    return path, seconds
 
 
 def first_line(error: BaseException) -> str:
@@ -192,9 +197,7 @@ def run_row(name: str, row: Row, out_dir: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     found = {"row": name, "dataset": row.dataset, "stage": "model file"}
     try:
-        start = time.perf_counter()
-        path = write_model_file(row, work / "model")
-        found["pretrain_s"] = time.perf_counter() - start
+        path, found["pretrain_s"] = write_model_file(row, work / "model")
         found["stage"] = "train"
         start = time.perf_counter()
         config = TrainConfig(
@@ -228,6 +231,10 @@ _SETTINGS = (
 )  # fmt: skip
 
 
+def _seconds(value) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
 def _percent(value) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
@@ -257,7 +264,8 @@ def markdown(rows: list[dict]) -> str:
         ops = sorted(set(report.get("op_names") or []))
         checks = "pass" if report["checks_passed"] else "fail: " + "; ".join(report["failures"])
         lines.append(
-            f"| {row['row']} | {row['settings']['pretrain_epochs']}, {row['pretrain_s']:.0f} | "
+            f"| {row['row']} | {row['settings']['pretrain_epochs']}, "
+            f"{_seconds(row['pretrain_s'])} | "
             f"{row['steps']}, {row['precision']}, {row['train_s']:.0f} | "
             f"{row['convert_s']:.0f} | {_percent(report['keras_accuracy'])} | "
             f"{_percent(report['tflite_accuracy'])} | **{_percent(report['agreement'])}** | "
