@@ -1,10 +1,13 @@
-"""Two facts about a Functional graph that quantization and export must agree on.
+"""Facts about a Functional graph that quantization, export and loading must agree on.
 
 * `consumers(config)`: who takes each layer's output (from the model config);
 * `bn_folds_into(producer, bn)`: whether a BatchNormalization folds into the convolution
   before it. `quantize_model` then leaves the convolution's output unquantized (the
   integer model has no tensor there), and `export_model` folds it, on the k-bit kernel.
   One rule in one place, so the training graph and the exported graph cannot drift apart.
+* `AUGMENTATION_LAYERS`: the layers that change images only while training and are the
+  identity at inference (a model file's are taken out: `sgt_tfmot.models.without_augmentation`;
+  Keras 3 files keep them through the translation for that).
 """
 
 from __future__ import annotations
@@ -13,7 +16,22 @@ from sgt_tfmot.keras import keras
 
 OUTPUT = "<output>"  # the consumer name of a model output
 
-__all__ = ["OUTPUT", "bn_folds_into", "channel_axis", "consumers", "inbound_layer"]
+# Keras layers that change images only while training (data augmentation, noise) and are the
+# identity at inference; the Keras tutorials put RandomFlip and RandomRotation first in the
+# model. The names are the same in tf_keras and Keras 3.
+AUGMENTATION_LAYERS = (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
+    "RandomBrightness", "GaussianNoise", "GaussianDropout",
+)  # fmt: skip
+
+__all__ = [
+    "AUGMENTATION_LAYERS",
+    "OUTPUT",
+    "bn_folds_into",
+    "channel_axis",
+    "consumers",
+    "inbound_layer",
+]
 
 
 def _entries(node) -> list:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from sgt_tfmot._checks import InputError
+from sgt_tfmot._graph import AUGMENTATION_LAYERS
 from sgt_tfmot._stored import check_zip_member, read_dataset
 from sgt_tfmot.keras import keras
 
@@ -49,6 +50,9 @@ LAYERS: dict[str, tuple[str, dict[str, str]]] = {
     )
 }  # fmt: skip
 LAYERS["LeakyReLU"] = ("LeakyReLU", {"negative_slope": "alpha"})
+# Augmentation layers come through (the identity at inference; a model file's are taken out
+# before training, `sgt_tfmot.models.without_augmentation`), their Keras 3-only options dropped.
+LAYERS.update({name: (name, {}) for name in AUGMENTATION_LAYERS})
 
 # Keras 3 activation name -> the tf_keras activation with the same formula (tests compare
 # them numerically). Left out on purpose: "hard_sigmoid" (Keras 3: relu6(x + 3) / 6,
@@ -195,6 +199,8 @@ def _layer_config(class_name: str, config: dict, problems: _Problems) -> dict:
                 problems.add(layer, f"option {key}={value.get('class_name')}")
             else:
                 config[key] = _object(value, namespace, layer, key, problems)
+    if class_name in AUGMENTATION_LAYERS:  # taken out before use: its options do not matter
+        return {key: value for key, value in config.items() if key in _accepted(cls)}
     return _kept(config, _accepted(cls), layer, class_name, problems)
 
 
@@ -424,6 +430,8 @@ def _copy_weights(model: keras.Model, weights: dict, what: str, prefix: tuple = 
     """
     for layer in model.layers:
         path = (*prefix, layer.name)
+        if type(layer).__name__ in AUGMENTATION_LAYERS:
+            continue  # Keras 3 stores their random generator's state, tf_keras has none
         if isinstance(layer, keras.Model):
             if any(len(key) > len(path) and key[: len(path)] == path for key in weights):
                 _copy_weights(layer, weights, what, path)

@@ -187,6 +187,12 @@ class UnsupportedLayersError(_checks.InputError):
         "TFOpLambda": "a TensorFlow function applied to a Keras tensor: only adding, "
         "subtracting, multiplying or dividing by a number is rewritten (as Rescaling)",
         "Lambda": "Lambda layers cannot be quantized (they hide their ops from TFMOT)",
+        **{
+            name: "data augmentation, the identity at inference: augment the training data "
+            "instead, or take it out with sgt_tfmot.models.without_augmentation(model), as "
+            "`train --model` does"
+            for name in _graph.AUGMENTATION_LAYERS
+        },
     }
 
     def __init__(self, layers):

@@ -13,6 +13,8 @@ Writes into OUT_DIR, for each model NAME below, NAME.keras and NAME.h5, and outp
   ZeroPadding2D, DepthwiseConv2D, SeparableConv2D, LeakyReLU, AveragePooling2D, ...);
 * graph: a Functional model with Add, Concatenate, Multiply, a nested Sequential and a
   nested Functional model, ReLU6, swish, Reshape, GlobalMaxPooling2D, a Softmax layer;
+* augmented: the Keras tutorials' data augmentation in the model (RandomFlip, RandomRotation,
+  a nested Sequential of RandomTranslation and RandomContrast) and a GaussianNoise;
 * unsupported: three layers tf_keras has no counterpart for (a Lambda, Keras 3's
   hard_sigmoid, which is not tf_keras's, and hard_silu).
 """
@@ -102,6 +104,20 @@ def graph():
     return model
 
 
+def augmented():
+    keras.utils.set_random_seed(4)
+    augment = keras.Sequential([L.RandomTranslation(0.1, 0.1), L.RandomContrast(0.2)],
+                               name="augment")  # fmt: skip
+    inputs = keras.Input(SHAPE)
+    x = augment(L.RandomRotation(0.1)(L.RandomFlip("horizontal")(inputs)))
+    x = L.Conv2D(8, 3, strides=2, activation="relu")(L.Rescaling(1 / 255.0)(x))
+    x = L.GaussianNoise(0.1)(L.BatchNormalization()(x))
+    outputs = L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    randomise_statistics(model, 4)
+    return model
+
+
 def unsupported():
     keras.utils.set_random_seed(3)
     inputs = keras.Input(SHAPE)
@@ -120,6 +136,7 @@ def main(out_dir: str, mnist_subset: str) -> None:
         "cnn": cnn(x_train, data["y_train"]),
         "sequential": sequential(x_train),
         "graph": graph(),
+        "augmented": augmented(),
         "unsupported": unsupported(),
     }
     images = x_test[:8]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sgt_tfmot import from_keras3, keras3, load_model, quantize_model
+from sgt_tfmot import from_keras3, keras3, load_model, models, quantize_model
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.trainers import SaliencyGuidedModel
 
@@ -42,7 +42,7 @@ def made(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", SUFFIXES)
-@pytest.mark.parametrize("name", ["cnn", "sequential", "graph"])
+@pytest.mark.parametrize("name", ["cnn", "sequential", "graph", "augmented"])
 def test_a_keras3_file_becomes_the_same_tf_keras_model(made, name, suffix):
     out, outputs = made
     assert keras3.is_keras3_file(out / f"{name}{suffix}")
@@ -55,6 +55,20 @@ def test_a_keras3_file_becomes_the_same_tf_keras_model(made, name, suffix):
         got = model.predict(test, verbose=0)
         np.testing.assert_allclose(got, outputs["cnn_test"], atol=TOLERANCE)
         assert np.array_equal(got.argmax(-1), outputs["cnn_test"].argmax(-1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_keras3_files_augmentation_layers_are_taken_out_and_the_rest_quantizes(made, suffix):
+    out, outputs = made
+    model, removed = models.without_augmentation(load_model(out / f"augmented{suffix}"), "file")
+    assert removed == ["random_flip", "random_rotation", "augment", "gaussian_noise"]
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert kinds == {"InputLayer", "Rescaling", "Conv2D", "BatchNormalization",
+                     "GlobalAveragePooling2D", "Dense"}  # fmt: skip
+    got = model.predict(outputs["images"], verbose=0)
+    np.testing.assert_allclose(got, outputs["augmented"], atol=TOLERANCE)
+    quantize_model(model)  # nothing left that quantization refuses
 
 
 @pytest.mark.slow

@@ -266,3 +266,88 @@ def test_bad_weight_decay(weight_decay):
 def test_bad_statistics(kwargs, match):
     with pytest.raises(ValueError, match=match):
         models.mobilenet_tiny((32, 32, 3), 10, **kwargs)
+
+
+# ---------------------------------------------------------------- data-augmentation layers
+L = keras.layers
+
+
+def _augmented_functional():
+    keras.utils.set_random_seed(0)
+    augment = keras.Sequential([L.RandomZoom(0.1), L.RandomContrast(0.2)], name="augment")
+    inputs = keras.Input((12, 12, 3))
+    x = augment(L.RandomRotation(0.1)(L.RandomFlip("horizontal")(inputs)))
+    x = L.Conv2D(4, 3, activation="relu", name="conv")(L.Rescaling(1 / 255)(x))
+    x = L.GaussianNoise(0.5)(x)  # inside the network too
+    outputs = L.Dense(3, activation="softmax", name="head")(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_without_augmentation_takes_out_the_layers_that_are_the_identity_at_inference():
+    model = _augmented_functional()
+    images = np.random.default_rng(1).uniform(0, 255, (4, 12, 12, 3)).astype(np.float32)
+    stripped, removed = models.without_augmentation(model, "--model mine.h5")
+    assert removed == ["random_flip", "random_rotation", "augment", "gaussian_noise"]
+    assert [type(layer).__name__ for layer in stripped.layers] == [
+        "InputLayer", "Rescaling", "Conv2D", "GlobalAveragePooling2D", "Dense",
+    ]  # fmt: skip
+    np.testing.assert_array_equal(stripped.predict(images, verbose=0),
+                                  model.predict(images, verbose=0))  # fmt: skip
+    for name in ("conv", "head"):  # the weights are the model's
+        for kept, original in zip(stripped.get_layer(name).get_weights(),
+                                  model.get_layer(name).get_weights(), strict=True):  # fmt: skip
+            np.testing.assert_array_equal(kept, original)
+    assert models.without_augmentation(stripped, "x") == (stripped, [])  # nothing to take out
+    from sgt_tfmot import quantize_model
+
+    refused = r"RandomFlip: 'random_flip' \(data augmentation, the identity at inference: "
+    with pytest.raises(ValueError, match=refused + ".* sgt_tfmot.models.without_augmentation"):
+        quantize_model(model)
+    quantize_model(stripped)
+
+
+def test_without_augmentation_of_a_sequential_model():
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), L.RandomFlip(), L.RandomTranslation(0.1, 0.1),
+        L.Conv2D(2, 3), L.Flatten(), L.GaussianDropout(0.2), L.Dense(2),
+    ])  # fmt: skip
+    images = np.random.default_rng(2).uniform(0, 255, (3, 8, 8, 1)).astype(np.float32)
+    stripped, removed = models.without_augmentation(model, "x")
+    assert removed == [model.layers[0].name, model.layers[1].name, model.layers[4].name]
+    assert [type(layer).__name__ for layer in stripped.layers] == ["Conv2D", "Flatten", "Dense"]
+    np.testing.assert_array_equal(stripped(images), model(images, training=False))
+
+
+def test_an_augmentation_layer_called_twice_is_refused_in_one_line():
+    flip = L.RandomFlip(name="flip")
+    inputs = keras.Input((8, 8, 1))
+    x = L.Concatenate()([flip(inputs), flip(L.Rescaling(0.5)(inputs))])
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
+    with pytest.raises(ValueError, match=r"^--model m.h5: the data-augmentation layer 'flip' is "
+                       r"called 2 times or on several tensors; take it out"):  # fmt: skip
+        models.without_augmentation(model, "--model m.h5")
+
+
+@pytest.mark.slow
+def test_train_takes_a_model_files_augmentation_out_and_says_so(tmp_path, capsys):
+    from sgt_tfmot import load_model, save_model
+    from sgt_tfmot.training import TrainConfig, train
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = L.RandomRotation(0.1, name="rotate")(L.RandomFlip("horizontal", name="flip")(inputs))
+    x = L.Conv2D(4, 3, strides=2, activation="relu")(L.Rescaling(1 / 255)(x))
+    model = keras.Model(inputs, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
+    path = save_model(model, tmp_path / "mine.h5")
+    config = TrainConfig(model=str(path), max_steps=2, batch_size=16, progress=0,
+                         mixed_precision="float32", out_dir=str(tmp_path / "run"))  # fmt: skip
+    train(config)
+    out = capsys.readouterr().out
+    assert (
+        f"Note: the data-augmentation layers of --model {path} (flip, rotate) are taken out: "
+        "the identity at inference, they would draw another augmentation at each forward pass "
+        "of a training step; the training images are augmented by --augment instead (now: "
+        "none)." in out
+    )
+    saved = load_model(tmp_path / "run" / "model.h5")
+    assert not {"flip", "rotate"} & {layer.name for layer in saved.layers}

@@ -57,6 +57,7 @@ from sgt_tfmot.models.files import (
     copy_weights,
     is_model_file,
     with_channel_axis,
+    without_augmentation,
 )
 from sgt_tfmot.models.mobilenet import MobileNetTiny, mobilenet_tiny
 from sgt_tfmot.models.resnet import ResNet20, resnet20
@@ -81,6 +82,7 @@ __all__ = [
     "takes",
     "unregister",
     "with_channel_axis",
+    "without_augmentation",
 ]
 
 # The model registry: a new architecture is one module and one line here.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sgt_tfmot._checks import InputError
+from sgt_tfmot._graph import AUGMENTATION_LAYERS
 from sgt_tfmot.heads import check_head
 from sgt_tfmot.keras import keras
 
@@ -17,6 +18,7 @@ __all__ = [
     "is_model_file",
     "model_from_file",
     "with_channel_axis",
+    "without_augmentation",
 ]
 
 
@@ -90,6 +92,87 @@ def with_channel_axis(model: keras.Model, what: str) -> keras.Model:
             f"a ({height}, {width}, 1) input."
         )
     return rebuilt
+
+
+def _is_augmentation(layer) -> bool:
+    """A layer of `AUGMENTATION_LAYERS`, or a nested model made of them only."""
+    if isinstance(layer, keras.Model):
+        inner = [x for x in layer.layers if not isinstance(x, keras.layers.InputLayer)]
+        return bool(inner) and all(_is_augmentation(x) for x in inner)
+    return type(layer).__name__ in AUGMENTATION_LAYERS
+
+
+def without_augmentation(model: keras.Model, what: str) -> tuple[keras.Model, list[str]]:
+    """`model` without its data-augmentation layers (`AUGMENTATION_LAYERS`, and nested models
+    of them only), and the names of the layers taken out.
+
+    Those layers are the identity at inference, so the model computes the same without them
+    (checked on random images); they cannot be quantized, and under Saliency-Guided Training
+    each of the step's forward passes would draw another augmentation. A training run
+    augments its batches itself (`--augment`). A model without such layers is returned as
+    it is.
+
+    Raises:
+      InputError: naming `what` and the layer, when an augmentation layer is called more
+        than once or on more than one tensor, or the model without them computes other
+        outputs.
+    """
+    from sgt_tfmot import saving
+
+    removed = [layer.name for layer in model.layers if _is_augmentation(layer)]
+    if not removed:
+        return model, []
+    if isinstance(model, keras.Sequential):
+        kept = [layer for layer in model.layers if layer.name not in removed]
+        rebuilt = keras.Sequential(
+            [keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype), *kept],
+            name=model.name,
+        )
+    else:
+        config = model.get_config()
+        source = {}  # removed layer -> the tensor it takes
+        for entry in config["layers"]:
+            if entry["name"] in removed:
+                nodes = entry["inbound_nodes"]
+                if len(nodes) != 1 or len(nodes[0]) != 1:
+                    raise InputError(
+                        f"{what}: the data-augmentation layer {entry['name']!r} is called "
+                        f"{len(nodes)} times or on several tensors; take it out of the model "
+                        "(train augments the images itself: --augment)."
+                    )
+                source[entry["name"]] = nodes[0][0][:3]
+
+        def resolve(reference):
+            while reference[0] in source:
+                reference = source[reference[0]]
+            return reference
+
+        layers = []
+        for entry in config["layers"]:
+            if entry["name"] in removed:
+                continue
+            nodes = [
+                [[*resolve(ref[:3]), *ref[3:]] for ref in node] for node in entry["inbound_nodes"]
+            ]
+            layers.append({**entry, "inbound_nodes": nodes})
+        outputs = [resolve(ref) for ref in config["output_layers"]]
+        rebuilt = saving.from_own_config(
+            model, {**config, "layers": layers, "output_layers": outputs}
+        )
+        for layer in rebuilt.layers:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    shape = tuple(model.inputs[0].shape[1:])
+    images = np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype(np.float32)
+    expected = np.asarray(model(images, training=False), np.float32)
+    found = np.asarray(rebuilt(images, training=False), np.float32)
+    difference = float(np.abs(found - expected).max())
+    if difference > 1e-5 * max(1.0, float(np.abs(expected).max())):
+        raise InputError(
+            f"{what}: without its data-augmentation layers ({', '.join(removed)}) the model "
+            f"computes other outputs (up to {difference:.3g} apart); take them out of the "
+            "model yourself (train augments the images itself: --augment)."
+        )
+    return rebuilt, removed
 
 
 _SHAPE_KEYS = ("batch_input_shape", "build_input_shape", "input_shape", "batch_shape")

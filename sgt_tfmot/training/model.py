@@ -49,6 +49,17 @@ def build_model(config: TrainConfig, info, calibration_images=None) -> keras.Mod
         config.model, info.image_shape, info.num_classes, weight_decay=config.weight_decay,
         trust_code=config.trust_model_code, **options,
     )  # fmt: skip
+    if model_zoo.is_model_file(config.model):
+        model, removed = model_zoo.without_augmentation(model, f"--model {config.model}")
+        if removed:
+            augment = ",".join(datasets.parse_augment(config.augment) or info.augment) or "none"
+            print(
+                f"Note: the data-augmentation layers of --model {config.model} "
+                f"({', '.join(removed)}) are taken out: the identity at inference, they would "
+                "draw another augmentation at each forward pass of a training step; the "
+                f"training images are augmented by --augment instead (now: {augment}).",
+                flush=True,
+            )
     if config.init_from is not None:
         source = saving.load_model(config.init_from, trust_code=config.trust_model_code)
         model_zoo.copy_weights(source, model, f"--init_from {config.init_from}")
