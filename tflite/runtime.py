@@ -32,7 +32,10 @@ class TFLiteModel:
             self._interpreter = Interpreter(model_content=bytes(model), **kwargs)
         else:
             self._interpreter = Interpreter(model_path=os.fspath(model), **kwargs)
-        self._interpreter.allocate_tensors()
+        try:
+            self._interpreter.allocate_tensors()
+        except RuntimeError as error:
+            raise ValueError(_not_prepared(self._interpreter, error)) from None
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -103,3 +106,25 @@ def integer_outputs(flatbuffer: bytes, images: np.ndarray, runtime: str = "xnnpa
         interpreter.invoke()
         found.append(interpreter.get_tensor(sink["index"]).copy())
     return np.concatenate(found)
+
+
+def _not_prepared(interpreter, error: RuntimeError) -> str:
+    """What LiteRT said when it could not prepare a model, in one line, with the smallest
+    quantization scale of the model: a runtime refuses an op whose requantization is out
+    of its range, which an activation range that collapsed in training causes."""
+    said = " ".join(str(error).split())
+    scales = [
+        (float(scale), detail["name"])
+        for detail in interpreter.get_tensor_details()
+        for scale in detail["quantization_parameters"]["scales"][:1]
+        if detail["dtype"] in (np.int8, np.uint8) and scale > 0
+    ]
+    hint = ""
+    if scales:
+        scale, name = min(scales)
+        hint = (
+            f"; the model's smallest int8 scale is {scale:.3g} (tensor {name!r}, a range of "
+            f"{255 * scale:.3g}): a range that small usually means an activation's range or "
+            "PACT α collapsed in training (see the run's alpha.json)"
+        )
+    return f"LiteRT could not prepare the converted model ({said}){hint}."
