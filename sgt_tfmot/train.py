@@ -91,9 +91,10 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_float("weight_decay", _d.weight_decay, "L2 factor on kernels.", lower_bound=0, **_IN)
 flags.DEFINE_string(
-    "alpha_init", str(_d.alpha_init),
-    "Initial PACT α (> 0), or calibrate: the --alpha_percentile of --init_from's activations.",
-    **_IN,
+    "alpha_init", None,
+    "Initial PACT α (> 0), or calibrate: the --alpha_percentile of the trained float model's "
+    "activations (--init_from's, or --model FILE's own). Default: calibrate when the run starts "
+    "from trained weights (--init_from, --model FILE), else 10 (the PACT paper's).", **_IN,
 )  # fmt: skip
 flags.DEFINE_float(
     "alpha_percentile", _d.alpha_percentile, "Percentile for --alpha_init calibrate.", **_IN
@@ -186,8 +187,8 @@ def _train(positional: list[str]) -> int:
     return _cli.EXIT_OK
 
 
-def _alpha_init(text: str) -> float | str:
-    if text == "calibrate":
+def _alpha_init(text: str | None) -> float | str | None:
+    if text is None or text == "calibrate":
         return text
     try:
         return float(text)

@@ -137,9 +137,10 @@ def test_train_and_convert_a_softmax_model_file(tmp_path):
     keras.utils.set_random_seed(0)
     path = save_model(mnist_classifier("softmax"), tmp_path / "mine.h5")
     run = tmp_path / "run"
+    # The file's weights are untrained: α from 10 (not calibrated from their activations).
     config = TrainConfig(model=str(path), max_steps=150, batch_size=32, progress=0, sgt=False,
                          weight_bits=8, activation_bits=8, mixed_precision="float32",
-                         learning_rate=0.05, out_dir=str(run))  # fmt: skip
+                         learning_rate=0.05, out_dir=str(run), alpha_init=10.0)  # fmt: skip
     metrics = train(config)
     assert metrics["test_accuracy"] > 0.3  # learned (16 % with the loss on logits)
     saved = load_model(run / "model.h5")

@@ -99,3 +99,31 @@ def test_a_users_model_file_is_trained_and_checked_against_the_data(tmp_path):
         train(tiny(tmp_path / "run2", model=str(wrong)))
     with pytest.raises(InputError, match="--alpha_init calibrate sets each α"):
         tiny(tmp_path / "run3", alpha_init="calibrate").check()
+
+
+def test_alpha_init_defaults_to_calibrate_from_trained_weights_else_10(tmp_path):
+    path = save_model(residual_model((28, 28, 1), 10), tmp_path / "mine.h5")
+    assert tiny(tmp_path / "a").check().alpha_init == 10.0  # a fresh model: the PACT paper's
+    assert tiny(tmp_path / "b", model=str(path)).check().alpha_init == "calibrate"
+    assert tiny(tmp_path / "c", init_from=str(path)).check().alpha_init == "calibrate"
+    assert tiny(tmp_path / "d", model=str(path), alpha_init=4.0).check().alpha_init == 4.0
+
+
+@pytest.mark.slow
+def test_a_model_file_starts_qat_from_its_own_activations(tmp_path):
+    """A user's trained file fine-tuned with the defaults: α and the 8-bit ranges come from
+    the file's own float activations (with α 10 and default ranges, the TFMOT tutorial's
+    model on raw pixels collapsed to α 0.018 and 14 % accuracy), unless --alpha_init gives a
+    number."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inputs)  # raw 0..255 pixels
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    path = save_model(model, tmp_path / "mine.h5")
+    metrics = train(tiny(tmp_path / "run", model=str(path), sgt=False, max_steps=1,
+                         learning_rate=1e-9))  # fmt: skip
+    (alpha,) = metrics["alpha"].values()
+    assert alpha > 100  # the conv's outputs on 0..255 pixels, not the default 10
+    fixed = train(tiny(tmp_path / "run2", model=str(path), sgt=False, max_steps=1,
+                       learning_rate=1e-9, alpha_init=10.0))  # fmt: skip
+    assert list(fixed["alpha"].values()) == [pytest.approx(10.0, abs=1e-3)]

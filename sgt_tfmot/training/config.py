@@ -61,7 +61,7 @@ class TrainConfig:
     learning_rate: float = 0.1
     schedule: str = "onecycle"
     weight_decay: float = 1e-4
-    alpha_init: float | str = 10.0
+    alpha_init: float | str | None = None  # calibrate from trained weights, else 10
     alpha_percentile: float = 99.9
     alpha_l2: float = 2e-4
     init_from: str | None = None
@@ -111,12 +111,16 @@ class TrainConfig:
         _checks.check_int(self.seed, "seed", 0)
         _checks.check_number(self.learning_rate, "learning_rate", 0.0, low_open=True)
         _checks.check_number(self.weight_decay, "weight_decay", 0.0)
+        trained = self.init_from is not None or model_zoo.is_model_file(self.model)
+        if self.alpha_init is None:  # the default: from the trained weights when there are
+            self.alpha_init = "calibrate" if trained else 10.0
         if self.alpha_init != "calibrate":
             _checks.check_number(self.alpha_init, "alpha_init", 0.0, low_open=True)
-        elif self.init_from is None:
+        elif not trained:
             raise InputError(
                 "--alpha_init calibrate sets each α from a trained float model's activations: "
-                "pass that model with --init_from RUN_DIR_OR_FILE (or a number, e.g. 10)."
+                "pass that model with --init_from RUN_DIR_OR_FILE or --model FILE (or a "
+                "number, e.g. 10)."
             )
         _checks.check_number(self.alpha_percentile, "alpha_percentile", 0.0, 100.0, low_open=True)
         _checks.check_number(self.alpha_l2, "alpha_l2", 0.0)

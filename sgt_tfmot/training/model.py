@@ -37,8 +37,9 @@ def read_data(config: TrainConfig) -> tuple[datasets.DatasetInfo, Arrays, tuple[
 def build_model(config: TrainConfig, info, calibration_images=None) -> keras.Model:
     """The float model (from --init_from's weights when given), quantized unless --float.
 
-    With --init_from the QAT model starts from the float model's function: its 8-bit ranges
-    are the float activations' ranges on `calibration_images`, and with
+    From trained weights (--init_from; a --model FILE under `--alpha_init calibrate`, the
+    default for a file) the QAT model starts from the float model's function: its 8-bit
+    ranges are the float activations' ranges on `calibration_images`, and under
     `--alpha_init calibrate` each PACT α is their `alpha_percentile`-th percentile
     (`sgt_tfmot.quantize.calibrate_ranges`).
     """
@@ -75,7 +76,9 @@ def build_model(config: TrainConfig, info, calibration_images=None) -> keras.Mod
         alpha_l2=config.alpha_l2,
         weight_range=config.weight_range,
     )
-    if config.init_from is not None and calibration_images is not None:
+    # A file's own weights are taken as trained unless --alpha_init gives α a number.
+    trained = config.init_from is not None or (model_zoo.is_model_file(config.model) and calibrate)
+    if trained and calibration_images is not None:
         quantize.calibrate_ranges(
             qat, model, calibration_images, config.alpha_percentile, alphas=calibrate
         )
