@@ -110,7 +110,8 @@ def test_alpha_init_defaults_to_calibrate_from_trained_weights_else_10(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_model_file_starts_qat_from_its_own_activations(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])  # both CPUs' paths
+def test_a_model_file_starts_qat_from_its_own_activations(tmp_path, precision):
     """A user's trained file fine-tuned with the defaults: α and the 8-bit ranges come from
     the file's own float activations (with α 10 and default ranges, the TFMOT tutorial's
     model on raw pixels collapsed to α 0.018 and 14 % accuracy), unless --alpha_init gives a
@@ -121,9 +122,9 @@ def test_a_model_file_starts_qat_from_its_own_activations(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
     path = save_model(model, tmp_path / "mine.h5")
     metrics = train(tiny(tmp_path / "run", model=str(path), sgt=False, max_steps=1,
-                         learning_rate=1e-9))  # fmt: skip
+                         learning_rate=1e-9, mixed_precision=precision))  # fmt: skip
     (alpha,) = metrics["alpha"].values()
     assert alpha > 100  # the conv's outputs on 0..255 pixels, not the default 10
     fixed = train(tiny(tmp_path / "run2", model=str(path), sgt=False, max_steps=1,
-                       learning_rate=1e-9, alpha_init=10.0))  # fmt: skip
+                       learning_rate=1e-9, alpha_init=10.0, mixed_precision=precision))  # fmt: skip
     assert list(fixed["alpha"].values()) == [pytest.approx(10.0, abs=1e-3)]

@@ -329,7 +329,8 @@ def test_an_augmentation_layer_called_twice_is_refused_in_one_line():
 
 
 @pytest.mark.slow
-def test_train_takes_a_model_files_augmentation_out_and_says_so(tmp_path, capsys):
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])  # both CPUs' paths
+def test_train_takes_a_model_files_augmentation_out_and_says_so(tmp_path, capsys, precision):
     from sgt_tfmot import load_model, save_model
     from sgt_tfmot.training import TrainConfig, train
 
@@ -340,7 +341,7 @@ def test_train_takes_a_model_files_augmentation_out_and_says_so(tmp_path, capsys
     model = keras.Model(inputs, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
     path = save_model(model, tmp_path / "mine.h5")
     config = TrainConfig(model=str(path), max_steps=2, batch_size=16, progress=0,
-                         mixed_precision="float32", out_dir=str(tmp_path / "run"))  # fmt: skip
+                         mixed_precision=precision, out_dir=str(tmp_path / "run"))  # fmt: skip
     train(config)
     out = capsys.readouterr().out
     assert (
