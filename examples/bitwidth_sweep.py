@@ -9,6 +9,10 @@ This example trains that grid and measures it:
         --bits float,8,4,3,2 --epochs 5 --out_dir runs/sweep
     python examples/bitwidth_sweep.py --dataset cifar10 --data_dir ../shared/data \\
         --learning_rate 0.01 --kl_weight 0.05 --batch_size 64 --methods vanilla,smoothgrad
+    python examples/bitwidth_sweep.py --dataset cifar10 --data_dir ../shared/data \\
+        --bits float,8,4,2 --init_from zoo:cifar10-float --epochs 5 --batch_size 128 \\
+        --learning_rate 0.02 --weight_decay 2.5e-4 --fill impute --patch_size 4 \\
+        --kl_weight 0.3 --methods vanilla --protocol road,region --out_dir runs/sweep-cifar10
     python examples/bitwidth_sweep.py --bits float,2 --max_steps 1 --curve_images 32 \\
         --agreement_images 8 --methods vanilla --model mobilenet_tiny \\
         --out_dir /tmp/sweep                                               # smoke test
@@ -17,9 +21,13 @@ This example trains that grid and measures it:
    `sgt_tfmot.training`, PACT only (`sgt=False`) and SGT + PACT (`sgt=True`), weights and
    activations at k bits (first and last layer at 8), into OUT/<k>-pact and OUT/<k>-sgt;
    `float` trains the float model instead (OUT/float-pact, OUT/float-sgt). Everything else
-   is the training library's default (`TrainConfig`) plus the flags given. A finished run
-   (its metrics.json exists) is reused, an unfinished one resumes, so the command can be
-   rerun after an interruption.
+   is the training library's default (`TrainConfig`) plus the flags given; SGT's masking
+   (`--fill`, `--patch_size`, `--mask_fraction`, `--kl_weight`) is set on the SGT runs only,
+   so the PACT-only runs stay the same whichever masking the SGT runs use. With
+   `--init_from` every run fine-tunes that trained model (α calibrated from it, the default
+   of `train`); `--mixed_precision auto` trains below 4 bits in float32. The PACT-only runs
+   are trained first. A finished run (its metrics.json exists) is reused, an unfinished one
+   resumes, so the command can be rerun after an interruption.
 2. It evaluates all models together with `sgt_tfmot.explain.evaluate_models`, once per
    saliency method of `--methods` (the method ranks the pixels of the curves), under each
    removal protocol of `--protocol` (default pixel,road: the trainer's per-pixel rule and
@@ -55,6 +63,7 @@ from absl import flags
 from sgt_tfmot import (
     _cli,  # first: starts TensorFlow quietly
     data,
+    masking,
     precision,
     saving,
     training as trainer,
@@ -85,7 +94,16 @@ flags.DEFINE_list(
 flags.DEFINE_integer("epochs", _d.epochs, "Epochs of every run.", lower_bound=1, **_IN)
 flags.DEFINE_integer("batch_size", _d.batch_size, "Batch size.", lower_bound=1, **_IN)
 flags.DEFINE_float("learning_rate", _d.learning_rate, "Peak learning rate (SGD).", **_IN)
+flags.DEFINE_float("weight_decay", _d.weight_decay, "L2 factor on kernels.", lower_bound=0, **_IN)
+flags.DEFINE_string(
+    "init_from", None, "Trained model every run starts from (train --init_from), e.g. "
+    "zoo:cifar10-float.", **_IN,
+)  # fmt: skip
 flags.DEFINE_float("kl_weight", _d.kl_weight, "λ of SGT's KL term.", lower_bound=0, **_IN)
+flags.DEFINE_enum("fill", _d.fill, list(masking.FILLS), "Fill of SGT's masked pixels.", **_IN)
+flags.DEFINE_integer("patch_size", _d.patch_size, "SGT masks p x p patches (1: pixels).",
+                     lower_bound=1, **_IN)  # fmt: skip
+flags.DEFINE_float("mask_fraction", _d.mask_fraction, "Share SGT masks.", **_IN)
 flags.DEFINE_integer("max_steps", None, "Cap on the steps of every run.", lower_bound=1, **_IN)
 flags.DEFINE_string("model", _d.model, "Network of every run (--model of the training).", **_IN)
 flags.DEFINE_enum(
@@ -151,8 +169,9 @@ class SweepSettings:
       dataset, data_dir: The data (see `sgt_tfmot.data`).
       bits: Bit widths, "float" or integers in [2, 8] (`parse_bits`).
       out_dir: Folder of the runs and results.
-      model, epochs, batch_size, learning_rate, kl_weight, max_steps, mixed_precision,
-        progress: Settings of every training run (`TrainConfig`).
+      model, epochs, batch_size, learning_rate, weight_decay, init_from, max_steps,
+        mixed_precision, progress: Settings of every training run (`TrainConfig`).
+      kl_weight, fill, patch_size, mask_fraction: SGT's, set on the SGT runs only.
       methods: Saliency methods, one evaluation each.
       protocols: Removal protocols of the curves (`sgt_tfmot.explain.protocols`).
       curve_images, agreement_images: Test images of the curves / of concentration and the
@@ -167,7 +186,12 @@ class SweepSettings:
     epochs: int = _d.epochs
     batch_size: int = _d.batch_size
     learning_rate: float = _d.learning_rate
+    weight_decay: float = _d.weight_decay
+    init_from: str | None = None
     kl_weight: float = _d.kl_weight
+    fill: str = _d.fill
+    patch_size: int = _d.patch_size
+    mask_fraction: float = _d.mask_fraction
     max_steps: int | None = None
     mixed_precision: str = _d.mixed_precision
     progress: int = 2
@@ -182,13 +206,18 @@ class SweepSettings:
     def train_config(self, bits: str | int, training: str) -> trainer.TrainConfig:
         """The checked `TrainConfig` of one run (k-bit weights and activations, or float)."""
         quantized = {} if bits == FLOAT else {"weight_bits": bits, "activation_bits": bits}
+        masked = {} if not TRAININGS[training] else {
+            "kl_weight": self.kl_weight, "fill": self.fill, "patch_size": self.patch_size,
+            "mask_fraction": self.mask_fraction,
+        }  # fmt: skip
         return trainer.TrainConfig(
             dataset=self.dataset, data_dir=self.data_dir, model=self.model, float=bits == FLOAT,
             sgt=TRAININGS[training], epochs=self.epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, kl_weight=self.kl_weight,
-            max_steps=self.max_steps, mixed_precision=self.mixed_precision,
-            progress=self.progress, out_dir=str(Path(self.out_dir) / self.run_name(bits, training)),
-            **quantized,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            init_from=self.init_from, max_steps=self.max_steps,
+            mixed_precision=self.mixed_precision, progress=self.progress,
+            out_dir=str(Path(self.out_dir) / self.run_name(bits, training)),
+            **quantized, **masked,
         ).check()  # fmt: skip
 
     def evaluation_options(self, method: str) -> EvaluationOptions:
@@ -267,10 +296,11 @@ def finished_metrics(config: trainer.TrainConfig) -> dict | None:
 
 
 def train_runs(settings: SweepSettings) -> list[SweepRun]:
-    """Trains (or reuses, or resumes) the PACT-only and SGT + PACT run of every bit width."""
-    runs = []
-    for bits in settings.bits:
-        for training in TRAININGS:
+    """Trains (or reuses, or resumes) the PACT-only and SGT + PACT run of every bit width:
+    the PACT-only runs first; returned bit width by bit width, PACT only before SGT."""
+    runs = {}
+    for training in TRAININGS:
+        for bits in settings.bits:
             config = settings.train_config(bits, training)
             metrics = finished_metrics(config)
             reused = metrics is not None
@@ -282,8 +312,8 @@ def train_runs(settings: SweepSettings) -> list[SweepRun]:
                 metrics = trainer.train(config)
                 keras.backend.clear_session()
             name = settings.run_name(bits, training)
-            runs.append(SweepRun(name, bits, training, config.out_dir, metrics, reused))
-    return runs
+            runs[bits, training] = SweepRun(name, bits, training, config.out_dir, metrics, reused)
+    return [runs[bits, training] for bits in settings.bits for training in TRAININGS]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -531,7 +561,9 @@ def _sweep(positional: list[str]) -> int:
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, bits=parse_bits(FLAGS.bits),
         out_dir=FLAGS.out_dir, model=FLAGS.model, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate, kl_weight=FLAGS.kl_weight,
+        learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
+        init_from=FLAGS.init_from, kl_weight=FLAGS.kl_weight, fill=FLAGS.fill,
+        patch_size=FLAGS.patch_size, mask_fraction=FLAGS.mask_fraction,
         max_steps=FLAGS.max_steps, mixed_precision=FLAGS.mixed_precision,
         progress=FLAGS.progress, methods=tuple(FLAGS.methods),
         protocols=protocols.parse(FLAGS.protocol, "protocol"),

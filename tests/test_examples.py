@@ -62,7 +62,8 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
         sys.executable, str(EXAMPLES / "bitwidth_sweep.py"), "--dataset", "mnist_subset",
         "--bits", "float,2", "--max_steps", "1", "--batch_size", "16", "--curve_images", "32",
         "--agreement_images", "8", "--methods", "vanilla", "--model", "mobilenet_tiny",
-        "--out_dir", str(out), "--progress", "0",
+        "--out_dir", str(out), "--progress", "0", "--fill", "blur", "--patch_size", "4",
+        "--kl_weight", "0.2",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -70,6 +71,15 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
         name: json.loads((out / name / "metrics.json").read_text())
         for name in ("float-pact", "float-sgt", "2-pact", "2-sgt")
     }
+    # SGT's masking reached the SGT runs only; the PACT-only runs keep the defaults (so they
+    # are the same runs whichever masking the SGT runs use). PACT-only runs train first.
+    masking = {"fill": "blur", "patch_size": 4, "kl_weight": 0.2}
+    defaults = {"fill": "random", "patch_size": 1, "kl_weight": 0.1}
+    for name, run in metrics.items():
+        expected = masking if name.endswith("-sgt") else defaults
+        assert {key: run["flags"][key] for key in expected} == expected, name
+    order = [line.split(":")[0] for line in result.stdout.splitlines() if ": training (" in line]
+    assert [Path(path).name for path in order] == ["float-pact", "2-pact", "float-sgt", "2-sgt"]
     rows = {
         line.split("|")[1].strip(): [cell.strip() for cell in line.strip().strip("|").split("|")]
         for line in (out / "table.md").read_text().splitlines()
@@ -107,7 +117,7 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     settings = sweep.SweepSettings(
         dataset="mnist_subset", bits=("float", 2), out_dir=str(out), model="mobilenet_tiny",
         max_steps=1, batch_size=16, progress=0, methods=("vanilla",), curve_images=32,
-        agreement_images=8,
+        agreement_images=8, fill="blur", patch_size=4, kl_weight=0.2,
     )  # fmt: skip
     capsys.readouterr()
     runs = sweep.train_runs(settings)
@@ -116,6 +126,15 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     # A finished run is not reused for other settings.
     with pytest.raises(ValueError, match=r"finished run with other settings \(epochs: 5 -> 2\)"):
         sweep.train_runs(sweep.dataclasses.replace(settings, epochs=2))
+    # --init_from: every run fine-tunes the given model (here the sweep's own float run),
+    # its α calibrated from it (train's default from trained weights).
+    tuned = sweep.dataclasses.replace(settings, init_from=str(out / "float-pact"),
+                                      out_dir=str(tmp_path / "tuned"))  # fmt: skip
+    for bits, training in ((2, "pact"), (2, "sgt"), ("float", "sgt")):
+        config = tuned.train_config(bits, training)
+        assert config.init_from == str(out / "float-pact")
+        if bits != "float":
+            assert config.alpha_init == "calibrate"
     assert sweep.parse_bits(["float", "8", "2"]) == ("float", 8, 2)
     for bits in (["9"], ["1"], [], ["abc"], ["4", "4"]):
         with pytest.raises(sweep.InputError) as caught:
