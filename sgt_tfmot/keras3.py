@@ -55,8 +55,8 @@ LAYERS["LeakyReLU"] = ("LeakyReLU", {"negative_slope": "alpha"})
 LAYERS.update({name: (name, {}) for name in AUGMENTATION_LAYERS})
 
 # Keras 3 activation name -> the tf_keras activation with the same formula (tests compare
-# them numerically). Left out on purpose: "hard_sigmoid" (Keras 3: relu6(x + 3) / 6,
-# tf_keras: clip(0.2 x + 0.5, 0, 1)) and "hard_silu"/"hard_swish" (no tf_keras activation).
+# them numerically). Not here: the hard activations below, which tf_keras has not (its
+# "hard_sigmoid" is clip(0.2 x + 0.5, 0, 1), Keras 3's relu6(x + 3) / 6).
 ACTIVATIONS = {
     name: name
     for name in (
@@ -65,6 +65,11 @@ ACTIVATIONS = {
     )
 }  # fmt: skip
 ACTIVATIONS["silu"] = "swish"
+# Keras 3's hard activations -> whether the gate multiplies the input (hard_silu = x *
+# hard_sigmoid(x)). A layer with one becomes the layer with a linear activation followed by
+# the layers MobileNetV3 writes them with: Rescaling(offset 3), ReLU(6), Rescaling(1 / 6)
+# (and a Multiply with the layer's own output), which quantize exactly (docs/COMPATIBILITY.md).
+HARD_ACTIVATIONS = {"hard_sigmoid": False, "hard_silu": True, "hard_swish": True}
 
 _MODELS = ("Functional", "Sequential")
 _OBJECT_NAMESPACES = ("initializers", "regularizers", "constraints")
@@ -126,9 +131,9 @@ class _Problems:
             f"{what} is a Keras 3 model with {count} layer{'s' if count > 1 else ''} that "
             f"tf_keras has no counterpart for: {named}. Supported layers: "
             f"{', '.join(sorted(LAYERS))} and nested Functional/Sequential models; "
-            f"activations: {', '.join(sorted(ACTIVATIONS))}. Rebuild those layers with "
-            "supported ones (or build the model with tf_keras: `from sgt_tfmot.keras import "
-            "keras`)."
+            f"activations: {', '.join(sorted([*ACTIVATIONS, *HARD_ACTIVATIONS]))}. Rebuild "
+            "those layers with supported ones (or build the model with tf_keras: `from "
+            "sgt_tfmot.keras import keras`)."
         )
 
 
@@ -190,6 +195,8 @@ def _layer_config(class_name: str, config: dict, problems: _Problems) -> dict:
         if key == "activation":
             if isinstance(value, str) and value in ACTIVATIONS:
                 config[key] = ACTIVATIONS[value]
+            elif isinstance(value, str) and value in HARD_ACTIVATIONS:
+                pass  # expanded into layers by `_expand_hard_activations`
             else:
                 shown = value if isinstance(value, str) else (value or {}).get("config", value)
                 problems.add(layer, f"activation {shown!r}")
@@ -271,7 +278,58 @@ def _functional_config(config: dict, problems: _Problems) -> dict:
         if classes.get(entry[0]) == "Sequential":  # renumbered by Keras 3 from 0, not 1
             entry[1] += 1
     _check_references(translated, problems)
-    return translated
+    return _expand_hard_activations(translated, problems)
+
+
+def _expand_hard_activations(config: dict, problems: _Problems) -> dict:
+    """The translated Functional config with each layer of a hard activation
+    (`HARD_ACTIVATIONS`) made linear and followed by its formula in layers; the tensors
+    that took the layer's output take the formula's."""
+    names = {layer["name"] for layer in config["layers"]}
+    replaced, layers = {}, []
+
+    def unique(name: str) -> str:
+        while name in names:
+            name += "_"
+        names.add(name)
+        return name
+
+    def follow(reference):
+        if reference is not None and reference[0] in replaced and reference[1] == 0:
+            reference[0] = replaced[reference[0]]
+
+    for layer in config["layers"]:
+        for node in layer["inbound_nodes"]:
+            for reference in node:
+                follow(reference)
+        layers.append(layer)
+        kind = layer["config"].get("activation")
+        if kind not in HARD_ACTIVATIONS:
+            continue
+        name = layer["name"]
+        if len(layer["inbound_nodes"]) != 1:
+            problems.add(name, f"activation {kind!r} in a layer called more than once")
+            continue
+        layer["config"]["activation"] = "linear"
+        dtype = layer["config"].get("dtype", "float32")
+        chain = [("Rescaling", {"scale": 1.0, "offset": 3.0}, "shift"),
+                 ("ReLU", {"max_value": 6.0}, "relu6"),
+                 ("Rescaling", {"scale": 1.0 / 6.0, "offset": 0.0}, "hard_sigmoid")]  # fmt: skip
+        previous = [name, 0, 0, {}]
+        for class_name, options, suffix in chain:
+            made = unique(f"{name}_{suffix}")
+            layers.append({"class_name": class_name, "name": made, "inbound_nodes": [[previous]],
+                           "config": {"name": made, "dtype": dtype, **options}})  # fmt: skip
+            previous = [made, 0, 0, {}]
+        if HARD_ACTIVATIONS[kind]:
+            made = unique(f"{name}_{kind}")
+            layers.append({"class_name": "Multiply", "name": made, "config": {"name": made,
+                           "dtype": dtype}, "inbound_nodes": [[[name, 0, 0, {}], previous]]})  # fmt: skip
+            previous = [made, 0, 0, {}]
+        replaced[name] = previous[0]
+    for reference in config["output_layers"]:
+        follow(reference)
+    return {**config, "layers": layers}
 
 
 def _check_references(config: dict, problems: _Problems) -> None:
@@ -316,13 +374,14 @@ def _sequential_config(config: dict, problems: _Problems) -> dict:
         layers.append({**_translated_layer(entry, problems), "name": name,
                        "inbound_nodes": nodes})  # fmt: skip
         previous = name
-    return {
+    translated = {
         "name": config.get("name", "sequential"),
         "trainable": config.get("trainable", True),
         "layers": layers,
         "input_layers": [[layers[0]["name"], 0, 0]],
         "output_layers": [[previous, 0, 0]],
     }
+    return _expand_hard_activations(translated, problems)
 
 
 def _translated_layer(entry: dict, problems: _Problems) -> dict:

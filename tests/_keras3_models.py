@@ -15,8 +15,9 @@ Writes into OUT_DIR, for each model NAME below, NAME.keras and NAME.h5, and outp
   nested Functional model, ReLU6, swish, Reshape, GlobalMaxPooling2D, a Softmax layer;
 * augmented: the Keras tutorials' data augmentation in the model (RandomFlip, RandomRotation,
   a nested Sequential of RandomTranslation and RandomContrast) and a GaussianNoise;
-* unsupported: three layers tf_keras has no counterpart for (a Lambda, Keras 3's
-  hard_sigmoid, which is not tf_keras's, and hard_silu).
+* hard: Keras 3's hard activations (hard_silu fused into a Conv2D, an Activation("hard_swish")
+  layer, a squeeze-and-excitation gate with hard_sigmoid, Keras 3's relu6(x + 3) / 6);
+* unsupported: three layers tf_keras has no counterpart for (a Lambda, celu, hard_tanh).
 """
 
 import os
@@ -118,13 +119,26 @@ def augmented():
     return model
 
 
+def hard():
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input(SHAPE)
+    x = L.Conv2D(8, 3, padding="same", activation="hard_silu")(L.Rescaling(1 / 255.0)(inputs))
+    x = L.Activation("hard_swish")(L.BatchNormalization()(L.DepthwiseConv2D(3)(x)))
+    gate = L.Dense(8, activation="hard_sigmoid")(L.GlobalAveragePooling2D()(x))
+    x = L.Multiply()([x, L.Reshape((1, 1, 8))(gate)])
+    outputs = L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    randomise_statistics(model, 5)
+    return model
+
+
 def unsupported():
     keras.utils.set_random_seed(3)
     inputs = keras.Input(SHAPE)
     x = L.Lambda(lambda t: t / 255.0, name="scale_by_code")(inputs)
-    x = L.Conv2D(4, 3, activation="hard_sigmoid", name="conv_hard_sigmoid")(x)
+    x = L.Conv2D(4, 3, activation="celu", name="conv_celu")(x)
     x = L.Flatten()(x)
-    outputs = L.Dense(10, activation="hard_silu", name="dense_hard_silu")(x)
+    outputs = L.Dense(10, activation="hard_tanh", name="dense_hard_tanh")(x)
     return keras.Model(inputs, outputs)
 
 
@@ -137,6 +151,7 @@ def main(out_dir: str, mnist_subset: str) -> None:
         "sequential": sequential(x_train),
         "graph": graph(),
         "augmented": augmented(),
+        "hard": hard(),
         "unsupported": unsupported(),
     }
     images = x_test[:8]

@@ -42,7 +42,7 @@ def made(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", SUFFIXES)
-@pytest.mark.parametrize("name", ["cnn", "sequential", "graph", "augmented"])
+@pytest.mark.parametrize("name", ["cnn", "sequential", "graph", "augmented", "hard"])
 def test_a_keras3_file_becomes_the_same_tf_keras_model(made, name, suffix):
     out, outputs = made
     assert keras3.is_keras3_file(out / f"{name}{suffix}")
@@ -81,8 +81,8 @@ def test_every_layer_without_a_counterpart_is_named_in_one_message(made, suffix)
     assert "with 3 layers that tf_keras has no counterpart for" in message
     for named in (
         "'scale_by_code' (class Lambda)",
-        "'conv_hard_sigmoid' (activation 'hard_sigmoid')",
-        "'dense_hard_silu' (activation 'hard_silu')",
+        "'conv_celu' (activation 'celu')",
+        "'dense_hard_tanh' (activation 'hard_tanh')",
     ):
         assert named in message
 
@@ -184,12 +184,41 @@ def test_a_keras3_object_without_counterparts_is_refused_in_one_message():
     import keras as k3
 
     inputs = k3.Input((8, 8, 1))
-    x = k3.layers.Conv2D(2, 3, activation="hard_silu", name="c")(inputs)
+    x = k3.layers.Conv2D(2, 3, activation="celu", name="c")(inputs)
     x = k3.layers.UpSampling2D(name="up")(x)
     outputs = k3.layers.Dense(2)(k3.layers.Flatten()(x))
-    named = r"for: 'c' \(activation 'hard_silu'\); 'up' \(class UpSampling2D\)"
+    named = r"for: 'c' \(activation 'celu'\); 'up' \(class UpSampling2D\)"
     with pytest.raises(ValueError, match="with 2 layers that tf_keras has no counterpart " + named):
         quantize_model(k3.Model(inputs, outputs))
+
+
+def test_keras3_hard_activations_become_the_layers_mobilenet_v3_writes_them_with():
+    """hard_silu / hard_swish / hard_sigmoid (Keras 3's: relu6(x + 3) / 6, not tf_keras's
+    0.2 x + 0.5) become a linear layer, Rescaling(offset 3), ReLU(6), Rescaling(1 / 6) (and
+    a Multiply for the silu): the same outputs, and a model quantize_model takes."""
+    import keras as k3
+
+    keras.utils.set_random_seed(6)
+    mine = k3.Sequential([k3.Input((6, 6, 2)), k3.layers.Conv2D(3, 3, activation="hard_silu"),
+                          k3.layers.Activation("hard_swish"), k3.layers.Flatten(),
+                          k3.layers.Dense(4, activation="hard_sigmoid")])  # fmt: skip
+    images = np.random.default_rng(0).normal(0, 3, (16, 6, 6, 2)).astype(np.float32)
+    model = from_keras3(mine)
+    np.testing.assert_allclose(model.predict(images, verbose=0), mine.predict(images, verbose=0),
+                               atol=TOLERANCE)  # fmt: skip
+    kinds = [type(layer).__name__ for layer in model.layers]
+    chain = ["Rescaling", "ReLU", "Rescaling"]
+    assert kinds == ["InputLayer", "Conv2D", *chain, "Multiply", "Activation", *chain,
+                     "Multiply", "Flatten", "Dense", *chain]  # fmt: skip
+    assert {layer.get_config().get("activation") for layer in model.layers} <= {None, "linear"}
+    quantize_model(model)
+
+    # A layer called twice cannot be followed by one chain: named, not mistranslated.
+    shared = k3.layers.Dense(2, activation="hard_silu", name="shared")
+    inputs = k3.Input((2,))
+    twice = k3.Model(inputs, shared(shared(inputs)))
+    with pytest.raises(ValueError, match=r"'shared' \(activation 'hard_silu' in a layer called more"):
+        from_keras3(twice)
 
 
 def test_translated_activations_compute_the_same_formula():
