@@ -139,6 +139,24 @@ def test_the_arena_is_measured_not_estimated(micro, integer_file):
     assert report.section["arena_bytes_with_margin"] == tflm.arena_with_margin(arena.total)
 
 
+def test_a_crash_of_tflm_is_an_error_of_the_run_not_of_this_process(micro, integer_file):
+    """TFLM segfaults rather than failing when even its allocator does not fit the arena
+    (256 bytes here); it runs in a child process, so that is a `MicroCrash` (a RuntimeError)
+    naming the signal, and the next run works."""
+    probe = TFLiteModel(integer_file).quantize(images(1))
+    with pytest.raises(tflm.MicroCrash, match=r"TFLite Micro crashed \(signal SIGSEGV\) with "
+                       r"an arena of 256 bytes"):  # fmt: skip
+        tflm.run_micro(integer_file, probe, 256)
+    with tflm._Micro(integer_file) as worker:  # one worker: crashed, then started again
+        with pytest.raises(tflm.MicroCrash):
+            worker.request("run", probe, 256)
+        expected = integer_outputs(integer_file, probe, "reference")
+        np.testing.assert_array_equal(worker.request("run", probe, 1 << 20), expected)
+    # The bisection treats a crash as an arena that does not run.
+    with tflm._Micro(integer_file) as worker:
+        assert tflm._runs_in(worker, probe[0], 256) is False
+
+
 @pytest.mark.slow
 def test_a_float_model_is_refused_in_one_line():
     flatbuffer = float_tflite(residual_classifier())

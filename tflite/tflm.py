@@ -25,6 +25,12 @@ takes and whether the file computes what LiteRT computes:
   the report gives, and the test images then run in an arena of exactly that size;
 * **flash**: the file's size, which the firmware stores as a C array (`sgt_tfmot.tflite.c_array`).
 
+TFLM's interpreter runs in a child process (`_tflm_worker.py`, one per measurement or run):
+on some arenas a little too small it crashes (SIGSEGV) instead of failing, seen with
+MobileNetV3Small between 200,000 and 260,784 bytes, where its recorder reports 260,784 and it
+needs 267,040. A crash during the bisection counts as an arena that does not run; anywhere
+else it is the target's failure line (`MicroCrash`), never the end of `convert`.
+
 What the measured arena does not cover: it comes from the reference kernels on a 64-bit host.
 On a 32-bit microcontroller the persistent structures hold 4-byte pointers (smaller), and
 optimized kernels (CMSIS-NN, Xtensa) ask scratch buffers the reference kernels do not (for a
@@ -43,16 +49,16 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
-import os
+import pickle
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -66,6 +72,7 @@ __all__ = [
     "INSTALL_COMMAND",
     "RESOLVER_METHODS",
     "ArenaUse",
+    "MicroCrash",
     "Tflm",
     "arena_with_margin",
     "measure_arena",
@@ -209,66 +216,78 @@ def refusals(summary: ModelSummary) -> list[str]:
     return problems
 
 
-@contextlib.contextmanager
-def _native_output() -> Iterator[list[str]]:
-    """Collects what C/C++ code writes to file descriptors 1 and 2 (TFLM's `MicroPrintf` and
-    `print_allocations`); the text is in the yielded list once the block ends."""
-    libc = ctypes.CDLL(None)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    libc.fflush(None)
-    saved = os.dup(1), os.dup(2)
-    found: list[str] = []
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
+_WORKER = Path(__file__).with_name("_tflm_worker.py")
+
+
+class MicroCrash(RuntimeError):
+    """TFLite Micro's interpreter ended its process (a signal) instead of failing."""
+
+
+class _Micro:
+    """TFLM's interpreter over one file in a child process (`_tflm_worker.py`): a crash ends
+    the child, not this process, and the next request starts another one."""
+
+    def __init__(self, flatbuffer: bytes):
+        self.file = tempfile.NamedTemporaryFile(suffix=".tflite")  # noqa: SIM115 (closed by close)
+        self.file.write(bytes(flatbuffer))
+        self.file.flush()
+        self.process: subprocess.Popen | None = None
+
+    def request(self, kind: str, images: np.ndarray, arena_size: int):
+        """The worker's answer to one request (see `_tflm_worker.py`).
+
+        Raises:
+          MicroCrash: the interpreter crashed (the signal named).
+          RuntimeError: TFLM's first log line when it failed (cannot load, too small an arena).
+        """
+        if self.process is None:
+            self.process = subprocess.Popen(
+                [sys.executable, str(_WORKER), self.file.name], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         try:
-            yield found
-        finally:
-            libc.fflush(None)
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            sink.seek(0)
-            found.append(sink.read().decode(errors="replace"))
+            pickle.dump((kind, images, arena_size), self.process.stdin)
+            self.process.stdin.flush()
+            reply = pickle.load(self.process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            raise MicroCrash(self._ended(arena_size)) from None
+        if reply[0] == "error":
+            raise RuntimeError(_first_problem(reply[1], reply[2]))
+        return reply[1]
+
+    def _ended(self, arena_size: int) -> str:
+        code = self.process.wait()
+        self.process = None
+        try:
+            cause = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        except ValueError:
+            cause = f"signal {-code}"
+        return f"TFLite Micro crashed ({cause}) with an arena of {arena_size:,} bytes"
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.stdin.close()
+            self.process.wait()
+            self.process = None
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
-def _runtime():
-    from tflite_micro.python.tflite_micro import runtime
-
-    return runtime
-
-
-def _first_problem(text: str, error: Exception) -> str:
+def _first_problem(text: str, error: str) -> str:
     """The line of TFLM's log that says what went wrong, else the exception's text."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else (str(error).strip() or type(error).__name__)
+    return lines[0] if lines else error
 
 
-def _load(flatbuffer: bytes, arena_size: int):
-    """A TFLM interpreter over the file with an arena of `arena_size` bytes.
-
-    Raises:
-      RuntimeError: TFLM's first log line when it cannot load the file.
-    """
-    with _native_output() as log:
-        try:
-            interpreter = _runtime().Interpreter.from_bytes(
-                bytes(flatbuffer), arena_size=arena_size
-            )
-            error = None
-        except RuntimeError as failure:
-            error = failure
-    if error is not None:
-        raise RuntimeError(_first_problem(log[0], error))
-    return interpreter
-
-
-def _runs_in(flatbuffer: bytes, image: np.ndarray, arena_size: int) -> bool:
+def _runs_in(micro: _Micro, image: np.ndarray, arena_size: int) -> bool:
     try:
-        run_micro(flatbuffer, image[None], arena_size)
-    except RuntimeError:
+        micro.request("run", image[None], arena_size)
+    except RuntimeError:  # MicroCrash included: TFLM crashes on some arenas too small
         return False
     return True
 
@@ -276,38 +295,41 @@ def _runs_in(flatbuffer: bytes, image: np.ndarray, arena_size: int) -> bool:
 def measure_arena(flatbuffer: bytes, image: np.ndarray) -> ArenaUse:
     """The arena TFLM needs for the file: what its `RecordingMicroAllocator` reports after
     one invoke on `image` (int8/uint8, the input's shape without the batch), and the smallest
-    arena in which it loads and runs that image (bisection)."""
-    interpreter = _load(flatbuffer, _PROBE_ARENA)
-    interpreter.set_input(np.ascontiguousarray(image[None]), 0)
-    interpreter.invoke()
-    with _native_output() as log:
-        interpreter.print_allocations()
-    found = {key: int(value) for key, value in _ALLOCATION.findall(log[0])}
-    if set(found) != {"total", "head", "tail"}:
-        raise RuntimeError(f"unexpected print_allocations output: {log[0][:200]!r}")
-    # The bisection keeps `low` failing and `high` running, and never loads an arena smaller
-    # than the recorded tail (which holds the allocator itself): TFLM crashes, rather than
-    # failing, when the allocator does not fit (seen below ~512 bytes).
-    low, high = max(found["tail"], _SMALLEST_PROBE) - 1, found["total"]
-    while not _runs_in(flatbuffer, image, high):
-        low, high = high, min(2 * high + 1024, _PROBE_ARENA)
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if _runs_in(flatbuffer, image, middle) else (middle, high)
+    arena in which it loads and runs that image (bisection; an arena in which TFLM crashes
+    counts as one in which it does not run).
+
+    Raises:
+      RuntimeError: TFLM's first log line when it cannot load the file in a large arena;
+        `MicroCrash` when it crashes there.
+    """
+    with _Micro(flatbuffer) as micro:
+        log = micro.request("allocations", image, _PROBE_ARENA)
+        found = {key: int(value) for key, value in _ALLOCATION.findall(log)}
+        if set(found) != {"total", "head", "tail"}:
+            raise RuntimeError(f"unexpected print_allocations output: {log[:200]!r}")
+        # The bisection keeps `low` failing and `high` running, and never loads an arena
+        # smaller than the recorded tail (which holds the allocator itself): TFLM always
+        # crashes when the allocator does not fit (seen below ~512 bytes).
+        low, high = max(found["tail"], _SMALLEST_PROBE) - 1, found["total"]
+        while not _runs_in(micro, image, high):
+            low, high = high, min(2 * high + 1024, _PROBE_ARENA)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if _runs_in(micro, image, middle) else (middle, high)
     total = _ALIGNMENT * math.ceil(max(found["total"], high) / _ALIGNMENT)
     return ArenaUse(total, found["head"], found["tail"], found["total"], high)
 
 
 def run_micro(flatbuffer: bytes, images: np.ndarray, arena_size: int) -> np.ndarray:
     """The raw outputs of a batch-1 model in TFLM for already quantized `images`, one invoke
-    each, in an arena of `arena_size` bytes."""
-    interpreter = _load(flatbuffer, arena_size)
-    found = []
-    for image in images:
-        interpreter.set_input(np.ascontiguousarray(image[None]), 0)
-        interpreter.invoke()
-        found.append(np.array(interpreter.get_output(0), copy=True))
-    return np.concatenate(found)
+    each, in an arena of `arena_size` bytes (in a child process: see `MicroCrash`).
+
+    Raises:
+      RuntimeError: TFLM's first log line when it cannot load or run the file;
+        `MicroCrash` when it crashes.
+    """
+    with _Micro(flatbuffer) as micro:
+        return micro.request("run", np.asarray(images), arena_size)
 
 
 class Tflm(Target):
