@@ -52,7 +52,9 @@ class MediaPipe(Target):
     """MediaPipe Tasks' `ImageClassifier` as a deployment target (`sgt_tfmot.tflite.targets`).
 
     The report section holds: "loaded" (MediaPipe created the classifier), "agreement" (the
-    share of images whose top-1 equals LiteRT's), "images", "category_names_match" (None
+    share of images whose top-1 equals LiteRT's), "ties" and "differences" (images whose top-1
+    differs from LiteRT's where LiteRT's two scores are within one output step, and by
+    more), "images", "category_names_match" (None
     when the file has no labels or the class names are unknown), "scores_in_unit_interval",
     "max_score_difference" (largest |MediaPipe score - LiteRT output|), "version" (of
     mediapipe, None when it is not installed), "reason" (why it could not be checked or
@@ -143,7 +145,7 @@ def _static_problems(section: dict) -> list[str]:
 def _run(context: TargetContext, section: dict) -> tuple[dict, str | None]:
     """Classifies the images in MediaPipe: (the run's part of the report section, the error
     that made the file fail in MediaPipe or None)."""
-    found = {"loaded": False, "agreement": None, "ties": 0, "images": 0,
+    found = {"loaded": False, "agreement": None, "ties": 0, "differences": 0, "images": 0,
              "category_names_match": None,
              "scores_in_unit_interval": None, "max_score_difference": None, "version": None,
              "reason": None}  # fmt: skip
@@ -187,7 +189,9 @@ def _run(context: TargetContext, section: dict) -> tuple[dict, str | None]:
     # XNNPACK, with its own); a larger gap is a real difference.
     rows = np.arange(len(images))
     gap = reference[rows, theirs] - reference[rows, mine]
-    found["ties"] = int(np.sum((mine != theirs) & (gap <= section["output_step"] * 1.0001)))
+    tie = gap <= section["output_step"] * 1.0001
+    found["ties"] = int(np.sum((mine != theirs) & tie))
+    found["differences"] = int(np.sum((mine != theirs) & ~tie))
     found["max_score_difference"] = float(np.abs(scores - reference).max())
     found["scores_in_unit_interval"] = bool(((scores >= 0) & (scores <= 1)).all())
     if section["labels"] and context.class_names is not None:
@@ -223,13 +227,7 @@ def _verdict(run: dict) -> tuple[bool | None, str]:
         text += f" ({_ties(run)})"
     if run["category_names_match"] is not None:
         text += "; category names " + ("match" if run["category_names_match"] else "DIFFER")
-    same = _real_differences(run) == 0
-    return same and run["category_names_match"] is not False, text
-
-
-def _real_differences(run: dict) -> int:
-    """Images whose top-1 differs from LiteRT's by more than a tie."""
-    return round((1.0 - run["agreement"]) * run["images"]) - run["ties"]
+    return run["differences"] == 0 and run["category_names_match"] is not False, text
 
 
 def _ties(run: dict) -> str:
@@ -240,9 +238,9 @@ def _ties(run: dict) -> str:
 
 
 def _disagreement(run: dict) -> str:
-    if _real_differences(run):
+    if run["differences"]:
         return (
-            f"MediaPipe's top-1 differs from LiteRT's on {_real_differences(run)} of "
+            f"MediaPipe's top-1 differs from LiteRT's on {run['differences']} of "
             f"{run['images']} images by more than a tie"
         )
     return "MediaPipe's category names differ from the class names"
