@@ -232,16 +232,18 @@ class SweepSettings:
         """Checks every setting before any slow work (opens the dataset too).
 
         Raises:
-          InputError (a ValueError): naming the first bad setting.
+          InputError (a ValueError): naming the first bad setting, or a finished run in
+            OUT whose settings are not these (before any run trains).
         """
         parse_bits([str(b) for b in self.bits])
         EvaluationOptions(methods=self.methods)  # each a known method, each once
         for method in self.methods:
             self.evaluation_options(method)
+        info = data.info(self.dataset, self.data_dir)
+        masking.check_patch_size(self.patch_size, info.image_shape[:-1])
         for bits in self.bits:
             for training in TRAININGS:
-                self.train_config(bits, training)
-        data.info(self.dataset, self.data_dir)
+                finished_metrics(self.train_config(bits, training))  # a finished run fits
         return self
 
 

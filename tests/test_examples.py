@@ -78,7 +78,8 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     for name, run in metrics.items():
         expected = masking if name.endswith("-sgt") else defaults
         assert {key: run["flags"][key] for key in expected} == expected, name
-    order = [line.split(":")[0] for line in result.stdout.splitlines() if ": training (" in line]
+    order = [line.rsplit(": training (", 1)[0] for line in result.stdout.splitlines()
+             if ": training (" in line]  # fmt: skip
     assert [Path(path).name for path in order] == ["float-pact", "2-pact", "float-sgt", "2-sgt"]
     rows = {
         line.split("|")[1].strip(): [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -126,6 +127,13 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     # A finished run is not reused for other settings.
     with pytest.raises(ValueError, match=r"finished run with other settings \(epochs: 5 -> 2\)"):
         sweep.train_runs(sweep.dataclasses.replace(settings, epochs=2))
+    # Checked before anything trains: a finished SGT run of other masking (the PACT-only
+    # runs fit any masking), a patch size that does not tile the 28 x 28 images.
+    with pytest.raises(ValueError, match=r"float-sgt holds a finished run with other settings "
+                       r"\(kl_weight: 0.2 -> 0.5\)"):  # fmt: skip
+        sweep.dataclasses.replace(settings, kl_weight=0.5).check()
+    with pytest.raises(ValueError, match="patch_size"):
+        sweep.dataclasses.replace(settings, patch_size=5).check()
     # --init_from: every run fine-tunes the given model (here the sweep's own float run),
     # its α calibrated from it (train's default from trained weights).
     tuned = sweep.dataclasses.replace(settings, init_from=str(out / "float-pact"),

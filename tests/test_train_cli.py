@@ -87,6 +87,20 @@ def test_unfinished_run_with_other_settings_is_refused(tmp_path):
         train(tiny_config(out, kl_weight=0.5))
 
 
+def test_sgt_settings_do_not_count_between_two_plain_runs():
+    """A PACT-only run resumes (or is reused) whatever SGT masking the command names: those
+    settings change nothing without SGT; between SGT runs, or SGT and plain, they count."""
+    import dataclasses
+
+    stored = dataclasses.asdict(TrainConfig(sgt=False))
+    plain = TrainConfig(sgt=False, kl_weight=0.3, fill="impute", patch_size=4, mask_fraction=0.7)
+    assert plain.changes_from(stored) == ""
+    assert TrainConfig(kl_weight=0.3).changes_from(dataclasses.asdict(TrainConfig())) == (
+        "kl_weight: 0.1 -> 0.3")  # fmt: skip
+    assert TrainConfig(kl_weight=0.3).changes_from(stored) == (
+        "kl_weight: 0.1 -> 0.3, sgt: False -> True")  # fmt: skip
+
+
 def test_foreign_directory_is_never_replaced(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="is not a sgt_tfmot run directory"):

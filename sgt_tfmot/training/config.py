@@ -147,14 +147,20 @@ class TrainConfig:
     def changes_from(self, previous: dict) -> str:
         """Empty when a run written with the settings `previous` (flags.json, or metrics.json's
         "flags") is this run; else "name: old -> new, ..." of each setting that differs (a
-        setting an older version did not write counts as its default)."""
+        setting an older version did not write counts as its default). SGT's masking
+        settings (`SGT_SETTINGS`) do not count when neither run is an SGT run: they change
+        nothing in plain training."""
         current, defaults = self.run_settings(), TrainConfig().run_settings()
         previous = {k: _absolute(v) if k in _PATH_FIELDS else v for k, v in previous.items()}
-        changed = sorted(k for k in current if previous.get(k, defaults[k]) != current[k])
+        plain = not current["sgt"] and not previous.get("sgt", defaults["sgt"])
+        ignored = SGT_SETTINGS if plain else ()
+        changed = sorted(k for k in current
+                         if k not in ignored and previous.get(k, defaults[k]) != current[k])  # fmt: skip
         return ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
 
 
 _PATH_FIELDS = ("data_dir", "init_from", "dataset", "model")
+SGT_SETTINGS = ("mask_fraction", "kl_weight", "fill", "patch_size", "blur_sigma", "impute_noise")
 
 
 def _absolute(value):
