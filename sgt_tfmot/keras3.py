@@ -11,9 +11,12 @@ Functional model:
   nested Functional/Sequential models) reach tf_keras's `from_config`;
 * each layer's weights are copied by position (the order both Keras versions give a layer's
   variables), and their shapes are checked against the tf_keras layer;
-* a layer without a tf_keras counterpart (a class outside `LAYERS`, an activation whose
-  formula differs between the versions such as `hard_sigmoid`, an option tf_keras lacks)
-  is named; all of them in one message.
+* Keras 3's hard activations (`hard_silu`, `hard_swish`, `hard_sigmoid`, whose tf_keras
+  namesake computes 0.2 x + 0.5) become MobileNetV3's layers (`HARD_ACTIVATIONS`); a model
+  output that ends in one is then named after its last layer (`NAME_hard_silu`);
+* a layer without a tf_keras counterpart (a class outside `LAYERS`, an activation outside
+  `ACTIVATIONS` and `HARD_ACTIVATIONS` such as `celu`, an option tf_keras lacks) is named;
+  all of them in one message.
 
 Example:
     >>> model = sgt_tfmot.load_model("my.keras")        # written by Keras 3: translated

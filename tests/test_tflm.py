@@ -151,10 +151,22 @@ def test_a_crash_of_tflm_is_an_error_of_the_run_not_of_this_process(micro, integ
         with pytest.raises(tflm.MicroCrash):
             worker.request("run", probe, 256)
         expected = integer_outputs(integer_file, probe, "reference")
-        np.testing.assert_array_equal(worker.request("run", probe, 1 << 20), expected)
+        np.testing.assert_array_equal(worker.request("run", probe, 1 << 20)[0], expected)
     # The bisection treats a crash as an arena that does not run.
     with tflm._Micro(integer_file) as worker:
         assert tflm._runs_in(worker, probe[0], 256) is False
+
+
+def test_a_worker_that_ends_without_a_signal_is_named_not_blamed_on_the_file(tmp_path,
+                                                                            monkeypatch):
+    """A worker process that exits (say tflite_micro or numpy cannot be imported there) is
+    reported with its exit status and its last line, not as a crash of TFLM on the file."""
+    worker = tmp_path / "worker.py"
+    worker.write_text("import sys\nsys.stderr.write('no module named numpy\\n')\nsys.exit(3)\n")
+    monkeypatch.setattr(tflm, "_WORKER", worker)
+    with pytest.raises(tflm.MicroCrash, match=r"^the TFLite Micro worker process ended \(exit "
+                       r"status 3\): no module named numpy$"):  # fmt: skip
+        tflm.run_micro(b"not read", np.zeros((1, 2, 2, 1), np.int8), 1024)
 
 
 @pytest.mark.slow

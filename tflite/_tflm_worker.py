@@ -5,14 +5,16 @@ kernel that does not check an allocation, MobileNetV3Small at 200,000-260,784 by
 model below ~500 bytes), so the arena's bisection and the runs happen here: a crash ends
 this process, which the target reports, and not the tool that checks the file.
 
-    python _tflm_worker.py MODEL.tflite      requests on stdin, replies on stdout (pickle)
+    python _tflm_worker.py              the file, then requests, on stdin; replies on stdout
 
-Requests, each answered in turn:
+Everything on the pipes is pickled. The first message is the .tflite file's bytes; then
+requests, each answered in turn:
 
     ("allocations", image, arena_size)  one invoke on `image` (the input without its batch
                                         axis) in an arena of that size -> the text of
                                         `print_allocations`
-    ("run", images, arena_size)         one invoke per image -> the raw outputs, concatenated
+    ("run", images, arena_size)         one invoke per image -> (the raw outputs,
+                                        concatenated; the seconds the invokes took)
 
 Replies: ("ok", value), or ("error", TFLM's log of the request, the exception's text).
 What TFLM prints (MicroPrintf, on file descriptors 1 and 2) is collected per request, never
@@ -22,13 +24,20 @@ fraction of a second.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import pickle
 import sys
-import tempfile
 
-import numpy as np
+# Run as a script, this folder comes first on sys.path; its profile.py or runtime.py must not
+# stand in for the modules of those names that numpy or tflite_micro import.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import ctypes  # noqa: E402
+import pickle  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 
 def _serve(runtime, flatbuffer: bytes, request: tuple, log) -> object:
@@ -40,12 +49,12 @@ def _serve(runtime, flatbuffer: bytes, request: tuple, log) -> object:
         log.clear()
         interpreter.print_allocations()
         return log.text()
-    found = []
+    found, start = [], time.perf_counter()
     for image in images:
         interpreter.set_input(np.ascontiguousarray(image[None]), 0)
         interpreter.invoke()
         found.append(np.array(interpreter.get_output(0), copy=True))
-    return np.concatenate(found)
+    return np.concatenate(found), time.perf_counter() - start
 
 
 class _Log:
@@ -69,12 +78,11 @@ class _Log:
         return self.sink.read().decode(errors="replace")
 
 
-def main(path: str) -> None:
+def main() -> None:
     replies = os.fdopen(os.dup(1), "wb")  # before file descriptor 1 becomes the log
     requests = sys.stdin.buffer
+    flatbuffer = pickle.load(requests)
     log = _Log()
-    with open(path, "rb") as file:
-        flatbuffer = file.read()
     runtime = None
     while True:
         try:
@@ -93,4 +101,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

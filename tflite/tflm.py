@@ -55,8 +55,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,24 +226,23 @@ class _Micro:
     the child, not this process, and the next request starts another one."""
 
     def __init__(self, flatbuffer: bytes):
-        self.file = tempfile.NamedTemporaryFile(suffix=".tflite")  # noqa: SIM115 (closed by close)
-        self.file.write(bytes(flatbuffer))
-        self.file.flush()
+        self.flatbuffer = bytes(flatbuffer)
         self.process: subprocess.Popen | None = None
 
     def request(self, kind: str, images: np.ndarray, arena_size: int):
         """The worker's answer to one request (see `_tflm_worker.py`).
 
         Raises:
-          MicroCrash: the interpreter crashed (the signal named).
+          MicroCrash: the interpreter crashed (the signal named), or the worker ended.
           RuntimeError: TFLM's first log line when it failed (cannot load, too small an arena).
         """
-        if self.process is None:
-            self.process = subprocess.Popen(
-                [sys.executable, str(_WORKER), self.file.name], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
         try:
+            if self.process is None:
+                self.process = subprocess.Popen(
+                    [sys.executable, str(_WORKER)], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                )  # fmt: skip
+                pickle.dump(self.flatbuffer, self.process.stdin)
             pickle.dump((kind, images, arena_size), self.process.stdin)
             self.process.stdin.flush()
             reply = pickle.load(self.process.stdout)
@@ -256,20 +253,41 @@ class _Micro:
         return reply[1]
 
     def _ended(self, arena_size: int) -> str:
+        """Why the worker stopped answering, once it is gone."""
+        self.process.kill()  # if it still runs (a reply that could not be read)
         code = self.process.wait()
+        said = self.process.stderr.read().decode(errors="replace").strip().splitlines()
+        self._close_pipes()
         self.process = None
-        try:
-            cause = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-        except ValueError:
-            cause = f"signal {-code}"
-        return f"TFLite Micro crashed ({cause}) with an arena of {arena_size:,} bytes"
+        if code < 0 and -code != signal.SIGKILL:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"TFLite Micro crashed (signal {name}) with an arena of {arena_size:,} bytes"
+        last = f": {said[-1]}" if said else ""
+        return f"the TFLite Micro worker process ended (exit status {code}){last}"
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
 
     def close(self) -> None:
-        if self.process is not None:
+        """Ends the worker: its input closed, then killed if it does not end within 10 s."""
+        if self.process is None:
+            return
+        try:
             self.process.stdin.close()
+            self.process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
             self.process.wait()
+        finally:
+            self._close_pipes()
             self.process = None
-        self.file.close()
 
     def __enter__(self):
         return self
@@ -312,6 +330,8 @@ def measure_arena(flatbuffer: bytes, image: np.ndarray) -> ArenaUse:
         # crashes when the allocator does not fit (seen below ~512 bytes).
         low, high = max(found["tail"], _SMALLEST_PROBE) - 1, found["total"]
         while not _runs_in(micro, image, high):
+            if high >= _PROBE_ARENA:
+                raise RuntimeError(f"the file ran once in {_PROBE_ARENA:,} bytes, then not")
             low, high = high, min(2 * high + 1024, _PROBE_ARENA)
         while high - low > 1:
             middle = (low + high) // 2
@@ -329,7 +349,7 @@ def run_micro(flatbuffer: bytes, images: np.ndarray, arena_size: int) -> np.ndar
         `MicroCrash` when it crashes.
     """
     with _Micro(flatbuffer) as micro:
-        return micro.request("run", np.asarray(images), arena_size)
+        return micro.request("run", np.asarray(images), arena_size)[0]
 
 
 class Tflm(Target):
@@ -424,9 +444,10 @@ def _run(context: TargetContext, section: dict) -> str | None:
                    arena_tail_bytes=arena.tail, arena_recorded_bytes=arena.recorded,
                    arena_smallest_bytes=arena.smallest,
                    arena_bytes_with_margin=arena_with_margin(arena.total))  # fmt: skip
-    start = time.perf_counter()
     try:
-        micro = run_micro(context.flatbuffer, raw if len(raw) else probe[None], arena.total)
+        with _Micro(context.flatbuffer) as worker:
+            shown = raw if len(raw) else probe[None]
+            micro, seconds = worker.request("run", shown, arena.total)
     except RuntimeError as error:
         section["arena_loads"] = False
         section["reason"] = str(error)
@@ -435,7 +456,7 @@ def _run(context: TargetContext, section: dict) -> str | None:
     if not len(raw):
         section["reason"] = "no test images to compare"
         return None
-    section["seconds_per_image"] = (time.perf_counter() - start) / len(raw)
+    section["seconds_per_image"] = seconds / len(raw)
     default = integer_outputs(context.flatbuffer, raw, "xnnpack")
     section["top1_agreement_default"] = float(
         np.mean(_top1(micro, len(raw)) == _top1(default, len(raw)))
