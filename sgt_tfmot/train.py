@@ -46,7 +46,9 @@ _cli.live_help(FLAGS, "model", lambda: (
 ))  # fmt: skip
 flags.DEFINE_float("width", None, "Width multiplier of mobilenet_v2 (default 0.35).", **_IN)
 flags.DEFINE_string(
-    "init_from", None, "Start from this trained float model (run directory or file).", **_IN
+    "init_from", None,
+    "Start from this trained model's float weights (run directory or file; a QAT model's "
+    "latent weights too).", **_IN,
 )
 flags.DEFINE_integer("weight_bits", _d.weight_bits, "Bits of the kernels.", **_BITS)
 flags.DEFINE_integer("activation_bits", _d.activation_bits, "Bits of PACT.", **_BITS)

@@ -6,6 +6,7 @@ import pytest
 from sgt_tfmot import quantize_model, save_model
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.keras import keras
+from sgt_tfmot.models import copy_weights
 from sgt_tfmot.quantize import calibrate_ranges, output_range_variables, pact_alphas
 from sgt_tfmot.training import TrainConfig, train
 from tests.helpers.models import residual_model
@@ -76,12 +77,44 @@ def test_init_from_a_float_run_starts_qat_from_its_weights(tmp_path):
     assert len(set(alphas.values())) > 1  # one per layer, from the activations
 
 
-@pytest.mark.parametrize("case", ["qat", "architecture", "missing"])
+def test_a_qat_models_float_weights_start_a_float_model():
+    """Progressive quantization: the float kernels, biases and BN statistics a QAT model's
+    wrappers hold (trained at 4 bits here) go into the float model that a lower bit width
+    quantizes; the quantizers' state stays behind."""
+    model = trained_float()
+    qat = quantize_model(model, weight_bits=4, activation_bits=4)
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.MeanSquaredError())
+    qat.fit(X, RNG.normal(size=(64, 4)), epochs=2, verbose=0)  # the latent weights move
+    keras.utils.set_random_seed(1)
+    fresh = residual_model()
+    copy_weights(qat, fresh, "qat")
+    copied = 0
+    for layer in (layer for layer in fresh.layers if layer.weights):
+        wrapper = next(w for w in qat.layers if getattr(w, "layer", w).name == layer.name)
+        held = {v.name.rsplit("/", 1)[-1]: v.numpy() for v in wrapper.weights}
+        for weight in layer.weights:
+            np.testing.assert_array_equal(weight.numpy(), held[weight.name.rsplit("/", 1)[-1]])
+            copied += 1
+    assert copied == len(fresh.weights)
+    assert not np.allclose(fresh.get_layer("logits").kernel.numpy(),
+                           model.get_layer("logits").kernel.numpy())  # fmt: skip
+    other = quantize_model(residual_model((28, 28, 1), 10))
+    with pytest.raises(InputError, match=r"qat 28 has another architecture .* its layer "
+                       r"'stem' holds 'kernel' with shape \(3, 3, 1, 8\), expected"):  # fmt: skip
+        copy_weights(other, residual_model(), "qat 28")
+
+
+@pytest.mark.slow
+def test_init_from_a_qat_run_starts_a_lower_bit_width(tmp_path):
+    train(tiny(tmp_path / "w8", weight_bits=8, activation_bits=8, sgt=False))
+    metrics = train(tiny(tmp_path / "w4", init_from=str(tmp_path / "w8"), weight_bits=4,
+                         activation_bits=4, max_steps=1))  # fmt: skip
+    assert metrics["optimizer_steps"] == 1 and metrics["flags"]["alpha_init"] == "calibrate"
+
+
+@pytest.mark.parametrize("case", ["architecture", "missing"])
 def test_init_from_refuses_what_it_cannot_start_from(case, tmp_path):
-    if case == "qat":
-        path = save_model(quantize_model(residual_model((28, 28, 1), 10)), tmp_path / "q.h5")
-        message = "is a QAT model; pass the trained float model"
-    elif case == "architecture":
+    if case == "architecture":
         path = save_model(residual_model((28, 28, 1), 10), tmp_path / "other.h5")
         message = "has another architecture than the model being trained"
     else:

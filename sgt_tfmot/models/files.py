@@ -234,34 +234,70 @@ def check_classifier(
 
 
 def copy_weights(source: keras.Model, target: keras.Model, what: str) -> None:
-    """Copies a trained float model's weights into `target`, the same architecture.
+    """Copies a trained model's float weights into `target`, the same architecture.
+
+    `source` is a float model (its weighted layers in order, as `target`'s), or a QAT model:
+    TFMOT's wrappers hold the float kernels and biases the quantizers read, so each weighted
+    layer of `target` takes the variables of the same names (kernel, bias, ...) of the
+    wrapped layer of its name, and the quantizers' state (α, ranges, steps) stays behind.
+    That starts a lower bit width from a trained higher one (W2A2 from W4A4).
 
     Raises:
-        InputError: naming `what` when `source` is a QAT model or its layers and weight
-            shapes differ from `target`'s (the first difference is named).
+        InputError: naming `what` when the layers and weight shapes differ from `target`'s
+            (the first difference is named).
     """
     from sgt_tfmot.export import is_quantized
 
+    layers = [layer for layer in target.layers if layer.weights]
     if is_quantized(source):
-        raise InputError(f"{what} is a QAT model; pass the trained float model.")
+        values = _qat_float_weights(source, layers, what)
+    else:
+        def signature(model):
+            return [(type(layer).__name__, tuple(tuple(w.shape) for w in layer.weights))
+                    for layer in model.layers if layer.weights]  # fmt: skip
 
-    def signature(model):
-        return [
-            (type(layer).__name__, tuple(tuple(w.shape) for w in layer.weights))
-            for layer in model.layers
-            if layer.weights
-        ]
+        mine, theirs = signature(target), signature(source)
+        if mine != theirs:
+            index = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False))
+                          if a != b), min(len(mine), len(theirs)))  # fmt: skip
+            got = theirs[index] if index < len(theirs) else "nothing"
+            wanted = mine[index] if index < len(mine) else "nothing"
+            raise InputError(
+                f"{what} has another architecture than the model being trained: its weighted "
+                f"layer #{index} is {got}, expected {wanted}."
+            )
+        values = source.get_weights()
+    target.set_weights(values)
 
-    mine, theirs = signature(target), signature(source)
-    if mine != theirs:
-        index = next(
-            (i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b),
-            min(len(mine), len(theirs)),
-        )
-        got = theirs[index] if index < len(theirs) else "nothing"
-        wanted = mine[index] if index < len(mine) else "nothing"
-        raise InputError(
-            f"{what} has another architecture than the model being trained: its weighted "
-            f"layer #{index} is {got}, expected {wanted}."
-        )
-    target.set_weights(source.get_weights())
+
+def _qat_float_weights(model: keras.Model, layers, what: str) -> list:
+    """The float weights of a QAT model for `layers` (a float model's weighted layers):
+    each layer's variables, by name, from the wrapper of the layer of its name."""
+    held = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None) if hasattr(layer, "quantize_config") else None
+        held[(inner or layer).name] = {_variable_name(w): w for w in layer.weights}
+    values = []
+    for layer in layers:
+        variables = held.get(layer.name)
+        if variables is None:
+            raise InputError(
+                f"{what} has another architecture than the model being trained: it has no "
+                f"layer {layer.name!r} ({type(layer).__name__})."
+            )
+        for weight in layer.weights:
+            found = variables.get(_variable_name(weight))
+            if found is None or tuple(found.shape) != tuple(weight.shape):
+                shape = "no such variable" if found is None else f"shape {tuple(found.shape)}"
+                raise InputError(
+                    f"{what} has another architecture than the model being trained: its "
+                    f"layer {layer.name!r} holds {_variable_name(weight)!r} with {shape}, "
+                    f"expected {tuple(weight.shape)}."
+                )
+            values.append(found.numpy())
+    return values
+
+
+def _variable_name(variable) -> str:
+    """"kernel" of "quant_conv1/kernel:0"."""
+    return variable.name.rsplit("/", 1)[-1].split(":")[0]
