@@ -326,8 +326,10 @@ def _expand_hard_activations(config: dict, problems: _Problems) -> dict:
             previous = [made, 0, 0, {}]
         if HARD_ACTIVATIONS[kind]:
             made = unique(f"{name}_{kind}")
-            layers.append({"class_name": "Multiply", "name": made, "config": {"name": made,
-                           "dtype": dtype}, "inbound_nodes": [[[name, 0, 0, {}], previous]]})  # fmt: skip
+            inbound = [[[name, 0, 0, {}], previous]]
+            options = {"name": made, "dtype": dtype}
+            layers.append({"class_name": "Multiply", "name": made, "config": options,
+                           "inbound_nodes": inbound})  # fmt: skip
             previous = [made, 0, 0, {}]
         replaced[name] = previous[0]
     for reference in config["output_layers"]:

@@ -49,7 +49,7 @@ flags.DEFINE_string(
     "init_from", None,
     "Start from this trained model's float weights (run directory or file; a QAT model's "
     "latent weights too).", **_IN,
-)
+)  # fmt: skip
 flags.DEFINE_integer("weight_bits", _d.weight_bits, "Bits of the kernels.", **_BITS)
 flags.DEFINE_integer("activation_bits", _d.activation_bits, "Bits of PACT.", **_BITS)
 flags.DEFINE_integer("first_last_bits", _d.first_last_bits, "Bits of first/last kernel.", **_BITS)

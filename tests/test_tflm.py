@@ -157,8 +157,7 @@ def test_a_crash_of_tflm_is_an_error_of_the_run_not_of_this_process(micro, integ
         assert tflm._runs_in(worker, probe[0], 256) is False
 
 
-def test_a_worker_that_ends_without_a_signal_is_named_not_blamed_on_the_file(tmp_path,
-                                                                            monkeypatch):
+def test_a_worker_that_ends_without_a_signal_is_named_apart(tmp_path, monkeypatch):
     """A worker process that exits (say tflite_micro or numpy cannot be imported there) is
     reported with its exit status and its last line, not as a crash of TFLM on the file."""
     worker = tmp_path / "worker.py"

@@ -252,11 +252,7 @@ def copy_weights(source: keras.Model, target: keras.Model, what: str) -> None:
     if is_quantized(source):
         values = _qat_float_weights(source, layers, what)
     else:
-        def signature(model):
-            return [(type(layer).__name__, tuple(tuple(w.shape) for w in layer.weights))
-                    for layer in model.layers if layer.weights]  # fmt: skip
-
-        mine, theirs = signature(target), signature(source)
+        mine, theirs = _signature(target), _signature(source)
         if mine != theirs:
             index = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False))
                           if a != b), min(len(mine), len(theirs)))  # fmt: skip
@@ -268,6 +264,12 @@ def copy_weights(source: keras.Model, target: keras.Model, what: str) -> None:
             )
         values = source.get_weights()
     target.set_weights(values)
+
+
+def _signature(model: keras.Model) -> list[tuple]:
+    """(class, weight shapes) of each weighted layer, in order."""
+    return [(type(layer).__name__, tuple(tuple(w.shape) for w in layer.weights))
+            for layer in model.layers if layer.weights]  # fmt: skip
 
 
 def _qat_float_weights(model: keras.Model, layers, what: str) -> list:
@@ -299,5 +301,5 @@ def _qat_float_weights(model: keras.Model, layers, what: str) -> list:
 
 
 def _variable_name(variable) -> str:
-    """"kernel" of "quant_conv1/kernel:0"."""
+    """The variable's own name: "kernel" of "quant_conv1/kernel:0"."""
     return variable.name.rsplit("/", 1)[-1].split(":")[0]

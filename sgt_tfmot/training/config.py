@@ -154,8 +154,9 @@ class TrainConfig:
         previous = {k: _absolute(v) if k in _PATH_FIELDS else v for k, v in previous.items()}
         plain = not current["sgt"] and not previous.get("sgt", defaults["sgt"])
         ignored = SGT_SETTINGS if plain else ()
-        changed = sorted(k for k in current
-                         if k not in ignored and previous.get(k, defaults[k]) != current[k])  # fmt: skip
+        changed = sorted(
+            k for k in current if k not in ignored and previous.get(k, defaults[k]) != current[k]
+        )
         return ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
 
 
