@@ -387,16 +387,14 @@ def format_summary(evaluation: Evaluation, files: dict[str, Path]) -> str:
     """The CLI's summary: one line per model, the agreements, the files written."""
     lines = []
     for model in evaluation.models:
-        areas = model.curves.areas()
-        auc = ", ".join(f"{order} {area:.3f}" for order, area in areas.items())
         failed = [m for m, check in model.sanity.items() if not check.passed]
         sanity = "sanity passed" if not failed else f"sanity FAILED ({', '.join(failed)})"
         if not model.sanity:  # a .tflite: no weights to randomise
             sanity = "sanity n/a (integer model)"
         lines.append(
-            f"{model.name}: accuracy {100 * model.accuracy:.2f} %, AUC {auc}, "
+            f"{model.name}: accuracy {100 * model.accuracy:.2f} %, "
             f"{model.curves.zero_saliency_images} zero-saliency images, {sanity}"
-        )
+        )  # the areas: one line per protocol below
         for curves in model.protocols.values():
             areas = curves.headline_areas()
             below = reports.top_below_random(curves)
