@@ -105,10 +105,12 @@ def test_a_qat_models_float_weights_start_a_float_model():
 
 
 @pytest.mark.slow
-def test_init_from_a_qat_run_starts_a_lower_bit_width(tmp_path):
-    train(tiny(tmp_path / "w8", weight_bits=8, activation_bits=8, sgt=False))
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])  # both CPUs' paths
+def test_init_from_a_qat_run_starts_a_lower_bit_width(tmp_path, precision):
+    train(tiny(tmp_path / "w8", weight_bits=8, activation_bits=8, sgt=False,
+               mixed_precision=precision))  # fmt: skip
     metrics = train(tiny(tmp_path / "w4", init_from=str(tmp_path / "w8"), weight_bits=4,
-                         activation_bits=4, max_steps=1))  # fmt: skip
+                         activation_bits=4, max_steps=1, mixed_precision=precision))  # fmt: skip
     assert metrics["optimizer_steps"] == 1 and metrics["flags"]["alpha_init"] == "calibrate"
 
 
