@@ -73,8 +73,17 @@ def test_a_checkout_finds_its_own_zoo_without_settings(monkeypatch, tmp_path):
 
 
 def test_an_unknown_zoo_name_lists_the_zoo():
-    with pytest.raises(InputError, match=r"No zoo model 'nope'. The zoo has: cifar10-float, "):
+    count = len(zoo.entries())
+    with pytest.raises(InputError, match=rf"No zoo model 'nope'. The zoo has {count}: cifar10-"):
         load_model("zoo:nope")
+    # A near miss is named first; a long zoo is cut to one line, the rest counted.
+    models = {f"cifar10-grid-w4a4-row{i:02d}-1ep": {} for i in range(40)}
+    message = zoo.unknown_name("cifar10-grid-w4a4-row07-2ep", models)
+    assert message.startswith("No zoo model 'cifar10-grid-w4a4-row07-2ep'. Did you mean "
+                              "'cifar10-grid-w4a4-row07-1ep'")  # fmt: skip
+    assert message.endswith("more (sgt_tfmot.zoo.entries()).") and len(message) < 800
+    assert "\n" not in message and message.count("cifar10-grid") < 40
+    assert zoo.unknown_name("x", {}) == "No zoo model 'x'. The zoo has 0: none."
 
 
 def test_the_cache_is_the_platforms(monkeypatch, tmp_path):

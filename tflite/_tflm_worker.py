@@ -24,15 +24,16 @@ fraction of a second.
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
 # Run as a script, this folder comes first on sys.path; its profile.py or runtime.py must not
 # stand in for the modules of those names that numpy or tflite_micro import.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
 import ctypes  # noqa: E402
+import os  # noqa: E402
 import pickle  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402

@@ -75,6 +75,28 @@ def entries() -> dict[str, dict]:
     return json.loads(MANIFEST_FILE.read_text())["models"]
 
 
+_LISTED_CHARACTERS = 500  # of names in the one-line error; the rest are counted
+
+
+def unknown_name(name: str, models: Mapping[str, dict]) -> str:
+    """The one-line error for a name the zoo lacks: the names closest to it, then the zoo's
+    names in order as far as one line allows (`entries()` has them all)."""
+    import difflib
+
+    names = sorted(models)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+    shown, length = [], 0
+    for known in names:
+        if length + len(known) > _LISTED_CHARACTERS:
+            break
+        shown.append(known)
+        length += len(known) + 2
+    rest = len(names) - len(shown)
+    listed = ", ".join(shown) + (f", and {rest} more (sgt_tfmot.zoo.entries())" if rest else "")
+    return f"No zoo model {name!r}.{hint} The zoo has {len(names)}: {listed or 'none'}."
+
+
 def cache_root() -> Path:
     """The package's user cache directory: `$SGT_TFMOT_CACHE`, else the platform's."""
     if os.environ.get(CACHE_ENV):
@@ -148,8 +170,7 @@ class Zoo:
             from the manifest, or files that are neither local, cached nor downloadable.
         """
         if name not in self.models:
-            listed = ", ".join(sorted(self.models)) or "none"
-            raise ZooError(f"No zoo model {name!r}. The zoo has: {listed}.")
+            raise ZooError(unknown_name(name, self.models))
         files = self.models[name]["files"]
         tried = []
         if self.local_dir is None:
