@@ -1,8 +1,8 @@
 """TFLite Micro's interpreter in a process of its own, for `sgt_tfmot.tflite.tflm`.
 
-TFLM crashes (SIGSEGV) instead of failing on some arenas a little too small for the model (a
-kernel that does not check an allocation, MobileNetV3Small at 200,000-260,784 bytes; any
-model below ~500 bytes), so the arena's bisection and the runs happen here: a crash ends
+TFLM crashes (SIGSEGV) instead of failing on some arenas too small for the model (seen:
+MobileNetV3Small at 200,000 and 260,784 bytes; a small residual classifier at 64-400 bytes,
+where 512 fails cleanly), so the arena's bisection and the runs happen here: a crash ends
 this process, which the target reports, and not the tool that checks the file.
 
     python _tflm_worker.py              the file, then requests, on stdin; replies on stdout

@@ -26,10 +26,12 @@ takes and whether the file computes what LiteRT computes:
 * **flash**: the file's size, which the firmware stores as a C array (`sgt_tfmot.tflite.c_array`).
 
 TFLM's interpreter runs in a child process (`_tflm_worker.py`, one per measurement or run):
-on some arenas a little too small it crashes (SIGSEGV) instead of failing, seen with
-MobileNetV3Small between 200,000 and 260,784 bytes, where its recorder reports 260,784 and it
-needs 267,040. A crash during the bisection counts as an arena that does not run; anywhere
-else it is the target's failure line (`MicroCrash`), never the end of `convert`.
+on some arenas too small for the model it crashes (SIGSEGV) instead of failing: seen with
+MobileNetV3Small at 200,000 bytes and at 260,784, its recorder's figure (100,000 failed
+cleanly, 270,000 ran; the bisection found 267,040 for its int8 file). A crash during the
+bisection counts as an arena that does not run; anywhere else it is the target's failure
+line (`MicroCrash`), never the end of `convert`. One worker serves the bisection and the
+test images.
 
 What the measured arena does not cover: it comes from the reference kernels on a 64-bit host.
 On a 32-bit microcontroller the persistent structures hold 4-byte pointers (smaller), and
@@ -233,7 +235,8 @@ class _Micro:
         """The worker's answer to one request (see `_tflm_worker.py`).
 
         Raises:
-          MicroCrash: the interpreter crashed (the signal named), or the worker ended.
+          MicroCrash: the interpreter crashed (the signal named), or the worker ended or
+            did not start.
           RuntimeError: TFLM's first log line when it failed (cannot load, too small an arena).
         """
         try:
@@ -246,7 +249,9 @@ class _Micro:
             pickle.dump((kind, images, arena_size), self.process.stdin)
             self.process.stdin.flush()
             reply = pickle.load(self.process.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
+        except (EOFError, OSError, pickle.UnpicklingError) as error:
+            if self.process is None:  # Popen itself failed
+                raise MicroCrash(f"the TFLite Micro worker did not start: {error}") from None
             raise MicroCrash(self._ended(arena_size)) from None
         if reply[0] == "error":
             raise RuntimeError(_first_problem(reply[1], reply[2]))
@@ -321,21 +326,26 @@ def measure_arena(flatbuffer: bytes, image: np.ndarray) -> ArenaUse:
         `MicroCrash` when it crashes there.
     """
     with _Micro(flatbuffer) as micro:
-        log = micro.request("allocations", image, _PROBE_ARENA)
-        found = {key: int(value) for key, value in _ALLOCATION.findall(log)}
-        if set(found) != {"total", "head", "tail"}:
-            raise RuntimeError(f"unexpected print_allocations output: {log[:200]!r}")
-        # The bisection keeps `low` failing and `high` running, and never loads an arena
-        # smaller than the recorded tail (which holds the allocator itself): TFLM always
-        # crashes when the allocator does not fit (seen below ~512 bytes).
-        low, high = max(found["tail"], _SMALLEST_PROBE) - 1, found["total"]
-        while not _runs_in(micro, image, high):
-            if high >= _PROBE_ARENA:
-                raise RuntimeError(f"the file ran once in {_PROBE_ARENA:,} bytes, then not")
-            low, high = high, min(2 * high + 1024, _PROBE_ARENA)
-        while high - low > 1:
-            middle = (low + high) // 2
-            low, high = (low, middle) if _runs_in(micro, image, middle) else (middle, high)
+        return _measure_arena(micro, image)
+
+
+def _measure_arena(micro: _Micro, image: np.ndarray) -> ArenaUse:
+    """`measure_arena` with a worker that goes on serving after it."""
+    log = micro.request("allocations", image, _PROBE_ARENA)
+    found = {key: int(value) for key, value in _ALLOCATION.findall(log)}
+    if set(found) != {"total", "head", "tail"}:
+        raise RuntimeError(f"unexpected print_allocations output: {log[:200]!r}")
+    # The bisection keeps `low` failing and `high` running, and never loads an arena
+    # smaller than the recorded tail (which holds the allocator itself): TFLM always
+    # crashes when the allocator does not fit (seen below 512 bytes).
+    low, high = max(found["tail"], _SMALLEST_PROBE) - 1, found["total"]
+    while not _runs_in(micro, image, high):
+        if high >= _PROBE_ARENA:
+            raise RuntimeError(f"the file ran once in {_PROBE_ARENA:,} bytes, then not")
+        low, high = high, min(2 * high + 1024, _PROBE_ARENA)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _runs_in(micro, image, middle) else (middle, high)
     total = _ALIGNMENT * math.ceil(max(found["total"], high) / _ALIGNMENT)
     return ArenaUse(total, found["head"], found["tail"], found["total"], high)
 
@@ -435,23 +445,23 @@ def _run(context: TargetContext, section: dict) -> str | None:
     litert = TFLiteModel(context.flatbuffer)
     raw = litert.quantize(np.asarray(images, np.float32))
     probe = raw[0] if len(raw) else np.zeros(litert.input_shape, litert.input["dtype"])
-    try:
-        arena = measure_arena(context.flatbuffer, probe)
-    except RuntimeError as error:
-        section["reason"] = str(error)
-        return f"TFLite Micro did not load the file: {error}"
-    section.update(arena_bytes=arena.total, arena_head_bytes=arena.head,
-                   arena_tail_bytes=arena.tail, arena_recorded_bytes=arena.recorded,
-                   arena_smallest_bytes=arena.smallest,
-                   arena_bytes_with_margin=arena_with_margin(arena.total))  # fmt: skip
-    try:
-        with _Micro(context.flatbuffer) as worker:
+    with _Micro(context.flatbuffer) as worker:  # one worker: the arena, then the images
+        try:
+            arena = _measure_arena(worker, probe)
+        except RuntimeError as error:
+            section["reason"] = str(error)
+            return f"TFLite Micro did not load the file: {error}"
+        section.update(arena_bytes=arena.total, arena_head_bytes=arena.head,
+                       arena_tail_bytes=arena.tail, arena_recorded_bytes=arena.recorded,
+                       arena_smallest_bytes=arena.smallest,
+                       arena_bytes_with_margin=arena_with_margin(arena.total))  # fmt: skip
+        try:
             shown = raw if len(raw) else probe[None]
             micro, seconds = worker.request("run", shown, arena.total)
-    except RuntimeError as error:
-        section["arena_loads"] = False
-        section["reason"] = str(error)
-        return f"TFLite Micro did not run the file in its measured arena: {error}"
+        except RuntimeError as error:
+            section["arena_loads"] = False
+            section["reason"] = str(error)
+            return f"TFLite Micro did not run the file in its measured arena: {error}"
     section["arena_loads"] = True
     if not len(raw):
         section["reason"] = "no test images to compare"

@@ -248,8 +248,8 @@ def copy_weights(source: keras.Model, target: keras.Model, what: str) -> None:
     """
     from sgt_tfmot.export import is_quantized
 
-    layers = [layer for layer in target.layers if layer.weights]
     if is_quantized(source):
+        layers = [layer for layer in target.layers if layer.weights]
         values = _qat_float_weights(source, layers, what)
     else:
         mine, theirs = _signature(target), _signature(source)
