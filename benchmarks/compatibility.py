@@ -17,7 +17,8 @@ feeds a model file; in Keras 3 for the Keras 3 row) and saved; `train --model` t
 fine-tunes it with QAT and SGT for --max_steps steps at --learning_rate. The table is about
 whether and how exactly each model converts; the accuracies say how far a few epochs got.
 Rows already done in OUT_DIR/rows.json with the same settings are kept (a run that stops
-resumes at the first unfinished row with the same command), a pretrained model file too.
+resumes at the first unfinished row with the same command), a pretrained model file too, and
+an interrupted pretraining resumes at its next epoch.
 
 Usage (the table of docs/COMPATIBILITY.md):
 
@@ -116,33 +117,60 @@ ROWS = {
 }
 
 
-def pretrain(keras, model, npz_path, epochs, batch_size):
+def pretrain(keras, model, npz_path, epochs, batch_size, checkpoint):
     """Float training of a fresh model, as its user trained it before bringing the file:
     Adam 1e-3, the loss its head needs, raw pixels in [0, 255] (what `train` feeds a model
     file), BatchNormalization momentum 0.9 (with Keras Applications' 0.999 the moving
     statistics of two epochs still hold the first steps': MobileNetV2 scored 10 % in
     inference mode after 43 % in training). Written against the `keras` module it is given,
-    like the builders."""
+    like the builders. After each epoch the model and its optimizer are saved to
+    `checkpoint` and the epochs done and seconds spent to `checkpoint + ".json"`: a run that
+    stops resumes at the next epoch (each epoch's order is a permutation seeded by its
+    number). Returns the trained model and the seconds all its epochs took."""
+    import json
+    import os
+    import time
+
     import numpy as np
 
     with np.load(npz_path) as data:
         x, y = data["x_train"].astype("float32"), data["y_train"].reshape(-1)
-    for layer in model.layers:  # statistics that follow two epochs (Applications use 0.999)
-        if type(layer).__name__ == "BatchNormalization":
-            layer.momentum = 0.9
-    last = model.layers[-1]
-    activation = getattr(getattr(last, "activation", None), "__name__", "")
-    softmax = activation == "softmax" or type(last).__name__ == "Softmax"
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax)
-    model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=2)
+    progress = {"epochs": 0, "seconds": 0.0}
+    if os.path.isfile(checkpoint + ".json") and os.path.isfile(checkpoint):
+        with open(checkpoint + ".json") as file:
+            progress = json.load(file)
+        model = keras.models.load_model(checkpoint)
+        print(f"resuming the pretraining after epoch {progress['epochs']}", flush=True)
+    else:
+        for layer in model.layers:  # statistics that follow two epochs (Applications: 0.999)
+            if type(layer).__name__ == "BatchNormalization":
+                layer.momentum = 0.9
+        last = model.layers[-1]
+        activation = getattr(getattr(last, "activation", None), "__name__", "")
+        softmax = activation == "softmax" or type(last).__name__ == "Softmax"
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax)
+        model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    for epoch in range(progress["epochs"], epochs):
+        start = time.perf_counter()
+        order = np.random.RandomState(epoch).permutation(len(x))
+        model.fit(x[order], y[order], batch_size=batch_size, epochs=epoch + 1,
+                  initial_epoch=epoch, shuffle=False, verbose=2)  # fmt: skip
+        model.save(checkpoint)
+        progress = {"epochs": epoch + 1,
+                    "seconds": progress["seconds"] + time.perf_counter() - start}  # fmt: skip
+        with open(checkpoint + ".json.part", "w") as file:
+            json.dump(progress, file)
+        os.replace(checkpoint + ".json.part", checkpoint + ".json")
+    return model, progress["seconds"]
 
 
 def write_model_file(row: Row, path_stem: Path) -> tuple[Path, float | None]:
     """The row's model, trained for --pretrain_epochs and saved as a user would: tf_keras
     .h5, or Keras 3 .keras made in a process where `import keras` is Keras 3; and the seconds
-    that took. A file left by an earlier run with the same pretraining (its
-    `.pretrained.json`, which records the seconds it took) is reused."""
+    its training took (all epochs, over every run that trained some) or, without training,
+    that making it took. A file left by an earlier run with the same pretraining (its
+    `.pretrained.json`, which records the seconds) is reused; an interrupted pretraining
+    resumes from its last epoch's checkpoint (`.pretraining-b<batch size>` beside it)."""
     path = path_stem.with_suffix(".keras" if row.keras3 else ".h5")
     marker = path_stem.with_suffix(".pretrained.json")
     settings = {"epochs": FLAGS.pretrain_epochs, "batch_size": FLAGS.batch_size, "bn_momentum": 0.9}
@@ -150,25 +178,27 @@ def write_model_file(row: Row, path_stem: Path) -> tuple[Path, float | None]:
         made = json.loads(marker.read_text())
         if {k: v for k, v in made.items() if k != "seconds"} == settings:
             return path, made.get("seconds")
+    checkpoint = path_stem.with_suffix(f".pretraining-b{FLAGS.batch_size}{path.suffix}")
     start = time.perf_counter()
     npz = str(Path(FLAGS.data_dir) / f"{row.dataset}.npz")
+    epochs, batch = FLAGS.pretrain_epochs, FLAGS.batch_size
     if not row.keras3:
         from sgt_tfmot import save_model
         from sgt_tfmot.keras import keras
 
         keras.utils.set_random_seed(0)
         model = row.build(keras)
-        if FLAGS.pretrain_epochs:
-            pretrain(keras, model, npz, FLAGS.pretrain_epochs, FLAGS.batch_size)
+        if epochs:
+            model, _ = pretrain(keras, model, npz, epochs, batch, str(checkpoint))
         save_model(model, path, overwrite=True)
     else:
         script = "import keras\n"
         for function in (row.build, pretrain):
             script += textwrap.dedent(inspect.getsource(function)) + "\n"
         script += f"keras.utils.set_random_seed(0)\nmodel = {row.build.__name__}(keras)\n"
-        if FLAGS.pretrain_epochs:
-            epochs, batch = FLAGS.pretrain_epochs, FLAGS.batch_size
-            script += f"pretrain(keras, model, {npz!r}, {epochs}, {batch})\n"
+        if epochs:
+            script += f"model, _ = pretrain(keras, model, {npz!r}, {epochs}, {batch}, "
+            script += f"{str(checkpoint)!r})\n"
         script += f"model.save({str(path)!r})\n"
         env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
         made = subprocess.run(
@@ -177,7 +207,12 @@ def write_model_file(row: Row, path_stem: Path) -> tuple[Path, float | None]:
         if made.returncode != 0:
             raise RuntimeError(f"the Keras 3 model file: {made.stderr.strip().splitlines()[-1]}")
     seconds = time.perf_counter() - start
+    progress = Path(f"{checkpoint}.json")
+    if epochs and progress.is_file():
+        seconds = json.loads(progress.read_text())["seconds"]
     marker.write_text(json.dumps({**settings, "seconds": seconds}))
+    checkpoint.unlink(missing_ok=True)
+    progress.unlink(missing_ok=True)
     return path, seconds
 
 

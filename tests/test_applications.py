@@ -63,6 +63,7 @@ def test_compatibility_script_runs_a_keras_3_row(tmp_path):
     made = json.loads((out / "user_patterns_keras_3" / "model.pretrained.json").read_text())
     assert made == {"epochs": 1, "batch_size": 16, "bn_momentum": 0.9, "seconds": made["seconds"]}
     assert row["pretrain_s"] == made["seconds"] > 0
+    assert not list((out / "user_patterns_keras_3").glob("model.pretraining*"))  # removed
     # Run again: the row is kept, nothing is trained
     again = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -73,3 +74,43 @@ def test_compatibility_script_runs_a_keras_3_row(tmp_path):
     assert only.returncode == 0, only.stderr[-3000:]
     assert (out / "table.md").read_text().splitlines() == table
     assert "==" not in only.stdout  # nothing was run
+
+
+RESUMED_PRETRAINING = """
+import importlib.util, json, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("compatibility", sys.argv[1])
+compatibility = importlib.util.module_from_spec(spec)
+sys.modules["compatibility"] = compatibility
+spec.loader.exec_module(compatibility)
+from sgt_tfmot.keras import keras
+
+def build():
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.BatchNormalization()(L.Conv2D(4, 3)(L.Rescaling(1 / 255)(inputs)))
+    return keras.Model(inputs, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x)))
+
+rng = np.random.default_rng(0)
+np.savez("d.npz", x_train=rng.integers(0, 256, (48, 8, 8, 3)).astype(np.uint8),
+         y_train=rng.integers(0, 3, 48))
+straight, _ = compatibility.pretrain(keras, build(), "d.npz", 3, 16, "straight.h5")
+compatibility.pretrain(keras, build(), "d.npz", 1, 16, "stopped.h5")  # a run stopped after 1
+resumed, seconds = compatibility.pretrain(keras, build(), "d.npz", 3, 16, "stopped.h5")
+same = [bool(np.array_equal(a, b)) for a, b in zip(straight.get_weights(), resumed.get_weights())]
+print(json.dumps({"same": same, "progress": json.load(open("stopped.h5.json")), "s": seconds}))
+"""
+
+
+def test_an_interrupted_pretraining_resumes_at_its_next_epoch_bit_identical(tmp_path):
+    """The matrix's float pretraining saves model and optimizer after each epoch: a run
+    stopped after epoch 1 and run again trains epochs 2 and 3 only and ends with the weights
+    of a run that was never stopped (each epoch's order is seeded by its number)."""
+    command = [sys.executable, "-c", RESUMED_PRETRAINING, str(BENCHMARKS / "compatibility.py")]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("resuming the pretraining after epoch 1") == 1
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["same"] and all(found["same"])
+    assert found["progress"]["epochs"] == 3 and found["progress"]["seconds"] == found["s"] > 0
