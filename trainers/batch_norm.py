@@ -12,16 +12,27 @@ given images: one training-mode forward pass per batch, with momentum i/(i + 1) 
 so that the moving values end as the mean of the per-batch statistics. No weight changes,
 and every other state a training-mode forward writes (the quantizers' moving ranges, TFMOT's
 step counters) is put back.
+
+`refit_stale_batch_norm(model, images, labels)` does it only where the model's own statistics
+are stale: when re-estimated ones raise its inference-mode top-1 on labelled images by a
+margin. A user's model trained for a few epochs on a small folder can predict one class in
+inference mode (Keras's default momentum 0.99 over a few dozen steps) while its weights
+classify well; calibrating quantization ranges on its inference-mode activations then sets
+them from values that training never sees (measured: a 3-class folder model at 33 % with its
+own statistics, 65 % with re-estimated ones; its QAT fine-tune ended at 66.7 % with PACT α
+0.20 on the last ReLU, and at 88.3 % from the re-estimated model).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
 from sgt_tfmot._checks import check_int
 from sgt_tfmot.keras import keras, tf
 
-__all__ = ["reestimate_batch_norm"]
+__all__ = ["StatisticsFit", "refit_stale_batch_norm", "reestimate_batch_norm"]
 
 
 def reestimate_batch_norm(model: keras.Model, images, batch_size: int = 128) -> int:
@@ -60,3 +71,63 @@ def reestimate_batch_norm(model: keras.Model, images, batch_size: int = 128) -> 
         for weight, value in zip(others, saved, strict=True):
             weight.assign(value)
     return len(norms)
+
+
+@dataclasses.dataclass(frozen=True)
+class StatisticsFit:
+    """What `refit_stale_batch_norm` measured: the model's inference-mode top-1 on the
+    labelled images with its own BatchNormalization statistics and with statistics
+    re-estimated on those images, and whether the re-estimated ones were kept."""
+
+    own_accuracy: float
+    data_accuracy: float
+    replaced: bool
+    images: int
+
+
+def _top1(model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
+    predicted = [
+        np.argmax(np.asarray(model(tf.constant(images[i : i + batch_size]), training=False)), -1)
+        for i in range(0, len(images), batch_size)
+    ]
+    return float(np.mean(np.concatenate(predicted) == labels))
+
+
+def refit_stale_batch_norm(
+    model: keras.Model, images, labels, margin: float = 0.05, batch_size: int = 128
+) -> StatisticsFit | None:
+    """Re-estimates the BatchNormalization statistics of `model` on `images` (in place) when
+    that raises its inference-mode top-1 on `labels` by at least `margin`; otherwise leaves
+    them as they were. A model whose statistics fit its data (one trained to convergence)
+    scores within a point or two either way and keeps its own.
+
+    Args:
+      model: A float or QAT tf_keras classifier (argmax over its output is the class).
+      images: (N, ...) labelled inputs in the model's input range, N >= 2.
+      labels: (N,) integer classes.
+      margin: Top-1 gain (0..1) the re-estimated statistics must bring to be kept.
+      batch_size: Images per forward pass, >= 2.
+
+    Returns:
+      The measurement (`StatisticsFit`), or None for a model without BatchNormalization.
+    """
+    batch_size = check_int(batch_size, "batch_size", 2)
+    images = np.asarray(images, np.float32)
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(images):
+        raise ValueError(f"labels: {len(labels)} for {len(images)} images; one per image")
+    norms = [
+        layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    if not norms:
+        return None
+    statistics = [v for layer in norms for v in (layer.moving_mean, layer.moving_variance)]
+    own = [v.numpy() for v in statistics]
+    own_accuracy = _top1(model, images, labels, batch_size)
+    reestimate_batch_norm(model, images, batch_size)
+    data_accuracy = _top1(model, images, labels, batch_size)
+    replaced = data_accuracy >= own_accuracy + margin
+    if not replaced:
+        for variable, value in zip(statistics, own, strict=True):
+            variable.assign(value)
+    return StatisticsFit(own_accuracy, data_accuracy, replaced, len(images))
