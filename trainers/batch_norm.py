@@ -36,7 +36,8 @@ __all__ = ["StatisticsFit", "refit_stale_batch_norm", "reestimate_batch_norm"]
 
 
 def reestimate_batch_norm(model: keras.Model, images, batch_size: int = 128) -> int:
-    """Sets every BatchNormalization's moving statistics to those of `images`, in place.
+    """Sets every BatchNormalization's moving statistics to those of `images`, in place
+    (under the distribution strategy whose scope it is called in, if any).
 
     Args:
       model: A float or QAT tf_keras model.
@@ -54,6 +55,7 @@ def reestimate_batch_norm(model: keras.Model, images, batch_size: int = 128) -> 
     if not norms:
         return 0
     statistics = {id(v) for layer in norms for v in (layer.moving_mean, layer.moving_variance)}
+    strategy = tf.distribute.get_strategy()  # the default one outside any scope
     others = [w for w in model.non_trainable_weights if id(w) not in statistics]
     saved = [w.numpy() for w in others]
     momenta = [layer.momentum for layer in norms]
@@ -64,7 +66,9 @@ def reestimate_batch_norm(model: keras.Model, images, batch_size: int = 128) -> 
                 break
             for layer in norms:
                 layer.momentum = index / (index + 1.0)
-            model(tf.constant(batch), training=True)
+            # in a replica context: under a distribution strategy's scope (a run's
+            # finalisation), TFMOT's moving-range updates refuse the cross-replica one
+            strategy.run(model, args=(tf.constant(batch),), kwargs={"training": True})
     finally:
         for layer, momentum in zip(norms, momenta, strict=True):
             layer.momentum = momentum

@@ -33,10 +33,11 @@ def finalise(setup: Setup, run: RunDirectory, built: Built, clock: WallClock) ->
     model, trainer, test_ds = built.model, built.trainer, built.test_ds
     # Moving statistics that lag the weights (a few steps per epoch on a small folder) are
     # re-estimated when that changes the inference-mode top-1 on training images by 5 points.
-    fit = refit_stale_statistics(
-        model, *calibration_set(setup.arrays, config.seed), "the trained model",
-        "as the saved model's",
-    )  # fmt: skip
+    with strategy.scope():
+        fit = refit_stale_statistics(
+            model, *calibration_set(setup.arrays, config.seed), "the trained model",
+            "as the saved model's",
+        )  # fmt: skip
     # The saved model computes what its integer TFLite model will compute (docstring of
     # `align_biases`); the test accuracy below is measured after this step.
     aligned = align_biases(model) if is_quantized(model) else 0
