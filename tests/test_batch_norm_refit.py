@@ -142,3 +142,18 @@ def test_train_refits_a_model_file_s_stale_statistics(policy, trained, tmp_path,
     fitted = relu_percentile(model, images, last_relu)
     assert fitted > 2 * stale
     assert metrics["alpha"][f"quant_{last_relu}"] == pytest.approx(fitted, rel=0.02)
+
+
+def test_batches_count_by_their_size(trained):
+    """130 images in batches of 128 and 2: the moving means are those of the 130 images
+    (the 2-image batch weighs 2/130, not half); uint8 images are cast batch by batch."""
+    weights, x, _ = trained
+    split, whole = small_cnn(), small_cnn()
+    for each in (split, whole):
+        each.set_weights(weights)
+    images = x[:130].astype(np.uint8)
+    reestimate_batch_norm(split, images, batch_size=128)
+    reestimate_batch_norm(whole, images, batch_size=130)
+    # The first layer's moving mean is the mean of its inputs over the 130 images (the later
+    # layers' inputs are normalised by each batch's own statistics, so they differ slightly)
+    np.testing.assert_allclose(statistics(split)[0], statistics(whole)[0], rtol=1e-5, atol=1e-6)

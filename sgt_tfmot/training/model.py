@@ -25,13 +25,14 @@ from sgt_tfmot.training.config import Plan, Setup, TrainConfig, data_options
 CALIBRATION_IMAGES = 1024  # training images (stratified, seeded) set --init_from's ranges
 
 
-def calibration_set(arrays: Arrays, seed: int):
-    """The training images (float32) and labels that set the ranges of a model from trained
-    weights and judge its BatchNormalization statistics: the first CALIBRATION_IMAGES of a
-    class-stratified order seeded by `seed`."""
+def calibration_set(arrays: Arrays, seed: int, float32: bool = True):
+    """The training images (as float32, or in their own dtype) and labels that set the
+    ranges of a model from trained weights and judge its BatchNormalization statistics: the
+    first CALIBRATION_IMAGES of a class-stratified order seeded by `seed`."""
     train_x, train_y = arrays.split("train")
     chosen = datasets.stratified_order(train_y, seed)[:CALIBRATION_IMAGES]
-    return train_x[chosen].astype("float32"), train_y[chosen]
+    images = train_x[chosen]
+    return images.astype("float32") if float32 else images, train_y[chosen]
 
 
 def read_data(config: TrainConfig) -> tuple[datasets.DatasetInfo, Arrays, tuple[str, ...]]:
