@@ -129,9 +129,9 @@ def test_init_from_calibrates_on_stratified_training_images(tmp_path, monkeypatc
     seen = {}
     build = training.build_model
 
-    def spy(config, info, calibration_images=None):
-        seen["greys"] = calibration_images[:, 0, 0, 0]
-        return build(config, info, calibration_images)
+    def spy(config, info, calibration_images=None, calibration_labels=None):
+        seen["greys"], seen["labels"] = calibration_images[:, 0, 0, 0], calibration_labels
+        return build(config, info, calibration_images, calibration_labels)
 
     monkeypatch.setattr(training.model, "build_model", spy)  # where `train` looks it up
     training.train(
@@ -141,5 +141,6 @@ def test_init_from_calibrates_on_stratified_training_images(tmp_path, monkeypatc
         )
     )  # fmt: skip
     per_class = class_counts((seen["greys"] / 10).astype(int), 5)
+    np.testing.assert_array_equal(seen["labels"], (seen["greys"] / 10).astype(int))  # its labels
     assert per_class.sum() == training.CALIBRATION_IMAGES
     assert per_class.min() >= 1024 // 5 - 1 and per_class.max() <= 1024 // 5 + 2, per_class
