@@ -37,6 +37,15 @@ from sgt_tfmot.keras import keras, tf
 __all__ = ["StatisticsFit", "refit_stale_batch_norm", "reestimate_batch_norm"]
 
 
+def _batch_norms(model: keras.Model) -> list:
+    norm = keras.layers.BatchNormalization
+    return [layer for layer in model.submodules if isinstance(layer, norm)]
+
+
+def _moving_statistics(norms: list) -> list:
+    return [v for layer in norms for v in (layer.moving_mean, layer.moving_variance)]
+
+
 def reestimate_batch_norm(model: keras.Model, images, batch_size: int = 128) -> int:
     """Sets every BatchNormalization's moving statistics to those of `images`, in place
     (under the model's distribution strategy when it was built in one's scope).
@@ -51,12 +60,10 @@ def reestimate_batch_norm(model: keras.Model, images, batch_size: int = 128) -> 
     """
     batch_size = check_int(batch_size, "batch_size", 2)
     images = np.asarray(images)  # cast batch by batch: 1,024 photos are large in float32
-    norms = [
-        layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    norms = _batch_norms(model)
     if not norms:
         return 0
-    statistics = {id(v) for layer in norms for v in (layer.moving_mean, layer.moving_variance)}
+    statistics = {id(v) for v in _moving_statistics(norms)}
     strategy = model.distribute_strategy  # the default strategy outside any scope
     others = [w for w in model.non_trainable_weights if id(w) not in statistics]
     saved = [w.numpy() for w in others]
@@ -123,12 +130,10 @@ def refit_stale_batch_norm(
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(images):
         raise ValueError(f"labels: {len(labels)} for {len(images)} images; one per image")
-    norms = [
-        layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    norms = _batch_norms(model)
     if not norms:
         return None
-    statistics = [v for layer in norms for v in (layer.moving_mean, layer.moving_variance)]
+    statistics = _moving_statistics(norms)
     own = [v.numpy() for v in statistics]
     own_accuracy = _top1(model, images, labels, batch_size)
     reestimate_batch_norm(model, images, batch_size)

@@ -85,7 +85,11 @@ def build_model(
     # A file's own weights are taken as trained unless --alpha_init gives α a number.
     trained = config.init_from is not None or (model_zoo.is_model_file(config.model) and calibrate)
     if trained and calibration_images is not None and calibration_labels is not None:
-        _refit_stale_statistics(model, calibration_images, calibration_labels, config)
+        source = f"--model {config.model}"
+        if config.init_from is not None:
+            source = f"--init_from {config.init_from}"
+        why = "so that the quantization ranges are set from the activations training sees"
+        refit_stale_statistics(model, calibration_images, calibration_labels, source, why)
     qat = quantize.quantize_model(
         model,
         weight_bits=config.weight_bits,
@@ -116,14 +120,6 @@ def refit_stale_statistics(model, images, labels, what: str, why: str):
             flush=True,
         )
     return fit
-
-
-def _refit_stale_statistics(model, images, labels, config: TrainConfig) -> None:
-    source = f"--model {config.model}"
-    if config.init_from is not None:
-        source = f"--init_from {config.init_from}"
-    why = "so that the quantization ranges are set from the activations training sees"
-    refit_stale_statistics(model, images, labels, source, why)
 
 
 def make_trainer(config: TrainConfig, model: keras.Model, plan: Plan, image_shape):
