@@ -15,15 +15,39 @@ in two ways:
 The two agree except where `acc·M` lies within the fixed-point rounding error of a half step,
 a few outputs in ten thousand. `sgt_tfmot.tflite.tflm` uses `fully_connected` to tell such a
 difference (TFLM against LiteRT's reference kernels) from a wrong output.
+
+An int8 ADD rescales two inputs to one output: `(a − z_a)·s_a + (b − z_b)·s_b`, in output
+steps, rounded once. Where a pair of input levels puts that sum a few millionths of a step from
+a half step (a rounding tie), the runtimes' fixed-point multipliers (XNNPACK's) and the Keras
+model's float32 can round it to different levels; `add_rounding_ties` finds every such pair
+the file can meet. A frequent one changes a level in most images, and through a k-bit residual
+network (one level is 1/(2^k − 1) of an activation's range) a top-1 prediction in a few
+hundred (docs/RESULTS.md, "SGT on photos, confirmed").
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 
-__all__ = ["fully_connected", "multiply_by_quantized_multiplier", "quantize_multiplier"]
+from sgt_tfmot.tflite.rewrite import OpGraph, op_code, unpack_model
+
+__all__ = [
+    "NEAR_TIE",
+    "RoundingTie",
+    "add_rounding_ties",
+    "fully_connected",
+    "multiply_by_quantized_multiplier",
+    "quantize_multiplier",
+]
+
+NEAR_TIE = 1e-5
+"""Distance from a half step, in output steps, under which `add_rounding_ties` reports a pair:
+XNNPACK rounded a pair 1.0e-6 of a step below its tie up (the Keras model down) and one
+4.6e-6 away the Keras way (docs/RESULTS.md)."""
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
@@ -100,3 +124,77 @@ def fully_connected(
             value = acc[..., unit] * multiplier
             out[..., unit] = np.sign(value) * np.floor(np.abs(value) + 0.5)
     return np.clip(out + y_zero, *activation_range).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class RoundingTie:
+    """The pair of input levels of one ADD whose sum lies closest to a rounding tie.
+
+    Attributes:
+      op: The ADD's index in the file's execution order.
+      levels: The two int8 input levels (a, b).
+      steps: Their sum in output steps, `((a − z_a)·s_a + (b − z_b)·s_b) / s_y` (float64).
+      distance: |steps − nearest half step|, in output steps.
+    """
+
+    op: int
+    levels: tuple[int, int]
+    steps: float
+    distance: float
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "levels": list(self.levels), "steps": self.steps,
+                "distance": self.distance}  # fmt: skip
+
+
+def _input_levels(graph: OpGraph, tensor: int) -> np.ndarray:
+    """The int8 levels `tensor` can hold: from its zero point up when its producer ends in a
+    fused RELU (to 6 for RELU6), else all 256."""
+    quantization = graph.subgraph.tensors[tensor].quantization
+    scale, zero = float(quantization.scale[0]), int(quantization.zeroPoint[0])
+    low, high = -128, 127
+    producer = graph.producer.get(tensor)
+    options = None if producer is None else graph.op(producer).builtinOptions
+    activation = getattr(options, "fusedActivationFunction", None)
+    if activation == schema.ActivationFunctionType.RELU:
+        low = zero
+    elif activation == schema.ActivationFunctionType.RELU6:
+        low, high = zero, min(high, zero + round(6.0 / scale))
+    return np.arange(max(low, -128), high + 1)
+
+
+def add_rounding_ties(flatbuffer: bytes, within: float = NEAR_TIE) -> tuple[RoundingTie, ...]:
+    """Every int8 ADD of subgraph 0 with a pair of input levels within `within` output steps
+    of a rounding tie, exhaustively over the levels each input can hold (`_input_levels`) and
+    the sums that land inside the output's int8 range (after its fused activation's clamp).
+
+    Returns:
+      One `RoundingTie` per such ADD (its closest pair), in execution order.
+    """
+    graph = OpGraph(unpack_model(flatbuffer))
+    tensors, found = graph.subgraph.tensors, []
+    for index, op in enumerate(graph.subgraph.operators or []):
+        if op_code(graph.model, op) != schema.BuiltinOperator.ADD:
+            continue
+        first, second, (output,) = int(op.inputs[0]), int(op.inputs[1]), op.outputs
+        if any(tensors[t].type != schema.TensorType.INT8 for t in (first, second, output)):
+            continue
+
+        def real(tensor, levels):
+            quantization = tensors[tensor].quantization
+            return (levels - int(quantization.zeroPoint[0])) * float(quantization.scale[0])
+
+        a, b = _input_levels(graph, first), _input_levels(graph, second)
+        out = tensors[output].quantization
+        scale, zero = float(out.scale[0]), int(out.zeroPoint[0])
+        steps = (real(first, a)[:, None] + real(second, b)[None, :]) / scale
+        activation = getattr(op.builtinOptions, "fusedActivationFunction", None)
+        low = zero if activation in (schema.ActivationFunctionType.RELU,
+                                     schema.ActivationFunctionType.RELU6) else -128  # fmt: skip
+        inside = (steps + zero > low - 0.5) & (steps + zero < 127.5)
+        distance = np.where(inside, np.abs(steps - np.floor(steps) - 0.5), np.inf)
+        closest = np.unravel_index(np.argmin(distance), distance.shape)
+        if distance[closest] < within:
+            found.append(RoundingTie(index, (int(a[closest[0]]), int(b[closest[1]])),
+                                     float(steps[closest]), float(distance[closest])))  # fmt: skip
+    return tuple(found)

@@ -288,11 +288,25 @@ def _resolution_hint(accuracy: AccuracyComparison, thresholds: Thresholds) -> st
     )
 
 
+def _tie_hint(ties: Sequence) -> str:
+    """The failed agreement's likely cause when the file has an ADD near a rounding tie."""
+    if not ties:
+        return ""
+    tie = min(ties, key=lambda found: found.distance)
+    return (
+        f"; a likely cause: ADD #{tie.op}'s input levels {tie.levels} sum to "
+        f"{tie.steps:.7f} output steps, {tie.distance:.1e} of a step from a rounding tie, "
+        "which LiteRT's runtimes and the Keras model round apart (see the report's "
+        "rounding_ties)"
+    )
+
+
 def gate(
     thresholds: Thresholds,
     accuracy: AccuracyComparison,
     fidelity: FidelityResult | None = None,
     targets: Sequence = (),
+    ties: Sequence = (),
 ) -> list[str]:
     """The checks that failed, one readable line each; an empty list is a pass.
 
@@ -302,6 +316,8 @@ def gate(
       fidelity: From `fidelity_check`, or None when it was not run (not a failure).
       targets: `sgt_tfmot.tflite.targets.TargetReport`s; one fails the gate only when its
         name is in `thresholds.require` and it is not compatible.
+      ties: `sgt_tfmot.tflite.requantize.RoundingTie`s of the file: a failed agreement
+        names the closest one as a likely cause (never a failure by itself).
 
     Returns:
       Failure messages, in the order accuracy, agreement, fidelity, targets.
@@ -326,6 +342,7 @@ def gate(
                 f"weights on only {100 * floor:.2f} %: it is too sensitive to rounding for "
                 "any integer model to agree better; see the report's ulp_agreement)"
             )
+            + _tie_hint(ties)
         )
     if fidelity is not None and fidelity.gap_pp > thresholds.max_fidelity_gap + 1e-9:
         failures.append(

@@ -17,6 +17,9 @@ Its keys, in one place:
 | num_test, keras_accuracy, tflite_accuracy, accuracy_drop_pp, agreement, ulp_agreement | |
 | | `AccuracyComparison`, on the test split |
 | biases_aligned | a QAT model's biases are on the int32 grid (`align_biases`) |
+| rounding_ties | ADDs with a pair of input levels within `NEAR_TIE` of a rounding tie, |
+| | which runtimes may round apart (`sgt_tfmot.tflite.requantize.RoundingTie`): op, |
+| | levels, steps, distance |
 | export_model | for k < 8 bits: the 8-bit export model's accuracy and agreement with TFLite |
 | fidelity, fidelity_gap_pp | `sgt_tfmot.explain.fidelity.FidelityResult`, or null when skipped |
 | integer_model_maps | occlusion maps of the .tflite (LiteRT) vs the Keras model's (ρ, IoU) |
@@ -74,6 +77,7 @@ class ConversionReport:
     c_array: dict | None = None
     test_images: str = ""
     calibration_images: str | None = None
+    rounding_ties: tuple = ()
 
     @property
     def passed(self) -> bool:
@@ -120,6 +124,7 @@ class ConversionReport:
             "agreement": accuracy.agreement,
             "ulp_agreement": accuracy.ulp_agreement,
             "biases_aligned": self.biases_aligned,
+            "rounding_ties": [tie.to_dict() for tie in self.rounding_ties],
             "export_model": self.export_model,
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "fidelity_gap_pp": None if self.fidelity is None else self.fidelity.gap_pp,
@@ -140,6 +145,15 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _tie_words(tie) -> str:
+    """One `RoundingTie` in words (the summary's and the gate's)."""
+    return (
+        f"ADD #{tie.op}: input levels {tie.levels} sum to {tie.steps:.7f} output steps, "
+        f"{tie.distance:.1e} of a step from a rounding tie, which LiteRT's runtimes and the "
+        "Keras model may round apart"
+    )
+
+
 def _accuracy_lines(report: ConversionReport) -> list[str]:
     accuracy, thresholds = report.accuracy, report.thresholds
     lines = [
@@ -157,6 +171,8 @@ def _accuracy_lines(report: ConversionReport) -> list[str]:
             "sgt_tfmot.align_biases(model) makes the Keras model compute the integer "
             "model; python -m sgt_tfmot.train does it at the end of a run)"
         )
+    for tie in report.rounding_ties:
+        lines.append(f"  ({_tie_words(tie)})")
     export = report.export_model
     if export is not None:
         lines.append(

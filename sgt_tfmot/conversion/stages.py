@@ -61,6 +61,7 @@ from sgt_tfmot.tflite.int4 import pack_int4
 from sgt_tfmot.tflite.layout import LayoutError
 from sgt_tfmot.tflite.metadata import add_image_classifier_metadata, read_image_classifier_metadata
 from sgt_tfmot.tflite.profile import compare_latency, profile as profile_ops
+from sgt_tfmot.tflite.requantize import add_rounding_ties
 from sgt_tfmot.tflite.runtime import TFLiteModel
 from sgt_tfmot.tflite.tflm import INSTALL_COMMAND as TFLM_INSTALL_COMMAND
 
@@ -630,7 +631,8 @@ def convert_and_check(
         reports = check_targets(flatbuffer, paths["output"], samples, tflite_model, labels, say,
                                 checks.tflm_images)  # fmt: skip
         latency = latency_section(flatbuffer, float_flatbuffer, say) if checks.profile else None
-    failures = gate(thresholds, found.accuracy, found.fidelity, reports.values())
+    ties = add_rounding_ties(flatbuffer)
+    failures = gate(thresholds, found.accuracy, found.fidelity, reports.values(), ties)
     c_files, c_section = {}, None
     if "c_array" in paths:
         c_section, c_files, c_failure = c_array_section(
@@ -654,7 +656,7 @@ def convert_and_check(
         thresholds=thresholds,
         failures=tuple(failures), report=str(paths["report"]) if "report" in paths else None,
         figure=str(paths["figure"]) if "figure" in paths else None, class_names=labels,
-        c_array=c_section,
+        c_array=c_section, rounding_ties=ties,
     )  # fmt: skip
     contents = {paths["output"]: flatbuffer, **c_files}
     if "figure" in paths:

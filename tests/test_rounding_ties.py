@@ -1,0 +1,104 @@
+"""`add_rounding_ties`: the ADD input pairs a few millionths of a step from a rounding tie.
+
+Checked in exact rational arithmetic on the W4A4 residual model's file: its own ADDs (every
+pair of levels the inputs can hold, brute force), then the same file with one ADD's output
+scale set so that a chosen pair sums to exactly 2.5 steps (up to the float32 scale); and the
+gate's and the report's wording.
+"""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+
+from sgt_tfmot.conversion import checks
+from sgt_tfmot.tflite.converter import to_integer_tflite
+from sgt_tfmot.tflite.requantize import NEAR_TIE, RoundingTie, add_rounding_ties
+from sgt_tfmot.tflite.rewrite import op_code, pack_model, unpack_model
+from tests.helpers.models import RESIDUAL_X
+
+
+@pytest.fixture(scope="module")
+def residual_file(residual_qat):
+    return to_integer_tflite(residual_qat(4), RESIDUAL_X[:32])
+
+
+def adds(model) -> list[tuple[int, list]]:
+    """(index, [input a, input b, output] tensors) of every ADD of an unpacked model."""
+    graph = model.subgraphs[0]
+    return [
+        (index, [graph.tensors[t] for t in (*op.inputs[:2], op.outputs[0])])
+        for index, op in enumerate(graph.operators)
+        if op_code(model, op) == schema.BuiltinOperator.ADD
+    ]
+
+
+def exact_steps(tensors, levels) -> Fraction:
+    """The pair's sum in output steps, in rationals, from the file's float32 scales."""
+    (a, b, out), (level_a, level_b) = tensors, levels
+
+    def real(tensor, level):
+        return (level - int(tensor.quantization.zeroPoint[0])) * Fraction(
+            float(np.float32(tensor.quantization.scale[0]))
+        )
+
+    return (real(a, level_a) + real(b, level_b)) / Fraction(float(out.quantization.scale[0]))
+
+
+def tie_distance(steps: Fraction) -> float:
+    return float(abs(steps - (steps.numerator // steps.denominator) - Fraction(1, 2)))
+
+
+def test_each_add_s_closest_pair_is_the_brute_force_one(residual_file):
+    found = {tie.op: tie for tie in add_rounding_ties(residual_file, within=1.0)}
+    every = adds(unpack_model(residual_file))
+    assert found and set(found) == {index for index, _ in every}
+    for index, tensors in every:
+        tie = found[index]
+        steps = exact_steps(tensors, tie.levels)
+        assert tie.steps == pytest.approx(float(steps), abs=1e-9)
+        assert tie.distance == pytest.approx(tie_distance(steps), abs=1e-9)
+        # Brute force over every pair that lands in the output's range (the residual model's
+        # ADDs end in a fused ReLU): none is closer. An input that a ReLU wrote (the
+        # converter names it ".../Minimum") holds the levels from its zero point up.
+        zeros = [int(t.quantization.zeroPoint[0]) for t in tensors]
+        lows = [
+            zero if t.name.endswith(b"Minimum") else -128
+            for zero, t in zip(zeros, tensors, strict=True)
+        ]
+        closest = min(
+            tie_distance(exact_steps(tensors, (a, b)))
+            for a in range(lows[0], 128)
+            for b in range(lows[1], 128)
+            if zeros[2] - 0.5 < float(exact_steps(tensors, (a, b))) + zeros[2] < 127.5
+        )
+        assert tie.distance <= closest + 1e-12
+    assert add_rounding_ties(residual_file, within=0.0) == ()
+
+
+def test_a_pair_set_on_a_tie_is_found(residual_file):
+    model = unpack_model(residual_file)
+    index, (a, b, out) = adds(model)[0]
+    levels = (int(a.quantization.zeroPoint[0]) + 3, int(b.quantization.zeroPoint[0]) + 2)
+    total = 3 * float(a.quantization.scale[0]) + 2 * float(b.quantization.scale[0])
+    out.quantization.scale = np.array([total / 2.5], np.float32)  # the pair sums to 2.5 steps
+    tied = pack_model(model)
+    distance = tie_distance(exact_steps((a, b, out), levels))
+    assert distance < NEAR_TIE
+    (tie,) = [found for found in add_rounding_ties(tied) if found.op == index]
+    assert tie.distance <= distance + 1e-12
+
+
+def test_the_gate_names_the_closest_tie_only_when_agreement_fails():
+    ties = (RoundingTie(4, (-20, 122), 5.499999, 1.0e-6), RoundingTie(9, (1, 2), 3.5000004, 4e-7))
+    failed = checks.AccuracyComparison(0.91, 0.91, 0.987, 10000, ulp_agreement=0.999)
+    (line,) = checks.gate(checks.Thresholds(), failed, ties=ties)
+    assert "below --min_agreement" in line and "ADD #9's input levels (1, 2)" in line
+    assert "4.0e-07 of a step from a rounding tie" in line
+    (plain,) = checks.gate(checks.Thresholds(), failed)
+    assert "rounding tie" not in plain
+    passed = checks.AccuracyComparison(0.91, 0.91, 1.0, 10000, ulp_agreement=0.999)
+    assert checks.gate(checks.Thresholds(), passed, ties=ties) == []
+    assert ties[0].to_dict() == {"op": 4, "levels": [-20, 122], "steps": 5.499999,
+                                 "distance": 1.0e-6}  # fmt: skip
