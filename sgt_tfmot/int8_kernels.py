@@ -165,3 +165,36 @@ def pool_window_counts(input_size, pool_size, strides, padding: str) -> np.ndarr
     rows = per_axis(input_size[0], pool_size[0], strides[0])
     columns = per_axis(input_size[1], pool_size[1], strides[1])
     return np.outer(rows, columns)[..., None].astype(np.float32)
+
+
+def closest_add_tie(levels_a, grid_a, levels_b, grid_b, grid_y, low: int = -128, high: int = 127):
+    """The pair of int8 input levels of an ADD whose sum lies closest to a rounding tie.
+
+    TFLite's int8 ADD computes `((a − z_a)·s_a + (b − z_b)·s_b) / s_y`, in output steps, and
+    rounds it once; a sum a few millionths of a step from a half step is rounded one way by
+    the Keras model (float32) and maybe the other by a runtime's fixed-point multipliers.
+    Exhaustive over the given levels; only sums whose output level lands in [low, high] (the
+    fused activation's clamp and the int8 range) count.
+
+    Args:
+      levels_a, levels_b: The int8 levels each input can hold (arrays).
+      grid_a, grid_b, grid_y: (scale, int8 zero point) of the inputs and of the output.
+      low, high: The output levels that are kept (a fused ReLU keeps those from z_y up).
+
+    Returns:
+      (distance in output steps, (level a, level b), the sum in output steps), or None when
+      no sum lands inside.
+    """
+    levels_a, levels_b = np.asarray(levels_a), np.asarray(levels_b)
+    (scale_a, zero_a), (scale_b, zero_b), (scale_y, zero_y) = (
+        (float(scale), float(zero)) for scale, zero in (grid_a, grid_b, grid_y)
+    )
+    steps = ((levels_a[:, None] - zero_a) * scale_a + (levels_b[None, :] - zero_b) * scale_b) / (
+        scale_y
+    )
+    inside = (steps + zero_y > low - 0.5) & (steps + zero_y < high + 0.5)
+    if not inside.any():
+        return None
+    distance = np.where(inside, np.abs(steps - np.floor(steps) - 0.5), np.inf)
+    i, j = np.unravel_index(np.argmin(distance), distance.shape)
+    return float(distance[i, j]), (int(levels_a[i]), int(levels_b[j])), float(steps[i, j])

@@ -3,7 +3,10 @@
 Checked in exact rational arithmetic on the W4A4 residual model's file: its own ADDs (every
 pair of levels the inputs can hold, brute force), then the same file with one ADD's output
 scale set so that a chosen pair sums to exactly 2.5 steps (up to the float32 scale); and the
-gate's and the report's wording.
+gate's and the report's wording. Then the Keras side (`sgt_tfmot.ties`): it finds the file's
+ties from the model's own grids, and `separate_rounding_ties` on a trained residual model whose
+statistic range was set on a tie moves only that range, by a factor of `NUDGES`; the file then
+has no tie left and computes the Keras model's classes.
 """
 
 from fractions import Fraction
@@ -12,11 +15,15 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 
+from sgt_tfmot import quantize_model
 from sgt_tfmot.conversion import checks
 from sgt_tfmot.tflite.converter import to_integer_tflite
-from sgt_tfmot.tflite.requantize import NEAR_TIE, RoundingTie, add_rounding_ties
+from sgt_tfmot.tflite.requantize import RoundingTie, add_rounding_ties
 from sgt_tfmot.tflite.rewrite import op_code, pack_model, unpack_model
-from tests.helpers.models import RESIDUAL_X
+from sgt_tfmot.tflite.runtime import integer_outputs
+from sgt_tfmot.ties import NEAR_TIE, NUDGES, SEPARATION, rounding_ties, separate_rounding_ties
+from tests.helpers.models import RESIDUAL_X, tiny_mnist_classifier, train_residual_qat
+from tests.helpers.tflite import quantized
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +109,61 @@ def test_the_gate_names_the_closest_tie_only_when_agreement_fails():
     assert checks.gate(checks.Thresholds(), passed, ties=ties) == []
     assert ties[0].to_dict() == {"op": 4, "levels": [-20, 122], "steps": 5.499999,
                                  "distance": 1.0e-6}  # fmt: skip
+
+
+# --- the Keras side: rounding_ties and separate_rounding_ties ---------------------------------
+
+
+def range_of(layer) -> np.ndarray:
+    return np.array([w.numpy() for w in layer.weights if "output_m" in w.name])
+
+
+def test_the_keras_side_finds_the_file_s_ties(residual_file, residual_qat):
+    """Each Add's closest pair in the Keras model's grids is the file's, to a float32 ulp of
+    a scale (the converter rounds a scale its own way at times)."""
+    (keras_tie,) = rounding_ties(residual_qat(4), within=1.0)
+    (file_tie,) = add_rounding_ties(residual_file, within=1.0)
+    assert keras_tie.add == "add" and keras_tie.statistics == ("quant_conv_bn",)
+    assert keras_tie.distance == pytest.approx(file_tie.distance, abs=2e-6)
+
+
+@pytest.mark.slow
+def test_a_trained_model_s_add_is_moved_off_a_tie_by_its_statistic_range():
+    """The W4A4 residual model's Add reads conv_bn (a moving-average range) and stem_relu
+    (PACT); conv_bn's range is set so that one of its steps is half a step of the output
+    (each odd level then sums to a half step). Only that range moves, and the file agrees."""
+    qat = train_residual_qat(4)
+    images = RESIDUAL_X[:32]
+    bn, out = qat.get_layer("quant_conv_bn"), qat.get_layer("quant_add_relu")
+    (alpha,) = [w.numpy() for w in out.weights if "alpha" in w.name]
+    low, high = range_of(bn)
+    factor = 255 * (float(alpha) / 15 / 2) / (high - low)  # s_a = s_y / 2
+    for variable in (w for w in bn.weights if "output_m" in w.name):
+        variable.assign(variable.numpy() * np.float32(factor))
+    tied = range_of(bn)
+    assert [tie.add for tie in rounding_ties(qat)] == ["add"]
+    assert add_rounding_ties(to_integer_tflite(qat)) != ()
+    others = {w.name: w.numpy() for layer in qat.layers if layer is not bn for w in layer.weights}
+
+    ((name, nudge),) = separate_rounding_ties(qat)
+
+    assert name == "quant_conv_bn" and nudge in NUDGES
+    np.testing.assert_allclose(range_of(bn), tied * np.float32(1 + nudge), rtol=1e-7)
+    assert all(
+        np.array_equal(w.numpy(), others[w.name])
+        for layer in qat.layers
+        if layer is not bn
+        for w in layer.weights
+    )
+    assert rounding_ties(qat, within=SEPARATION) == []
+    flatbuffer = to_integer_tflite(qat)
+    assert add_rounding_ties(flatbuffer, within=SEPARATION / 2) == ()
+    np.testing.assert_array_equal(
+        integer_outputs(flatbuffer, quantized(flatbuffer, images), "xnnpack").argmax(-1),
+        qat.predict(images, verbose=0).argmax(-1),
+    )
+
+
+def test_a_model_without_an_add_has_nothing_to_move():
+    qat = quantize_model(tiny_mnist_classifier(), weight_bits=4, activation_bits=4)
+    assert rounding_ties(qat, within=1.0) == [] and separate_rounding_ties(qat) == []

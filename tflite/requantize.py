@@ -33,7 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from sgt_tfmot.int8_kernels import closest_add_tie
 from sgt_tfmot.tflite.rewrite import OpGraph, op_code, unpack_model
+from sgt_tfmot.ties import NEAR_TIE
 
 __all__ = [
     "NEAR_TIE",
@@ -43,11 +45,6 @@ __all__ = [
     "multiply_by_quantized_multiplier",
     "quantize_multiplier",
 ]
-
-NEAR_TIE = 1e-5
-"""Distance from a half step, in output steps, under which `add_rounding_ties` reports a pair:
-XNNPACK rounded a pair 1.0e-6 of a step below its tie up (the Keras model down) and one
-4.6e-6 away the Keras way (docs/RESULTS.md)."""
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
@@ -165,36 +162,33 @@ def _input_levels(graph: OpGraph, tensor: int) -> np.ndarray:
 
 def add_rounding_ties(flatbuffer: bytes, within: float = NEAR_TIE) -> tuple[RoundingTie, ...]:
     """Every int8 ADD of subgraph 0 with a pair of input levels within `within` output steps
-    of a rounding tie, exhaustively over the levels each input can hold (`_input_levels`) and
-    the sums that land inside the output's int8 range (after its fused activation's clamp).
+    of a rounding tie (`sgt_tfmot.int8_kernels.closest_add_tie`, over the levels each input
+    can hold, `_input_levels`, and the sums its fused activation keeps).
 
     Returns:
       One `RoundingTie` per such ADD (its closest pair), in execution order.
     """
     graph = OpGraph(unpack_model(flatbuffer))
     tensors, found = graph.subgraph.tensors, []
+
+    def grid(tensor):
+        quantization = tensors[tensor].quantization
+        return float(quantization.scale[0]), int(quantization.zeroPoint[0])
+
     for index, op in enumerate(graph.subgraph.operators or []):
         if op_code(graph.model, op) != schema.BuiltinOperator.ADD:
             continue
         first, second, (output,) = int(op.inputs[0]), int(op.inputs[1]), op.outputs
         if any(tensors[t].type != schema.TensorType.INT8 for t in (first, second, output)):
             continue
-
-        def real(tensor, levels):
-            quantization = tensors[tensor].quantization
-            return (levels - int(quantization.zeroPoint[0])) * float(quantization.scale[0])
-
-        a, b = _input_levels(graph, first), _input_levels(graph, second)
-        out = tensors[output].quantization
-        scale, zero = float(out.scale[0]), int(out.zeroPoint[0])
-        steps = (real(first, a)[:, None] + real(second, b)[None, :]) / scale
         activation = getattr(op.builtinOptions, "fusedActivationFunction", None)
-        low = zero if activation in (schema.ActivationFunctionType.RELU,
-                                     schema.ActivationFunctionType.RELU6) else -128  # fmt: skip
-        inside = (steps + zero > low - 0.5) & (steps + zero < 127.5)
-        distance = np.where(inside, np.abs(steps - np.floor(steps) - 0.5), np.inf)
-        closest = np.unravel_index(np.argmin(distance), distance.shape)
-        if distance[closest] < within:
-            found.append(RoundingTie(index, (int(a[closest[0]]), int(b[closest[1]])),
-                                     float(steps[closest]), float(distance[closest])))  # fmt: skip
+        relu = activation in (schema.ActivationFunctionType.RELU,
+                              schema.ActivationFunctionType.RELU6)  # fmt: skip
+        closest = closest_add_tie(
+            _input_levels(graph, first), grid(first), _input_levels(graph, second),
+            grid(second), grid(output), low=grid(output)[1] if relu else -128,
+        )  # fmt: skip
+        if closest is not None and closest[0] < within:
+            distance, levels, steps = closest
+            found.append(RoundingTie(index, levels, steps, distance))
     return tuple(found)

@@ -1,5 +1,6 @@
 """The end of a run: BatchNormalization statistics that lag the weights are re-estimated
-(`refit_stale_batch_norm`), the saved model computes what its integer TFLite model will compute
+(`refit_stale_batch_norm`), ADD input ranges are moved off rounding ties
+(`separate_rounding_ties`), the saved model computes what its integer TFLite model will compute
 (`align_biases`), is evaluated and saved; the history and the metrics are written, metrics.json
 last (a run is finished when it exists), and the backup is removed after it."""
 
@@ -16,6 +17,7 @@ import numpy as np
 from sgt_tfmot._files import atomic_write
 from sgt_tfmot.export import align_biases, is_quantized
 from sgt_tfmot.saving import RUN_MODEL_FILE, float32_model, save_model
+from sgt_tfmot.ties import separate_rounding_ties
 from sgt_tfmot.training.callbacks import WallClock, alphas
 from sgt_tfmot.training.cluster import worker_count
 from sgt_tfmot.training.config import Setup
@@ -38,8 +40,11 @@ def finalise(setup: Setup, run: RunDirectory, built: Built, clock: WallClock) ->
             model, *calibration_set(setup.arrays, config.seed, float32=False), "the trained model",
             "as the saved model's",
         )  # fmt: skip
-    # The saved model computes what its integer TFLite model will compute (docstring of
-    # `align_biases`); the test accuracy below is measured after this step.
+    # No ADD of the integer file rounds a pair of levels that sits on a tie (the runtimes
+    # and the Keras model would round it apart: `separate_rounding_ties`), and the saved
+    # model computes what its integer TFLite model will compute (docstring of
+    # `align_biases`); the test accuracy below is measured after these steps.
+    moved = _separate_rounding_ties(model) if is_quantized(model) else []
     aligned = align_biases(model) if is_quantized(model) else 0
     trainer.make_test_function(force=True)  # the input offsets may have moved
     test_loss, test_accuracy = trainer.evaluate(test_ds, verbose=0)[:2]
@@ -69,6 +74,9 @@ def finalise(setup: Setup, run: RunDirectory, built: Built, clock: WallClock) ->
         "alpha": alphas(model),
         "aligned_bias_layers": aligned,
         "batch_norm_refit": None if fit is None else dataclasses.asdict(fit),
+        "rounding_ties_moved": None
+        if moved is None
+        else [{"layer": name, "range_scaled_by": 1 + nudge} for name, nudge in moved],
         "flags": config.run_settings(),
         "model_file": RUN_MODEL_FILE,
         "data": {
@@ -84,6 +92,23 @@ def finalise(setup: Setup, run: RunDirectory, built: Built, clock: WallClock) ->
     atomic_write(run.work / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     _remove_backup(run.backup if run.is_chief else None)
     return metrics
+
+
+def _separate_rounding_ties(model) -> list[tuple[str, float]] | None:
+    """`separate_rounding_ties` with a note per move; None (and a note) when the model does
+    not convert to an integer file at all: the run still ends, and `convert` says why."""
+    try:
+        moved = separate_rounding_ties(model)
+    except Exception as error:  # noqa: BLE001 - any converter error; the run must still end
+        said = " ".join(str(error).split())[:200]
+        print(f"Note: not checked for ADD rounding ties: the model did not convert ({said}).")
+        return None
+    for name, nudge in moved:
+        print(
+            f"Note: an ADD's input pair sat on a rounding tie; the range of {name} was "
+            f"scaled by 1{nudge:+.0e} (the runtimes now round it as the Keras model)."
+        )
+    return moved
 
 
 def _float32_accuracy(model, test_ds) -> float:

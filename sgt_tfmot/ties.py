@@ -1,0 +1,172 @@
+"""A QAT model's ADDs moved off their rounding ties, on the Keras side, before it is saved.
+
+An int8 ADD sums two input levels in output steps, `((a − z_a)·s_a + (b − z_b)·s_b) / s_y`,
+and rounds once. When the scales put a pair of levels within a few millionths of a step of a
+half step, XNNPACK's fixed-point multipliers and the Keras model's float32 round that pair
+apart; in a k-bit residual network one such pair in the first block changed 1.3 % of a W4A4
+ResNet-20's top-1 predictions (docs/RESULTS.md, "SGT on photos, confirmed").
+
+`rounding_ties` finds them in the model itself: for every Add, the grids its file will have
+(each tensor's quantizer's export range, nudged as the converter nudges it:
+`int8_kernels.nudged_grid`), the levels each input can hold (2^k for a k-bit PACT output,
+else 256), and the sums the output keeps (a PACT ReLU after the Add keeps levels 0..2^k − 1
+of its grid), through `int8_kernels.closest_add_tie`. The converted file agrees with it
+(tests/test_rounding_ties.py; `sgt_tfmot.tflite.requantize.add_rounding_ties` checks a file).
+
+`separate_rounding_ties` moves them: an input whose range is a moving-average statistic (the
+8-bit range a BatchNormalization or convolution output is quantized over, `RangeQuantizer`)
+has that range scaled by 1 + ε for the first ε of `NUDGES` that puts that Add's pairs
+`SEPARATION` from a tie and no other Add within `NEAR_TIE` of one. The model changes in a
+range's last digits; `train` measures the test accuracy after it, on the model it saves.
+Trained ranges (PACT's α) are never touched.
+
+Example:
+
+    moved = separate_rounding_ties(qat_model)   # [(layer name, ε), ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sgt_tfmot import _graph
+from sgt_tfmot.int8_kernels import closest_add_tie, nudged_grid
+from sgt_tfmot.keras import keras
+from sgt_tfmot.quantize import grid_quantizer
+from sgt_tfmot.quantizers import PACTQuantizer, RangeQuantizer
+
+__all__ = [
+    "NEAR_TIE",
+    "NUDGES",
+    "SEPARATION",
+    "KerasTie",
+    "rounding_ties",
+    "separate_rounding_ties",
+]
+
+NEAR_TIE = 1e-5
+"""Distance from a half step, in output steps, under which a pair is a tie: XNNPACK rounded a
+pair 1.0e-6 of a step below its tie up (the Keras model down) and one 4.6e-6 away the Keras
+way (docs/RESULTS.md)."""
+
+SEPARATION = 3e-5
+"""How far a moved Add's pairs end from a tie, in output steps: the converter's scale can
+differ from the one computed here by a float32 ulp (up to ~1e-6 of a step in a sum)."""
+
+NUDGES = (1e-5, -1e-5, 3e-5, -3e-5, 1e-4, -1e-4, 3e-4, -3e-4)
+"""Relative changes of a statistic range tried in turn (its scale moves by as much)."""
+
+_INT8 = np.arange(-128, 128)
+
+
+@dataclass(frozen=True)
+class KerasTie:
+    """An Add whose closest pair of input levels is within `NEAR_TIE` of a rounding tie.
+
+    Attributes:
+      add: The Add layer's name.
+      distance: Of its closest pair's sum from a half step, in output steps.
+      statistics: The layers feeding it whose output range is a statistic (can move).
+    """
+
+    add: str
+    distance: float
+    statistics: tuple[str, ...]
+
+
+def _tensor(layer):
+    """(grid as the file will store it, the levels it can hold, quantizer) of `layer`'s
+    output, or None when it has no range."""
+    found = grid_quantizer(layer)
+    if found is None:
+        return None
+    quantizer, variables = found
+    scale, zero = (float(v) for v in nudged_grid(*quantizer.export_range(variables)))
+    if isinstance(quantizer, PACTQuantizer):
+        return (scale, zero), zero + np.arange(quantizer.levels + 1), quantizer
+    return (scale, zero), _INT8, quantizer
+
+
+def _add_output(model, add, consumers) -> tuple[tuple[float, float], int, int] | None:
+    """(grid, lowest, highest level kept) of an Add's result in the file: its own range, or
+    that of the one PACT ReLU after it (fused into the ADD: levels 0..2^k − 1)."""
+    own = _tensor(add)
+    if own is not None:
+        return own[0], -128, 127
+    after = consumers.get(add.name, [])
+    if len(after) != 1 or after[0] == _graph.OUTPUT:
+        return None
+    found = _tensor(model.get_layer(after[0]))
+    if found is None or not isinstance(found[2], PACTQuantizer):
+        return None
+    grid, levels, _ = found
+    return grid, int(levels[0]), int(levels[-1])
+
+
+def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie]:
+    """Every two-input Add of `model` with a pair of input levels within `within` output
+    steps of a rounding tie, in the grids its integer file will have (module docstring)."""
+    consumers = _graph.consumers(model.get_config())
+    found = []
+    for add in model.layers:
+        if type(getattr(add, "layer", add)).__name__ != "Add" or len(add.inbound_nodes) != 1:
+            continue
+        inputs = add.inbound_nodes[0].inbound_layers
+        if not isinstance(inputs, list) or len(inputs) != 2:
+            continue
+        tensors = [_tensor(layer) for layer in inputs]
+        output = _add_output(model, add, consumers)
+        if output is None or None in tensors:
+            continue
+        (grid_a, levels_a, _), (grid_b, levels_b, _) = tensors
+        closest = closest_add_tie(levels_a, grid_a, levels_b, grid_b, *output)
+        if closest is not None and closest[0] < within:
+            statistics = tuple(
+                layer.name
+                for layer, tensor in zip(inputs, tensors, strict=True)
+                if isinstance(tensor[2], RangeQuantizer) and grid_quantizer(layer)[1] is not None
+            )
+            found.append(KerasTie(add.name, closest[0], statistics))
+    return found
+
+
+def _range_variables(model: keras.Model, name: str) -> list:
+    """The min and max variables of the range that quantizes layer `name`'s output."""
+    _, variables = grid_quantizer(model.get_layer(name))
+    return [variables["min_var"], variables["max_var"]]
+
+
+def separate_rounding_ties(model: keras.Model) -> list[tuple[str, float]]:
+    """Moves every Add of `model` off its rounding ties (module docstring).
+
+    Args:
+      model: A QAT model (any bits); its statistic ranges change in place.
+
+    Returns:
+      (name of the layer whose range moved, ε) for each move; empty when no Add is near a
+      tie, or when a tie has no statistic range to move (it then stays, and `convert` names
+      it in its agreement check).
+    """
+    moved, tried = [], set()
+    while True:
+        ties = rounding_ties(model)
+        pending = [(tie, name) for tie in ties for name in tie.statistics if name not in tried]
+        if not pending:
+            return moved
+        tie, name = pending[0]
+        tried.add(name)
+        variables = _range_variables(model, name)
+        original = [variable.numpy() for variable in variables]
+        for nudge in NUDGES:
+            for variable, value in zip(variables, original, strict=True):
+                variable.assign(value * np.float32(1.0 + nudge))
+            clear = tie.add not in {found.add for found in rounding_ties(model, SEPARATION)}
+            left = {found.add for found in rounding_ties(model)}
+            if clear and left <= {found.add for found in ties}:
+                moved.append((name, nudge))
+                break
+        else:
+            for variable, value in zip(variables, original, strict=True):
+                variable.assign(value)
