@@ -63,6 +63,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     metrics = train(tiny_config(out))
     # Resumed after step 2 of 4: the optimizer made 4 steps in all, not 2 + 4.
     assert metrics["optimizer_steps"] == 4
+    assert metrics["rounding_ties_moved"] == []  # the tiny classifier has no Add
     # The saved QAT model computes its integer model: its biases were put on the int32 grid.
     assert metrics["aligned_bias_layers"] > 0
 
@@ -274,3 +275,18 @@ def test_a_run_from_a_files_weights_at_a_scratch_learning_rate_gets_a_note(tmp_p
     )
     assert fine_tune_note(TrainConfig(model=str(tmp_path / "mine.h5"), learning_rate=0.02)) is None
     assert fine_tune_note(TrainConfig(model="resnet20")) is None  # a builder: from scratch
+
+
+def test_a_run_notes_each_add_it_moved_off_a_rounding_tie(tmp_path, monkeypatch, capsys):
+    """The end of a run records what `separate_rounding_ties` moved (tests/test_rounding_ties.py
+    checks the moving itself) in metrics.json and in a note."""
+    from sgt_tfmot.training import finalise
+
+    calls = []
+    monkeypatch.setattr(
+        finalise, "separate_rounding_ties", lambda model: calls.append(model) or [("bn", 3e-5)]
+    )
+    metrics = train(tiny_config(tmp_path / "run"))
+    assert len(calls) == 1
+    assert metrics["rounding_ties_moved"] == [{"layer": "bn", "range_scaled_by": 1 + 3e-5}]
+    assert "the range of bn was scaled by 1+3e-05" in capsys.readouterr().out
