@@ -173,8 +173,9 @@ def closest_add_tie(levels_a, grid_a, levels_b, grid_b, grid_y, low: int = -128,
     TFLite's int8 ADD computes `((a − z_a)·s_a + (b − z_b)·s_b) / s_y`, in output steps, and
     rounds it once; a sum a few millionths of a step from a half step is rounded one way by
     the Keras model (float32) and maybe the other by a runtime's fixed-point multipliers.
-    Exhaustive over the given levels; only sums whose output level lands in [low, high] (the
-    fused activation's clamp and the int8 range) count.
+    Exhaustive over the given levels; only sums between two output levels that both lie in
+    [low, high] (the fused activation's clamp and the int8 range) count: at the clamp's edge
+    both roundings give the same level.
 
     Args:
       levels_a, levels_b: The int8 levels each input can hold (arrays).
@@ -192,7 +193,10 @@ def closest_add_tie(levels_a, grid_a, levels_b, grid_b, grid_y, low: int = -128,
     steps = ((levels_a[:, None] - zero_a) * scale_a + (levels_b[None, :] - zero_b) * scale_b) / (
         scale_y
     )
-    inside = (steps + zero_y > low - 0.5) & (steps + zero_y < high + 0.5)
+    # A sum between levels k and k + 1 (of the output, zero point included) is rounded apart
+    # only if both survive the clamp: low <= k and k + 1 <= high.
+    below = np.floor(steps) + zero_y
+    inside = (below >= low) & (below + 1 <= high)
     if not inside.any():
         return None
     distance = np.where(inside, np.abs(steps - np.floor(steps) - 0.5), np.inf)

@@ -51,9 +51,11 @@ NEAR_TIE = 1e-5
 pair 1.0e-6 of a step below its tie up (the Keras model down) and one 4.6e-6 away the Keras
 way (docs/RESULTS.md)."""
 
-SEPARATION = 3e-5
-"""How far a moved Add's pairs end from a tie, in output steps: the converter's scale can
-differ from the one computed here by a float32 ulp (up to ~1e-6 of a step in a sum)."""
+SEPARATION = 5e-5
+"""How far a moved Add's pairs end from a tie, in output steps. XNNPACK's ADD multiplies by
+21-bit multipliers: its sum is off the exact one by up to (|a − z_a| + |b − z_b|) · max(s_a,
+s_b)/s_y · 2⁻²¹ steps, which reached 3.9e-5 on a W4A4 ResNet-20's Adds; the converter's scales
+can also differ from the ones computed here by a float32 ulp (~1e-6 of a step)."""
 
 NUDGES = (1e-5, -1e-5, 3e-5, -3e-5, 1e-4, -1e-4, 3e-4, -3e-4)
 """Relative changes of a statistic range tried in turn (its scale moves by as much)."""
@@ -68,7 +70,9 @@ class KerasTie:
     Attributes:
       add: The Add layer's name.
       distance: Of its closest pair's sum from a half step, in output steps.
-      statistics: The layers feeding it whose output range is a statistic (can move).
+      statistics: The layers feeding it whose output range is a statistic (can move): only
+        for an Add whose result is a k < 8-bit PACT activation (at 8 bits one level is 1/255
+        of the range, and W8A8 files agree with their Keras models without moves).
     """
 
     add: str
@@ -105,6 +109,16 @@ def _add_output(model, add, consumers) -> tuple[tuple[float, float], int, int] |
     return grid, int(levels[0]), int(levels[-1])
 
 
+def _k_bit(model, add, consumers) -> bool:
+    """Whether the Add's result is a k-bit (k < 8) PACT activation, where one level is a
+    large step (1/(2^k − 1) of its range) that grows through the layers after it."""
+    after = consumers.get(add.name, [])
+    if len(after) != 1 or after[0] == _graph.OUTPUT:
+        return False
+    found = _tensor(model.get_layer(after[0]))
+    return found is not None and isinstance(found[2], PACTQuantizer) and found[2].num_bits < 8
+
+
 def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie]:
     """Every two-input Add of `model` with a pair of input levels within `within` output
     steps of a rounding tie, in the grids its integer file will have (module docstring)."""
@@ -123,10 +137,16 @@ def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie
         (grid_a, levels_a, _), (grid_b, levels_b, _) = tensors
         closest = closest_add_tie(levels_a, grid_a, levels_b, grid_b, *output)
         if closest is not None and closest[0] < within:
-            statistics = tuple(
-                layer.name
-                for layer, tensor in zip(inputs, tensors, strict=True)
-                if isinstance(tensor[2], RangeQuantizer) and grid_quantizer(layer)[1] is not None
+            statistics = (
+                ()
+                if not _k_bit(model, add, consumers)
+                else tuple(
+                    layer.name
+                    for layer, tensor in zip(inputs, tensors, strict=True)
+                    if isinstance(tensor[2], RangeQuantizer)
+                    and grid_quantizer(layer)[1] is not None
+                    and not hasattr(layer, "quantizer")  # the model input's range: the file's input
+                )
             )
             found.append(KerasTie(add.name, closest[0], statistics))
     return found
@@ -159,14 +179,18 @@ def separate_rounding_ties(model: keras.Model) -> list[tuple[str, float]]:
         tried.add(name)
         variables = _range_variables(model, name)
         original = [variable.numpy() for variable in variables]
-        for nudge in NUDGES:
-            for variable, value in zip(variables, original, strict=True):
-                variable.assign(value * np.float32(1.0 + nudge))
-            clear = tie.add not in {found.add for found in rounding_ties(model, SEPARATION)}
-            left = {found.add for found in rounding_ties(model)}
-            if clear and left <= {found.add for found in ties}:
-                moved.append((name, nudge))
-                break
-        else:
-            for variable, value in zip(variables, original, strict=True):
-                variable.assign(value)
+        kept = False
+        try:
+            for nudge in NUDGES:
+                for variable, value in zip(variables, original, strict=True):
+                    variable.assign(value * np.float32(1.0 + nudge))
+                clear = tie.add not in {found.add for found in rounding_ties(model, SEPARATION)}
+                left = {found.add for found in rounding_ties(model)}
+                if clear and left <= {found.add for found in ties}:
+                    moved.append((name, nudge))
+                    kept = True
+                    break
+        finally:
+            if not kept:  # no nudge worked, or an error: the range as it was
+                for variable, value in zip(variables, original, strict=True):
+                    variable.assign(value)

@@ -53,6 +53,10 @@ def exact_steps(tensors, levels) -> Fraction:
     return (real(a, level_a) + real(b, level_b)) / Fraction(float(out.quantization.scale[0]))
 
 
+def floor_level(steps: Fraction) -> int:
+    return steps.numerator // steps.denominator
+
+
 def tie_distance(steps: Fraction) -> float:
     return float(abs(steps - (steps.numerator // steps.denominator) - Fraction(1, 2)))
 
@@ -66,9 +70,9 @@ def test_each_add_s_closest_pair_is_the_brute_force_one(residual_file):
         steps = exact_steps(tensors, tie.levels)
         assert tie.steps == pytest.approx(float(steps), abs=1e-9)
         assert tie.distance == pytest.approx(tie_distance(steps), abs=1e-9)
-        # Brute force over every pair that lands in the output's range (the residual model's
-        # ADDs end in a fused ReLU): none is closer. An input that a ReLU wrote (the
-        # converter names it ".../Minimum") holds the levels from its zero point up.
+        # Brute force over every pair whose sum lies between two levels the output keeps (the
+        # residual model's ADDs end in a fused ReLU): none is closer. An input that a ReLU
+        # wrote (the converter names it ".../Minimum") holds the levels from its zero point up.
         zeros = [int(t.quantization.zeroPoint[0]) for t in tensors]
         lows = [
             zero if t.name.endswith(b"Minimum") else -128
@@ -78,7 +82,8 @@ def test_each_add_s_closest_pair_is_the_brute_force_one(residual_file):
             tie_distance(exact_steps(tensors, (a, b)))
             for a in range(lows[0], 128)
             for b in range(lows[1], 128)
-            if zeros[2] - 0.5 < float(exact_steps(tensors, (a, b))) + zeros[2] < 127.5
+            # rounded apart only between two levels that both survive the clamp
+            if zeros[2] <= floor_level(exact_steps(tensors, (a, b))) + zeros[2] <= 126
         )
         assert tie.distance <= closest + 1e-12
     assert add_rounding_ties(residual_file, within=0.0) == ()
