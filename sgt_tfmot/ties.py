@@ -93,30 +93,22 @@ def _tensor(layer):
     return (scale, zero), _INT8, quantizer
 
 
-def _add_output(model, add, consumers) -> tuple[tuple[float, float], int, int] | None:
-    """(grid, lowest, highest level kept) of an Add's result in the file: its own range, or
-    that of the one PACT ReLU after it (fused into the ADD: levels 0..2^k − 1)."""
+def _add_output(model, add, consumers):
+    """(grid, lowest, highest level kept, k-bit) of an Add's result in the file: its own
+    range, or that of the one PACT ReLU after it (fused into the ADD: levels 0..2^k − 1);
+    k-bit when that ReLU has k < 8 bits, where one level is a large step (1/(2^k − 1) of its
+    range) that grows through the layers after it. None when the result has no range."""
     own = _tensor(add)
     if own is not None:
-        return own[0], -128, 127
+        return own[0], -128, 127, False
     after = consumers.get(add.name, [])
     if len(after) != 1 or after[0] == _graph.OUTPUT:
         return None
     found = _tensor(model.get_layer(after[0]))
     if found is None or not isinstance(found[2], PACTQuantizer):
         return None
-    grid, levels, _ = found
-    return grid, int(levels[0]), int(levels[-1])
-
-
-def _k_bit(model, add, consumers) -> bool:
-    """Whether the Add's result is a k-bit (k < 8) PACT activation, where one level is a
-    large step (1/(2^k − 1) of its range) that grows through the layers after it."""
-    after = consumers.get(add.name, [])
-    if len(after) != 1 or after[0] == _graph.OUTPUT:
-        return False
-    found = _tensor(model.get_layer(after[0]))
-    return found is not None and isinstance(found[2], PACTQuantizer) and found[2].num_bits < 8
+    grid, levels, quantizer = found
+    return grid, int(levels[0]), int(levels[-1]), quantizer.num_bits < 8
 
 
 def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie]:
@@ -125,7 +117,9 @@ def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie
     consumers = _graph.consumers(model.get_config())
     found = []
     for add in model.layers:
-        if type(getattr(add, "layer", add)).__name__ != "Add" or len(add.inbound_nodes) != 1:
+        if not isinstance(getattr(add, "layer", add), keras.layers.Add):
+            continue
+        if len(add.inbound_nodes) != 1:
             continue
         inputs = add.inbound_nodes[0].inbound_layers
         if not isinstance(inputs, list) or len(inputs) != 2:
@@ -135,11 +129,12 @@ def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie
         if output is None or None in tensors:
             continue
         (grid_a, levels_a, _), (grid_b, levels_b, _) = tensors
-        closest = closest_add_tie(levels_a, grid_a, levels_b, grid_b, *output)
+        *kept, k_bit = output
+        closest = closest_add_tie(levels_a, grid_a, levels_b, grid_b, *kept)
         if closest is not None and closest[0] < within:
             statistics = (
                 ()
-                if not _k_bit(model, add, consumers)
+                if not k_bit
                 else tuple(
                     layer.name
                     for layer, tensor in zip(inputs, tensors, strict=True)

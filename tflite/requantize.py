@@ -143,6 +143,14 @@ class RoundingTie:
         return {"op": self.op, "levels": list(self.levels), "steps": self.steps,
                 "distance": self.distance}  # fmt: skip
 
+    def describe(self) -> str:
+        """The tie in words (convert's summary and its failed agreement check)."""
+        return (
+            f"ADD #{self.op}'s input levels {self.levels} sum to {self.steps:.7f} output "
+            f"steps, {self.distance:.1e} of a step from a rounding tie, which LiteRT's "
+            "runtimes and the Keras model round apart"
+        )
+
 
 def _input_levels(graph: OpGraph, tensor: int) -> np.ndarray:
     """The int8 levels `tensor` can hold: from its zero point up when its producer ends in a

@@ -293,12 +293,7 @@ def _tie_hint(ties: Sequence) -> str:
     if not ties:
         return ""
     tie = min(ties, key=lambda found: found.distance)
-    return (
-        f"; a likely cause: ADD #{tie.op}'s input levels {tie.levels} sum to "
-        f"{tie.steps:.7f} output steps, {tie.distance:.1e} of a step from a rounding tie, "
-        "which LiteRT's runtimes and the Keras model round apart (see the report's "
-        "rounding_ties)"
-    )
+    return f"; a likely cause: {tie.describe()} (see the report's rounding_ties)"
 
 
 def gate(

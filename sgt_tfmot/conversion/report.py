@@ -145,15 +145,6 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
-def _tie_words(tie) -> str:
-    """One `RoundingTie` in words (the summary's and the gate's)."""
-    return (
-        f"ADD #{tie.op}: input levels {tie.levels} sum to {tie.steps:.7f} output steps, "
-        f"{tie.distance:.1e} of a step from a rounding tie, which LiteRT's runtimes and the "
-        "Keras model may round apart"
-    )
-
-
 def _accuracy_lines(report: ConversionReport) -> list[str]:
     accuracy, thresholds = report.accuracy, report.thresholds
     lines = [
@@ -172,7 +163,7 @@ def _accuracy_lines(report: ConversionReport) -> list[str]:
             "model; python -m sgt_tfmot.train does it at the end of a run)"
         )
     for tie in report.rounding_ties:
-        lines.append(f"  ({_tie_words(tie)})")
+        lines.append(f"  ({tie.describe()})")
     export = report.export_model
     if export is not None:
         lines.append(

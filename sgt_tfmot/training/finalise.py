@@ -42,11 +42,11 @@ def finalise(setup: Setup, run: RunDirectory, built: Built, clock: WallClock) ->
         )  # fmt: skip
     # Adds of k-bit activations are moved off rounding ties where a statistic range allows
     # (the runtimes and the Keras model would round such a pair apart:
-    # `separate_rounding_ties`), and the saved
-    # model computes what its integer TFLite model will compute (docstring of
-    # `align_biases`); the test accuracy below is measured after these steps.
-    moved = _separate_rounding_ties(model) if is_quantized(model) else None
-    aligned = align_biases(model) if is_quantized(model) else 0
+    # `separate_rounding_ties`), and the saved model computes what its integer TFLite model
+    # will compute (docstring of `align_biases`); the test accuracy below is measured after.
+    quantized = is_quantized(model)
+    moved = _separate_rounding_ties(model) if quantized else None
+    aligned = align_biases(model) if quantized else 0
     trainer.make_test_function(force=True)  # the input offsets may have moved
     test_loss, test_accuracy = trainer.evaluate(test_ds, verbose=0)[:2]
     saved_accuracy = _float32_accuracy(model, test_ds) if setup.precision[0] != "float32" else None
