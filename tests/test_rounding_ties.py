@@ -172,3 +172,44 @@ def test_a_trained_model_s_add_is_moved_off_a_tie_by_its_statistic_range():
 def test_a_model_without_an_add_has_nothing_to_move():
     qat = quantize_model(tiny_mnist_classifier(), weight_bits=4, activation_bits=4)
     assert rounding_ties(qat, within=1.0) == [] and separate_rounding_ties(qat) == []
+
+
+@pytest.mark.slow
+def test_a_bfloat16_model_s_tie_is_moved_and_its_float32_file_agrees():
+    """The same under the mixed_bfloat16 policy (what `auto` trains in on a CPU with native
+    bfloat16): the ranges are float32 variables, moved in place; the model rebuilt in float32
+    (as it is saved and converted) has no tie left and its file computes its classes."""
+    from sgt_tfmot.keras import keras
+    from sgt_tfmot.saving import float32_model
+    from tests.helpers.models import RESIDUAL_Y, residual_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(4)
+        qat = quantize_model(residual_model(), weight_bits=4, activation_bits=4, alpha_init=4.0)
+        qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+        qat.fit(RESIDUAL_X, RESIDUAL_Y, epochs=2, batch_size=16, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert qat.get_layer("quant_conv_bn").compute_dtype == "bfloat16"
+    bn, out = qat.get_layer("quant_conv_bn"), qat.get_layer("quant_add_relu")
+    (alpha,) = [w.numpy() for w in out.weights if "alpha" in w.name]
+    low, high = range_of(bn)
+    for variable in (w for w in bn.weights if "output_m" in w.name):
+        variable.assign(variable.numpy() * np.float32(255 * (float(alpha) / 30) / (high - low)))
+    tied = range_of(bn)
+    assert [tie.add for tie in rounding_ties(qat)] == ["add"]
+
+    ((name, nudge),) = separate_rounding_ties(qat)
+
+    assert name == "quant_conv_bn"
+    np.testing.assert_allclose(range_of(bn), tied * np.float32(1 + nudge), rtol=1e-7)
+    rebuilt = float32_model(qat)
+    assert rounding_ties(rebuilt, within=SEPARATION) == []
+    flatbuffer = to_integer_tflite(rebuilt)
+    assert add_rounding_ties(flatbuffer, within=SEPARATION / 2) == ()
+    images = RESIDUAL_X[:32]
+    np.testing.assert_array_equal(
+        integer_outputs(flatbuffer, quantized(flatbuffer, images), "xnnpack").argmax(-1),
+        rebuilt.predict(images, verbose=0).argmax(-1),
+    )
