@@ -11,8 +11,9 @@ that same backup directory during each backup. Here the workers need no shared s
   backup (all workers must save, since reading a sync-on-read variable is a collective
   operation) goes there and is deleted by Keras right after, and it finds nothing to restore;
 * after the restore, `broadcast_from_chief` copies the chief's values (weights, optimizer
-  state, the epoch and step of the backup) into every worker, so all of them resume at the
-  chief's position with the chief's state.
+  state, BatchNormalization's moving statistics, the epoch and step of the backup) into
+  every replica of every worker, so all of them resume at the chief's position with the
+  chief's state.
 
 `broadcast_from_chief(strategy, values)` is an all-reduce in which replica 0 (the chief's
 first device, see `tf.distribute.MultiWorkerMirroredStrategy`: the chief task, or worker 0
@@ -102,11 +103,32 @@ def _state_variables(model: keras.Model, training_state) -> list[tf.Variable]:
     ]
     found, seen = [], set()
     for variable in candidates:
-        if id(variable) in seen or variable.synchronization == tf.VariableSynchronization.ON_READ:
-            continue  # sync-on-read variables (metrics) are per-replica sums, never restored
+        if id(variable) in seen or _is_accumulator(variable):
+            continue
         seen.add(id(variable))
         found.append(variable)
     return found
+
+
+def _is_accumulator(variable: tf.Variable) -> bool:
+    """A sync-on-read sum (a metric's total): per-replica parts, reset each epoch, never restored.
+
+    Sync-on-read means (BatchNormalization's moving statistics) are restored: each replica
+    holds its own part, and the backup holds their mean.
+    """
+    return (
+        variable.synchronization == tf.VariableSynchronization.ON_READ
+        and variable.aggregation != tf.VariableAggregation.MEAN
+    )
+
+
+def _local_value(strategy: tf.distribute.Strategy, variable: tf.Variable) -> tf.Tensor:
+    """`variable`'s value on this worker's first replica, read without a collective.
+
+    Reading a sync-on-read variable as a whole is a collective mean over every worker: on a
+    resume it would mix the chief's restored moving statistics with the others' fresh ones.
+    """
+    return tf.convert_to_tensor(strategy.experimental_local_results(variable)[0])
 
 
 class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -127,7 +149,7 @@ class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
         # a broadcast); creating it on the others now keeps the collectives in step.
         save_counter = self._training_state.read_checkpoint_manager.checkpoint.save_counter
         variables = [*_state_variables(self.model, self._training_state), save_counter]
-        values = broadcast_from_chief(strategy, variables)
-        with strategy.scope():
-            for variable, value in zip(variables, values, strict=True):
-                variable.assign(value)
+        values = broadcast_from_chief(strategy, [_local_value(strategy, v) for v in variables])
+        for variable, value in zip(variables, values, strict=True):
+            for component in strategy.experimental_local_results(variable):
+                component.assign(value)
