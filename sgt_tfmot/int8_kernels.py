@@ -13,6 +13,8 @@ every quantizer here).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from sgt_tfmot.keras import tf
@@ -167,15 +169,62 @@ def pool_window_counts(input_size, pool_size, strides, padding: str) -> np.ndarr
     return np.outer(rows, columns)[..., None].astype(np.float32)
 
 
-def closest_add_tie(levels_a, grid_a, levels_b, grid_b, grid_y, low: int = -128, high: int = 127):
-    """The pair of int8 input levels of an ADD whose sum lies closest to a rounding tie.
+def xnnpack_add(a, b, grid_a, grid_b, grid_y, low: int = -128, high: int = 127) -> np.ndarray:
+    """XNNPACK's int8 ADD, bit for bit: the output levels of input levels `a` and `b`.
 
-    TFLite's int8 ADD computes `((a − z_a)·s_a + (b − z_b)·s_b) / s_y`, in output steps, and
-    rounds it once; a sum a few millionths of a step from a half step is rounded one way by
-    the Keras model (float32) and maybe the other by a runtime's fixed-point multipliers.
-    Exhaustive over the given levels; only sums between two output levels that both lie in
-    [low, high] (the fused activation's clamp and the int8 range) count: at the clamp's edge
-    both roundings give the same level.
+    XNNPACK (LiteRT's default runtime) turns each input's scale ratio r = s/s_y (float32)
+    into a 21-bit multiplier: shift = 20 − ⌊log2 max(r_a, r_b)⌋, m = rint(r · 2^shift); then
+    out = ⌊(2^(shift−1) + m_a·(a − z_a) + m_b·(b − z_b)) / 2^shift⌋ + z_y, clamped to
+    [low, high] (its `xnn_init_qs8_add_minmax_scalar_params` and the kernels that share its
+    arithmetic). The multipliers are off the exact ratios by up to 2⁻²¹ of the larger one, so
+    a sum within ~1e-4 of a step of a half step may round to the other level than the exact
+    sum's (tests/test_rounding_ties.py runs LiteRT on every pair against this).
+
+    Args:
+      a, b: int8 levels (arrays that broadcast).
+      grid_a, grid_b, grid_y: (scale, int8 zero point) of the inputs and of the output.
+      low, high: The output clamp (a fused ReLU's lower end is z_y).
+    """
+    (scale_a, zero_a), (scale_b, zero_b), (scale_y, zero_y) = (
+        (np.float32(scale), int(zero)) for scale, zero in (grid_a, grid_b, grid_y)
+    )
+    ratio_a, ratio_b = scale_a / scale_y, scale_b / scale_y  # float32 divisions, as XNNPACK
+    shift = 20 - (int(np.frexp(max(ratio_a, ratio_b))[1]) - 1)
+    multiplier_a, multiplier_b = (int(np.rint(float(r) * 2.0**shift)) for r in (ratio_a, ratio_b))
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    total = (1 << (shift - 1)) + multiplier_a * (a - zero_a) + multiplier_b * (b - zero_b)
+    return np.clip((total >> shift) + zero_y, low, high)
+
+
+@dataclass(frozen=True)
+class AddRounding:
+    """How an int8 ADD rounds its pairs of input levels (`add_rounding`).
+
+    Attributes:
+      levels: The pair it is about: the closest to a half step of those XNNPACK rounds to
+        another level than the exact sum's, or, when it rounds none apart, of all pairs.
+      steps: That pair's exact sum, in output steps.
+      distance: Of that sum from the half step, in output steps.
+      apart: How many pairs XNNPACK rounds to another level than the exact sum's.
+    """
+
+    levels: tuple[int, int]
+    steps: float
+    distance: float
+    apart: int
+
+
+def add_rounding(
+    levels_a, grid_a, levels_b, grid_b, grid_y, low: int = -128, high: int = 127
+) -> AddRounding | None:
+    """Every pair of input levels of an int8 ADD, rounded exactly and as XNNPACK rounds it.
+
+    The exact sum `((a − z_a)·s_a + (b − z_b)·s_b) / s_y`, in output steps, is what the Keras
+    model rounds (half up, as its fake-quant ops do), in float32: a sum a few millionths of
+    a step from a half step may go either way there; `xnnpack_add` is what the file computes
+    in LiteRT's default runtime. Exhaustive over the given levels; only sums between two
+    output levels that both lie in [low, high] (the fused activation's clamp and the int8
+    range) count: at the clamp's edge every rounding gives the same level.
 
     Args:
       levels_a, levels_b: The int8 levels each input can hold (arrays).
@@ -183,16 +232,14 @@ def closest_add_tie(levels_a, grid_a, levels_b, grid_b, grid_y, low: int = -128,
       low, high: The output levels that are kept (a fused ReLU keeps those from z_y up).
 
     Returns:
-      (distance in output steps, (level a, level b), the sum in output steps), or None when
-      no sum lands inside.
+      An `AddRounding`, or None when no sum lands inside.
     """
     levels_a, levels_b = np.asarray(levels_a), np.asarray(levels_b)
     (scale_a, zero_a), (scale_b, zero_b), (scale_y, zero_y) = (
-        (float(scale), float(zero)) for scale, zero in (grid_a, grid_b, grid_y)
+        (float(np.float32(scale)), int(zero)) for scale, zero in (grid_a, grid_b, grid_y)
     )
-    steps = ((levels_a[:, None] - zero_a) * scale_a + (levels_b[None, :] - zero_b) * scale_b) / (
-        scale_y
-    )
+    a, b = levels_a[:, None], levels_b[None, :]
+    steps = ((a - zero_a) * scale_a + (b - zero_b) * scale_b) / scale_y
     # A sum between levels k and k + 1 (of the output, zero point included) is rounded apart
     # only if both survive the clamp: low <= k and k + 1 <= high.
     below = np.floor(steps) + zero_y
@@ -200,5 +247,12 @@ def closest_add_tie(levels_a, grid_a, levels_b, grid_b, grid_y, low: int = -128,
     if not inside.any():
         return None
     distance = np.where(inside, np.abs(steps - np.floor(steps) - 0.5), np.inf)
-    i, j = np.unravel_index(np.argmin(distance), distance.shape)
-    return float(distance[i, j]), (int(levels_a[i]), int(levels_b[j])), float(steps[i, j])
+    exact = np.clip(np.floor(steps + 0.5) + zero_y, low, high)
+    apart = inside & (xnnpack_add(a, b, grid_a, grid_b, grid_y, low, high) != exact)
+    i, j = np.unravel_index(
+        np.argmin(np.where(apart, distance, np.inf) if apart.any() else distance), distance.shape
+    )
+    return AddRounding(
+        (int(levels_a[i]), int(levels_b[j])), float(steps[i, j]), float(distance[i, j]),
+        int(apart.sum()),
+    )  # fmt: skip

@@ -1,24 +1,28 @@
 """A QAT model's ADDs moved off their rounding ties, on the Keras side, before it is saved.
 
 An int8 ADD sums two input levels in output steps, `((a − z_a)·s_a + (b − z_b)·s_b) / s_y`,
-and rounds once. When the scales put a pair of levels within a few millionths of a step of a
-half step, XNNPACK's fixed-point multipliers and the Keras model's float32 round that pair
-apart; in a k-bit residual network one such pair in the first block changed 1.3 % of a W4A4
-ResNet-20's top-1 predictions (docs/RESULTS.md, "SGT on photos, confirmed").
+and rounds once. When the scales put a pair of levels near a half step, XNNPACK's 21-bit
+fixed-point multipliers (`int8_kernels.xnnpack_add`) can round it to the other level than
+the exact sum, which the Keras model rounds (in float32: within a few millionths of a step
+it may go either way); in a k-bit residual network one such pair in the first block changed
+1.3 % of a W4A4 ResNet-20's top-1 predictions (docs/RESULTS.md, "SGT on photos,
+confirmed").
 
 `rounding_ties` finds them in the model itself: for every Add, the grids its file will have
 (each tensor's quantizer's export range, nudged as the converter nudges it:
 `int8_kernels.nudged_grid`), the levels each input can hold (2^k for a k-bit PACT output,
 else 256), and the sums the output keeps (a PACT ReLU after the Add keeps levels 0..2^k − 1
-of its grid), through `int8_kernels.closest_add_tie`. The converted file agrees with it
-(tests/test_rounding_ties.py; `sgt_tfmot.tflite.requantize.add_rounding_ties` checks a file).
+of its grid), through `int8_kernels.add_rounding`: an Add is tied when XNNPACK rounds a pair
+apart from its exact sum, or a pair lies within `NEAR_TIE` of a half step. The converted file
+agrees with it (tests/test_rounding_ties.py; `sgt_tfmot.tflite.requantize.add_rounding_ties`
+checks a file).
 
 `separate_rounding_ties` moves them: an input whose range is a moving-average statistic (the
 8-bit range a BatchNormalization or convolution output is quantized over, `RangeQuantizer`)
-has that range scaled by 1 + ε for the first ε of `NUDGES` that puts that Add's pairs
-`SEPARATION` from a tie and no other Add within `NEAR_TIE` of one. The model changes in a
-range's last digits; `train` measures the test accuracy after it, on the model it saves.
-Trained ranges (PACT's α) are never touched.
+has that range scaled by 1 + ε for the first ε of `NUDGES` after which XNNPACK rounds every
+pair of that Add as the exact sum, each `SEPARATION` from a tie, and no other Add is newly
+tied. The model changes in a range's last digits; `train` measures the test accuracy after
+it, on the model it saves. Trained ranges (PACT's α) are never touched.
 
 Example:
 
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sgt_tfmot import _graph
-from sgt_tfmot.int8_kernels import closest_add_tie, nudged_grid
+from sgt_tfmot.int8_kernels import add_rounding, nudged_grid
 from sgt_tfmot.keras import keras
 from sgt_tfmot.quantize import grid_quantizer
 from sgt_tfmot.quantizers import PACTQuantizer, RangeQuantizer
@@ -47,15 +51,14 @@ __all__ = [
 ]
 
 NEAR_TIE = 1e-5
-"""Distance from a half step, in output steps, under which a pair is a tie: XNNPACK rounded a
-pair 1.0e-6 of a step below its tie up (the Keras model down) and one 4.6e-6 away the Keras
-way (docs/RESULTS.md)."""
+"""Distance from a half step, in output steps, under which a pair is a tie whatever XNNPACK
+does: the Keras model's float32 sum of up to ±255 steps is itself off the exact one by a few
+millionths of a step."""
 
 SEPARATION = 5e-5
-"""How far a moved Add's pairs end from a tie, in output steps. XNNPACK's ADD multiplies by
-21-bit multipliers: its sum is off the exact one by up to (|a − z_a| + |b − z_b|) · max(s_a,
-s_b)/s_y · 2⁻²¹ steps, which reached 3.9e-5 on a W4A4 ResNet-20's Adds; the converter's scales
-can also differ from the ones computed here by a float32 ulp (~1e-6 of a step)."""
+"""How far a moved Add's pairs end from a tie, in output steps: `NEAR_TIE` with room for the
+converter's scales, which can differ from the ones computed here by a float32 ulp (~1e-6 of
+a step), and for the Keras model's bfloat16 or float32 arithmetic."""
 
 NUDGES = (1e-5, -1e-5, 3e-5, -3e-5, 1e-4, -1e-4, 3e-4, -3e-4)
 """Relative changes of a statistic range tried in turn (its scale moves by as much)."""
@@ -65,11 +68,14 @@ _INT8 = np.arange(-128, 128)
 
 @dataclass(frozen=True)
 class KerasTie:
-    """An Add whose closest pair of input levels is within `NEAR_TIE` of a rounding tie.
+    """An Add with a pair of input levels that XNNPACK rounds apart from its exact sum, or
+    within `NEAR_TIE` of a rounding tie.
 
     Attributes:
       add: The Add layer's name.
-      distance: Of its closest pair's sum from a half step, in output steps.
+      distance: Of its telling pair's sum from a half step, in output steps
+        (`int8_kernels.AddRounding`).
+      apart: How many pairs XNNPACK rounds to another level than their exact sum's.
       statistics: The layers feeding it whose output range is a statistic (can move): only
         for an Add whose result is a k < 8-bit PACT activation (at 8 bits one level is 1/255
         of the range, and W8A8 files agree with their Keras models without moves).
@@ -77,6 +83,7 @@ class KerasTie:
 
     add: str
     distance: float
+    apart: int
     statistics: tuple[str, ...]
 
 
@@ -112,8 +119,9 @@ def _add_output(model, add, consumers):
 
 
 def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie]:
-    """Every two-input Add of `model` with a pair of input levels within `within` output
-    steps of a rounding tie, in the grids its integer file will have (module docstring)."""
+    """Every two-input Add of `model` that XNNPACK rounds apart from its exact sums on a pair
+    of input levels, or with a pair within `within` output steps of a rounding tie, in the
+    grids its integer file will have (module docstring)."""
     consumers = _graph.consumers(model.get_config())
     found = []
     for add in model.layers:
@@ -130,8 +138,8 @@ def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie
             continue
         (grid_a, levels_a, _), (grid_b, levels_b, _) = tensors
         *kept, k_bit = output
-        closest = closest_add_tie(levels_a, grid_a, levels_b, grid_b, *kept)
-        if closest is not None and closest[0] < within:
+        rounding = add_rounding(levels_a, grid_a, levels_b, grid_b, *kept)
+        if rounding is not None and (rounding.apart or rounding.distance < within):
             statistics = (
                 ()
                 if not k_bit
@@ -143,7 +151,7 @@ def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie
                     and not hasattr(layer, "quantizer")  # the model input's range: the file's input
                 )
             )
-            found.append(KerasTie(add.name, closest[0], statistics))
+            found.append(KerasTie(add.name, rounding.distance, rounding.apart, statistics))
     return found
 
 

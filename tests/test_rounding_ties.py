@@ -17,6 +17,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from sgt_tfmot import quantize_model
 from sgt_tfmot.conversion import checks
+from sgt_tfmot.int8_kernels import add_rounding, xnnpack_add
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.requantize import RoundingTie, add_rounding_ties
 from sgt_tfmot.tflite.rewrite import op_code, pack_model, unpack_model
@@ -61,7 +62,10 @@ def tie_distance(steps: Fraction) -> float:
     return float(abs(steps - (steps.numerator // steps.denominator) - Fraction(1, 2)))
 
 
-def test_each_add_s_closest_pair_is_the_brute_force_one(residual_file):
+def test_each_add_s_telling_pair_is_the_brute_force_one(residual_file):
+    """Over every pair the inputs can hold, in rationals: the pairs XNNPACK rounds apart from
+    the exact sum (`xnnpack_add`, checked against LiteRT below) and, when there are none, the
+    pair closest to a half step."""
     found = {tie.op: tie for tie in add_rounding_ties(residual_file, within=1.0)}
     every = adds(unpack_model(residual_file))
     assert found and set(found) == {index for index, _ in every}
@@ -70,23 +74,113 @@ def test_each_add_s_closest_pair_is_the_brute_force_one(residual_file):
         steps = exact_steps(tensors, tie.levels)
         assert tie.steps == pytest.approx(float(steps), abs=1e-9)
         assert tie.distance == pytest.approx(tie_distance(steps), abs=1e-9)
-        # Brute force over every pair whose sum lies between two levels the output keeps (the
-        # residual model's ADDs end in a fused ReLU): none is closer. An input that a ReLU
-        # wrote (the converter names it ".../Minimum") holds the levels from its zero point up.
+        # The residual model's ADDs end in a fused ReLU: the sums between two levels that both
+        # survive the clamp count. An input that a ReLU wrote (the converter names it
+        # ".../Minimum") holds the levels from its zero point up.
         zeros = [int(t.quantization.zeroPoint[0]) for t in tensors]
+        grids = [(float(t.quantization.scale[0]), z) for t, z in zip(tensors, zeros, strict=True)]
         lows = [
             zero if t.name.endswith(b"Minimum") else -128
             for zero, t in zip(zeros, tensors, strict=True)
         ]
-        closest = min(
-            tie_distance(exact_steps(tensors, (a, b)))
+        pairs = [
+            ((a, b), exact_steps(tensors, (a, b)))
             for a in range(lows[0], 128)
             for b in range(lows[1], 128)
-            # rounded apart only between two levels that both survive the clamp
             if zeros[2] <= floor_level(exact_steps(tensors, (a, b))) + zeros[2] <= 126
-        )
+        ]
+        apart = [
+            (pair, steps)
+            for pair, steps in pairs
+            if int(xnnpack_add(*pair, *grids, low=zeros[2]))
+            != floor_level(steps + Fraction(1, 2)) + zeros[2]
+        ]
+        assert tie.apart == len(apart)
+        closest = min(tie_distance(steps) for _, steps in (apart or pairs))
         assert tie.distance <= closest + 1e-12
-    assert add_rounding_ties(residual_file, within=0.0) == ()
+    assert all(tie.apart for tie in add_rounding_ties(residual_file, within=0.0))
+
+
+LEVELS = np.arange(-128, 128)
+PAIRS = np.stack(np.meshgrid(LEVELS, LEVELS, indexing="ij"), -1).reshape(-1, 2)
+
+
+@pytest.fixture(scope="module")
+def add_file():
+    """An int8 file of one ADD of two inputs of 65,536 elements: every pair of levels."""
+    from sgt_tfmot.keras import tf
+
+    spec = tf.TensorSpec([len(PAIRS)], tf.float32)
+
+    @tf.function(input_signature=[spec, spec])
+    def add(a, b):
+        a = tf.quantization.fake_quant_with_min_max_args(a, -1.0, 1.0)
+        b = tf.quantization.fake_quant_with_min_max_args(b, -2.0, 2.0)
+        return tf.quantization.fake_quant_with_min_max_args(a + b, -3.0, 3.0)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([add.get_concrete_function()])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def with_grids(flatbuffer: bytes, grids) -> bytes:
+    """The ADD file with (scale, zero point) of input a, input b and the output set."""
+    model = unpack_model(flatbuffer)
+    ((_, tensors),) = adds(model)
+    for tensor, (scale, zero) in zip(tensors, grids, strict=True):
+        tensor.quantization.scale = np.array([scale], np.float32)
+        tensor.quantization.zeroPoint = np.array([zero], np.int64)
+    return pack_model(model)
+
+
+def every_pair(flatbuffer: bytes, runtime: str) -> np.ndarray:
+    from tests.helpers.tflite import interpreter
+
+    runner = interpreter(flatbuffer, runtime)
+    first, second = sorted(runner.get_input_details(), key=lambda detail: detail["index"])
+    runner.set_tensor(first["index"], PAIRS[:, 0].astype(np.int8))
+    runner.set_tensor(second["index"], PAIRS[:, 1].astype(np.int8))
+    runner.invoke()
+    return runner.get_tensor(runner.get_output_details()[0]["index"]).astype(np.int64)
+
+
+def test_xnnpack_add_is_litert_s_add_bit_for_bit_and_the_ties_are_the_pairs_it_rounds_apart(
+    add_file,
+):
+    """On every pair of levels of 12 random grids (input/output scale ratios from 0.01 to
+    100), LiteRT's default runtime gives `xnnpack_add`'s levels; `add_rounding_ties` counts
+    exactly the pairs where those differ from the exact sum rounded half up (the Keras
+    model's rule), and finds such pairs beyond `NEAR_TIE` too."""
+    rng = np.random.default_rng(0)
+    beyond_near_tie = 0
+    for _ in range(12):
+        grids = [(float(np.float32(rng.uniform(0.001, 0.1))), int(rng.integers(-128, 128)))
+                 for _ in range(3)]  # fmt: skip
+        flatbuffer = with_grids(add_file, grids)
+        runtime = every_pair(flatbuffer, "xnnpack")
+        np.testing.assert_array_equal(runtime, xnnpack_add(PAIRS[:, 0], PAIRS[:, 1], *grids))
+
+        (scale_a, zero_a), (scale_b, zero_b), (scale_y, zero_y) = (
+            (Fraction(scale), zero) for scale, zero in grids
+        )
+        exact = np.array([
+            min(max(floor_level(((a - zero_a) * scale_a + (b - zero_b) * scale_b) / scale_y
+                                + Fraction(1, 2)) + zero_y, -128), 127)
+            for a, b in PAIRS.tolist()
+        ])  # fmt: skip
+        differ = PAIRS[runtime != exact]
+        ties = add_rounding_ties(flatbuffer)
+        rounding = add_rounding(LEVELS, grids[0], LEVELS, grids[1], grids[2])
+        if len(differ):
+            (tie,) = ties
+            assert tie.apart == rounding.apart == len(differ)
+            assert list(tie.levels) in differ.tolist()
+            beyond_near_tie += tie.distance > NEAR_TIE
+        else:
+            assert rounding.apart == 0
+            assert ties == () or ties[0].distance < NEAR_TIE
+    assert beyond_near_tie >= 1
 
 
 def test_a_pair_set_on_a_tie_is_found(residual_file):
@@ -102,18 +196,24 @@ def test_a_pair_set_on_a_tie_is_found(residual_file):
     assert tie.distance <= distance + 1e-12
 
 
-def test_the_gate_names_the_closest_tie_only_when_agreement_fails():
+def test_the_gate_names_the_telling_tie_only_when_agreement_fails():
+    """An ADD that XNNPACK rounds apart from the Keras model first, else the closest tie."""
     ties = (RoundingTie(4, (-20, 122), 5.499999, 1.0e-6), RoundingTie(9, (1, 2), 3.5000004, 4e-7))
     failed = checks.AccuracyComparison(0.91, 0.91, 0.987, 10000, ulp_agreement=0.999)
     (line,) = checks.gate(checks.Thresholds(), failed, ties=ties)
     assert "below --min_agreement" in line and "ADD #9's input levels (1, 2)" in line
     assert "4.0e-07 of a step from a rounding tie" in line
+    assert "which the Keras model's float32 may round either way" in line
+    apart = RoundingTie(11, (5, -7), 2.50003, 3e-5, apart=2)
+    (line,) = checks.gate(checks.Thresholds(), failed, ties=(*ties, apart))
+    assert "ADD #11's input levels (5, -7) sum to 2.5000300 output steps, 3.0e-05" in line
+    assert "which XNNPACK rounds the other way than the Keras model (2 pairs" in line
     (plain,) = checks.gate(checks.Thresholds(), failed)
     assert "rounding tie" not in plain
     passed = checks.AccuracyComparison(0.91, 0.91, 1.0, 10000, ulp_agreement=0.999)
     assert checks.gate(checks.Thresholds(), passed, ties=ties) == []
-    assert ties[0].to_dict() == {"op": 4, "levels": [-20, 122], "steps": 5.499999,
-                                 "distance": 1.0e-6}  # fmt: skip
+    assert apart.to_dict() == {"op": 11, "levels": [5, -7], "steps": 2.50003,
+                               "distance": 3e-5, "xnnpack_apart": 2}  # fmt: skip
 
 
 # --- the Keras side: rounding_ties and separate_rounding_ties ---------------------------------

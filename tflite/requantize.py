@@ -17,10 +17,13 @@ a few outputs in ten thousand. `sgt_tfmot.tflite.tflm` uses `fully_connected` to
 difference (TFLM against LiteRT's reference kernels) from a wrong output.
 
 An int8 ADD rescales two inputs to one output: `(a − z_a)·s_a + (b − z_b)·s_b`, in output
-steps, rounded once. Where a pair of input levels puts that sum a few millionths of a step from
-a half step (a rounding tie), the runtimes' fixed-point multipliers (XNNPACK's) and the Keras
-model's float32 can round it to different levels; `add_rounding_ties` finds every such pair
-the file can meet. A frequent one changes a level in most images, and through a k-bit residual
+steps, rounded once. XNNPACK multiplies by 21-bit multipliers
+(`sgt_tfmot.int8_kernels.xnnpack_add`, bit for bit), so where a pair of input levels puts that
+sum near a half step (a rounding tie: within ~1e-4 of a step, less the more alike the input
+scales) it can round it to the other level than the exact sum's, which the Keras model
+rounds (in float32: a sum a few millionths of a step from a tie may go either way there).
+`add_rounding_ties` finds every ADD with such a pair among the levels the file can meet. A
+frequent one changes a level in most images, and through a k-bit residual
 network (one level is 1/(2^k − 1) of an activation's range) a top-1 prediction in a few
 hundred (docs/RESULTS.md, "SGT on photos, confirmed").
 """
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from sgt_tfmot.int8_kernels import closest_add_tie
+from sgt_tfmot.int8_kernels import add_rounding
 from sgt_tfmot.tflite.rewrite import OpGraph, op_code, unpack_model
 from sgt_tfmot.ties import NEAR_TIE
 
@@ -125,31 +128,41 @@ def fully_connected(
 
 @dataclass(frozen=True)
 class RoundingTie:
-    """The pair of input levels of one ADD whose sum lies closest to a rounding tie.
+    """An ADD that XNNPACK and the Keras model may round apart, and its telling pair of levels.
 
     Attributes:
       op: The ADD's index in the file's execution order.
-      levels: The two int8 input levels (a, b).
+      levels: The two int8 input levels (a, b): of the pairs XNNPACK rounds apart, the one
+        closest to a half step; when it rounds none apart, the closest of all pairs.
       steps: Their sum in output steps, `((a − z_a)·s_a + (b − z_b)·s_b) / s_y` (float64).
       distance: |steps − nearest half step|, in output steps.
+      apart: How many pairs XNNPACK rounds to another level than their exact sum's
+        (`sgt_tfmot.int8_kernels.add_rounding`).
     """
 
     op: int
     levels: tuple[int, int]
     steps: float
     distance: float
+    apart: int = 0
 
     def to_dict(self) -> dict:
         return {"op": self.op, "levels": list(self.levels), "steps": self.steps,
-                "distance": self.distance}  # fmt: skip
+                "distance": self.distance, "xnnpack_apart": self.apart}  # fmt: skip
 
     def describe(self) -> str:
         """The tie in words (convert's summary and its failed agreement check)."""
-        return (
+        said = (
             f"ADD #{self.op}'s input levels {self.levels} sum to {self.steps:.7f} output "
-            f"steps, {self.distance:.1e} of a step from a rounding tie, which LiteRT's "
-            "runtimes and the Keras model round apart"
+            f"steps, {self.distance:.1e} of a step from a rounding tie, "
         )
+        if self.apart:
+            pairs = "pair" if self.apart == 1 else "pairs"
+            return said + (
+                f"which XNNPACK rounds the other way than the Keras model ({self.apart} "
+                f"{pairs} of this ADD's levels)"
+            )
+        return said + "which the Keras model's float32 may round either way"
 
 
 def _input_levels(graph: OpGraph, tensor: int) -> np.ndarray:
@@ -169,12 +182,13 @@ def _input_levels(graph: OpGraph, tensor: int) -> np.ndarray:
 
 
 def add_rounding_ties(flatbuffer: bytes, within: float = NEAR_TIE) -> tuple[RoundingTie, ...]:
-    """Every int8 ADD of subgraph 0 with a pair of input levels within `within` output steps
-    of a rounding tie (`sgt_tfmot.int8_kernels.closest_add_tie`, over the levels each input
-    can hold, `_input_levels`, and the sums its fused activation keeps).
+    """Every int8 ADD of subgraph 0 that XNNPACK rounds apart from the exact sums on a pair of
+    input levels, or with a pair within `within` output steps of a rounding tie
+    (`sgt_tfmot.int8_kernels.add_rounding`, over the levels each input can hold,
+    `_input_levels`, and the sums its fused activation keeps).
 
     Returns:
-      One `RoundingTie` per such ADD (its closest pair), in execution order.
+      One `RoundingTie` per such ADD, in execution order.
     """
     graph = OpGraph(unpack_model(flatbuffer))
     tensors, found = graph.subgraph.tensors, []
@@ -190,13 +204,17 @@ def add_rounding_ties(flatbuffer: bytes, within: float = NEAR_TIE) -> tuple[Roun
         if any(tensors[t].type != schema.TensorType.INT8 for t in (first, second, output)):
             continue
         activation = getattr(op.builtinOptions, "fusedActivationFunction", None)
-        relu = activation in (schema.ActivationFunctionType.RELU,
-                              schema.ActivationFunctionType.RELU6)  # fmt: skip
-        closest = closest_add_tie(
+        low, high = -128, 127
+        if activation == schema.ActivationFunctionType.RELU:
+            low = grid(output)[1]
+        elif activation == schema.ActivationFunctionType.RELU6:
+            low = grid(output)[1]
+            high = min(high, low + round(6.0 / grid(output)[0]))
+        rounding = add_rounding(
             _input_levels(graph, first), grid(first), _input_levels(graph, second),
-            grid(second), grid(output), low=grid(output)[1] if relu else -128,
+            grid(second), grid(output), low, high,
         )  # fmt: skip
-        if closest is not None and closest[0] < within:
-            distance, levels, steps = closest
-            found.append(RoundingTie(index, levels, steps, distance))
+        if rounding is not None and (rounding.apart or rounding.distance < within):
+            found.append(RoundingTie(index, rounding.levels, rounding.steps,
+                                     rounding.distance, rounding.apart))  # fmt: skip
     return tuple(found)

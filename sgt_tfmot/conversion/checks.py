@@ -289,10 +289,11 @@ def _resolution_hint(accuracy: AccuracyComparison, thresholds: Thresholds) -> st
 
 
 def _tie_hint(ties: Sequence) -> str:
-    """The failed agreement's likely cause when the file has an ADD near a rounding tie."""
+    """The failed agreement's likely cause when the file has an ADD near a rounding tie: one
+    that XNNPACK rounds apart from the Keras model first, then the closest."""
     if not ties:
         return ""
-    tie = min(ties, key=lambda found: found.distance)
+    tie = min(ties, key=lambda found: (not found.apart, found.distance))
     return f"; a likely cause: {tie.describe()} (see the report's rounding_ties)"
 
 

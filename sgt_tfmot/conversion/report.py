@@ -17,9 +17,9 @@ Its keys, in one place:
 | num_test, keras_accuracy, tflite_accuracy, accuracy_drop_pp, agreement, ulp_agreement | |
 | | `AccuracyComparison`, on the test split |
 | biases_aligned | a QAT model's biases are on the int32 grid (`align_biases`) |
-| rounding_ties | ADDs with a pair of input levels within `NEAR_TIE` of a rounding tie, |
-| | which runtimes may round apart (`sgt_tfmot.tflite.requantize.RoundingTie`): op, |
-| | levels, steps, distance |
+| rounding_ties | ADDs that XNNPACK rounds apart from the Keras model on a pair of input |
+| | levels, or with a pair within `NEAR_TIE` of a rounding tie |
+| | (`sgt_tfmot.tflite.requantize.RoundingTie`): op, levels, steps, distance, xnnpack_apart |
 | export_model | for k < 8 bits: the 8-bit export model's accuracy and agreement with TFLite |
 | fidelity, fidelity_gap_pp | `sgt_tfmot.explain.fidelity.FidelityResult`, or null when skipped |
 | integer_model_maps | occlusion maps of the .tflite (LiteRT) vs the Keras model's (ρ, IoU) |
