@@ -14,6 +14,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import OpResolverType
 
 from sgt_tfmot import quantize_model
 from sgt_tfmot.conversion import checks
@@ -99,6 +100,49 @@ def test_each_add_s_telling_pair_is_the_brute_force_one(residual_file):
         closest = min(tie_distance(steps) for _, steps in (apart or pairs))
         assert tie.distance <= closest + 1e-12
     assert all(tie.apart for tie in add_rounding_ties(residual_file, within=0.0))
+
+
+@pytest.mark.slow
+def test_an_add_input_keeps_its_k_bit_levels_through_pooling_and_padding():
+    """A 4-bit PACT output reaching an ADD through MaxPooling2D and ZeroPadding2D holds 16
+    levels (`OpGraph.level_range` walks back through them), and the levels the file's tensor
+    takes on images (LiteRT's builtin kernels, every tensor kept) lie in that range."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sgt_tfmot.keras import keras
+    from sgt_tfmot.tflite.rewrite import OpGraph
+
+    layers = keras.layers
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    y = layers.ReLU(name="relu")(layers.Conv2D(4, 3, padding="same")(x))
+    y = layers.ZeroPadding2D(1)(layers.MaxPooling2D(2)(y))
+    z = layers.Conv2D(4, 3, padding="same", strides=2)(x)
+    z = layers.ZeroPadding2D(1)(z)
+    outputs = layers.Dense(3)(layers.GlobalAveragePooling2D()(layers.Add()([z, y])))
+    qat = quantize_model(keras.Model(inputs, outputs), weight_bits=4, activation_bits=4)
+    qat.predict(RESIDUAL_X, verbose=0)
+    flatbuffer = to_integer_tflite(qat, RESIDUAL_X[:32])
+    graph = OpGraph(unpack_model(flatbuffer))
+    ((index, _),) = adds(graph.model)
+    ranges = [graph.level_range(int(t)) for t in graph.op(index).inputs[:2]]
+    assert sorted(high - low + 1 for low, high in ranges) == [16, 256]
+
+    builtin = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    runner = Interpreter(
+        model_content=flatbuffer,
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=builtin,
+    )
+    runner.allocate_tensors()
+    (source,) = runner.get_input_details()
+    for image in quantized(flatbuffer, RESIDUAL_X[:32]):
+        runner.set_tensor(source["index"], image[None].astype(source["dtype"]))
+        runner.invoke()
+        for tensor, (low, high) in zip(graph.op(index).inputs[:2], ranges, strict=True):
+            values = runner.get_tensor(int(tensor))
+            assert low <= values.min() and values.max() <= high
 
 
 LEVELS = np.arange(-128, 128)

@@ -166,19 +166,9 @@ class RoundingTie:
 
 
 def _input_levels(graph: OpGraph, tensor: int) -> np.ndarray:
-    """The int8 levels `tensor` can hold: from its zero point up when its producer ends in a
-    fused RELU (to 6 for RELU6), else all 256."""
-    quantization = graph.subgraph.tensors[tensor].quantization
-    scale, zero = float(quantization.scale[0]), int(quantization.zeroPoint[0])
-    low, high = -128, 127
-    producer = graph.producer.get(tensor)
-    options = None if producer is None else graph.op(producer).builtinOptions
-    activation = getattr(options, "fusedActivationFunction", None)
-    if activation == schema.ActivationFunctionType.RELU:
-        low = zero
-    elif activation == schema.ActivationFunctionType.RELU6:
-        low, high = zero, min(high, zero + round(6.0 / scale))
-    return np.arange(max(low, -128), high + 1)
+    """The int8 levels `tensor` can hold (`OpGraph.level_range`)."""
+    low, high = graph.level_range(tensor)
+    return np.arange(low, high + 1)
 
 
 def add_rounding_ties(flatbuffer: bytes, within: float = NEAR_TIE) -> tuple[RoundingTie, ...]:

@@ -162,6 +162,45 @@ class OpGraph:
     def op(self, index: int) -> schema.OperatorT:
         return self.subgraph.operators[index]
 
+    def level_range(self, tensor: int) -> tuple[int, int]:
+        """The lowest and highest int8 level `tensor` can hold, from the ops that made it: a
+        fused RELU or RELU6 clamps, a MINIMUM or MAXIMUM with a constant on the same grid (a
+        k-bit PACT clamp the converter kept), and the ops that move levels about on one grid
+        (MAX_POOL_2D, RESHAPE, PAD with the zero point, CONCATENATION) keep their inputs'.
+        (-128, 127) where nothing is known."""
+        tensors = self.subgraph.tensors
+        grid = _per_tensor(tensors[tensor])
+        producer = self.producer.get(tensor)
+        if grid is None or producer is None:
+            return _INT8_MIN, _INT8_MAX
+        op, (scale, zero) = self.op(producer), grid
+        code = op_code(self.model, op)
+        inputs = [int(t) for t in op.inputs if t >= 0]
+        same = [t for t in inputs if _per_tensor(tensors[t]) == grid]
+        low, high = _INT8_MIN, _INT8_MAX
+        if code in (_OPS.MAX_POOL_2D, _OPS.RESHAPE, _OPS.PAD) and inputs[0] in same:
+            low, high = self.level_range(inputs[0])
+            if code == _OPS.PAD:
+                low, high = min(low, zero), max(high, zero)
+        elif code == _OPS.CONCATENATION and len(same) == len(inputs):
+            ranges = [self.level_range(t) for t in inputs]
+            low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        elif code in (_OPS.MINIMUM, _OPS.MAXIMUM) and len(same) == len(inputs) == 2:
+            constants = [_constant_level(self.model, tensors[t]) for t in inputs]
+            if constants.count(None) == 1:
+                level = next(c for c in constants if c is not None)
+                low, high = self.level_range(inputs[constants.index(None)])
+                if code == _OPS.MINIMUM:
+                    low, high = min(low, level), min(high, level)
+                else:
+                    low, high = max(low, level), max(high, level)
+        activation = getattr(op.builtinOptions, "fusedActivationFunction", None)
+        if activation in (_ACTIVATIONS.RELU, _ACTIVATIONS.RELU6):
+            low = max(low, zero)
+        if activation == _ACTIVATIONS.RELU6:
+            high = min(high, zero + round(6.0 / scale))
+        return low, high
+
     def movable(self, tensor: int, quantization: tuple[float, int]) -> list[int] | None:
         """`tensor` and the pass-through results that share its quantization, when every
         reader of them uses the zero point only as an offset; None otherwise."""
