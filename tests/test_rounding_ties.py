@@ -260,6 +260,25 @@ def test_the_gate_names_the_telling_tie_only_when_agreement_fails():
                                "distance": 3e-5, "xnnpack_apart": 2}  # fmt: skip
 
 
+def test_convert_s_summary_gives_the_ties_one_line():
+    """A W8A8 ResNet-20 agreeing 100 % had nine ADDs listed one per line; one line says how
+    many (a single tie in full)."""
+    from sgt_tfmot.conversion.report import _tie_lines
+
+    ties = (
+        RoundingTie(4, (-59, -21), 34.5000021, 2.1e-6),
+        RoundingTie(7, (-125, 59), 31.5000326, 3.3e-5, apart=1),
+        RoundingTie(10, (74, -8), 221.4999928, 7.2e-6, apart=2),
+    )
+    assert _tie_lines(()) == []
+    assert _tie_lines(ties[1:2]) == [f"  ({ties[1].describe()})"]
+    assert _tie_lines(ties) == [
+        "  (rounding ties: 2 ADDs that XNNPACK rounds apart from the Keras model on 3 pairs of "
+        "input levels in all; 1 with a pair within 1e-05 of a step of a tie; the report's "
+        "rounding_ties lists them)"
+    ]
+
+
 # --- the Keras side: rounding_ties and separate_rounding_ties ---------------------------------
 
 

@@ -42,6 +42,7 @@ import dataclasses
 
 from sgt_tfmot.conversion.checks import AccuracyComparison, Thresholds
 from sgt_tfmot.explain.fidelity import FidelityResult
+from sgt_tfmot.ties import NEAR_TIE
 
 __all__ = ["ConversionReport", "format_summary"]
 
@@ -162,8 +163,7 @@ def _accuracy_lines(report: ConversionReport) -> list[str]:
             "sgt_tfmot.align_biases(model) makes the Keras model compute the integer "
             "model; python -m sgt_tfmot.train does it at the end of a run)"
         )
-    for tie in report.rounding_ties:
-        lines.append(f"  ({tie.describe()})")
+    lines.extend(_tie_lines(report.rounding_ties))
     export = report.export_model
     if export is not None:
         lines.append(
@@ -173,6 +173,27 @@ def _accuracy_lines(report: ConversionReport) -> list[str]:
             f"TFLite {_percent(export['agreement_with_tflite'])})"
         )
     return lines
+
+
+def _tie_lines(ties) -> list[str]:
+    """One line for the file's ADDs near a rounding tie: how many XNNPACK rounds apart from
+    the Keras model, and on how many pairs of input levels; a single one in full. The top-1
+    agreement says whether they matter (a failed check names the telling one)."""
+    if not ties:
+        return []
+    if len(ties) == 1:
+        return [f"  ({ties[0].describe()})"]
+    apart = [tie for tie in ties if tie.apart]
+    said = []
+    if apart:
+        pairs = sum(tie.apart for tie in apart)
+        said.append(
+            f"{len(apart)} ADDs that XNNPACK rounds apart from the Keras model on {pairs} pairs "
+            "of input levels in all"
+        )
+    if len(ties) > len(apart):
+        said.append(f"{len(ties) - len(apart)} with a pair within {NEAR_TIE:g} of a step of a tie")
+    return [f"  (rounding ties: {'; '.join(said)}; the report's rounding_ties lists them)"]
 
 
 def _fidelity_lines(report: ConversionReport) -> list[str]:
