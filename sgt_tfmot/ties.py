@@ -155,6 +155,10 @@ def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie
     return found
 
 
+def _key(variables) -> tuple[int, ...]:
+    return tuple(id(variable) for variable in variables)
+
+
 def _range_variables(model: keras.Model, name: str) -> list:
     """The min and max variables of the range that quantizes layer `name`'s output."""
     _, variables = grid_quantizer(model.get_layer(name))
@@ -172,15 +176,20 @@ def separate_rounding_ties(model: keras.Model) -> list[tuple[str, float]]:
       tie, or when a tie has no statistic range to move (it then stays, and `convert` names
       it in its agreement check).
     """
-    moved, tried = [], set()
+    moved, tried = [], set()  # tried: the ranges' variables (layers may share a range)
     while True:
         ties = rounding_ties(model)
-        pending = [(tie, name) for tie in ties for name in tie.statistics if name not in tried]
+        pending = [
+            (tie, name, variables)
+            for tie in ties
+            for name in tie.statistics
+            for variables in [_range_variables(model, name)]
+            if _key(variables) not in tried
+        ]
         if not pending:
             return moved
-        tie, name = pending[0]
-        tried.add(name)
-        variables = _range_variables(model, name)
+        tie, name, variables = pending[0]
+        tried.add(_key(variables))
         original = [variable.numpy() for variable in variables]
         kept = False
         try:
