@@ -150,6 +150,24 @@ def test_gate_names_the_numerical_floor_when_agreement_cannot_be_reached():
     ]
 
 
+def test_gate_says_when_agreement_lies_far_below_the_numerical_floor():
+    """EfficientNetB0 of the compatibility matrix: 77.25 % against a floor of 93.25 % is not
+    rounding (the message used to say it was); nor is 97 % against a floor of 100 %."""
+    far = checks.AccuracyComparison(0.19, 0.20, 0.7725, 2000, ulp_agreement=0.9325)
+    (failure,) = checks.gate(checks.Thresholds(), far)
+    assert "too sensitive" not in failure
+    assert (
+        "(far below what rounding alone costs: the Keras model agrees with itself after a "
+        "one-ulp change of its weights on only 93.25 %; the integer model departs" in failure
+    )
+    sound_floor = checks.AccuracyComparison(0.9, 0.9, 0.97, 2000, ulp_agreement=1.0)
+    (failure,) = checks.gate(checks.Thresholds(), sound_floor)
+    assert "on 100.00 %; the integer model departs from the Keras model by more" in failure
+    near = checks.AccuracyComparison(0.41, 0.41, 0.9835, 2000, ulp_agreement=0.989)
+    (failure,) = checks.gate(checks.Thresholds(), near)
+    assert "too sensitive to rounding" in failure
+
+
 def edgetpu_report(compatible):
     """The Edge TPU target's report on a real file: a LEAKY_RELU model or a ReLU model."""
     inputs = keras.Input((4, 4, 1))

@@ -288,6 +288,34 @@ def _resolution_hint(accuracy: AccuracyComparison, thresholds: Thresholds) -> st
     )
 
 
+FLOOR_MARGIN = 0.01
+"""How far below the ulp floor an agreement may lie and still be put down to rounding: the
+floor is one draw of a one-ulp perturbation (1 pp: 20 of 2,000 images)."""
+
+
+def _floor_hint(accuracy: AccuracyComparison, thresholds: Thresholds) -> str:
+    """What the ulp floor says of a failed agreement: rounding alone (the model is too
+    sensitive), or more than rounding (the integer model departs from the Keras model)."""
+    floor = accuracy.ulp_agreement
+    if floor is None or (
+        floor >= thresholds.min_agreement and accuracy.agreement >= floor - FLOOR_MARGIN
+    ):
+        return ""
+    said = (
+        f"the Keras model agrees with itself after a one-ulp change of its weights on "
+        f"{'only ' if floor < thresholds.min_agreement else ''}{100 * floor:.2f} %"
+    )
+    if accuracy.agreement >= floor - FLOOR_MARGIN:
+        return (
+            f" ({said}: it is too sensitive to rounding for any integer model to agree "
+            "better; see the report's ulp_agreement)"
+        )
+    return (
+        f" (far below what rounding alone costs: {said}; the integer model departs from the "
+        "Keras model by more than rounding: a layer it does not compute exactly)"
+    )
+
+
 def _tie_hint(ties: Sequence) -> str:
     """The failed agreement's likely cause when the file has an ADD near a rounding tie: one
     that XNNPACK rounds apart from the Keras model first, then the closest."""
@@ -327,17 +355,10 @@ def gate(
             f"{thresholds.max_accuracy_drop:g} pp" + _resolution_hint(accuracy, thresholds)
         )
     if accuracy.agreement < thresholds.min_agreement - 1e-9:
-        floor = accuracy.ulp_agreement
         failures.append(
             f"top-1 agreement {100 * accuracy.agreement:.2f} % is below --min_agreement "
             f"{100 * thresholds.min_agreement:g} %"
-            + (
-                ""
-                if floor is None or floor >= thresholds.min_agreement
-                else f" (the Keras model agrees with itself after a one-ulp change of its "
-                f"weights on only {100 * floor:.2f} %: it is too sensitive to rounding for "
-                "any integer model to agree better; see the report's ulp_agreement)"
-            )
+            + _floor_hint(accuracy, thresholds)
             + _tie_hint(ties)
         )
     if fidelity is not None and fidelity.gap_pp > thresholds.max_fidelity_gap + 1e-9:
