@@ -38,6 +38,7 @@ from sgt_tfmot.quantize_configs import (
     AVERAGE_POOL,
     CONCATENATION,
     LayerQuantizeConfig,
+    averages_one_element,
 )
 from sgt_tfmot.quantizers import (
     FixedRangeQuantizer,
@@ -332,6 +333,50 @@ def test_trained_models_convert_exactly(make_model, bits):
     assert len(np.unique(expected, axis=0)) > 16  # the logits depend on the image
     steps = np.abs(actual - expected)
     assert steps.max() <= 1 and np.mean(steps > 0) <= 0.01, (steps.max(), np.mean(steps > 0))
+
+
+def squeeze_on_one_pixel():
+    """EfficientNet's squeeze-and-excitation where the map is 1x1 (blocks 6a-7a at 32x32):
+    GlobalAveragePooling2D + Reshape, swish and sigmoid 1x1 convs, Multiply; then a global
+    average over the 1x1 map again before the logits."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.BatchNormalization()(L.Conv2D(16, 8, strides=8)(inputs))
+    x = L.Activation("swish")(x)
+    gate = L.Reshape((1, 1, 16))(L.GlobalAveragePooling2D(name="squeeze")(x))
+    gate = L.Conv2D(16, 1, activation="sigmoid")(L.Conv2D(4, 1, activation="swish")(gate))
+    x = L.multiply([x, gate])
+    return keras.Model(inputs, logits(x))
+
+
+@pytest.mark.slow
+def test_a_global_average_over_one_element_keeps_its_input_grid():
+    """The converter drops the MEAN of a 1x1 map, so its output is its input, on its input's
+    grid: the QAT model must not round it onto a range of its own. EfficientNetB0 (32x32) had
+    such ranges drift from their inputs' in training, and its file agreed with it on 77 % of
+    top-1 predictions (docs/COMPATIBILITY.md)."""
+    keras.utils.set_random_seed(0)
+    model = squeeze_on_one_pixel()
+    assert averages_one_element(model.get_layer("squeeze"))
+    sequence = keras.Input((1, 5))
+    assert averages_one_element(model_layer(L.GlobalAveragePooling1D(), sequence))
+    assert not averages_one_element(model_layer(L.GlobalAveragePooling2D(), keras.Input((2, 1, 3))))
+    qat = quantize_model(model, weight_bits=8, activation_bits=8)
+    assert not qat.get_layer("squeeze").weights  # not wrapped: no range of its own
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(X, Y, epochs=3, batch_size=16, verbose=0)
+    align_biases(qat)
+    flatbuffer = to_integer_tflite(qat, X[:16])
+    tflite = TFLiteModel(flatbuffer)
+    scale, zero_point = tflite.output["quantization"]
+    expected = np.round(qat.predict(X, verbose=0) / scale + zero_point).astype(np.int64)
+    actual = integer_outputs(flatbuffer, tflite.quantize(X), "xnnpack").astype(np.int64)
+    np.testing.assert_array_equal(actual, expected)
+
+
+def model_layer(layer, inputs):
+    """`layer` built into a model on `inputs` (its input shape known)."""
+    keras.Model(inputs, layer(inputs))
+    return layer
 
 
 # --- the QAT graph ----------------------------------------------------------------------
