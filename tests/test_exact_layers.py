@@ -308,6 +308,20 @@ def nas_net():
     return keras.Model(inputs, logits(L.Activation("tanh")(x)))
 
 
+def trained_logit_levels(qat: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    """`qat` trained 3 epochs on X and aligned; its logits on X on the file's output grid,
+    as the Keras model computes them and as the file does in XNNPACK."""
+    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    qat.fit(X, Y, epochs=3, batch_size=16, verbose=0)
+    align_biases(qat)
+    flatbuffer = to_integer_tflite(qat, X[:16])
+    tflite = TFLiteModel(flatbuffer)
+    scale, zero_point = tflite.output["quantization"]
+    expected = np.round(qat.predict(X, verbose=0) / scale + zero_point).astype(np.int64)
+    actual = integer_outputs(flatbuffer, tflite.quantize(X), "xnnpack").astype(np.int64)
+    return expected, actual
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("make_model", "bits"),
@@ -322,14 +336,7 @@ def test_trained_models_convert_exactly(make_model, bits):
     the logits; the kernel tests above have no such slack."""
     keras.utils.set_random_seed(bits)
     qat = quantize_model(make_model(), weight_bits=bits, activation_bits=bits, alpha_init=4.0)
-    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
-    qat.fit(X, Y, epochs=3, batch_size=16, verbose=0)
-    align_biases(qat)
-    flatbuffer = to_integer_tflite(qat, X[:16])
-    tflite = TFLiteModel(flatbuffer)
-    scale, zero_point = tflite.output["quantization"]
-    expected = np.round(qat.predict(X, verbose=0) / scale + zero_point).astype(np.int64)
-    actual = integer_outputs(flatbuffer, tflite.quantize(X), "xnnpack").astype(np.int64)
+    expected, actual = trained_logit_levels(qat)
     assert len(np.unique(expected, axis=0)) > 16  # the logits depend on the image
     steps = np.abs(actual - expected)
     assert steps.max() <= 1 and np.mean(steps > 0) <= 0.01, (steps.max(), np.mean(steps > 0))
@@ -362,14 +369,7 @@ def test_a_global_average_over_one_element_keeps_its_input_grid():
     assert not averages_one_element(model_layer(L.GlobalAveragePooling2D(), keras.Input((2, 1, 3))))
     qat = quantize_model(model, weight_bits=8, activation_bits=8)
     assert not qat.get_layer("squeeze").weights  # not wrapped: no range of its own
-    qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
-    qat.fit(X, Y, epochs=3, batch_size=16, verbose=0)
-    align_biases(qat)
-    flatbuffer = to_integer_tflite(qat, X[:16])
-    tflite = TFLiteModel(flatbuffer)
-    scale, zero_point = tflite.output["quantization"]
-    expected = np.round(qat.predict(X, verbose=0) / scale + zero_point).astype(np.int64)
-    actual = integer_outputs(flatbuffer, tflite.quantize(X), "xnnpack").astype(np.int64)
+    expected, actual = trained_logit_levels(qat)
     np.testing.assert_array_equal(actual, expected)
 
 
