@@ -373,6 +373,32 @@ def test_a_global_average_over_one_element_keeps_its_input_grid():
     np.testing.assert_array_equal(actual, expected)
 
 
+@pytest.mark.slow
+def test_a_global_average_over_one_element_keeps_its_input_grid_under_bfloat16():
+    """The same under mixed_bfloat16 (`auto` on a CPU with native bfloat16): no range of its
+    own, and the float32 model that is saved and converted computes the file's logits."""
+    from sgt_tfmot.saving import float32_model
+
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        qat = quantize_model(squeeze_on_one_pixel(), weight_bits=8, activation_bits=8)
+        qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+        qat.fit(X, Y, epochs=2, batch_size=16, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert not qat.get_layer("squeeze").weights
+    rebuilt = float32_model(qat)
+    align_biases(rebuilt)
+    flatbuffer = to_integer_tflite(rebuilt, X[:16])
+    tflite = TFLiteModel(flatbuffer)
+    scale, zero_point = tflite.output["quantization"]
+    expected = np.round(rebuilt.predict(X, verbose=0) / scale + zero_point).astype(np.int64)
+    actual = integer_outputs(flatbuffer, tflite.quantize(X), "xnnpack").astype(np.int64)
+    steps = np.abs(actual - expected)
+    assert steps.max() <= 1 and np.mean(steps > 0) <= 0.01, (steps.max(), np.mean(steps > 0))
+
+
 def model_layer(layer, inputs):
     """`layer` built into a model on `inputs` (its input shape known)."""
     keras.Model(inputs, layer(inputs))
