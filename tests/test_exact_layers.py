@@ -313,6 +313,11 @@ def trained_logit_levels(qat: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     as the Keras model computes them and as the file does in XNNPACK."""
     qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
     qat.fit(X, Y, epochs=3, batch_size=16, verbose=0)
+    return logit_levels(qat)
+
+
+def logit_levels(qat: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    """`qat` aligned; its logits on X on the file's output grid, from Keras and XNNPACK."""
     align_biases(qat)
     flatbuffer = to_integer_tflite(qat, X[:16])
     tflite = TFLiteModel(flatbuffer)
@@ -388,13 +393,7 @@ def test_a_global_average_over_one_element_keeps_its_input_grid_under_bfloat16()
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert not qat.get_layer("squeeze").weights
-    rebuilt = float32_model(qat)
-    align_biases(rebuilt)
-    flatbuffer = to_integer_tflite(rebuilt, X[:16])
-    tflite = TFLiteModel(flatbuffer)
-    scale, zero_point = tflite.output["quantization"]
-    expected = np.round(rebuilt.predict(X, verbose=0) / scale + zero_point).astype(np.int64)
-    actual = integer_outputs(flatbuffer, tflite.quantize(X), "xnnpack").astype(np.int64)
+    expected, actual = logit_levels(float32_model(qat))
     steps = np.abs(actual - expected)
     assert steps.max() <= 1 and np.mean(steps > 0) <= 0.01, (steps.max(), np.mean(steps > 0))
 
