@@ -60,3 +60,18 @@ def test_one_ulp_of_the_folded_bias_is_aligned_half_a_grid_unit_is_not(residual_
     )
     bn.beta.assign((nudged + unit / 3).astype(np.float32))
     assert not biases_aligned(model)
+
+
+@pytest.mark.slow
+def test_a_dead_batchnorm_channel_with_a_tiny_offset_is_aligned(residual_qat):
+    """A channel that died in training (moving variance ~1e-20, EfficientNetB0 has three)
+    folds into a bias of ~1e-12 on grid value 0: no float32 ulp of its operands covers the
+    gap, but it is a millionth of an int32 unit, which no integer can see."""
+    model = aligned_copy(residual_qat(8))
+    bn = model.get_layer("quant_conv_bn").layer
+    for variable, value in ((bn.moving_variance, 1e-20), (bn.moving_mean, 0.0), (bn.beta, 5e-12)):
+        values = variable.numpy()
+        values[0] = value
+        variable.assign(values)
+    assert export_model(model).get_layer("quant_conv").layer.bias.numpy()[0] == 0.0
+    assert biases_aligned(model)
