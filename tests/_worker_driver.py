@@ -9,6 +9,9 @@ writes what the test checks into RECORD_DIR, never into the run directory:
                  in batch order}, recorded inside the train step (the rows that reach the model)
   weights.npz   the weights of the model this worker saved (arr_0, arr_1, ... in model order)
   metrics.json  what `train` returned on this worker
+  started.npz   this worker's own part (its first replica's, read without a collective) of
+                each BatchNormalization moving statistic when `fit` starts, after a resume's
+                restore (name -> values)
 
 With KILL_AFTER_STEP the worker SIGKILLs itself right after that global step. With
 $SGT_TFMOT_TEST_CPU_BFLOAT16 set to 1 or 0, the worker's CPU counts as computing bfloat16
@@ -64,7 +67,17 @@ def main(config_json: str, record_dir: str, kill_after: str | None = None) -> No
 
     finalise.save_model = save_and_record
 
-    callbacks = []
+    class RecordStart(keras.callbacks.Callback):  # after the run's callbacks: restored
+        def on_train_begin(self, logs=None):
+            strategy = self.model.distribute_strategy
+            parts = {
+                v.name: strategy.experimental_local_results(v)[0].numpy()
+                for v in self.model.weights
+                if "moving_" in v.name
+            }
+            np.savez(record / "started.npz", **parts)
+
+    callbacks = [RecordStart()]
     if kill_after is not None:
 
         class KillAfter(keras.callbacks.Callback):

@@ -310,38 +310,31 @@ def test_a_resumed_run_gives_every_worker_the_chiefs_batchnorm_statistics(tmp_pa
     part from its own examples, and the model's statistics (what a backup and model.h5 hold)
     are the parts' mean. A resumed run must start every replica's part at the chief's
     restored mean; a worker that kept its fresh part (mean 0, variance 1) would pull the
-    model's statistics halfway back to the start."""
+    model's statistics halfway back to the start (before the fix: beta 2.5e-2 off, relative,
+    against an uninterrupted run). The driver records each worker's own parts (read without
+    a collective) when `fit` starts, after the restore."""
     world = tiny_world(tmp_path, batch_norm=True)
-    whole, resumed = Cluster(world, tmp_path / "whole"), Cluster(world, tmp_path / "resumed")
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "resumed").mkdir()
-    processes = [*whole.start(), *resumed.start(kill_worker_1_after=5)]
-    codes = wait(processes)
-    assert codes[:2] == [0, 0], whole.log(0)[-3000:] + whole.log(1)[-3000:]
-    assert codes[3] == -signal.SIGKILL, resumed.log(1)[-3000:]
-    assert wait(resumed.start()) == [0, 0], resumed.log(0)[-3000:] + resumed.log(1)[-3000:]
+    cluster = Cluster(world, tmp_path)
+    codes = wait(cluster.start(kill_worker_1_after=5))
+    assert codes[1] == -signal.SIGKILL, cluster.log(1)[-3000:]
+    fresh = [dict(np.load(folder / "started.npz")) for folder in cluster.records]
+    assert wait(cluster.start()) == [0, 0], cluster.log(0)[-3000:] + cluster.log(1)[-3000:]
     for index in range(2):
-        assert "from epoch 1, step 4 (global step 4 of 6)" in resumed.log(index), index
+        assert "from epoch 1, step 4 (global step 4 of 6)" in cluster.log(index), index
+    chief, worker = (dict(np.load(folder / "started.npz")) for folder in cluster.records)
+    assert len(chief) == 2 and chief.keys() == worker.keys() == fresh[0].keys(), chief.keys()
+    for name, restored in chief.items():
+        start = 0.0 if "mean" in name else 1.0
+        for index in range(2):
+            np.testing.assert_array_equal(fresh[index][name], start, err_msg=name)
+        assert np.abs(restored - start).max() > 1e-3, name  # the backup's, not fresh
+        np.testing.assert_array_equal(worker[name], restored, err_msg=name)
 
-    # The moving statistics are the mean of two parts in the uninterrupted run and of two
-    # equal parts after the resume: the same linear updates summed in another order, equal up
-    # to float rounding. Training normalises with each batch's own statistics, but the bias
-    # alignment before saving reads the moving ones and moves BN's beta, which carries that
-    # rounding too. Seen here: 1.8e-7 relative on beta; a worker left with its fresh part
-    # instead: 2.5e-2. Tolerance rtol 1e-5 on every weight.
-    model = load_model(resumed.outs[0])
-    expected, chief, worker = whole.record(0), resumed.record(0), resumed.record(1)
-    moving = [v.name for v in model.weights if "moving_mean" in v.name or "moving_var" in v.name]
-    assert len(moving) == 2, [v.name for v in model.weights]
-    for a, b, c, variable in zip(
-        chief["weights"], worker["weights"], expected["weights"], model.weights, strict=True
-    ):
+    # Both workers save the same model (reading a sync-on-read mean is a collective).
+    model = load_model(cluster.outs[0])
+    chief, worker = cluster.record(0), cluster.record(1)
+    for a, b, variable in zip(chief["weights"], worker["weights"], model.weights, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=variable.name)
-        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-8, err_msg=variable.name)
-        if variable.name in moving:
-            start = 0.0 if "mean" in variable.name else 1.0
-            assert np.abs(c - start).max() > 1e-3, variable.name  # they moved
-    assert chief["metrics"]["test_accuracy"] == expected["metrics"]["test_accuracy"]
 
 
 @pytest.mark.slow
