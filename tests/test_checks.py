@@ -132,10 +132,16 @@ def test_ulp_agreement_finds_a_model_on_the_edge_of_every_decision():
     inputs = keras.Input((64,))
     model = keras.Model(inputs, L.Dense(2, kernel_initializer="ones")(inputs))
     images = np.random.default_rng(1).uniform(-1, 1, (400, 64)).astype(np.float32)
-    agreement = checks.ulp_agreement(model, images, seed=3)
-    assert 0.1 < agreement < 0.9
+    single = [checks.ulp_agreement(model, images, seed=seed, draws=1) for seed in (3, 4, 5)]
+    assert all(0.1 < agreement < 0.9 for agreement in single), single
+    assert len(set(single)) > 1, single  # each draw decides the ties its own way
+    assert checks.ulp_agreement(model, images, seed=3, draws=3) == min(single)
+    assert checks.ulp_agreement(model, images, seed=3) == min(single)  # ULP_DRAWS = 3
     with pytest.raises(ValueError, match="at least one image"):
         checks.ulp_agreement(model, images[:0])
+    for draws in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"draws={draws!r}"):
+            checks.ulp_agreement(model, images, draws=draws)
 
 
 def test_gate_names_the_numerical_floor_when_agreement_cannot_be_reached():
