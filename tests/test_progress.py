@@ -162,13 +162,13 @@ def test_the_three_tools_in_a_log_print_a_line_at_least_every_interval(tmp_path)
     tool = [sys.executable, "-m"]
     commands = {
         "train": [*tool, "sgt_tfmot.train", "--model", "mobilenet_tiny", "--batch_size", "32",
-                  "--max_steps", "60", "--progress", "2", "--mixed_precision", "float32",
+                  "--max_steps", "30", "--progress", "2", "--mixed_precision", "float32",
                   "--out_dir", str(run)],
         "convert": [*tool, "sgt_tfmot.convert", "--int8", str(run), "--output",
-                    str(tmp_path / "m.tflite"), "--num_test", "200", "--fidelity_images", "200",
-                    "--occlusion_images", "8", "--tflm_images", "50"],
+                    str(tmp_path / "m.tflite"), "--num_test", "100", "--fidelity_images", "64",
+                    "--occlusion_images", "8", "--tflm_images", "16"],
         "explain": [*tool, "sgt_tfmot.explain", "--model", str(run), "--out_dir",
-                    str(tmp_path / "e"), "--curve_images", "200", "--agreement_images", "32"],
+                    str(tmp_path / "e"), "--curve_images", "64", "--agreement_images", "32"],
     }  # fmt: skip
     for name, command in commands.items():
         code, lines, _ = stamped_lines(command, env)
