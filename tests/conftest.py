@@ -19,7 +19,6 @@ import pytest  # noqa: E402
 
 from sgt_tfmot.export import align_biases  # noqa: E402
 from tests.helpers.models import (  # noqa: E402
-    mobilenet_v2_w4a4,
     train_residual_qat,
     train_tiny_mnist_qat,
 )
@@ -45,10 +44,3 @@ def residual_qat():
     """`residual_qat(bits)`: the `bits`-bit QAT residual model trained on RESIDUAL_X, once
     per bit width."""
     return functools.cache(train_residual_qat)
-
-
-@pytest.fixture(scope="session")
-def mobilenet_v2_run(tmp_path_factory):
-    """The W4A4 MobileNetV2 pipeline of tests/helpers/models.py (`MobileNetV2Run`), run once:
-    tests/test_applications.py checks its steps, tests/test_tflite_rewrite.py its file."""
-    return mobilenet_v2_w4a4(tmp_path_factory.mktemp("mobilenet_v2"))

@@ -1,9 +1,12 @@
 """Keras Applications: MobileNetV2 through quantize -> SGT fit -> save/load -> int8 TFLite,
 and the compatibility matrix's script (docs/COMPATIBILITY.md) on a Keras 3 model file.
 
-The pipeline runs once per session (the `mobilenet_v2_run` fixture, tests/helpers/models.py);
-the first test checks each of its steps. The other applications' layer patterns are checked
-exactly in tests/test_exact_layers.py; the whole matrix is benchmarks/compatibility.py's."""
+The pipeline (`mobilenet_v2_w4a4`, tests/helpers/models.py) runs once, in the first test,
+which checks each of its steps and what `fold_minimums` does to its file (ReLU6 and
+depthwise convolutions, tests/test_tflite_rewrite.py's other models): one test, so that the
+two pytest-xdist workers do not each build it. The other applications' layer patterns are
+checked exactly in tests/test_exact_layers.py; the whole matrix is
+benchmarks/compatibility.py's."""
 
 import json
 import subprocess
@@ -14,14 +17,17 @@ import numpy as np
 import pytest
 
 from sgt_tfmot.tflite import TFLiteModel, check_edgetpu
+from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.rewrite import fold_minimums
+from tests.helpers.models import mobilenet_v2_w4a4
+from tests.helpers.tflite import assert_folded, assert_same_outputs, quantized, random_images
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.slow
-def test_mobilenet_v2_w4a4_sgt_to_int8_on_the_edge_tpu_with_the_same_values(mobilenet_v2_run):
-    run = mobilenet_v2_run
+def test_mobilenet_v2_w4a4_sgt_to_int8_on_the_edge_tpu_with_the_same_values(tmp_path):
+    run = mobilenet_v2_w4a4(tmp_path)
     assert run.flat  # Keras Applications' nested model inlined
     assert run.reestimated == 52  # every BN layer's statistics, from the data
     np.testing.assert_array_equal(run.loaded_outputs, run.qat_outputs)  # save -> load
@@ -39,6 +45,14 @@ def test_mobilenet_v2_w4a4_sgt_to_int8_on_the_edge_tpu_with_the_same_values(mobi
     beyond = np.abs(actual - expected).max(axis=1) > step + 1e-6
     assert beyond.sum() <= 1, np.flatnonzero(beyond)
     assert np.mean(actual.argmax(1) == expected.argmax(1)) >= 47 / 48
+
+    # fold_minimums on ReLU6 and depthwise convolutions: every MINIMUM gone, not one int8
+    # value changed in any runtime (tests/test_tflite_rewrite.py has the other models).
+    assert_folded(run.raw, flatbuffer)
+    producers = {op.name for op in read_model(run.raw).ops if op.fused_activation == "RELU6"}
+    assert producers == {"CONV_2D", "DEPTHWISE_CONV_2D"}  # ReLU6 under PACT: α <= 6
+    images = np.concatenate([random_images(run.raw, 100), quantized(run.raw, run.x)])
+    assert_same_outputs(run.raw, flatbuffer, images)
 
 
 @pytest.mark.slow

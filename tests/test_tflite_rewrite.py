@@ -4,10 +4,11 @@ Every comparison is bit-exact (`assert_array_equal` on the int8/uint8 outputs) w
 LiteRT's default runtime (XNNPACK), its builtin kernels and its reference kernels (which round
 differently from one another), on random images over the input type's whole range and on
 dataset images, for models trained a few steps (ranges and α off their initial values): the
-W4A4 and W2A2 residual model of tests/test_export.py, a W4A4 MobileNetV2 (ReLU6, depthwise
-convolutions), and the W4A4 tiny MNIST classifier of tests/helpers/models.py (RESHAPE before
-the logits) with the delivery options (softmax, RGB input, uint8 I/O). A W8A8 model has no
-MINIMUM and comes back byte for byte.
+W4A4 and W2A2 residual model of tests/test_export.py and the W4A4 tiny MNIST classifier of
+tests/helpers/models.py (RESHAPE before the logits) with the delivery options (softmax, RGB
+input, uint8 I/O); a W4A4 MobileNetV2 (ReLU6, depthwise convolutions) in
+tests/test_applications.py, which builds it. A W8A8 model has no MINIMUM and comes back byte
+for byte.
 
 Then each ADD and MEAN that reads a moved zero point is checked alone and exhaustively: every
 pair of input levels (ADD) and every sum of input levels (MEAN) the original op can see.
@@ -17,7 +18,6 @@ import numpy as np
 import pytest
 
 from sgt_tfmot.tflite.converter import to_integer_tflite
-from sgt_tfmot.tflite.edgetpu import check_edgetpu
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.profile import delegate_partitions, prefix_model
 from sgt_tfmot.tflite.rewrite import fold_minimums, pack_model, unpack_model
@@ -25,19 +25,12 @@ from sgt_tfmot.tflite.runtime import RUNTIMES, integer_outputs
 from tests.helpers.models import RESIDUAL_X
 from tests.helpers.tflite import (
     MNIST,
+    assert_folded,
     assert_same_outputs,
     interpreter,
     quantized,
     random_images,
 )
-
-
-def assert_folded(before: bytes, after: bytes) -> None:
-    """Every MINIMUM gone, nothing else: the other ops in the same order."""
-    names_before, names_after = read_model(before).op_names, read_model(after).op_names
-    assert names_before.count("MINIMUM") > 0 and "MINIMUM" not in names_after
-    assert names_after == [name for name in names_before if name != "MINIMUM"]
-    assert check_edgetpu(after).compatible
 
 
 @pytest.fixture(scope="module", params=[4, 2])
@@ -79,18 +72,6 @@ def test_delivery_options_lose_the_minimums_and_no_value(mnist_w4a4, io_dtype, s
     assert ("SOFTMAX" in names) == softmax and "RESHAPE" in names  # Flatten reads a moved one
     assert_same_outputs(before, after, np.concatenate([random_images(before),
                                                        quantized(before, images)]))  # fmt: skip
-
-
-@pytest.mark.slow
-def test_mobilenet_v2_relu6_and_depthwise(mobilenet_v2_run):
-    """The session's W4A4 MobileNetV2 after a short SGT fine-tune (tests/test_applications.py)."""
-    x, before = mobilenet_v2_run.x, mobilenet_v2_run.raw
-    after = fold_minimums(before)
-    assert_folded(before, after)
-    producers = {op.name for op in read_model(before).ops if op.fused_activation == "RELU6"}
-    assert producers == {"CONV_2D", "DEPTHWISE_CONV_2D"}  # ReLU6 under PACT: α <= 6
-    assert_same_outputs(before, after, np.concatenate([random_images(before, 100),
-                                                       quantized(before, x)]))  # fmt: skip
 
 
 # --- each ADD and MEAN that reads a moved zero point, exhaustively ----------------------------

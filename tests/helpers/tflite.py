@@ -4,6 +4,8 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from sgt_tfmot import data
+from sgt_tfmot.tflite.edgetpu import check_edgetpu
+from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import RUNTIMES, integer_outputs
 
 MNIST, _ = data.load_arrays("mnist_subset", "test")
@@ -39,3 +41,11 @@ def assert_same_outputs(before: bytes, after: bytes, images: np.ndarray) -> None
         actual = integer_outputs(after, images, runtime)
         assert np.ptp(expected.astype(np.int64)) > 0  # the outputs depend on the image
         np.testing.assert_array_equal(actual, expected, err_msg=runtime)
+
+
+def assert_folded(before: bytes, after: bytes) -> None:
+    """Every MINIMUM gone, nothing else: the other ops in the same order."""
+    names_before, names_after = read_model(before).op_names, read_model(after).op_names
+    assert names_before.count("MINIMUM") > 0 and "MINIMUM" not in names_after
+    assert names_after == [name for name in names_before if name != "MINIMUM"]
+    assert check_edgetpu(after).compatible
