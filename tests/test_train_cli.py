@@ -145,15 +145,23 @@ def run_cli(*args):
 
 
 @pytest.mark.slow
-def test_cli_errors_are_one_line_without_traceback(tmp_path):
+def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
+    """One error in a real process (no traceback reaches the terminal), the others through
+    the same `main` in this one (no second TensorFlow import per case)."""
+    from sgt_tfmot import train as train_cli
+
+    result = run_cli("--dataset", "imagenet", "--out_dir", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "error" in line]
+    assert "error: Unknown dataset 'imagenet'" in line and "Traceback" not in result.stderr
     for args, message in [
-        (["--dataset", "imagenet"], "error: Unknown dataset 'imagenet'"),
         (["--dataset", "cifar10", "--data_dir", str(tmp_path)], "has no file 'cifar10.npz'"),
         (["--activation_bits", "1"], "--activation_bits=1: 1 is not an integer in the range"),
     ]:
-        result = run_cli(*args, "--out_dir", str(tmp_path / "out"))
-        assert result.returncode == 2, result.stderr
-        assert message in result.stderr and "Traceback" not in result.stderr
+        argv = ["sgt_tfmot.train", *args, "--out_dir", str(tmp_path / "out")]
+        assert train_cli.main(argv) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_help_shows_the_masking_flags(capsys):
@@ -167,13 +175,16 @@ def test_help_shows_the_masking_flags(capsys):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end(tmp_path):
+def test_cli_end_to_end(tmp_path, capsys):
+    from sgt_tfmot import train as train_cli
+
     out = tmp_path / "run"
-    result = run_cli("--model", "mobilenet_tiny", "--max_steps", "2", "--out_dir", str(out))
+    args = ["--model", "mobilenet_tiny", "--max_steps", "2", "--out_dir", str(out)]
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"Results in {out}/" in result.stdout
-    again = run_cli("--model", "mobilenet_tiny", "--max_steps", "2", "--out_dir", str(out))
-    assert again.returncode == 2 and "holds a finished run" in again.stderr
+    assert train_cli.main(["sgt_tfmot.train", *args]) == 2  # the same command again
+    assert "holds a finished run" in capsys.readouterr().err
 
 
 MIRRORED = """
