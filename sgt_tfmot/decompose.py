@@ -19,11 +19,20 @@ those ops (the float function is unchanged, up to float rounding):
 | number c (TFOpLambda, e.g. MobileNetV3's hard     | hard sigmoid becomes Rescaling, ReLU6, |
 | sigmoid `ReLU6(x + 3) * (1 / 6)`)                 | Rescaling)                             |
 | `Normalization` (last axis)                       | `Rescaling(1 / √var, −mean / √var)`    |
+| `Add` or `Multiply` of more than two tensors      | a chain of two-input layers, the last  |
+|                                                   | keeping the name (`<name>_1`, ...)     |
+| activation layers (`ReLU`, `Activation`,          | the first of them, read by all their   |
+| `LeakyReLU`) computing one function of one tensor | consumers (`twin_activations`)         |
 
 TFLite computes swish as LOGISTIC and MUL, each rounding onto its own grid (the sigmoid's is
 fixed, 1/256); a separable convolution as DEPTHWISE_CONV_2D then CONV_2D with an int8
 tensor between; arithmetic with a number and `Normalization` as a per-channel affine map,
-which the export computes in one convolution (`sgt_tfmot.export`).
+which the export computes in one convolution (`sgt_tfmot.export`); a sum or product of n
+tensors as n − 1 ADD or MUL ops in Keras's order ((a + b) + c), each rounding. The converter merges
+identical ops on one tensor into one op, which has one output grid: twin activations (NASNet
+applies five ReLUs to its stem's output, one per path) would each train a range (a PACT α) of
+their own, and the file would compute the merged RELU in float between DEQUANTIZE and
+QUANTIZE ops, off the Edge TPU and off the Keras model's values.
 
 Layer names are kept (a new layer is named after the one it comes from), so a decomposed
 model's layers are found by the float model's names. A model with nothing to rewrite comes
@@ -51,6 +60,7 @@ __all__ = [
     "decompose_model",
     "inner_layer",
     "rewrite_model",
+    "twin_activations",
 ]
 
 L = keras.layers
@@ -144,6 +154,26 @@ def split_swish(layer: L.Layer):
         (x,) = tf.nest.flatten((args, kwargs))
         gate = L.Activation("sigmoid", name=new_name(f"{layer.name}_sigmoid"))(x)
         return L.Multiply(name=layer.name)([x, gate])
+
+    return build
+
+
+def split_merge(layer: L.Layer):
+    """`Add` or `Multiply` of n > 2 tensors: n − 1 layers of two inputs, in the order Keras
+    computes them ((a + b) + c); TFLite rounds each ADD or MUL onto its own grid."""
+    if type(layer) not in (L.Add, L.Multiply) or len(layer.inbound_nodes) != 1:
+        return None
+    if len(tf.nest.flatten(layer.inbound_nodes[0].call_args)) <= 2:
+        return None
+
+    def build(new_name, args, kwargs):
+        tensors = [t for t in tf.nest.flatten((args, kwargs)) if _is_keras_tensor(t)]
+        total = tensors[0]
+        for index, tensor in enumerate(tensors[1:], start=1):
+            last = index == len(tensors) - 1
+            name = layer.name if last else new_name(f"{layer.name}_{index}")
+            total = type(layer)(name=name)([total, tensor])
+        return total
 
     return build
 
@@ -271,10 +301,59 @@ def normalization_as_rescaling(layer: L.Layer):
 RULES: tuple[Rule, ...] = (
     split_activation,
     split_swish,
+    split_merge,
     split_separable,
     scalar_arithmetic,
     normalization_as_rescaling,
 )
+
+
+def _activation_key(layer) -> tuple | None:
+    """What an activation layer computes, the same for layers the converter makes one op of
+    (`ReLU()` and `Activation("relu")`, `ReLU(6.0)` and `Activation("relu6")`), or None for
+    any other layer."""
+    config = layer.get_config()
+    if type(layer) is L.ReLU:
+        max_value = config.get("max_value")
+        max_value = None if max_value is None else float(max_value)
+        return ("relu", max_value, float(config["negative_slope"]), float(config["threshold"]))
+    if type(layer) is L.LeakyReLU:
+        return ("leaky_relu", float(config["alpha"]))
+    if type(layer) is L.Activation:
+        name = activation_of(layer)
+        return {"relu": ("relu", None, 0.0, 0.0), "relu6": ("relu", 6.0, 0.0, 0.0)}.get(
+            name, ("activation", name)
+        )
+    return None
+
+
+def _node_order(model: keras.Model):
+    """The model's nodes in the order `rewrite_model` rebuilds them (inputs first)."""
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        yield from model._nodes_by_depth[depth]
+
+
+def twin_activations(model: keras.Model) -> dict:
+    """Activation layers (`ReLU`, `Activation`, `LeakyReLU`) that compute what another one
+    computes: the same function (`ReLU()` and `Activation("relu")` alike) and dtype policy,
+    called once, on the same tensor. Returns id(layer) -> the output tensor of the first of
+    its twins (in `rewrite_model`'s order), which replaces it."""
+    first: dict = {}
+    twins = {}
+    for node in _node_order(model):
+        layer = node.layer
+        function = _activation_key(layer)
+        if function is None or len(layer.inbound_nodes) != 1:
+            continue
+        inputs = tf.nest.flatten((node.call_args, node.call_kwargs))
+        if len(inputs) != 1 or not _is_keras_tensor(inputs[0]):
+            continue
+        key = (id(inputs[0]), function, layer.dtype_policy.name)
+        if key in first:
+            twins[id(layer)] = first[key]
+        else:
+            first[key] = node.outputs
+    return twins
 
 
 def decompose_model(model: keras.Model) -> keras.Model:
@@ -286,16 +365,20 @@ def decompose_model(model: keras.Model) -> keras.Model:
     Returns:
       A new Functional model, or `model` itself when no layer needed a rewrite.
     """
-    return rewrite_model(model, RULES)
+    return rewrite_model(model, RULES, aliases=twin_activations(model))
 
 
-def rewrite_model(model: keras.Model, rules) -> keras.Model:
+def rewrite_model(model: keras.Model, rules, aliases: dict | None = None) -> keras.Model:
     """`model` rebuilt node by node, each layer replaced by the first of `rules` that takes
-    it, or copied (same class, config and weights; a shared layer stays shared).
+    it, or copied (same class, config and weights; a shared layer stays shared). A layer in
+    `aliases` (id(layer) -> an output tensor of the original model computed before it) is
+    left out, its consumers reading that tensor's counterpart instead.
 
     Returns:
-      A new Functional model, or `model` itself when no rule took a layer.
+      A new Functional model, or `model` itself when no rule took a layer and no layer is
+      aliased.
     """
+    aliases = aliases or {}
     plan = {}
     for layer in model.layers:
         for rule in rules:
@@ -303,7 +386,7 @@ def rewrite_model(model: keras.Model, rules) -> keras.Model:
             if build is not None:
                 plan[id(layer)] = build
                 break
-    if not plan:
+    if not plan and not aliases:
         return model
     used = {layer.name for layer in model.layers}
 
@@ -320,25 +403,26 @@ def rewrite_model(model: keras.Model, rules) -> keras.Model:
     ]
     tensors = {id(t): x for t, x in zip(model.inputs, inputs, strict=True)}
     copies: dict[int, L.Layer] = {}
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            layer = node.layer
-            if isinstance(layer, L.InputLayer):
-                continue
-            args, kwargs = tf.nest.map_structure(
-                lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
-            )
-            if id(layer) in plan:
-                result = plan[id(layer)](new_name, args, kwargs)
-            else:
-                first = id(layer) not in copies
-                copy = copies.setdefault(id(layer), _copy(layer))
-                result = copy(*args, **kwargs)
-                if first:
-                    copy.set_weights(layer.get_weights())
-            for original, new in zip(
-                tf.nest.flatten(node.outputs), tf.nest.flatten(result), strict=True
-            ):
-                tensors[id(original)] = new
+    for node in _node_order(model):
+        layer = node.layer
+        if isinstance(layer, L.InputLayer):
+            continue
+        args, kwargs = tf.nest.map_structure(
+            lambda t: tensors.get(id(t), t), (node.call_args, node.call_kwargs)
+        )
+        if id(layer) in aliases:
+            result = tf.nest.map_structure(lambda t: tensors[id(t)], aliases[id(layer)])
+        elif id(layer) in plan:
+            result = plan[id(layer)](new_name, args, kwargs)
+        else:
+            first = id(layer) not in copies
+            copy = copies.setdefault(id(layer), _copy(layer))
+            result = copy(*args, **kwargs)
+            if first:
+                copy.set_weights(layer.get_weights())
+        for original, new in zip(
+            tf.nest.flatten(node.outputs), tf.nest.flatten(result), strict=True
+        ):
+            tensors[id(original)] = new
     outputs = tf.nest.map_structure(lambda t: tensors[id(t)], model.outputs)
     return keras.Model(inputs, outputs, name=model.name)

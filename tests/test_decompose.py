@@ -132,3 +132,51 @@ def test_a_model_file_with_arithmetic_loads_without_trusting_its_code(tmp_path):
     power = keras.Model(inputs, tf.math.pow(inputs, 2.0))
     with pytest.raises(ModelFileError, match="'tf.math.pow.*' is a TFOpLambda layer"):
         load_model(save_model(power, tmp_path / "power.h5"))
+
+
+def test_activations_of_one_function_on_one_tensor_become_one_layer():
+    """NASNet's stem: one tensor read by several ReLUs, one per path. The converter merges
+    identical ops on a tensor into one, which has one output grid; the QAT model must have
+    one layer (one PACT α) there too. Other activations of the tensor stay."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    paths = [
+        L.Conv2D(4, 1, name="a")(L.ReLU(name="relu_a")(x)),
+        L.Conv2D(4, 1, name="b")(L.Activation("relu", name="relu_b")(x)),
+        L.Conv2D(4, 1, name="c")(L.ReLU(6.0, name="relu6_c")(x)),
+        L.Conv2D(4, 1, name="d")(L.Activation("relu6", name="relu6_d")(x)),
+        L.Conv2D(4, 1, name="e")(L.LeakyReLU(0.1, name="leaky_e")(x)),
+        L.Conv2D(4, 1, name="f")(L.LeakyReLU(0.2, name="leaky_f")(x)),
+        L.Conv2D(4, 1, name="g")(L.ReLU(name="relu_g")(L.Conv2D(4, 1, name="g0")(x))),
+    ]
+    model = keras.Model(inputs, L.Add()(paths))
+    flat = rewritten(model)
+    names = kinds(flat)
+    for pair, (first, second) in {("relu_a", "relu_b"): "ab", ("relu6_c", "relu6_d"): "cd"}.items():
+        (kept,) = [name for name in pair if name in names]  # one of the twins
+        assert flat.get_layer(first).input is flat.get_layer(second).input
+        assert flat.get_layer(first).input is flat.get_layer(kept).output
+    for kept in ("leaky_e", "leaky_f", "relu_g"):  # other functions, another tensor
+        assert kept in names, kept
+    qat = quantize_model(model, weight_bits=8, activation_bits=8)
+    alphas = [w for w in qat.weights if "alpha" in w.name]
+    assert len(alphas) == 3, [w.name for w in alphas]  # ReLU, ReLU6, relu_g
+
+
+@pytest.mark.parametrize("merge", [L.Add, L.Multiply])
+def test_a_merge_of_more_than_two_tensors_is_a_chain_of_two_input_layers(merge):
+    """TFLite computes a sum of three tensors as two ADD ops in Keras's order, the first
+    rounding onto a grid of its own; the QAT model needs a layer (a range) there too."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = [L.Conv2D(4, 1, name=f"c{i}")(inputs) for i in range(4)]
+    model = keras.Model(inputs, merge(name="merged")(x))
+    flat = rewritten(model)
+    chain = [layer for layer in flat.layers if type(layer) is merge]
+    assert [layer.name for layer in chain] == ["merged_1", "merged_2", "merged"]
+    assert flat.get_layer("merged_1").input == [flat.get_layer("c0").output,
+                                                 flat.get_layer("c1").output]  # fmt: skip
+    assert flat.get_layer("merged").input[0] is flat.get_layer("merged_2").output
+    two = keras.Model(inputs, merge(name="two")(x[:2]))
+    assert decompose_model(two) is two  # two inputs: nothing to rewrite

@@ -347,6 +347,35 @@ def test_trained_models_convert_exactly(make_model, bits):
     assert steps.max() <= 1 and np.mean(steps > 0) <= 0.01, (steps.max(), np.mean(steps > 0))
 
 
+def twin_relus():
+    """NASNet's stem: a BatchNormalization output read by several ReLUs, one per path."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.BatchNormalization()(L.Conv2D(8, 3, padding="same", use_bias=False)(inputs))
+    paths = [
+        L.Conv2D(8, 1)(L.ReLU()(x)),
+        L.SeparableConv2D(8, 3, padding="same")(L.Activation("relu")(x)),
+        L.AveragePooling2D(3, 1, padding="same")(L.ReLU()(x)),
+    ]
+    return keras.Model(inputs, logits(L.Add()(paths)))
+
+
+@pytest.mark.slow
+def test_relus_of_one_tensor_convert_to_one_integer_relu():
+    """The converter merges the RELUs of one tensor into one op; with a PACT α each (the
+    ReLUs trained apart: NASNetMobile's five at its stem) that op ran in float between
+    DEQUANTIZE and QUANTIZE ops, off the Edge TPU. `quantize_model` keeps one of them. The
+    paths meet in an Add of three tensors, two ADD ops in the file: 10 % of the logits were
+    a step off until the Add became two layers of two inputs (`decompose.split_merge`)."""
+    keras.utils.set_random_seed(0)
+    qat = quantize_model(twin_relus(), weight_bits=8, activation_bits=8, alpha_init=4.0)
+    assert len([w for w in qat.weights if "alpha" in w.name]) == 1
+    expected, actual = trained_logit_levels(qat)
+    steps = np.abs(actual - expected)
+    assert steps.max() <= 1 and np.mean(steps > 0) <= 0.01, (steps.max(), np.mean(steps > 0))
+    names = read_model(to_integer_tflite(qat, X[:16])).op_names
+    assert "DEQUANTIZE" not in names and names.count("QUANTIZE") <= 1, names
+
+
 def squeeze_on_one_pixel():
     """EfficientNet's squeeze-and-excitation where the map is 1x1 (blocks 6a-7a at 32x32):
     GlobalAveragePooling2D + Reshape, swish and sigmoid 1x1 convs, Multiply; then a global
