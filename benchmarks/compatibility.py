@@ -127,11 +127,12 @@ def pretrain(keras, model, npz_path, epochs, batch_size, checkpoint, clipnorm=No
     Adam 1e-3 (its gradients clipped to norm `clipnorm` when given), the loss its head needs,
     raw pixels in [0, 255] (what `train` feeds a model file), BatchNormalization momentum 0.9
     (with Keras Applications' 0.999 the moving statistics of two epochs still hold the first
-    steps': MobileNetV2 scored 10 % in inference mode after 43 % in training). Written against the `keras` module it is given,
-    like the builders. After each epoch the model and its optimizer are saved to
-    `checkpoint` and the epochs done and seconds spent to `checkpoint + ".json"`: a run that
-    stops resumes at the next epoch (each epoch's order is a permutation seeded by its
-    number). Returns the trained model and the seconds all its epochs took."""
+    steps': MobileNetV2 scored 10 % in inference mode after 43 % in training). Written
+    against the `keras` module it is given, like the builders. After each epoch the model
+    and its optimizer are saved to `checkpoint` and the epochs done and seconds spent to
+    `checkpoint + ".json"`: a run that stops resumes at the next epoch (each epoch's order is
+    a permutation seeded by its number). Returns the trained model and the seconds all its
+    epochs took."""
     import json
     import os
     import time
