@@ -180,3 +180,21 @@ def test_a_merge_of_more_than_two_tensors_is_a_chain_of_two_input_layers(merge):
     assert flat.get_layer("merged").input[0] is flat.get_layer("merged_2").output
     two = keras.Model(inputs, merge(name="two")(x[:2]))
     assert decompose_model(two) is two  # two inputs: nothing to rewrite
+
+
+def test_twin_activations_merge_under_bfloat16_and_not_across_policies():
+    """A model file rebuilt under mixed_bfloat16 (CPUs that compute bfloat16) merges its
+    twins the same way; two ReLUs of one tensor under different policies stay two."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((8, 8, 3))
+        x = L.Conv2D(4, 3, padding="same")(inputs)
+        a, b = L.ReLU(name="relu_a")(x), L.Activation("relu", name="relu_b")(x)
+        c = L.ReLU(name="relu_c", dtype="float32")(x)
+        model = keras.Model(inputs, L.Add()([a, b, c]))
+        flat = decompose_model(model)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    names = kinds(flat)
+    assert ("relu_a" in names) != ("relu_b" in names) and "relu_c" in names, names
+    assert flat.get_layer("relu_c").compute_dtype == "float32"
