@@ -21,6 +21,8 @@ those ops (the float function is unchanged, up to float rounding):
 | `Normalization` (last axis)                       | `Rescaling(1 / √var, −mean / √var)`    |
 | `Add` or `Multiply` of more than two tensors      | a chain of two-input layers, the last  |
 |                                                   | keeping the name (`<name>_1`, ...)     |
+| `Average` of n tensors                            | that chain of `Add` layers, then       |
+|                                                   | `Rescaling(1 / n)` `<name>`            |
 | activation layers (`ReLU`, `Activation`,          | the first of them, read by all their   |
 | `LeakyReLU`) computing one function of one tensor | consumers (`twin_activations`)         |
 
@@ -28,11 +30,12 @@ TFLite computes swish as LOGISTIC and MUL, each rounding onto its own grid (the 
 fixed, 1/256); a separable convolution as DEPTHWISE_CONV_2D then CONV_2D with an int8
 tensor between; arithmetic with a number and `Normalization` as a per-channel affine map,
 which the export computes in one convolution (`sgt_tfmot.export`); a sum or product of n
-tensors as n − 1 ADD or MUL ops in Keras's order ((a + b) + c), each rounding. The converter merges
-identical ops on one tensor into one op, which has one output grid: twin activations (NASNet
-applies five ReLUs to its stem's output, one per path) would each train a range (a PACT α) of
-their own, and the file would compute the merged RELU in float between DEQUANTIZE and
-QUANTIZE ops, off the Edge TPU and off the Keras model's values.
+tensors as n − 1 ADD or MUL ops in Keras's order ((a + b) + c), each rounding (an average:
+those ADD ops, then a MUL by 1 / n). The converter merges identical ops on one tensor into
+one op, which has one output grid: twin activations (NASNet applies five ReLUs to its stem's
+output, one per path) would each train a range (a PACT α) of their own, and the file would
+compute the merged RELU in float between DEQUANTIZE and QUANTIZE ops, off the Edge TPU and
+off the Keras model's values.
 
 Layer names are kept (a new layer is named after the one it comes from), so a decomposed
 model's layers are found by the float model's names. A model with nothing to rewrite comes
@@ -160,20 +163,25 @@ def split_swish(layer: L.Layer):
 
 def split_merge(layer: L.Layer):
     """`Add` or `Multiply` of n > 2 tensors: n − 1 layers of two inputs, in the order Keras
-    computes them ((a + b) + c); TFLite rounds each ADD or MUL onto its own grid."""
-    if type(layer) not in (L.Add, L.Multiply) or len(layer.inbound_nodes) != 1:
+    computes them ((a + b) + c); TFLite rounds each ADD or MUL onto its own grid. `Average`
+    of n tensors: that chain of `Add` layers, then `Rescaling(1 / n)` (TFLite computes it as
+    ADD ops and a MUL by 1 / n, which round apart)."""
+    average = type(layer) is L.Average
+    if type(layer) not in (L.Add, L.Multiply, L.Average) or len(layer.inbound_nodes) != 1:
         return None
-    if len(tf.nest.flatten(layer.inbound_nodes[0].call_args)) <= 2:
+    count = len(tf.nest.flatten(layer.inbound_nodes[0].call_args))
+    if count <= 2 and not average:
         return None
 
     def build(new_name, args, kwargs):
         tensors = [t for t in tf.nest.flatten((args, kwargs)) if _is_keras_tensor(t)]
+        merge = L.Add if average else type(layer)
         total = tensors[0]
         for index, tensor in enumerate(tensors[1:], start=1):
-            last = index == len(tensors) - 1
+            last = index == len(tensors) - 1 and not average
             name = layer.name if last else new_name(f"{layer.name}_{index}")
-            total = type(layer)(name=name)([total, tensor])
-        return total
+            total = merge(name=name)([total, tensor])
+        return L.Rescaling(1.0 / len(tensors), name=layer.name)(total) if average else total
 
     return build
 

@@ -182,6 +182,21 @@ def test_a_merge_of_more_than_two_tensors_is_a_chain_of_two_input_layers(merge):
     assert decompose_model(two) is two  # two inputs: nothing to rewrite
 
 
+@pytest.mark.parametrize("count", [2, 3])
+def test_an_average_is_a_chain_of_adds_then_a_rescaling(count):
+    """TFLite computes an average as ADD ops and a MUL by 1 / n, each rounding onto a grid
+    of its own: the QAT model has the Add layers and a Rescaling, the name on the last."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = [L.Conv2D(4, 1, name=f"c{i}")(inputs) for i in range(count)]
+    flat = rewritten(keras.Model(inputs, L.Average(name="mean")(x)))
+    adds = [layer.name for layer in flat.layers if type(layer) is L.Add]
+    assert adds == [f"mean_{i}" for i in range(1, count)]
+    assert type(flat.get_layer("mean")) is L.Rescaling
+    assert flat.get_layer("mean").scale == pytest.approx(1 / count)
+    assert flat.get_layer("mean").input is flat.get_layer(adds[-1]).output
+
+
 def test_twin_activations_merge_under_bfloat16_and_not_across_policies():
     """A model file rebuilt under mixed_bfloat16 (CPUs that compute bfloat16) merges its
     twins the same way; two ReLUs of one tensor under different policies stay two."""

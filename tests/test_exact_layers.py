@@ -308,6 +308,17 @@ def nas_net():
     return keras.Model(inputs, logits(L.Activation("tanh")(x)))
 
 
+def merges():
+    """Subtract, and averages of two and three tensors (Average was ADD then MUL in the
+    file, rounding between them where the QAT model had no range: 27 % of the W8 logits
+    one or two steps off before the average became Adds and a Rescaling)."""
+    inputs = keras.Input((8, 8, 3))
+    x = conv_bn_relu(inputs, 8)
+    a, b = L.Conv2D(8, 1)(x), L.DepthwiseConv2D(3, padding="same")(x)
+    c = L.Average()([L.Subtract()([a, b]), L.Conv2D(8, 3, padding="same")(x)])
+    return keras.Model(inputs, logits(L.Average()([a, b, c])))
+
+
 def trained_logit_levels(qat: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     """`qat` trained 3 epochs on X and aligned; its logits on X on the file's output grid,
     as the Keras model computes them and as the file does in XNNPACK."""
@@ -331,7 +342,7 @@ def logit_levels(qat: keras.Model) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(
     ("make_model", "bits"),
     [(dense_net, 4), (inception, 4), (user_patterns, 4), (user_patterns, 2),
-     (efficient_net, 4), (mobile_net_v3, 4), (nas_net, 8)],
+     (efficient_net, 4), (mobile_net_v3, 4), (nas_net, 8), (merges, 8), (merges, 4)],
 )  # fmt: skip
 def test_trained_models_convert_exactly(make_model, bits):
     """The integer model's logits equal the Keras model's, up to float32: a Keras conv
