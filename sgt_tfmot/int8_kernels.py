@@ -196,6 +196,14 @@ def xnnpack_add(a, b, grid_a, grid_b, grid_y, low: int = -128, high: int = 127) 
     return np.clip((total >> shift) + zero_y, low, high)
 
 
+def xnnpack_subtract(a, b, grid_a, grid_b, grid_y, low: int = -128, high: int = 127):
+    """XNNPACK's int8 SUB, bit for bit: its ADD with `b`'s multiplier negated, which is the
+    ADD of `b` mirrored about its zero point (2·z_b − b) (tests/test_rounding_ties.py runs
+    LiteRT on every pair against this). Arguments as `xnnpack_add`'s."""
+    zero_b = int(grid_b[1])
+    return xnnpack_add(a, 2 * zero_b - np.asarray(b, np.int64), grid_a, grid_b, grid_y, low, high)
+
+
 @dataclass(frozen=True)
 class AddRounding:
     """How an int8 ADD rounds its pairs of input levels (`add_rounding`).
@@ -215,21 +223,31 @@ class AddRounding:
 
 
 def add_rounding(
-    levels_a, grid_a, levels_b, grid_b, grid_y, low: int = -128, high: int = 127
+    levels_a,
+    grid_a,
+    levels_b,
+    grid_b,
+    grid_y,
+    low: int = -128,
+    high: int = 127,
+    subtract: bool = False,
 ) -> AddRounding | None:
-    """Every pair of input levels of an int8 ADD, rounded exactly and as XNNPACK rounds it.
+    """Every pair of input levels of an int8 ADD (or SUB), rounded exactly and as XNNPACK
+    rounds it.
 
-    The exact sum `((a − z_a)·s_a + (b − z_b)·s_b) / s_y`, in output steps, is what the Keras
-    model rounds (half up, as its fake-quant ops do), in float32: a sum a few millionths of
-    a step from a half step may go either way there; `xnnpack_add` is what the file computes
-    in LiteRT's default runtime. Exhaustive over the given levels; only sums between two
-    output levels that both lie in [low, high] (the fused activation's clamp and the int8
-    range) count: at the clamp's edge every rounding gives the same level.
+    The exact sum `((a − z_a)·s_a + (b − z_b)·s_b) / s_y`, in output steps (the difference
+    for a SUB), is what the Keras model rounds (half up, as its fake-quant ops do), in
+    float32: a sum a few millionths of a step from a half step may go either way there;
+    `xnnpack_add` (`xnnpack_subtract`) is what the file computes in LiteRT's default runtime.
+    Exhaustive over the given levels; only sums between two output levels that both lie in
+    [low, high] (the fused activation's clamp and the int8 range) count: at the clamp's edge
+    every rounding gives the same level.
 
     Args:
       levels_a, levels_b: The int8 levels each input can hold (arrays).
       grid_a, grid_b, grid_y: (scale, int8 zero point) of the inputs and of the output.
       low, high: The output levels that are kept (a fused ReLU keeps those from z_y up).
+      subtract: A SUB (a − b) rather than an ADD.
 
     Returns:
       An `AddRounding`, or None when no sum lands inside.
@@ -239,7 +257,8 @@ def add_rounding(
         (float(np.float32(scale)), int(zero)) for scale, zero in (grid_a, grid_b, grid_y)
     )
     a, b = levels_a[:, None], levels_b[None, :]
-    steps = ((a - zero_a) * scale_a + (b - zero_b) * scale_b) / scale_y
+    sign = -1.0 if subtract else 1.0
+    steps = ((a - zero_a) * scale_a + sign * (b - zero_b) * scale_b) / scale_y
     # A sum between levels k and k + 1 (of the output, zero point included) is rounded apart
     # only if both survive the clamp: low <= k and k + 1 <= high.
     below = np.floor(steps) + zero_y
@@ -248,7 +267,8 @@ def add_rounding(
         return None
     distance = np.where(inside, np.abs(steps - np.floor(steps) - 0.5), np.inf)
     exact = np.clip(np.floor(steps + 0.5) + zero_y, low, high)
-    apart = inside & (xnnpack_add(a, b, grid_a, grid_b, grid_y, low, high) != exact)
+    kernel = xnnpack_subtract if subtract else xnnpack_add
+    apart = inside & (kernel(a, b, grid_a, grid_b, grid_y, low, high) != exact)
     i, j = np.unravel_index(
         np.argmin(np.where(apart, distance, np.inf) if apart.any() else distance), distance.shape
     )

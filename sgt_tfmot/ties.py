@@ -8,8 +8,8 @@ it may go either way); in a k-bit residual network one such pair in the first bl
 1.3 % of a W4A4 ResNet-20's top-1 predictions (docs/RESULTS.md, "SGT on photos,
 confirmed").
 
-`rounding_ties` finds them in the model itself: for every Add, the grids its file will have
-(each tensor's quantizer's export range, nudged as the converter nudges it:
+`rounding_ties` finds them in the model itself: for every Add (and Subtract), the grids its
+file will have (each tensor's quantizer's export range, nudged as the converter nudges it:
 `int8_kernels.nudged_grid`), the levels each input can hold (2^k for a k-bit PACT output,
 else 256), and the sums the output keeps (a PACT ReLU after the Add keeps levels 0..2^k − 1
 of its grid), through `int8_kernels.add_rounding`: an Add is tied when XNNPACK rounds a pair
@@ -119,13 +119,15 @@ def _add_output(model, add, consumers):
 
 
 def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie]:
-    """Every two-input Add of `model` that XNNPACK rounds apart from its exact sums on a pair
-    of input levels, or with a pair within `within` output steps of a rounding tie, in the
-    grids its integer file will have (module docstring)."""
+    """Every two-input Add (or Subtract: XNNPACK's SUB rounds as its ADD does,
+    `int8_kernels.xnnpack_subtract`) of `model` that XNNPACK rounds apart from its exact sums
+    on a pair of input levels, or with a pair within `within` output steps of a rounding tie,
+    in the grids its integer file will have (module docstring)."""
     consumers = _graph.consumers(model.get_config())
     found = []
     for add in model.layers:
-        if not isinstance(getattr(add, "layer", add), keras.layers.Add):
+        merge = getattr(add, "layer", add)
+        if not isinstance(merge, (keras.layers.Add, keras.layers.Subtract)):
             continue
         if len(add.inbound_nodes) != 1:
             continue
@@ -138,7 +140,8 @@ def rounding_ties(model: keras.Model, within: float = NEAR_TIE) -> list[KerasTie
             continue
         (grid_a, levels_a, _), (grid_b, levels_b, _) = tensors
         *kept, k_bit = output
-        rounding = add_rounding(levels_a, grid_a, levels_b, grid_b, *kept)
+        subtract = isinstance(merge, keras.layers.Subtract)
+        rounding = add_rounding(levels_a, grid_a, levels_b, grid_b, *kept, subtract=subtract)
         if rounding is not None and (rounding.apart or rounding.distance < within):
             statistics = (
                 ()

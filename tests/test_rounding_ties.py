@@ -18,7 +18,7 @@ from ai_edge_litert.interpreter import OpResolverType
 
 from sgt_tfmot import quantize_model
 from sgt_tfmot.conversion import checks
-from sgt_tfmot.int8_kernels import add_rounding, xnnpack_add
+from sgt_tfmot.int8_kernels import add_rounding, xnnpack_add, xnnpack_subtract
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.requantize import RoundingTie, add_rounding_ties
 from sgt_tfmot.tflite.rewrite import op_code, pack_model, unpack_model
@@ -33,13 +33,14 @@ def residual_file(residual_qat):
     return to_integer_tflite(residual_qat(4), RESIDUAL_X[:32])
 
 
-def adds(model) -> list[tuple[int, list]]:
-    """(index, [input a, input b, output] tensors) of every ADD of an unpacked model."""
+def adds(model, code=schema.BuiltinOperator.ADD) -> list[tuple[int, list]]:
+    """(index, [input a, input b, output] tensors) of every ADD (or op `code`) of an
+    unpacked model."""
     graph = model.subgraphs[0]
     return [
         (index, [graph.tensors[t] for t in (*op.inputs[:2], op.outputs[0])])
         for index, op in enumerate(graph.operators)
-        if op_code(model, op) == schema.BuiltinOperator.ADD
+        if op_code(model, op) == code
     ]
 
 
@@ -149,29 +150,36 @@ LEVELS = np.arange(-128, 128)
 PAIRS = np.stack(np.meshgrid(LEVELS, LEVELS, indexing="ij"), -1).reshape(-1, 2)
 
 
-@pytest.fixture(scope="module")
-def add_file():
-    """An int8 file of one ADD of two inputs of 65,536 elements: every pair of levels."""
+def merge_file(subtract: bool) -> bytes:
+    """An int8 file of one ADD (or SUB) of two inputs of 65,536 elements: every pair of
+    levels."""
     from sgt_tfmot.keras import tf
 
     spec = tf.TensorSpec([len(PAIRS)], tf.float32)
 
     @tf.function(input_signature=[spec, spec])
-    def add(a, b):
+    def merge(a, b):
         a = tf.quantization.fake_quant_with_min_max_args(a, -1.0, 1.0)
         b = tf.quantization.fake_quant_with_min_max_args(b, -2.0, 2.0)
-        return tf.quantization.fake_quant_with_min_max_args(a + b, -3.0, 3.0)
+        total = a - b if subtract else a + b
+        return tf.quantization.fake_quant_with_min_max_args(total, -3.0, 3.0)
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([add.get_concrete_function()])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([merge.get_concrete_function()])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.inference_input_type = converter.inference_output_type = tf.int8
     return converter.convert()
 
 
-def with_grids(flatbuffer: bytes, grids) -> bytes:
-    """The ADD file with (scale, zero point) of input a, input b and the output set."""
+@pytest.fixture(scope="module")
+def add_file():
+    return merge_file(subtract=False)
+
+
+def with_grids(flatbuffer: bytes, grids, code=schema.BuiltinOperator.ADD) -> bytes:
+    """The ADD (or op `code`) file with (scale, zero point) of input a, input b and the
+    output set."""
     model = unpack_model(flatbuffer)
-    ((_, tensors),) = adds(model)
+    ((_, tensors),) = adds(model, code)
     for tensor, (scale, zero) in zip(tensors, grids, strict=True):
         tensor.quantization.scale = np.array([scale], np.float32)
         tensor.quantization.zeroPoint = np.array([zero], np.int64)
@@ -227,6 +235,61 @@ def test_xnnpack_add_is_litert_s_add_bit_for_bit_and_the_ties_are_the_pairs_it_r
     assert beyond_near_tie >= 1
 
 
+def test_xnnpack_subtract_is_litert_s_sub_bit_for_bit_and_its_ties_are_found():
+    """LiteRT's default SUB is its ADD with the second input's multiplier negated, on every
+    pair of levels of 12 random grids (1 to 3 pairs a grid round apart from the exact
+    difference in 4 of them); `add_rounding_ties` counts those pairs on the file's SUB."""
+    sub_file = merge_file(subtract=True)
+    rng = np.random.default_rng(0)
+    found = 0
+    for _ in range(12):
+        grids = [(float(np.float32(rng.uniform(0.001, 0.1))), int(rng.integers(-128, 128)))
+                 for _ in range(3)]  # fmt: skip
+        flatbuffer = with_grids(sub_file, grids, schema.BuiltinOperator.SUB)
+        runtime = every_pair(flatbuffer, "xnnpack")
+        np.testing.assert_array_equal(runtime, xnnpack_subtract(PAIRS[:, 0], PAIRS[:, 1], *grids))
+        (scale_a, zero_a), (scale_b, zero_b), (scale_y, zero_y) = (
+            (Fraction(scale), zero) for scale, zero in grids
+        )
+        exact = np.array([
+            min(max(floor_level(((a - zero_a) * scale_a - (b - zero_b) * scale_b) / scale_y
+                                + Fraction(1, 2)) + zero_y, -128), 127)
+            for a, b in PAIRS.tolist()
+        ])  # fmt: skip
+        differ = PAIRS[runtime != exact]
+        ties = [tie for tie in add_rounding_ties(flatbuffer) if tie.apart]
+        if len(differ):
+            (tie,) = ties
+            assert tie.kind == "SUB" and tie.apart == len(differ)
+            assert list(tie.levels) in differ.tolist()
+            steps = (tie.levels[0] - zero_a) * scale_a - (tie.levels[1] - zero_b) * scale_b
+            assert tie.steps == pytest.approx(float(steps / scale_y), abs=1e-9)
+            found += 1
+        else:
+            assert ties == []
+    assert found >= 2
+
+
+def test_the_keras_side_finds_a_subtract_s_ties():
+    """A Subtract's closest pair in the Keras model's grids is its file SUB's."""
+    from sgt_tfmot.keras import keras
+
+    layers = keras.layers
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    y = layers.ReLU()(layers.Conv2D(4, 3, padding="same")(x))
+    z = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same", use_bias=False)(x))
+    z = layers.Subtract(name="difference")([z, y])
+    outputs = layers.Dense(3)(layers.GlobalAveragePooling2D()(z))
+    qat = quantize_model(keras.Model(inputs, outputs), weight_bits=4, activation_bits=4)
+    qat.predict(RESIDUAL_X, verbose=0)
+    (keras_tie,) = rounding_ties(qat, within=1.0)
+    (file_tie,) = add_rounding_ties(to_integer_tflite(qat, RESIDUAL_X[:32]), within=1.0)
+    assert keras_tie.add == "quant_difference" and file_tie.kind == "SUB"
+    assert keras_tie.distance == pytest.approx(file_tie.distance, abs=2e-6)
+
+
 def test_a_pair_set_on_a_tie_is_found(residual_file):
     model = unpack_model(residual_file)
     index, (a, b, out) = adds(model)[0]
@@ -256,8 +319,12 @@ def test_the_gate_names_the_telling_tie_only_when_agreement_fails():
     assert "rounding tie" not in plain
     passed = checks.AccuracyComparison(0.91, 0.91, 1.0, 10000, ulp_agreement=0.999)
     assert checks.gate(checks.Thresholds(), passed, ties=ties) == []
-    assert apart.to_dict() == {"op": 11, "levels": [5, -7], "steps": 2.50003,
+    assert apart.to_dict() == {"op": 11, "kind": "ADD", "levels": [5, -7], "steps": 2.50003,
                                "distance": 3e-5, "xnnpack_apart": 2}  # fmt: skip
+    sub = RoundingTie(12, (5, 7), -2.50003, 3e-5, apart=1, kind="SUB")
+    (line,) = checks.gate(checks.Thresholds(), failed, ties=(sub,))
+    assert "SUB #12's input levels (5, 7) differ by -2.5000300 output steps" in line
+    assert "(1 pair of this SUB's levels)" in line
 
 
 def test_convert_s_summary_gives_the_ties_one_line():
@@ -277,6 +344,11 @@ def test_convert_s_summary_gives_the_ties_one_line():
         "input levels in all; 1 with a pair within 1e-05 of a step of a tie; the report's "
         "rounding_ties lists them)"
     ]
+    sub = RoundingTie(12, (5, 7), -2.50003, 3e-5, apart=1, kind="SUB")
+    assert (
+        "3 ADDs and SUBs that XNNPACK rounds apart from the Keras model on 4 pairs"
+        in (_tie_lines((*ties, sub))[0])
+    )
 
 
 # --- the Keras side: rounding_ties and separate_rounding_ties ---------------------------------

@@ -22,7 +22,9 @@ steps, rounded once. XNNPACK multiplies by 21-bit multipliers
 sum near a half step (a rounding tie: within ~1e-4 of a step, less the more alike the input
 scales) it can round it to the other level than the exact sum's, which the Keras model
 rounds (in float32: a sum a few millionths of a step from a tie may go either way there).
-`add_rounding_ties` finds every ADD with such a pair among the levels the file can meet. A
+A SUB is XNNPACK's ADD with the second multiplier negated (`xnnpack_subtract`), with the same
+ties. `add_rounding_ties` finds every ADD and SUB with such a pair among the levels the file
+can meet. A
 frequent one changes a level in most images, and through a k-bit residual
 network (one level is 1/(2^k − 1) of an activation's range) a top-1 prediction in a few
 hundred (docs/RESULTS.md, "SGT on photos, confirmed").
@@ -128,16 +130,19 @@ def fully_connected(
 
 @dataclass(frozen=True)
 class RoundingTie:
-    """An ADD that XNNPACK and the Keras model may round apart, and its telling pair of levels.
+    """An ADD (or SUB) that XNNPACK and the Keras model may round apart, and its telling
+    pair of levels.
 
     Attributes:
-      op: The ADD's index in the file's execution order.
+      op: The op's index in the file's execution order.
       levels: The two int8 input levels (a, b): of the pairs XNNPACK rounds apart, the one
         closest to a half step; when it rounds none apart, the closest of all pairs.
-      steps: Their sum in output steps, `((a − z_a)·s_a + (b − z_b)·s_b) / s_y` (float64).
+      steps: Their sum in output steps, `((a − z_a)·s_a + (b − z_b)·s_b) / s_y` (float64;
+        their difference for a SUB).
       distance: |steps − nearest half step|, in output steps.
       apart: How many pairs XNNPACK rounds to another level than their exact sum's
         (`sgt_tfmot.int8_kernels.add_rounding`).
+      kind: "ADD" or "SUB".
     """
 
     op: int
@@ -145,24 +150,30 @@ class RoundingTie:
     steps: float
     distance: float
     apart: int = 0
+    kind: str = "ADD"
 
     def to_dict(self) -> dict:
-        return {"op": self.op, "levels": list(self.levels), "steps": self.steps,
-                "distance": self.distance, "xnnpack_apart": self.apart}  # fmt: skip
+        return {"op": self.op, "kind": self.kind, "levels": list(self.levels),
+                "steps": self.steps, "distance": self.distance,
+                "xnnpack_apart": self.apart}  # fmt: skip
 
     def describe(self) -> str:
         """The tie in words (convert's summary and its failed agreement check)."""
+        verb = "differ by" if self.kind == "SUB" else "sum to"
         said = (
-            f"ADD #{self.op}'s input levels {self.levels} sum to {self.steps:.7f} output "
-            f"steps, {self.distance:.1e} of a step from a rounding tie, "
+            f"{self.kind} #{self.op}'s input levels {self.levels} {verb} {self.steps:.7f} "
+            f"output steps, {self.distance:.1e} of a step from a rounding tie, "
         )
         if self.apart:
             pairs = "pair" if self.apart == 1 else "pairs"
             return said + (
                 f"which XNNPACK rounds the other way than the Keras model ({self.apart} "
-                f"{pairs} of this ADD's levels)"
+                f"{pairs} of this {self.kind}'s levels)"
             )
         return said + "which the Keras model's float32 may round either way"
+
+
+_ROUNDED_MERGES = {schema.BuiltinOperator.ADD: "ADD", schema.BuiltinOperator.SUB: "SUB"}
 
 
 def _input_levels(graph: OpGraph, tensor: int) -> np.ndarray:
@@ -172,8 +183,9 @@ def _input_levels(graph: OpGraph, tensor: int) -> np.ndarray:
 
 
 def add_rounding_ties(flatbuffer: bytes, within: float = NEAR_TIE) -> tuple[RoundingTie, ...]:
-    """Every int8 ADD of subgraph 0 that XNNPACK rounds apart from the exact sums on a pair of
-    input levels, or with a pair within `within` output steps of a rounding tie
+    """Every int8 ADD or SUB of subgraph 0 that XNNPACK rounds apart from the exact sums (or
+    differences) on a pair of input levels, or with a pair within `within` output steps of a
+    rounding tie
     (`sgt_tfmot.int8_kernels.add_rounding`, over the levels each input can hold,
     `_input_levels`, and the sums its fused activation keeps).
 
@@ -188,7 +200,8 @@ def add_rounding_ties(flatbuffer: bytes, within: float = NEAR_TIE) -> tuple[Roun
         return float(quantization.scale[0]), int(quantization.zeroPoint[0])
 
     for index, op in enumerate(graph.subgraph.operators or []):
-        if op_code(graph.model, op) != schema.BuiltinOperator.ADD:
+        kind = _ROUNDED_MERGES.get(op_code(graph.model, op))
+        if kind is None:
             continue
         first, second, (output,) = int(op.inputs[0]), int(op.inputs[1]), op.outputs
         if any(tensors[t].type != schema.TensorType.INT8 for t in (first, second, output)):
@@ -202,9 +215,9 @@ def add_rounding_ties(flatbuffer: bytes, within: float = NEAR_TIE) -> tuple[Roun
             high = min(high, low + round(6.0 / grid(output)[0]))
         rounding = add_rounding(
             _input_levels(graph, first), grid(first), _input_levels(graph, second),
-            grid(second), grid(output), low, high,
+            grid(second), grid(output), low, high, subtract=kind == "SUB",
         )  # fmt: skip
         if rounding is not None and (rounding.apart or rounding.distance < within):
             found.append(RoundingTie(index, rounding.levels, rounding.steps,
-                                     rounding.distance, rounding.apart))  # fmt: skip
+                                     rounding.distance, rounding.apart, kind))  # fmt: skip
     return tuple(found)

@@ -336,7 +336,7 @@ def _floor_hint(accuracy: AccuracyComparison, thresholds: Thresholds) -> str:
 
 
 def _tie_hint(ties: Sequence) -> str:
-    """The failed agreement's likely cause when the file has an ADD near a rounding tie: one
+    """The failed agreement's likely cause when the file has an ADD or SUB near a rounding tie: one
     that XNNPACK rounds apart from the Keras model first, then the closest."""
     if not ties:
         return ""

@@ -17,9 +17,9 @@ Its keys, in one place:
 | num_test, keras_accuracy, tflite_accuracy, accuracy_drop_pp, agreement, ulp_agreement | |
 | | `AccuracyComparison`, on the test split |
 | biases_aligned | a QAT model's biases are on the int32 grid (`align_biases`) |
-| rounding_ties | ADDs that XNNPACK rounds apart from the Keras model on a pair of input |
+| rounding_ties | ADDs and SUBs that XNNPACK rounds apart from the Keras model on a pair of input |
 | | levels, or with a pair within `NEAR_TIE` of a rounding tie |
-| | (`sgt_tfmot.tflite.requantize.RoundingTie`): op, levels, steps, distance, xnnpack_apart |
+| | (`sgt_tfmot.tflite.requantize.RoundingTie`): op, kind, levels, steps, distance, xnnpack_apart |
 | export_model | for k < 8 bits: the 8-bit export model's accuracy and agreement with TFLite |
 | fidelity, fidelity_gap_pp | `sgt_tfmot.explain.fidelity.FidelityResult`, or null when skipped |
 | integer_model_maps | occlusion maps of the .tflite (LiteRT) vs the Keras model's (ρ, IoU) |
@@ -175,10 +175,16 @@ def _accuracy_lines(report: ConversionReport) -> list[str]:
     return lines
 
 
+def _ops(ties) -> str:
+    """The kinds of op `ties` hold, in words: ADDs, SUBs, or ADDs and SUBs."""
+    kinds = sorted({tie.kind for tie in ties})
+    return " and ".join(f"{kind}s" for kind in kinds)
+
+
 def _tie_lines(ties) -> list[str]:
-    """One line for the file's ADDs near a rounding tie: how many XNNPACK rounds apart from
-    the Keras model, and on how many pairs of input levels; a single one in full. The top-1
-    agreement says whether they matter (a failed check names the telling one)."""
+    """One line for the file's ADDs (and SUBs) near a rounding tie: how many XNNPACK rounds
+    apart from the Keras model, and on how many pairs of input levels; a single one in full.
+    The top-1 agreement says whether they matter (a failed check names the telling one)."""
     if not ties:
         return []
     if len(ties) == 1:
@@ -188,8 +194,8 @@ def _tie_lines(ties) -> list[str]:
     if apart:
         pairs = sum(tie.apart for tie in apart)
         said.append(
-            f"{len(apart)} ADDs that XNNPACK rounds apart from the Keras model on {pairs} pairs "
-            "of input levels in all"
+            f"{len(apart)} {_ops(apart)} that XNNPACK rounds apart from the Keras model on "
+            f"{pairs} pairs of input levels in all"
         )
     if len(ties) > len(apart):
         said.append(f"{len(ties) - len(apart)} with a pair within {NEAR_TIE:g} of a step of a tie")
