@@ -102,16 +102,23 @@ def _tensor(layer):
 
 def _add_output(model, add, consumers):
     """(grid, lowest, highest level kept, k-bit) of an Add's result in the file: its own
-    range, or that of the one PACT ReLU after it (fused into the ADD: levels 0..2^k − 1);
-    k-bit when that ReLU has k < 8 bits, where one level is a large step (1/(2^k − 1) of its
-    range) that grows through the layers after it. None when the result has no range."""
+    range, that of the one PACT ReLU after it (fused into the ADD: levels 0..2^k − 1), or
+    that of the one Concatenate after it (which gives its inputs without a range its own
+    grid); k-bit when that ReLU has k < 8 bits, where one level is a large step
+    (1/(2^k − 1) of its range) that grows through the layers after it. None when the result
+    has no range."""
     own = _tensor(add)
     if own is not None:
         return own[0], -128, 127, False
     after = consumers.get(add.name, [])
     if len(after) != 1 or after[0] == _graph.OUTPUT:
         return None
-    found = _tensor(model.get_layer(after[0]))
+    consumer = model.get_layer(after[0])
+    found = _tensor(consumer)
+    if found is not None and isinstance(
+        getattr(consumer, "layer", consumer), keras.layers.Concatenate
+    ):
+        return found[0], -128, 127, False
     if found is None or not isinstance(found[2], PACTQuantizer):
         return None
     grid, levels, quantizer = found

@@ -290,6 +290,28 @@ def test_the_keras_side_finds_a_subtract_s_ties():
     assert keras_tie.distance == pytest.approx(file_tie.distance, abs=2e-6)
 
 
+def test_the_keras_side_finds_the_ties_of_an_add_read_by_a_concatenate():
+    """An Add read only by a Concatenate has no range of its own: its file ADD writes on the
+    CONCATENATION's grid, which the Keras side now reads (it skipped such an Add)."""
+    from sgt_tfmot.keras import keras
+
+    layers = keras.layers
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.Conv2D(8, 3, padding="same")(inputs))
+    total = layers.Add(name="total")(
+        [layers.Conv2D(8, 1)(x), layers.Conv2D(8, 3, padding="same")(x)]
+    )
+    joined = layers.Concatenate()([total, layers.Conv2D(4, 1)(x)])
+    outputs = layers.Dense(3)(layers.GlobalAveragePooling2D()(joined))
+    qat = quantize_model(keras.Model(inputs, outputs), weight_bits=8, activation_bits=8)
+    qat.predict(RESIDUAL_X, verbose=0)
+    (keras_tie,) = rounding_ties(qat, within=1.0)
+    (file_tie,) = add_rounding_ties(to_integer_tflite(qat, RESIDUAL_X[:32]), within=1.0)
+    assert keras_tie.add == "total" and keras_tie.statistics == ()  # not wrapped: no range
+    assert keras_tie.distance == pytest.approx(file_tie.distance, abs=2e-6)
+
+
 def test_a_pair_set_on_a_tie_is_found(residual_file):
     model = unpack_model(residual_file)
     index, (a, b, out) = adds(model)[0]
