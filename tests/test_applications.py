@@ -96,6 +96,43 @@ def test_compatibility_script_runs_a_keras_3_row(tmp_path):
     assert "==" not in only.stdout  # nothing was run
 
 
+TABLE_OF_A_ROW = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("compatibility", sys.argv[1])
+compatibility = importlib.util.module_from_spec(spec)
+sys.modules["compatibility"] = compatibility  # for its dataclass
+spec.loader.exec_module(compatibility)
+print(compatibility.markdown([json.loads(sys.argv[2])]))
+"""
+
+
+def test_the_table_names_a_row_s_own_training_settings():
+    """A row's own clipnorm (float training) and learning rate (QAT fit) are in its line."""
+    report = {
+        "keras_accuracy": 0.5,
+        "tflite_accuracy": 0.5,
+        "agreement": 1.0,
+        "ulp_agreement": 1.0,
+        "checks_passed": True,
+        "failures": [],
+        "op_names": ["ADD"],
+    }
+    row = {"row": "EfficientNetB0", "settings": {"pretrain_epochs": 10}, "pretrain_s": 10.0,
+           "steps": 300, "precision": "float32", "train_s": 5.0, "convert_s": 1.0,
+           "clipnorm": 1.0, "learning_rate": 0.001, "report": report}  # fmt: skip
+    command = [sys.executable, "-c", TABLE_OF_A_ROW, str(BENCHMARKS / "compatibility.py")]
+    result = subprocess.run([*command, json.dumps(row)], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = result.stdout.splitlines()[2]
+    assert line.startswith("| EfficientNetB0 | 10 (clipnorm 1), 10 | 300 (learning rate 0.001), "
+                           "float32, 5 | 1 | 50.00 % |"), line  # fmt: skip
+    plain = {**row, "clipnorm": None, "learning_rate": None}
+    result = subprocess.run([*command, json.dumps(plain)], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert "| EfficientNetB0 | 10, 10 | 300, float32, 5 |" in result.stdout
+
+
 RESUMED_PRETRAINING = """
 import importlib.util, json, sys
 import numpy as np
