@@ -477,11 +477,14 @@ def _quantizes_its_input(producer, consumer) -> bool:
     activation (TFLite fuses the ReLU into the producer, whose output then has PACT's
     range), a BatchNormalization folding into it, or a Concatenate, whose range the TFLite
     converter gives to every input made by a layer that feeds nothing else (it overrides
-    the producer's own range, so the QAT graph must not round there). A Concatenate read
-    by a Concatenate keeps its range: the outer one requantizes it (`QuantizeWrapperV2`)."""
-    if configs.is_pact_activation(consumer) and not configs.is_kernel_layer(consumer):
-        return True
+    the producer's own range, so the QAT graph must not round there). A Concatenate keeps
+    its range when a Concatenate reads it (the outer one requantizes it,
+    `QuantizeWrapperV2`) and when a ReLU does: the converter fuses no ReLU into a
+    CONCATENATION, which rounds onto a grid of its own (or, without a range, an input's)
+    before a RELU op (NASNet's cells: 37 % of a RELU's outputs off by 1-2 steps)."""
     concatenate = keras.layers.Concatenate
+    if configs.is_pact_activation(consumer) and not configs.is_kernel_layer(consumer):
+        return not isinstance(producer, concatenate)
     if isinstance(consumer, concatenate) and not isinstance(producer, concatenate):
         return True
     return _graph.bn_folds_into(producer, consumer)
