@@ -313,8 +313,9 @@ def cell_outputs():
     by the next cell's ReLU. The converter fuses no ReLU into a CONCATENATION: before the
     Concatenate had a range of its own, the file rounded it onto an input's grid and the
     Keras model did not round there (14 % of the W8 logits off). At W4 it is not exact
-    yet: the file's CONCATENATION differs from the Keras model's on 19 % of its values and
-    the 4-bit RELU after it rounds its own way (57 % of the logits off, up to 2 steps)."""
+    yet: the CONCATENATION is, but its RELU moves it onto the 4-bit grid in LiteRT's builtin
+    kernel (XNNPACK takes no rescaling RELU), whose multiplier rounds at a quarter of a step
+    when the scale ratio is under 1/2 (5 % of its outputs a step off; 57 % of the logits)."""
     inputs = keras.Input((8, 8, 3))
     h = conv_bn_relu(inputs, 8)
     a = L.Conv2D(8, 1)(h)
