@@ -1,14 +1,14 @@
 """The TFLite int8 kernels that a fake-quant op cannot express, as formulas the QAT model
 runs: where an integer kernel rounds its own way (AVERAGE_POOL_2D), or moves a tensor from
 one grid onto another with a fixed-point multiplier (the QUANTIZE in front of a
-CONCATENATION input, LEAKY_RELU), the Keras model computes the same integers, so the
-`.tflite` gives the Keras model's logits. `quantize.QuantizeWrapperV2` applies them where a
-layer's config names an `integer_kernel`.
+CONCATENATION input, LEAKY_RELU, a RELU that fuses into nothing), the Keras model computes
+the same integers, so the `.tflite` gives the Keras model's logits.
+`quantize.QuantizeWrapperV2` applies them where a layer's config names an `integer_kernel`.
 
 Each takes and returns float values on int8 grids, given as (scale, int8 zero point) pairs
-(`nudged_grid`, or a quantizer's `integer_grid`), computes in float32 (so models under the
-`mixed_bfloat16` policy work) and has the gradient of the identity (straight through, like
-every quantizer here).
+(`nudged_grid`, or a quantizer's `integer_grid`), computes in float32 (float64 for TFLite's
+31-bit multipliers; so models under the `mixed_bfloat16` policy work) and has the gradient
+of the identity (straight through, like every quantizer here).
 """
 
 from __future__ import annotations
@@ -147,6 +147,74 @@ def leaky_relu_int8(x, y, alpha: float, input_grid, output_grid):
         negative = tf.round(256.0 * float(alpha) * s_in / s_out)
         r = _fixed_point_8(d, tf.where(d >= 0, positive, negative), z_out)
         return (r - z_out) * s_out, lambda dy: (tf.zeros_like(dy), dy)
+
+    return tf.cast(_kernel(_to_float32(x), _to_float32(y)), y.dtype)
+
+
+def _quantize_multiplier(ratio):
+    """TFLite's `QuantizeMultiplier` in float64 tensors: (Q31 mantissa, shift) with
+    ratio ≈ mantissa · 2^(shift − 31), the mantissa in [2^30, 2^31) rounded half up."""
+    exponent = tf.floor(tf.math.log(ratio) / np.log(2.0)) + 1.0
+    fraction = ratio * tf.pow(tf.constant(2.0, tf.float64), -exponent)
+    exponent = tf.where(fraction >= 1.0, exponent + 1.0, exponent)
+    exponent = tf.where(fraction < 0.5, exponent - 1.0, exponent)
+    fraction = ratio * tf.pow(tf.constant(2.0, tf.float64), -exponent)
+    mantissa = tf.floor(fraction * 2.0**31 + 0.5)
+    carry = mantissa >= 2.0**31
+    return tf.where(carry, mantissa / 2.0, mantissa), tf.where(carry, exponent + 1.0, exponent)
+
+
+def _multiply_by_quantized_multiplier(d, mantissa, shift):
+    """TFLite's `MultiplyByQuantizedMultiplier` on integers held in float64 tensors (exact:
+    every product stays under 2^53): a rounding doubling high multiply by the mantissa, then
+    a rounding right shift (`sgt_tfmot.tflite.requantize.multiply_by_quantized_multiplier`
+    in numpy)."""
+    two = tf.constant(2.0, tf.float64)
+    x = d * tf.pow(two, tf.maximum(shift, 0.0))
+    divisor = tf.pow(two, tf.maximum(-shift, 0.0))
+    product = x * mantissa
+    nudge = tf.where(product >= 0.0, tf.constant(2.0**30, tf.float64), 1.0 - 2.0**30)
+    total = product + nudge
+    high = tf.sign(total) * tf.floor(tf.abs(total) / 2.0**31)  # C division: toward zero
+    below = tf.floor(high / divisor)
+    remainder = high - below * divisor
+    threshold = tf.floor((divisor - 1.0) / 2.0) + tf.cast(high < 0.0, tf.float64)
+    return below + tf.cast(remainder > threshold, tf.float64)
+
+
+def relu_int8(x, y, input_grid, output_grid, levels: int = 255):
+    """LiteRT's int8 RELU from one grid onto another (a RELU after a CONCATENATION, which
+    the converter fuses nowhere), with the value of the float computation `y` (the PACT
+    output on `output_grid`) replaced and its gradient kept (straight through).
+
+    XNNPACK leaves a RELU whose scales differ to LiteRT's builtin kernel, which requantizes
+    with TFLite's 31-bit multiplier of the float32 ratio s_in / s_out:
+
+        r = z_out + MultiplyByQuantizedMultiplier(q − z_in, M, shift),  clipped to
+        [z_out, z_out + levels] (the ReLU, and PACT's α: the file's MINIMUM)
+
+    whose rounding doubling multiply rounds first at 2^shift of an output step: for a ratio
+    under 1/2 that is a second rounding (at a ratio of 0.18, a quarter of a step), one step
+    from rounding x / s_out wherever the first moved the value across a half step.
+
+    Args:
+      x: The layer's input, on `input_grid`.
+      y: The layer's float output after its PACT quantizer (on `output_grid`).
+      input_grid, output_grid: (scale, int8 zero point) pairs.
+      levels: 2^k − 1 for a k-bit PACT output.
+    """
+    s_in, z_in = input_grid
+    s_out, z_out = output_grid
+
+    @tf.custom_gradient
+    def _kernel(x, y):
+        ratio = tf.cast(_to_float32(s_in) / _to_float32(s_out), tf.float64)
+        mantissa, shift = _quantize_multiplier(ratio)
+        d = tf.cast(tf.round(x / s_in + z_in) - z_in, tf.float64)
+        r = _multiply_by_quantized_multiplier(d, mantissa, shift)
+        z = tf.cast(z_out, tf.float64)
+        r = tf.clip_by_value(r + z, z, tf.minimum(z + float(levels), 127.0))
+        return (tf.cast(r - z, tf.float32)) * s_out, lambda dy: (tf.zeros_like(dy), dy)
 
     return tf.cast(_kernel(_to_float32(x), _to_float32(y)), y.dtype)
 

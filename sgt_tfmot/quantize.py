@@ -21,6 +21,7 @@ from sgt_tfmot.int8_kernels import (
     average_pool_int8,
     leaky_relu_int8,
     pool_window_counts,
+    relu_int8,
     requantize_int8,
 )
 from sgt_tfmot.keras import keras, tf, tfmot
@@ -97,10 +98,11 @@ class QuantizeWrapperV2(_wrapper_mod.QuantizeWrapperV2):
         if kernel not in configs.INPUT_GRID_KERNELS:
             return outputs
         grid = input_grid(self._grid_source(0), self.name)
-        if kernel == configs.LEAKY_RELU:
-            output_grid = self.quantize_config.output_quantizer.integer_grid(
-                self._output_quantizer_vars
-            )
+        if kernel in (configs.LEAKY_RELU, configs.RELU):
+            quantizer = self.quantize_config.output_quantizer
+            output_grid = quantizer.integer_grid(self._output_quantizer_vars)
+            if kernel == configs.RELU:
+                return relu_int8(inputs, outputs, grid, output_grid, 2**quantizer.num_bits - 1)
             return leaky_relu_int8(inputs, outputs, self.layer.alpha, grid, output_grid)
         pool = self.layer
         counts = pool_window_counts(inputs.shape[1:3], pool.pool_size, pool.strides, pool.padding)
@@ -670,6 +672,7 @@ def _layer_annotations(
             model_output=layer.name in output_layers,
             weight_range=weight_range,
             relu_inputs=_relu_inputs(layer),
+            reads_concatenate=isinstance(_graph.inbound_layer(layer), keras.layers.Concatenate),
         )
         if config is not None:
             annotated[layer.name] = config

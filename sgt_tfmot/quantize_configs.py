@@ -31,7 +31,8 @@ Normalization arrive here already rewritten into these layers (`sgt_tfmot.decomp
 
 "See below": the output quantizer of a layer is left out when the tensor is only consumed by
 a layer that quantizes it anyway in the integer graph: a PACT activation (the TFLite converter
-fuses the ReLU into the producer, whose output then carries PACT's [0, α] range), a
+fuses the ReLU into the producer, whose output then carries PACT's [0, α] range; not into a
+Concatenate, which keeps its range), a
 BatchNormalization right after a Conv/Dense (the converter folds it into the producer), or a
 Concatenate (the converter gives its range to such an input). This is why
 BatchNormalization never adds an 8-bit fake-quant in front of PACT, and why a Conv2D
@@ -39,12 +40,14 @@ followed by a separate ReLU layer keeps its kernel quantizer: TFMOT's default pa
 both wrong. The graph-level decision is made in `sgt_tfmot.quantize`; this module says what
 each layer type can do.
 
-Three integer kernels round in a way no fake-quant op expresses, so the wrapper reproduces
+Four integer kernels round in a way no fake-quant op expresses, so the wrapper reproduces
 them (`LayerQuantizeConfig.integer_kernel`, run by `sgt_tfmot.quantize.QuantizeWrapperV2`):
 an AveragePooling2D rounds its average on its input's grid as AVERAGE_POOL_2D does, a
 Concatenate's input that keeps a grid of its own (read elsewhere too, or a pooled or
 concatenated tensor) is moved onto the output's grid as the converter's QUANTIZE op does,
-and a LeakyReLU requantizes each side with XNNPACK's fixed-point multipliers.
+a LeakyReLU requantizes each side with XNNPACK's fixed-point multipliers, and a PACT ReLU
+after a Concatenate (a RELU op of its own) moves its input onto PACT's grid with TFLite's
+31-bit multiplier, which rounds twice at a scale ratio under 1/2.
 """
 
 from __future__ import annotations
@@ -104,9 +107,10 @@ SAME_GRID_LAYERS = (layers.AveragePooling2D,)
 
 # The TFLite int8 kernels whose rounding a wrapper reproduces (`LayerQuantizeConfig`).
 AVERAGE_POOL, CONCATENATION, LEAKY_RELU = "average_pool_2d", "concatenation", "leaky_relu"
-INTEGER_KERNELS = (AVERAGE_POOL, CONCATENATION, LEAKY_RELU)
+RELU = "relu"
+INTEGER_KERNELS = (AVERAGE_POOL, CONCATENATION, LEAKY_RELU, RELU)
 # Those computed from their input's grid (the layer before must have one).
-INPUT_GRID_KERNELS = (AVERAGE_POOL, LEAKY_RELU)
+INPUT_GRID_KERNELS = (AVERAGE_POOL, LEAKY_RELU, RELU)
 
 # Activations whose TFLite int8 kernel writes a fixed output grid, as the (low, high) of a
 # FixedRangeQuantizer over that grid: LOGISTIC scale 1/256 and zero point −128, TANH scale
@@ -220,7 +224,9 @@ class LayerQuantizeConfig(_QuantizeConfig):
         "concatenation" (an input that keeps its own grid is requantized onto the output's
         as the converter's QUANTIZE op does, `sgt_tfmot.int8_kernels.requantize_int8`) or
         "leaky_relu" (the output requantized from the input's grid with XNNPACK's
-        multipliers, `sgt_tfmot.int8_kernels.leaky_relu_int8`).
+        multipliers, `sgt_tfmot.int8_kernels.leaky_relu_int8`) or "relu" (a PACT ReLU
+        that TFLite fuses into nothing, as after a Concatenate: requantized from the
+        input's grid with TFLite's 31-bit multiplier, `sgt_tfmot.int8_kernels.relu_int8`).
     """
 
     def __init__(
@@ -304,6 +310,7 @@ def config_for(
     model_output: bool = False,
     weight_range: str = "max",
     relu_inputs: str | None = None,
+    reads_concatenate: bool = False,
 ) -> LayerQuantizeConfig | None:
     """The QuantizeConfig of one supported layer, or None when it needs no quantizer.
 
@@ -322,6 +329,9 @@ def config_for(
       relu_inputs: "relu" ("relu6") when every input of this `Concatenate` is a ReLU
         (ReLU6) output: the concatenation's output, which takes over its inputs' grids,
         gets PACT (with α ≤ 6) instead of an 8-bit range.
+      reads_concatenate: This activation layer's input is a Concatenate's output: TFLite
+        fuses no ReLU into a CONCATENATION, so the file has a RELU op that moves the
+        concatenation's grid onto PACT's (integer kernel "relu").
     """
     if isinstance(layer, SAME_GRID_LAYERS):
         return LayerQuantizeConfig(integer_kernel=AVERAGE_POOL)
@@ -350,4 +360,7 @@ def config_for(
         return LayerQuantizeConfig(output_quantizer=output_quantizer, integer_kernel=CONCATENATION)
     if isinstance(layer, layers.LeakyReLU) and output_quantizer is not None:
         return LayerQuantizeConfig(output_quantizer=output_quantizer, integer_kernel=LEAKY_RELU)
+    standalone_pact = isinstance(output_quantizer, PACTQuantizer) and weight_quantizer is None
+    if standalone_pact and reads_concatenate:
+        return LayerQuantizeConfig(output_quantizer=output_quantizer, integer_kernel=RELU)
     return LayerQuantizeConfig(weight_attr, weight_quantizer, output_quantizer)

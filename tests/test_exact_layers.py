@@ -30,6 +30,7 @@ from sgt_tfmot.int8_kernels import (
     leaky_relu_int8,
     nudged_grid,
     pool_window_counts,
+    relu_int8,
     requantize_int8,
 )
 from sgt_tfmot.keras import keras, tf
@@ -37,6 +38,7 @@ from sgt_tfmot.quantize import quantize_scope
 from sgt_tfmot.quantize_configs import (
     AVERAGE_POOL,
     CONCATENATION,
+    RELU,
     LayerQuantizeConfig,
     averages_one_element,
 )
@@ -49,6 +51,7 @@ from sgt_tfmot.quantizers import (
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.runtime import RUNTIMES, TFLiteModel, integer_outputs
+from tests.helpers.tflite import interpreter
 
 L = keras.layers
 
@@ -194,6 +197,44 @@ def test_concatenate_requantizes_a_shared_input_as_xnnpack_does(output_range):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("input_range", "output_high"),
+    [((-2.0, 3.0), 4.0), ((-1.0, 1.0), 11.0), ((-6.0, 6.0), 2.5), ((-0.5, 20.0), 3.0),
+     ((-3.0, 9.0), 50.0)],
+)  # fmt: skip
+def test_relu_int8_is_litert_s_rescaling_relu_on_every_int8_value(input_range, output_high):
+    """A RELU whose output grid differs from its input's (scale ratios 1.25, 0.18, 4.8,
+    6.8 and 0.24): `relu_int8` gives LiteRT's levels on all 256 inputs; rounding the exact
+    value differs on some where the ratio is under 1/2."""
+    spec = tf.TensorSpec([256], tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def relu(x):
+        x = tf.quantization.fake_quant_with_min_max_args(x, *input_range)
+        return tf.quantization.fake_quant_with_min_max_args(tf.nn.relu(x), 0.0, output_high)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([relu.get_concrete_function()])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    flatbuffer = converter.convert()
+    assert read_model(flatbuffer).op_names == ["RELU"]
+    model = TFLiteModel(flatbuffer)
+    (s_in, z_in), (s_out, z_out) = model.input["quantization"], model.output["quantization"]
+    levels = np.arange(-128, 128)
+    runner = interpreter(flatbuffer, "xnnpack")
+    runner.set_tensor(runner.get_input_details()[0]["index"], levels.astype(np.int8))
+    runner.invoke()
+    litert = runner.get_tensor(runner.get_output_details()[0]["index"]).astype(np.int64)
+    x = ((levels - z_in) * s_in).astype(np.float32)
+    y = np.clip(np.round(np.maximum(x, 0.0) / s_out), 0, 255) * s_out
+    out = relu_int8(tf.constant(x), tf.constant(y, tf.float32), (s_in, z_in), (s_out, z_out))
+    np.testing.assert_array_equal(np.round(out.numpy() / s_out + z_out), litert)
+    ratio = np.float32(s_in) / np.float32(s_out)
+    exact = np.clip(np.floor((levels - z_in) * float(ratio) + 0.5) + z_out, z_out, 127)
+    assert (exact != litert).any() == (ratio < 0.5)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("alpha", "output_range"), [(0.3, (-40.0, 130.0)), (0.01, (-2.0, 200.0))])
 def test_leaky_relu_requantizes_as_xnnpack_does(alpha, output_range):
     """Every int8 input through LEAKY_RELU, positive and negative side, several ratios."""
@@ -312,10 +353,10 @@ def cell_outputs():
     """NASNet's cell output: a Concatenate of Adds (one input also read elsewhere) read only
     by the next cell's ReLU. The converter fuses no ReLU into a CONCATENATION: before the
     Concatenate had a range of its own, the file rounded it onto an input's grid and the
-    Keras model did not round there (14 % of the W8 logits off). At W4 it is not exact
-    yet: the CONCATENATION is, but its RELU moves it onto the 4-bit grid in LiteRT's builtin
-    kernel (XNNPACK takes no rescaling RELU), whose multiplier rounds at a quarter of a step
-    when the scale ratio is under 1/2 (5 % of its outputs a step off; 57 % of the logits)."""
+    Keras model did not round there (14 % of the W8 logits off). The RELU then moves the
+    concatenation onto PACT's grid in LiteRT's builtin kernel, which rounds twice at a
+    scale ratio under 1/2 (`relu_int8`; at W4 before it, 5 % of its outputs a step off and
+    57 % of the logits)."""
     inputs = keras.Input((8, 8, 3))
     h = conv_bn_relu(inputs, 8)
     a = L.Conv2D(8, 1)(h)
@@ -359,7 +400,7 @@ def logit_levels(qat: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     ("make_model", "bits"),
     [(dense_net, 4), (inception, 4), (user_patterns, 4), (user_patterns, 2),
      (efficient_net, 4), (mobile_net_v3, 4), (nas_net, 8), (merges, 8), (merges, 4),
-     (cell_outputs, 8)],
+     (cell_outputs, 8), (cell_outputs, 4)],
 )  # fmt: skip
 def test_trained_models_convert_exactly(make_model, bits):
     """The integer model's logits equal the Keras model's, up to float32: a Keras conv
@@ -513,8 +554,9 @@ def test_average_pool_of_a_tensor_without_range_is_refused():
 
 
 @pytest.mark.slow
-def test_saved_model_with_these_layers_computes_the_same(tmp_path):
-    qat = quantize_model(user_patterns(), weight_bits=4, activation_bits=4, alpha_init=4.0)
+@pytest.mark.parametrize("make_model", [user_patterns, cell_outputs])
+def test_saved_model_with_these_layers_computes_the_same(tmp_path, make_model):
+    qat = quantize_model(make_model(), weight_bits=4, activation_bits=4, alpha_init=4.0)
     qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
     qat.fit(X[:16], Y[:16], epochs=1, batch_size=16, verbose=0)  # ranges off their start
     expected = qat.predict(X, verbose=0)
@@ -528,17 +570,20 @@ def test_saved_model_with_these_layers_computes_the_same(tmp_path):
 
 
 @pytest.mark.slow
-def test_trains_under_bfloat16():
-    """The integer-kernel rounding runs in float32 inside a bfloat16 model."""
+@pytest.mark.parametrize("make_model", [dense_net, cell_outputs])
+def test_trains_under_bfloat16(make_model):
+    """The integer-kernel rounding runs in float32 (float64 for the RELU's multiplier)
+    inside a bfloat16 model."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        qat = quantize_model(dense_net(), weight_bits=4, activation_bits=4, alpha_init=4.0)
+        qat = quantize_model(make_model(), weight_bits=4, activation_bits=4, alpha_init=4.0)
         qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
         history = qat.fit(X[:32], Y[:32], epochs=2, batch_size=16, verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    (pool,) = [w for w in qat.layers if isinstance(getattr(w, "layer", None), L.AveragePooling2D)]
-    assert pool.compute_dtype == "bfloat16"
+    kernels = [w for w in qat.layers if getattr(w, "quantize_config", None) is not None
+               and w.quantize_config.integer_kernel in (AVERAGE_POOL, RELU)]  # fmt: skip
+    assert kernels and all(w.compute_dtype == "bfloat16" for w in kernels)
     assert np.all(np.isfinite(history.history["loss"]))
 
 
