@@ -356,7 +356,7 @@ def cell_outputs():
     Keras model did not round there (14 % of the W8 logits off). The RELU then moves the
     concatenation onto PACT's grid in LiteRT's builtin kernel, which rounds twice at a
     scale ratio under 1/2 (`relu_int8`; at W4 before it, 5 % of its outputs a step off and
-    57 % of the logits)."""
+    57 % of the logits). Tested at W4, which failed without either fix."""
     inputs = keras.Input((8, 8, 3))
     h = conv_bn_relu(inputs, 8)
     a = L.Conv2D(8, 1)(h)
@@ -366,9 +366,10 @@ def cell_outputs():
 
 
 def merges():
-    """Subtract, and averages of two and three tensors (Average was ADD then MUL in the
-    file, rounding between them where the QAT model had no range: 27 % of the W8 logits
-    one or two steps off before the average became Adds and a Rescaling)."""
+    """Subtract, and averages of two and three tensors. Average was ADD then MUL in the
+    file, rounding between them where the QAT model had no range: in a model averaging two
+    conv outputs, 27 % of the W8 logits and 31 % of the W4 ones were one or two steps off
+    before the average became Adds and a Rescaling."""
     inputs = keras.Input((8, 8, 3))
     x = conv_bn_relu(inputs, 8)
     a, b = L.Conv2D(8, 1)(x), L.DepthwiseConv2D(3, padding="same")(x)
@@ -399,8 +400,7 @@ def logit_levels(qat: keras.Model) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(
     ("make_model", "bits"),
     [(dense_net, 4), (inception, 4), (user_patterns, 4), (user_patterns, 2),
-     (efficient_net, 4), (mobile_net_v3, 4), (nas_net, 8), (merges, 8), (merges, 4),
-     (cell_outputs, 8), (cell_outputs, 4)],
+     (efficient_net, 4), (mobile_net_v3, 4), (nas_net, 8), (merges, 4), (cell_outputs, 4)],
 )  # fmt: skip
 def test_trained_models_convert_exactly(make_model, bits):
     """The integer model's logits equal the Keras model's, up to float32: a Keras conv
@@ -554,9 +554,8 @@ def test_average_pool_of_a_tensor_without_range_is_refused():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make_model", [user_patterns, cell_outputs])
-def test_saved_model_with_these_layers_computes_the_same(tmp_path, make_model):
-    qat = quantize_model(make_model(), weight_bits=4, activation_bits=4, alpha_init=4.0)
+def test_saved_model_with_these_layers_computes_the_same(tmp_path):
+    qat = quantize_model(user_patterns(), weight_bits=4, activation_bits=4, alpha_init=4.0)
     qat.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
     qat.fit(X[:16], Y[:16], epochs=1, batch_size=16, verbose=0)  # ranges off their start
     expected = qat.predict(X, verbose=0)
