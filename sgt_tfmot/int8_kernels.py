@@ -6,9 +6,10 @@ the same integers, so the `.tflite` gives the Keras model's logits.
 `quantize.QuantizeWrapperV2` applies them where a layer's config names an `integer_kernel`.
 
 Each takes and returns float values on int8 grids, given as (scale, int8 zero point) pairs
-(`nudged_grid`, or a quantizer's `integer_grid`), computes in float32 (float64 for TFLite's
-31-bit multipliers; so models under the `mixed_bfloat16` policy work) and has the gradient
-of the identity (straight through, like every quantizer here).
+(`nudged_grid`, or a quantizer's `integer_grid`), computes in float32 (so models under the
+`mixed_bfloat16` policy work; TFLite's 31-bit multipliers in int64: `quantize_multiplier`,
+`multiply_by_quantized_multiplier`, which `sgt_tfmot.tflite.requantize` uses too) and has
+the gradient of the identity (straight through, like every quantizer here).
 """
 
 from __future__ import annotations
@@ -151,35 +152,51 @@ def leaky_relu_int8(x, y, alpha: float, input_grid, output_grid):
     return tf.cast(_kernel(_to_float32(x), _to_float32(y)), y.dtype)
 
 
-def _quantize_multiplier(ratio):
-    """TFLite's `QuantizeMultiplier` in float64 tensors: (Q31 mantissa, shift) with
-    ratio ≈ mantissa · 2^(shift − 31), the mantissa in [2^30, 2^31) rounded half up."""
-    exponent = tf.floor(tf.math.log(ratio) / np.log(2.0)) + 1.0
-    fraction = ratio * tf.pow(tf.constant(2.0, tf.float64), -exponent)
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def quantize_multiplier(ratio):
+    """TFLite's `QuantizeMultiplier`, elementwise: int64 tensors (mantissa, shift) with
+    ratio ≈ mantissa · 2^(shift − 31), the Q31 mantissa in [2^30, 2^31) rounded half up
+    (exactly: scaling a float64 by a power of two rounds nothing); (0, 0) for a ratio of 0
+    or one under 2^-32. `ratio` is a positive number, array or tensor (taken as float64)."""
+    ratio = tf.cast(ratio, tf.float64) if tf.is_tensor(ratio) else tf.constant(ratio, tf.float64)
+    positive = ratio > 0.0
+    safe = tf.where(positive, ratio, tf.ones_like(ratio))
+    two = tf.constant(2.0, tf.float64)
+    exponent = tf.floor(tf.math.log(safe) / np.log(2.0)) + 1.0  # then mended where log is off
+    fraction = safe * tf.pow(two, -exponent)
     exponent = tf.where(fraction >= 1.0, exponent + 1.0, exponent)
     exponent = tf.where(fraction < 0.5, exponent - 1.0, exponent)
-    fraction = ratio * tf.pow(tf.constant(2.0, tf.float64), -exponent)
-    mantissa = tf.floor(fraction * 2.0**31 + 0.5)
+    mantissa = tf.floor(safe * tf.pow(two, -exponent) * 2.0**31 + 0.5)
     carry = mantissa >= 2.0**31
-    return tf.where(carry, mantissa / 2.0, mantissa), tf.where(carry, exponent + 1.0, exponent)
+    mantissa = tf.where(carry, mantissa / 2.0, mantissa)
+    exponent = tf.where(carry, exponent + 1.0, exponent)
+    zero = tf.logical_or(tf.logical_not(positive), exponent < -31.0)
+    return (
+        tf.cast(tf.where(zero, tf.zeros_like(mantissa), mantissa), tf.int64),
+        tf.cast(tf.where(zero, tf.zeros_like(exponent), exponent), tf.int64),
+    )
 
 
-def _multiply_by_quantized_multiplier(d, mantissa, shift):
-    """TFLite's `MultiplyByQuantizedMultiplier` on integers held in float64 tensors (exact:
-    every product stays under 2^53): a rounding doubling high multiply by the mantissa, then
-    a rounding right shift (`sgt_tfmot.tflite.requantize.multiply_by_quantized_multiplier`
-    in numpy)."""
-    two = tf.constant(2.0, tf.float64)
-    x = d * tf.pow(two, tf.maximum(shift, 0.0))
-    divisor = tf.pow(two, tf.maximum(-shift, 0.0))
+def multiply_by_quantized_multiplier(x, mantissa, shift):
+    """TFLite's `MultiplyByQuantizedMultiplier` on integers, elementwise with broadcasting, in
+    int64 tensors: a saturating rounding doubling high multiply of `x · 2^max(shift, 0)` by
+    the mantissa, then a rounding right shift by max(−shift, 0) -- two roundings. `x` holds
+    int32 values (an accumulator, a level difference); returns an int64 tensor."""
+    x, mantissa, shift = (tf.cast(v, tf.int64) for v in (x, mantissa, shift))
+    one = tf.constant(1, tf.int64)
+    x = x * tf.bitwise.left_shift(one, tf.maximum(shift, 0))
+    right = tf.maximum(-shift, 0)
     product = x * mantissa
-    nudge = tf.where(product >= 0.0, tf.constant(2.0**30, tf.float64), 1.0 - 2.0**30)
-    total = product + nudge
-    high = tf.sign(total) * tf.floor(tf.abs(total) / 2.0**31)  # C division: toward zero
-    below = tf.floor(high / divisor)
-    remainder = high - below * divisor
-    threshold = tf.floor((divisor - 1.0) / 2.0) + tf.cast(high < 0.0, tf.float64)
-    return below + tf.cast(remainder > threshold, tf.float64)
+    total = product + tf.where(product >= 0, one * 2**30, one * (1 - 2**30))
+    high = tf.truncatediv(total, one * 2**31)  # C division: toward zero
+    saturated = tf.logical_and(tf.equal(x, _INT32_MIN), tf.equal(mantissa, _INT32_MIN))
+    high = tf.where(saturated, one * _INT32_MAX, high)
+    mask = tf.bitwise.left_shift(one, right) - 1
+    remainder = tf.bitwise.bitwise_and(high, mask)
+    threshold = tf.bitwise.right_shift(mask, one) + tf.cast(high < 0, tf.int64)
+    return tf.bitwise.right_shift(high, right) + tf.cast(remainder > threshold, tf.int64)
 
 
 def relu_int8(x, y, input_grid, output_grid, levels: int = 255):
@@ -208,13 +225,12 @@ def relu_int8(x, y, input_grid, output_grid, levels: int = 255):
 
     @tf.custom_gradient
     def _kernel(x, y):
-        ratio = tf.cast(_to_float32(s_in) / _to_float32(s_out), tf.float64)
-        mantissa, shift = _quantize_multiplier(ratio)
-        d = tf.cast(tf.round(x / s_in + z_in) - z_in, tf.float64)
-        r = _multiply_by_quantized_multiplier(d, mantissa, shift)
-        z = tf.cast(z_out, tf.float64)
+        mantissa, shift = quantize_multiplier(_to_float32(s_in) / _to_float32(s_out))
+        d = tf.cast(tf.round(x / s_in + z_in) - z_in, tf.int64)
+        r = tf.cast(multiply_by_quantized_multiplier(d, mantissa, shift), tf.float32)
+        z = _to_float32(z_out)
         r = tf.clip_by_value(r + z, z, tf.minimum(z + float(levels), 127.0))
-        return (tf.cast(r - z, tf.float32)) * s_out, lambda dy: (tf.zeros_like(dy), dy)
+        return (r - z) * s_out, lambda dy: (tf.zeros_like(dy), dy)
 
     return tf.cast(_kernel(_to_float32(x), _to_float32(y)), y.dtype)
 

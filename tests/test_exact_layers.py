@@ -19,6 +19,7 @@ converter then concatenates on an input's grid and requantizes after it.
 """
 
 import gc
+import math
 
 import numpy as np
 import pytest
@@ -28,8 +29,10 @@ from sgt_tfmot.export import align_biases
 from sgt_tfmot.int8_kernels import (
     average_pool_int8,
     leaky_relu_int8,
+    multiply_by_quantized_multiplier,
     nudged_grid,
     pool_window_counts,
+    quantize_multiplier,
     relu_int8,
     requantize_int8,
 )
@@ -194,6 +197,47 @@ def test_concatenate_requantizes_a_shared_input_as_xnnpack_does(output_range):
     np.testing.assert_array_equal(raw_outputs(flatbuffer, "xnnpack"), expected)
     for runtime in ("builtin", "reference"):  # a step at the QUANTIZE and at the identity
         assert np.abs(raw_outputs(flatbuffer, runtime) - expected).max() <= 2, runtime
+
+
+def _tflite_quantize_multiplier(ratio: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier (quantization_util.cc) in Python integers."""
+    if ratio == 0.0:
+        return 0, 0
+    fraction, shift = math.frexp(ratio)
+    fixed = math.floor(fraction * 2**31 + 0.5)
+    if fixed == 2**31:
+        fixed, shift = fixed // 2, shift + 1
+    return (0, 0) if shift < -31 else (fixed, shift)
+
+
+def _tflite_multiply(x: int, mantissa: int, shift: int) -> int:
+    """TFLite's MultiplyByQuantizedMultiplier (gemmlowp's two roundings) in Python integers."""
+    x *= 2 ** max(shift, 0)
+    total = x * mantissa + (2**30 if x * mantissa >= 0 else 1 - 2**30)
+    high = abs(total) // 2**31 * (1 if total >= 0 else -1)  # C division: toward zero
+    right = max(-shift, 0)
+    mask = (1 << right) - 1
+    return (high >> right) + ((high & mask) > (mask >> 1) + (high < 0))
+
+
+def test_the_31_bit_multiplier_is_tflite_s_on_ratios_and_int32_values():
+    """`quantize_multiplier` and `multiply_by_quantized_multiplier` (int64 tensors, the "relu"
+    kernel's and `tflite.requantize`'s) against TFLite's integer code written in Python
+    integers: ratios from 2^-40 to 2^8 (mantissas that carry to 2^31 included), and int32
+    values to the extremes, negative halves included."""
+    rng = np.random.default_rng(0)
+    ratios = np.concatenate([
+        2.0 ** rng.uniform(-40, 8, 300), [0.0, 0.5, 1.0, 0.25 - 2**-40, 1 - 2**-33, 2**-31.5],
+    ])  # fmt: skip
+    mantissa, shift = (t.numpy() for t in quantize_multiplier(ratios))
+    expected = [_tflite_quantize_multiplier(float(r)) for r in ratios]
+    assert list(zip(mantissa.tolist(), shift.tolist(), strict=True)) == expected
+    x = np.concatenate([rng.integers(-(2**31), 2**31, 200), np.arange(-64, 65),
+                        [-(2**31), 2**31 - 1]])  # fmt: skip
+    for m, e in expected[::5]:
+        v = x if e <= 0 else x[np.abs(x) < 2 ** (31 - e)]  # x · 2^shift stays an int32
+        found = multiply_by_quantized_multiplier(v, m, e).numpy()
+        assert found.tolist() == [_tflite_multiply(int(a), m, e) for a in v], (m, e)
 
 
 @pytest.mark.slow

@@ -5,9 +5,11 @@ rescales it by M = s_x·s_w / s_y to the output's int8 units. The runtimes round
 in two ways:
 
 * **fixed point** (TFLite Micro, LiteRT's optimized kernels, every CONV_2D): M is stored as a
-  Q31 mantissa and a power-of-two shift (`quantize_multiplier`, TFLite's
-  `QuantizeMultiplier`), and `acc·M` is `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(
-  acc·2^left, mantissa), right)` (`multiply_by_quantized_multiplier`): two roundings;
+  Q31 mantissa and a power-of-two shift (`sgt_tfmot.int8_kernels.quantize_multiplier`,
+  TFLite's `QuantizeMultiplier`), and `acc·M` is `RoundingDivideByPOT(
+  SaturatingRoundingDoublingHighMul(acc·2^left, mantissa), right)`
+  (`int8_kernels.multiply_by_quantized_multiplier`, which the QAT model's "relu" kernel uses
+  too): two roundings;
 * **double precision** (LiteRT's reference FULLY_CONNECTED, `reference_integer_ops::
   FullyConnected` with scales, since 2024): `round(acc · (double(s_x)·double(s_w)/double(s_y)))`,
   one rounding, half away from zero.
@@ -32,13 +34,16 @@ hundred (docs/RESULTS.md, "SGT on photos, confirmed").
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from sgt_tfmot.int8_kernels import add_rounding
+from sgt_tfmot.int8_kernels import (
+    add_rounding,
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+)
 from sgt_tfmot.tflite.rewrite import OpGraph, op_code, unpack_model
 from sgt_tfmot.ties import NEAR_TIE
 
@@ -47,41 +52,7 @@ __all__ = [
     "RoundingTie",
     "add_rounding_ties",
     "fully_connected",
-    "multiply_by_quantized_multiplier",
-    "quantize_multiplier",
 ]
-
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-
-
-def quantize_multiplier(multiplier: float) -> tuple[int, int]:
-    """(Q31 mantissa, shift) with multiplier ≈ mantissa · 2^(shift − 31), as TFLite's
-    `QuantizeMultiplier` (mantissa in [2^30, 2^31), rounded half away from zero)."""
-    if multiplier == 0.0:
-        return 0, 0
-    fraction, shift = math.frexp(multiplier)
-    fixed = int(np.sign(fraction) * math.floor(abs(fraction) * 2**31 + 0.5))
-    if fixed == 2**31:
-        fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return fixed, shift
-
-
-def multiply_by_quantized_multiplier(x: np.ndarray, mantissa: int, shift: int) -> np.ndarray:
-    """TFLite's `MultiplyByQuantizedMultiplier` (double rounding), elementwise on int32 `x`."""
-    x = np.asarray(x, np.int64) * (2 ** max(shift, 0))
-    right = max(-shift, 0)
-    product = x * mantissa
-    nudge = np.where(product >= 0, 2**30, 1 - 2**30)
-    total = product + nudge
-    high = np.where(total >= 0, total // 2**31, -(-total // 2**31))  # C division: toward zero
-    high = np.where((x == _INT32_MIN) & (mantissa == _INT32_MIN), _INT32_MAX, high)
-    mask = (1 << right) - 1
-    remainder = high & mask
-    threshold = (mask >> 1) + (high < 0)
-    return (high >> right) + (remainder > threshold)
 
 
 def fully_connected(
@@ -115,16 +86,14 @@ def fully_connected(
     if bias is not None:
         acc = acc + np.asarray(bias, np.int64)
     scales = np.broadcast_to(np.asarray(weight_scales, np.float32), (weights.shape[0],))
-    out = np.empty_like(acc)
-    for unit, scale in enumerate(scales):
-        multiplier = float(np.float32(x_scale)) * float(scale) / float(np.float32(y_scale))
-        if fixed_point:
-            out[..., unit] = multiply_by_quantized_multiplier(
-                acc[..., unit], *quantize_multiplier(multiplier)
-            )
-        else:  # std::round: half away from zero
-            value = acc[..., unit] * multiplier
-            out[..., unit] = np.sign(value) * np.floor(np.abs(value) + 0.5)
+    # double(s_x) · double(s_w) / double(s_y), one per unit
+    multipliers = np.float64(np.float32(x_scale)) * scales.astype(np.float64)
+    multipliers = multipliers / np.float64(np.float32(y_scale))
+    if fixed_point:
+        out = multiply_by_quantized_multiplier(acc, *quantize_multiplier(multipliers)).numpy()
+    else:  # std::round: half away from zero
+        value = acc * multipliers
+        out = np.sign(value) * np.floor(np.abs(value) + 0.5)
     return np.clip(out + y_zero, *activation_range).astype(np.int8)
 
 
