@@ -1,8 +1,9 @@
 """Every example runs under its step cap (so examples cannot rot).
 
-The training examples run mobilenet_tiny (`--model`) instead of their default ResNet-20:
-what is checked is the example's plumbing (runs, tables, reuse, figures, errors), and
-ResNet-20 only takes longer to build and trace."""
+The training examples run mobilenet_tiny (`--model`) instead of their default ResNet-20,
+in float32 (`--mixed_precision`; "auto" trains in bfloat16 on a CPU that has it, then
+evaluates each run again in float32): what is checked is the example's plumbing (runs,
+tables, reuse, figures, errors), and ResNet-20 and bfloat16 only take longer."""
 
 import json
 import subprocess
@@ -14,12 +15,27 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.fixture
+def absl_flags_restored():
+    """absl's global FLAGS as before the test: an example that defines its flags there
+    (reproduce_paper.py) and is loaded in-process leaves none behind, so another example's
+    flags of the same names can be defined after it."""
+    from absl import flags
+
+    defined = set(flags.FLAGS)
+    yield
+    for name in set(flags.FLAGS) - defined:
+        delattr(flags.FLAGS, name)
+
+
 @pytest.mark.slow
-def test_reproduce_paper_under_a_step_cap(tmp_path):
+@pytest.mark.usefixtures("absl_flags_restored")
+def test_reproduce_paper_under_a_step_cap(tmp_path, monkeypatch, capsys):
     out = tmp_path / "paper"
     command = [
         sys.executable, str(EXAMPLES / "reproduce_paper.py"), "--datasets", "mnist_subset",
-        "--max_steps", "1", "--model", "mobilenet_tiny", "--out_dir", str(out), "--progress", "0",
+        "--max_steps", "1", "--model", "mobilenet_tiny", "--mixed_precision", "float32",
+        "--out_dir", str(out), "--progress", "0",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -30,43 +46,35 @@ def test_reproduce_paper_under_a_step_cap(tmp_path):
     for run in ("mnist_subset-pact", "mnist_subset-sgt"):
         metrics = json.loads((out / run / "metrics.json").read_text())
         assert metrics["flags"]["model"] == "mobilenet_tiny"  # --model reached the run
-    # Rerunning reuses the finished runs instead of training again.
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stdout.count("finished earlier, reusing") == 2
+    # Rerunning reuses the finished runs instead of training again, and gives the same
+    # table (called in-process, the command's settings: no second TensorFlow start).
+    paper = _load_example("reproduce_paper", monkeypatch)
+    capsys.readouterr()
+    rows = paper.run_rows(["mnist_subset"], str(out), max_steps=1, mixed_precision="float32",
+                          progress=0, model="mobilenet_tiny")  # fmt: skip
+    assert capsys.readouterr().out.count("finished earlier, reusing") == 2
+    assert paper.markdown_table(rows) == table
 
 
-@pytest.mark.slow
-def test_your_own_images_under_a_step_cap(tmp_path):
-    out = tmp_path / "demo"
-    command = [
-        sys.executable, str(EXAMPLES / "your_own_images.py"), "--dataset", "mnist_subset",
-        "--per_class", "5", "--max_steps", "2", "--out_dir", str(out),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    classes = sorted(p.name for p in (out / "images" / "train").iterdir())
-    assert classes[:2] == ["00_0", "01_1"] and len(classes) == 10
-    assert len(list((out / "images" / "test" / "00_0").iterdir())) == 1
-    assert (out / "run" / "labels.txt").read_text().splitlines()[:2] == ["00_0", "01_1"]
-    assert (out / "int8.tflite").is_file() and (out / "explain" / "report.md").is_file()
+# examples/your_own_images.py runs in tests/test_progress.py, whose test of the three tools'
+# progress lines runs them through it (one run checks both the example and the tools).
 
 
 @pytest.mark.slow
 def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
-    import importlib.util
-
-    import pytest
-
     out = tmp_path / "sweep"
-    command = [
-        sys.executable, str(EXAMPLES / "bitwidth_sweep.py"), "--dataset", "mnist_subset",
+    sweep = _load_example("bitwidth_sweep", monkeypatch)
+    argv = [
+        "bitwidth_sweep", "--dataset", "mnist_subset",
         "--bits", "float,2", "--max_steps", "1", "--batch_size", "16", "--curve_images", "32",
         "--agreement_images", "8", "--methods", "vanilla", "--model", "mobilenet_tiny",
         "--out_dir", str(out), "--progress", "0", "--fill", "blur", "--patch_size", "4",
-        "--kl_weight", "0.2",
+        "--kl_weight", "0.2", "--mixed_precision", "float32",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The command line's main() in-process (no second TensorFlow start); the command itself
+    # runs below, on bad input.
+    assert sweep.main(argv) == 0, capsys.readouterr().err[-3000:]
+    stdout = capsys.readouterr().out
     metrics = {
         name: json.loads((out / name / "metrics.json").read_text())
         for name in ("float-pact", "float-sgt", "2-pact", "2-sgt")
@@ -78,7 +86,7 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     for name, run in metrics.items():
         expected = masking if name.endswith("-sgt") else defaults
         assert {key: run["flags"][key] for key in expected} == expected, name
-    order = [line.rsplit(": training (", 1)[0] for line in result.stdout.splitlines()
+    order = [line.rsplit(": training (", 1)[0] for line in stdout.splitlines()
              if ": training (" in line]  # fmt: skip
     assert [Path(path).name for path in order] == ["float-pact", "2-pact", "float-sgt", "2-sgt"]
     rows = {
@@ -111,14 +119,10 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     assert len(summary["methods"]["vanilla"]["rows"]) == 4 * 2  # the pixel and ROAD protocols
 
     # Rerunning reuses the four finished runs (called in-process: no second evaluation).
-    spec = importlib.util.spec_from_file_location("bitwidth_sweep", EXAMPLES / "bitwidth_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bitwidth_sweep", sweep)  # its dataclasses look it up
-    spec.loader.exec_module(sweep)
     settings = sweep.SweepSettings(
         dataset="mnist_subset", bits=("float", 2), out_dir=str(out), model="mobilenet_tiny",
         max_steps=1, batch_size=16, progress=0, methods=("vanilla",), curve_images=32,
-        agreement_images=8, fill="blur", patch_size=4, kl_weight=0.2,
+        agreement_images=8, fill="blur", patch_size=4, kl_weight=0.2, mixed_precision="float32",
     )  # fmt: skip
     capsys.readouterr()
     runs = sweep.train_runs(settings)
@@ -150,7 +154,8 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
         assert caught.value.for_flags().startswith("--bits must list float and/or integer bit")
 
     # Bad input: one line on stderr, exit status 2, nothing written.
-    bad = [*command[:4], "--bits", "9", "--out_dir", str(tmp_path / "bad")]
+    bad = [sys.executable, str(EXAMPLES / "bitwidth_sweep.py"), "--dataset", "mnist_subset",
+           "--bits", "9", "--out_dir", str(tmp_path / "bad")]  # fmt: skip
     result = subprocess.run(bad, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -260,8 +265,8 @@ def test_sgt_grid_under_a_step_cap(tmp_path):
         sys.executable, str(EXAMPLES / "sgt_grid.py"), "--dataset", "mnist_subset",
         "--init_from", "none", "--alpha_init", "10", "--model", "mobilenet_tiny",
         "--rows", "impute:4:0.5:0.1",
-        "--max_steps", "1", "--batch_size", "16", "--curve_images", "16",
-        "--agreement_images", "4", "--out_dir", str(out),
+        "--max_steps", "1", "--batch_size", "16", "--mixed_precision", "float32",
+        "--curve_images", "16", "--agreement_images", "4", "--out_dir", str(out),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

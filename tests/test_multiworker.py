@@ -1,5 +1,6 @@
 """Two real workers on 127.0.0.1 (MultiWorkerMirroredStrategy, CPU collectives) training
-SGT + PACT W4A4 through `sgt_tfmot.training`, against a one-process run of the same settings.
+SGT + PACT W4A4 through `sgt_tfmot.training`, against a one-process run of the same settings
+(in the test's own process).
 
 Each worker is its own process (`tests/_worker_driver.py`) with its own $TF_CONFIG, free ports
 and $TMPDIR. Worker 1's --out_dir is another path than the chief's: it stands for the same
@@ -152,14 +153,21 @@ def wait(processes, timeout=TIMEOUT) -> list[int]:
     return [process.returncode for process in processes]
 
 
-def run_one_process(world, root: Path) -> subprocess.Popen:
-    """The reference: the same settings in one process, no strategy."""
+def run_one_process(world, root: Path) -> None:
+    """The reference: the same settings in one process, no strategy: this one (no second
+    TensorFlow import), through the driver's `main`. Its patches of the train step and of the
+    saving are undone after it."""
+    from sgt_tfmot.trainers import SaliencyGuidedModel
+    from sgt_tfmot.training import finalise
+    from tests import _worker_driver
+
     config = settings(world, root / "run", distribute="none")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("TF_CONFIG", None)
-    log = (root / "one.log").open("w")
-    args = [sys.executable, str(DRIVER), json.dumps(config), str(root / "record")]
-    return subprocess.Popen(args, env=env, stdout=log, stderr=log)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SaliencyGuidedModel, "train_step", SaliencyGuidedModel.train_step)
+        patch.setattr(finalise, "save_model", finalise.save_model)
+        patch.delenv("TF_CONFIG", raising=False)
+        patch.delenv("SGT_TFMOT_TEST_CPU_BFLOAT16", raising=False)
+        _worker_driver.main(json.dumps(config), str(root / "record"))
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +178,12 @@ def runs(tmp_path_factory):
     cluster = Cluster(world, root / "cluster")
     one_root = root / "one"
     one_root.mkdir()
-    processes = [*cluster.start(), run_one_process(world, one_root)]
-    codes = wait(processes)
-    logs = [cluster.log(0), cluster.log(1), (one_root / "one.log").read_text()]
-    assert codes == [0, 0, 0], "\n\n".join(log[-3000:] for log in logs)
+    processes = cluster.start()
+    try:
+        run_one_process(world, one_root)
+    finally:
+        codes = wait(processes)
+    assert codes == [0, 0], cluster.log(0)[-3000:] + "\n\n" + cluster.log(1)[-3000:]
     one = read_record(one_root / "record")
     return {"world": world, "root": root, "cluster": cluster, "one": one}
 
@@ -305,20 +315,26 @@ def test_a_killed_worker_resumes_from_the_last_backup_and_ends_like_an_uninterru
 
 
 @pytest.mark.slow
-def test_a_resumed_run_gives_every_worker_the_chiefs_batchnorm_statistics(tmp_path):
+def test_a_resumed_run_gives_every_worker_the_chiefs_batchnorm_statistics_and_precision(tmp_path):
     """BatchNormalization's moving statistics are sync-on-read: each replica updates its own
     part from its own examples, and the model's statistics (what a backup and model.h5 hold)
     are the parts' mean. A resumed run must start every replica's part at the chief's
     restored mean; a worker that kept its fresh part (mean 0, variance 1) would pull the
     model's statistics halfway back to the start (before the fix: beta 2.5e-2 off, relative,
     against an uninterrupted run). The driver records each worker's own parts (read without
-    a collective) when `fit` starts, after the restore."""
+    a collective) when `fit` starts, after the restore.
+
+    The same run shows the chief's bfloat16 choice: `--mixed_precision auto` with a model file
+    on a cluster whose chief computes bfloat16 natively and whose other worker does not: both
+    train under the chief's mixed_bfloat16 (the file's layers rebuilt under it on each
+    worker), both times, and end with the same weights."""
     world = tiny_world(tmp_path, batch_norm=True)
-    cluster = Cluster(world, tmp_path)
-    codes = wait(cluster.start(kill_worker_1_after=5))
+    cluster = Cluster(world, tmp_path, mixed_precision="auto")
+    codes = wait(cluster.start(kill_worker_1_after=5, cpu_bfloat16=(True, False)))
     assert codes[1] == -signal.SIGKILL, cluster.log(1)[-3000:]
     fresh = [dict(np.load(folder / "started.npz")) for folder in cluster.records]
-    assert wait(cluster.start()) == [0, 0], cluster.log(0)[-3000:] + cluster.log(1)[-3000:]
+    codes = wait(cluster.start(cpu_bfloat16=(True, False)))
+    assert codes == [0, 0], cluster.log(0)[-3000:] + cluster.log(1)[-3000:]
     for index in range(2):
         assert "from epoch 1, step 4 (global step 4 of 6)" in cluster.log(index), index
     chief, worker = (dict(np.load(folder / "started.npz")) for folder in cluster.records)
@@ -336,23 +352,12 @@ def test_a_resumed_run_gives_every_worker_the_chiefs_batchnorm_statistics(tmp_pa
     for a, b, variable in zip(chief["weights"], worker["weights"], model.weights, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=variable.name)
 
-
-@pytest.mark.slow
-def test_the_chiefs_bfloat16_choice_trains_a_model_file_on_every_worker(runs, tmp_path):
-    """`--mixed_precision auto` with a model file on a cluster whose chief computes bfloat16
-    natively and whose other worker does not: both train under the chief's mixed_bfloat16
-    (the file's layers rebuilt under it on each worker) and end with the same weights."""
-    cluster = Cluster(runs["world"], tmp_path, mixed_precision="auto", max_steps=2)
-    codes = wait(cluster.start(cpu_bfloat16=(True, False)))
-    assert codes == [0, 0], cluster.log(0)[-3000:] + cluster.log(1)[-3000:]
-    chief, worker = cluster.record(0), cluster.record(1)
+    # The chief's precision, on both workers; the model is saved float32.
     assert chief["metrics"]["precision"] == worker["metrics"]["precision"] == "mixed_bfloat16"
     assert chief["metrics"]["precision_reason"].startswith("auto: the CPU computes bfloat16")
     assert worker["metrics"]["precision_reason"] == "the chief's choice; here: float32"
-    assert "Precision: mixed_bfloat16 (the chief's choice; here: float32)" in cluster.log(1)
-    for a, b in zip(chief["weights"], worker["weights"], strict=True):
-        np.testing.assert_array_equal(a, b)
-    model = load_model(cluster.outs[0])
+    said = "Precision: mixed_bfloat16 (the chief's choice; here: float32)"
+    assert cluster.log(1).count(said) == 2  # before the kill, and on the resume
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}  # saved float32
 
 

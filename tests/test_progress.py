@@ -1,11 +1,13 @@
 """Progress lines in logs: sgt_tfmot._progress and the training status (step, images/s, ETA)."""
 
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,8 @@ from sgt_tfmot._checks import InputError
 from sgt_tfmot._progress import ENVIRONMENT, HEARTBEAT_SECONDS, Progress, duration_text
 from sgt_tfmot.training import Plan
 from sgt_tfmot.training.callbacks import TrainingProgress
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 class Log(io.StringIO):
@@ -155,26 +159,53 @@ def test_the_three_tools_in_a_log_print_a_line_at_least_every_interval(tmp_path)
     """train, convert and explain with their output in a pipe (no terminal): from the start
     (TensorFlow's import included) to their last line, a line at least every INTERVAL +
     MARGIN seconds, heartbeat lines among them. Before, a first epoch or a conversion was
-    silent for minutes."""
+    silent for minutes.
+
+    The tools run as examples/your_own_images.py runs them, one after the other with their
+    output in its own: this is also that example's test (its folder of images, run and files)."""
     env = {**os.environ, ENVIRONMENT: str(INTERVAL), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_CONFIG", None)
-    run = tmp_path / "run"
-    tool = [sys.executable, "-m"]
-    commands = {
-        "train": [*tool, "sgt_tfmot.train", "--model", "mobilenet_tiny", "--batch_size", "32",
-                  "--max_steps", "30", "--progress", "2", "--mixed_precision", "float32",
-                  "--out_dir", str(run)],
-        "convert": [*tool, "sgt_tfmot.convert", "--int8", str(run), "--output",
-                    str(tmp_path / "m.tflite"), "--num_test", "100", "--fidelity_images", "64",
-                    "--occlusion_images", "8", "--tflm_images", "16"],
-        "explain": [*tool, "sgt_tfmot.explain", "--model", str(run), "--out_dir",
-                    str(tmp_path / "e"), "--curve_images", "64", "--agreement_images", "32"],
-    }  # fmt: skip
-    for name, command in commands.items():
-        code, lines, _ = stamped_lines(command, env)
-        text = "\n".join(line for _, line in lines)
-        assert code == 0, f"{name}: {text[-3000:]}"
-        stamps = [0.0] + [stamp for stamp, _ in lines]
+    out = tmp_path / "demo"
+    command = [
+        sys.executable, str(EXAMPLES / "your_own_images.py"), "--dataset", "mnist_subset",
+        "--per_class", "5", "--max_steps", "2", "--train_args=--mixed_precision=float32",
+        "--out_dir", str(out),
+    ]  # fmt: skip
+    code, lines, _ = stamped_lines(command, env)
+    text = "\n".join(line for _, line in lines)
+    # Train and explain failing fail the example; convert's exit status 1 (a check failed,
+    # after a complete run) does not, another does.
+    assert code == 0, text[-3000:]
+
+    # Each tool's lines, from the time it started: the example prints "$ <command>" as it
+    # starts train and explain. It prints nothing as it starts convert (after train's last
+    # line, "Next: ..."): convert's are timed from its first line, its start-up heartbeat
+    # being the one that train's and explain's show from their start.
+    def first(prefix):
+        return next(i for i, (_, line) in enumerate(lines) if line.startswith(prefix))
+
+    train, convert = first("$ -m sgt_tfmot.train "), first("Next: python -m sgt_tfmot.convert")
+    explain = first("$ -m sgt_tfmot.explain ")
+    assert train < convert < explain, text
+    tools = {  # name: (when it started, its lines)
+        "train": (lines[train][0], lines[train + 1 : convert + 1]),
+        "convert": (lines[convert + 1][0], lines[convert + 1 : explain]),
+        "explain": (lines[explain][0], lines[explain + 1 :]),
+    }
+    for name, (start, own) in tools.items():
+        assert own, f"{name}: no line\n{text[-3000:]}"
+        tool_text = "\n".join(line for _, line in own)
+        stamps = [start] + [stamp for stamp, _ in own]
         gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-        assert max(gaps) < INTERVAL + MARGIN, f"{name}: {max(gaps):.1f} s of silence\n{text}"
-        assert "(still running, " in text, f"{name}: no heartbeat line\n{text}"
+        assert max(gaps) < INTERVAL + MARGIN, f"{name}: {max(gaps):.1f} s of silence\n{tool_text}"
+        assert "(still running, " in tool_text, f"{name}: no heartbeat line\n{tool_text}"
+
+    # The example: a folder of PNGs per class, the run on it (--train_args reached it), the
+    # integer model and the explanation.
+    classes = sorted(p.name for p in (out / "images" / "train").iterdir())
+    assert classes[:2] == ["00_0", "01_1"] and len(classes) == 10
+    assert len(list((out / "images" / "test" / "00_0").iterdir())) == 1
+    assert (out / "run" / "labels.txt").read_text().splitlines()[:2] == ["00_0", "01_1"]
+    flags = json.loads((out / "run" / "metrics.json").read_text())["flags"]
+    assert flags["mixed_precision"] == "float32"
+    assert (out / "int8.tflite").is_file() and (out / "explain" / "report.md").is_file()

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from sgt_tfmot import data
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
@@ -22,25 +23,20 @@ def tiny_config(out_dir, **overrides):
     return TrainConfig(**settings)
 
 
-@pytest.mark.slow
-def test_run_writes_every_output(tmp_path):
-    out = tmp_path / "run"
-    metrics = train(tiny_config(out))
-    for name in ("model.h5", "metrics.json", "history.json", "history.csv", "alpha.json",
-                 "alpha.png", "flags.json"):  # fmt: skip
-        assert (out / name).is_file(), name
-    assert (out / "tensorboard").is_dir() and not (out / "backup").exists()
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved == metrics
-    assert 0.0 <= saved["test_accuracy"] <= 1.0
-    assert saved["optimizer_steps"] == 4 and saved["flags"]["weight_bits"] == 8
-    assert saved["wall_time_seconds"] > 0
-    alphas = json.loads((out / "alpha.json").read_text())
-    assert [h["epoch"] for h in alphas] == [0, 1] and len(alphas[0]["alpha"]) == 9  # PACT layers
-    assert set(alphas[0]["alpha"].values()) == {6.0}  # α₀ = 10, capped at 6 for ReLU6
-    model = load_model(out)
-    x = np.zeros((2, 28, 28, 1), np.float32)
-    assert model.predict(x, verbose=0).shape == (2, 10)
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The first 256 training and 64 test images of mnist_subset as an .npz (28x28, 10
+    classes): the runs here check files, steps and refusals, which the full split only makes
+    slower (its 1,000 test images are evaluated at each epoch's end and the run's, and 1,024
+    of its training images judge the BatchNormalization statistics at the end)."""
+    x_train, y_train = data.load_arrays("mnist_subset", "train")
+    x_test, y_test = data.load_arrays("mnist_subset", "test")
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    np.savez(
+        path, x_train=x_train[:256], y_train=y_train[:256], x_test=x_test[:64],
+        y_test=y_test[:64],
+    )  # fmt: skip
+    return str(path)
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -54,38 +50,31 @@ class Interrupt(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+def test_interrupted_run_resumes_where_it_stopped(digits, tmp_path):
+    """One run's life: interrupted, it refuses other settings and resumes with its own;
+    finished, it is not overwritten without the flag, and is with it."""
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(out), extra_callbacks=[Interrupt(after=2)])
+        train(tiny_config(out, dataset=digits), extra_callbacks=[Interrupt(after=2)])
     assert not (out / "metrics.json").exists() and (out / "backup").is_dir()
+    # An unfinished run with other settings is refused (and the refusal writes nothing: the
+    # run then resumes below as if it had not been tried).
+    with pytest.raises(InputError, match=r"unfinished run with other settings \(kl_weight"):
+        train(tiny_config(out, dataset=digits, kl_weight=0.5))
 
-    metrics = train(tiny_config(out))
+    metrics = train(tiny_config(out, dataset=digits))
     # Resumed after step 2 of 4: the optimizer made 4 steps in all, not 2 + 4.
     assert metrics["optimizer_steps"] == 4
     assert metrics["rounding_ties_moved"] == []  # the tiny classifier has no Add
     # The saved QAT model computes its integer model: its biases were put on the int32 grid.
     assert metrics["aligned_bias_layers"] > 0
 
-
-@pytest.mark.slow
-def test_finished_run_is_not_overwritten_without_the_flag(tmp_path):
-    out = tmp_path / "run"
-    train(tiny_config(out, max_steps=1))
+    # The finished run is not overwritten without the flag.
     with pytest.raises(InputError, match="holds a finished run; pass --overwrite"):
-        train(tiny_config(out, max_steps=1))
-    metrics = train(tiny_config(out, max_steps=1, overwrite=True, float=True))
+        train(tiny_config(out, dataset=digits))
+    metrics = train(tiny_config(out, dataset=digits, max_steps=1, overwrite=True, float=True))
     # The old run is gone: a float model has no PACT α, so no alpha.json is written.
     assert metrics["flags"]["float"] and not (out / "alpha.json").exists()
-
-
-@pytest.mark.slow
-def test_unfinished_run_with_other_settings_is_refused(tmp_path):
-    out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(out), extra_callbacks=[Interrupt(after=1)])
-    with pytest.raises(InputError, match=r"unfinished run with other settings \(kl_weight"):
-        train(tiny_config(out, kl_weight=0.5))
 
 
 def test_sgt_settings_do_not_count_between_two_plain_runs():
@@ -175,14 +164,58 @@ def test_help_shows_the_masking_flags(capsys):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end(tmp_path, capsys):
-    from sgt_tfmot import train as train_cli
+def test_cli_end_to_end(digits, tmp_path, monkeypatch, capsys):
+    """The command line trains a run (`tiny_config`'s settings), writes every output and says
+    where; the same command again is refused. Its `main` runs in this process (the test
+    above starts a real one), `train`'s return value recorded on the way.
 
+    The run also shows that the end of a run records what `separate_rounding_ties` moved
+    (tests/test_rounding_ties.py checks the moving itself) in metrics.json and in a note."""
+    from sgt_tfmot import train as train_cli
+    from sgt_tfmot.training import finalise
+
+    calls, returned = [], []
+    monkeypatch.setattr(
+        finalise, "separate_rounding_ties", lambda model: calls.append(model) or [("bn", 3e-5)]
+    )
+
+    def recorded_train(config):
+        returned.append(train(config))
+        return returned[-1]
+
+    monkeypatch.setattr(train_cli, "train", recorded_train)
     out = tmp_path / "run"
-    args = ["--model", "mobilenet_tiny", "--max_steps", "2", "--out_dir", str(out)]
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"Results in {out}/" in result.stdout
+    args = [
+        "--model", "mobilenet_tiny", "--dataset", digits, "--max_steps", "4", "--batch_size",
+        "32", "--backup_every", "1", "--progress", "0", "--out_dir", str(out),
+    ]  # fmt: skip
+    assert train_cli.main(["sgt_tfmot.train", *args]) == 0
+    said = capsys.readouterr()
+    assert f"Results in {out}/" in said.out, said.err[-2000:]
+    (metrics,) = returned
+
+    # Every output.
+    for name in ("model.h5", "metrics.json", "history.json", "history.csv", "alpha.json",
+                 "alpha.png", "flags.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert (out / "tensorboard").is_dir() and not (out / "backup").exists()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    assert saved["optimizer_steps"] == 4 and saved["flags"]["weight_bits"] == 8
+    assert saved["wall_time_seconds"] > 0
+    alphas = json.loads((out / "alpha.json").read_text())
+    assert [h["epoch"] for h in alphas] == [0, 1] and len(alphas[0]["alpha"]) == 9  # PACT layers
+    assert set(alphas[0]["alpha"].values()) == {6.0}  # α₀ = 10, capped at 6 for ReLU6
+    model = load_model(out)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    assert model.predict(x, verbose=0).shape == (2, 10)
+
+    # What `separate_rounding_ties` moved: in metrics.json and in a note.
+    assert len(calls) == 1
+    assert metrics["rounding_ties_moved"] == [{"layer": "bn", "range_scaled_by": 1 + 3e-5}]
+    assert "the range of bn was scaled by 1+3e-05" in said.out
+
     assert train_cli.main(["sgt_tfmot.train", *args]) == 2  # the same command again
     assert "holds a finished run" in capsys.readouterr().err
 
@@ -192,8 +225,8 @@ from sgt_tfmot.keras import tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from sgt_tfmot.training import TrainConfig, train
-metrics = train(TrainConfig(model="mobilenet_tiny", max_steps=2, batch_size=32, progress=0,
-                            distribute="mirrored", out_dir={out!r}))
+metrics = train(TrainConfig(model="mobilenet_tiny", dataset={digits!r}, max_steps=2, batch_size=32,
+                            progress=0, distribute="mirrored", out_dir={out!r}))
 print("replicas", tf.distribute.MirroredStrategy().num_replicas_in_sync, metrics["optimizer_steps"])
 """
 
@@ -223,8 +256,8 @@ print("file", metrics["optimizer_steps"], metrics["batch_norm_refit"]["images"])
     [(MIRRORED, "replicas 2 2"), (MIRRORED_FILE, "file 2 1024")],
     ids=["built-in", "stale file"],
 )
-def test_mirrored_strategy_on_two_logical_cpus(script, said, tmp_path):
-    script = script.format(out=str(tmp_path / "run"))
+def test_mirrored_strategy_on_two_logical_cpus(script, said, digits, tmp_path):
+    script = script.format(out=str(tmp_path / "run"), digits=digits)
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
@@ -286,18 +319,3 @@ def test_a_run_from_a_files_weights_at_a_scratch_learning_rate_gets_a_note(tmp_p
     )
     assert fine_tune_note(TrainConfig(model=str(tmp_path / "mine.h5"), learning_rate=0.02)) is None
     assert fine_tune_note(TrainConfig(model="resnet20")) is None  # a builder: from scratch
-
-
-def test_a_run_notes_each_add_it_moved_off_a_rounding_tie(tmp_path, monkeypatch, capsys):
-    """The end of a run records what `separate_rounding_ties` moved (tests/test_rounding_ties.py
-    checks the moving itself) in metrics.json and in a note."""
-    from sgt_tfmot.training import finalise
-
-    calls = []
-    monkeypatch.setattr(
-        finalise, "separate_rounding_ties", lambda model: calls.append(model) or [("bn", 3e-5)]
-    )
-    metrics = train(tiny_config(tmp_path / "run"))
-    assert len(calls) == 1
-    assert metrics["rounding_ties_moved"] == [{"layer": "bn", "range_scaled_by": 1 + 3e-5}]
-    assert "the range of bn was scaled by 1+3e-05" in capsys.readouterr().out
