@@ -17,6 +17,7 @@ from sgt_tfmot._progress import ENVIRONMENT
 from sgt_tfmot.explain import __main__ as explain_cli
 from sgt_tfmot.keras import keras
 from tests.helpers import hostile
+from tests.helpers.data import write_digits_npz
 from tests.helpers.hostile import lambda_model, rgb_tflite, tiny_model
 from tests.helpers.models import residual_model
 
@@ -453,8 +454,9 @@ def test_a_bad_progress_interval_is_one_line_and_nothing_is_written(
 @pytest.mark.slow
 def test_overwrite_never_deletes_a_users_file_in_a_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--model", "mobilenet_tiny", "--max_steps", "1", "--progress", "0"]
-    argv += ["--out_dir", str(out)]
+    digits = write_digits_npz(tmp_path / "digits.npz")
+    argv = ["train", "--model", "mobilenet_tiny", "--dataset", str(digits), "--max_steps", "1"]
+    argv += ["--progress", "0", "--out_dir", str(out)]
     assert train.main(argv) == 0
     assert "--output " + f"{out}-int8.tflite" in capsys.readouterr().out  # outside the run
     (out / "user_notes.txt").write_text("mine")

@@ -1,5 +1,6 @@
 """Your own images: an image folder (PNG, JPEG, BMP, GIF; grey and colour; two sizes) loads
-to exactly the pixels the test wrote, trains, converts and explains with class names."""
+to exactly the pixels the test wrote, with its class names, and trains with the folder flags
+(tests/test_progress.py takes a folder through train, convert and explain)."""
 
 import json
 
@@ -7,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sgt_tfmot import _files, convert, data, train
+from sgt_tfmot import _files, data, train
 from sgt_tfmot.data import folder as folder_source
-from sgt_tfmot.explain import __main__ as explain_cli
 from sgt_tfmot.keras import tf
 
 RNG = np.random.default_rng(0)
@@ -190,32 +190,9 @@ def test_bad_folders(tmp_path, layout, options, message):
         data.info(str(tmp_path), **options)
 
 
-@pytest.mark.slow
-def test_a_folder_trains_converts_and_explains_with_its_class_names(tmp_path, capsys):
-    root = tmp_path / "shapes"
-    for split, count in (("train", 12), ("test", 6)):
-        for label, name in enumerate(("circle", "square")):
-            for i in range(count):
-                pixels = RNG.integers(0, 60, (16, 16, 3)) + 150 * label
-                write(root / split / name / f"{i}.png", pixels)
-    run = tmp_path / "run"
-    argv = ["train", "--dataset", str(root), "--model", "mobilenet_tiny", "--max_steps", "2"]
-    argv += ["--batch_size", "8", "--progress", "0", "--out_dir", str(run)]
-    assert train.main(argv) == 0, capsys.readouterr().err
-    assert (run / "labels.txt").read_text() == "circle\nsquare\n"
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["data"]["class_names"] == ["circle", "square"]
-    report = tmp_path / "int8.json"
-    args = ["convert", "--int8", str(run), "--output", str(tmp_path / "int8.tflite")]
-    args += ["--report", str(report), "--fidelity_images", "4", "--max_accuracy_drop", "100"]
-    args += ["--min_agreement", "0", "--max_fidelity_gap", "100"]
-    assert convert.main(args) in (0, 1), capsys.readouterr().err
-    assert json.loads(report.read_text())["class_names"] == ["circle", "square"]
-    out = tmp_path / "explained"
-    args = ["explain", "--model", str(run), "--out_dir", str(out), "--methods", "vanilla"]
-    args += ["--num_images", "2", "--curve_images", "4", "--agreement_images", "4"]
-    assert explain_cli.main(args) == 0, capsys.readouterr().err
-    assert (out / "maps.png").read_bytes()[:4] == b"\x89PNG"
+# A folder through train, convert and explain (class names in labels.txt, convert's report
+# and explain's figures): tests/test_progress.py runs examples/your_own_images.py, which
+# writes mnist_subset as a folder of PNGs and runs the three tools on it.
 
 
 @pytest.mark.slow

@@ -2,10 +2,10 @@
 SGT + PACT W4A4 through `sgt_tfmot.training`, against a one-process run of the same settings
 (in the test's own process).
 
-Each worker is its own process (`tests/_worker_driver.py`) with its own $TF_CONFIG, free ports
-and $TMPDIR. Worker 1's --out_dir is another path than the chief's: it stands for the same
-path on a second host without shared storage, so whatever worker 1 writes into its run
-directory would show there (it must stay absent).
+Each worker is its own process (`tests/helpers/worker_driver.py`) with its own $TF_CONFIG,
+free ports and $TMPDIR. Worker 1's --out_dir is another path than the chief's: it stands for
+the same path on a second host without shared storage, so whatever worker 1 writes into its
+run directory would show there (it must stay absent).
 
 The model has no BatchNormalization (but in the test of BN's moving statistics on a resume):
 with BN each replica normalises with the statistics of its own 16 examples, so two workers
@@ -28,7 +28,7 @@ import pytest
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
 
-DRIVER = Path(__file__).resolve().parent / "_worker_driver.py"
+DRIVER = Path(__file__).resolve().parent / "helpers" / "worker_driver.py"
 REPO = DRIVER.parents[1]
 TIMEOUT = 600  # seconds for one cluster run (a guard: a worker that cannot reach its peers blocks)
 BATCH, STEPS, TRAIN_SIZE = 32, 6, 256
@@ -159,7 +159,7 @@ def run_one_process(world, root: Path) -> None:
     saving are undone after it."""
     from sgt_tfmot.trainers import SaliencyGuidedModel
     from sgt_tfmot.training import finalise
-    from tests import _worker_driver
+    from tests.helpers import worker_driver
 
     config = settings(world, root / "run", distribute="none")
     with pytest.MonkeyPatch.context() as patch:
@@ -167,7 +167,7 @@ def run_one_process(world, root: Path) -> None:
         patch.setattr(finalise, "save_model", finalise.save_model)
         patch.delenv("TF_CONFIG", raising=False)
         patch.delenv("SGT_TFMOT_TEST_CPU_BFLOAT16", raising=False)
-        _worker_driver.main(json.dumps(config), str(root / "record"))
+        worker_driver.main(json.dumps(config), str(root / "record"))
 
 
 @pytest.fixture(scope="module")

@@ -209,3 +209,5 @@ def test_the_three_tools_in_a_log_print_a_line_at_least_every_interval(tmp_path)
     flags = json.loads((out / "run" / "metrics.json").read_text())["flags"]
     assert flags["mixed_precision"] == "float32"
     assert (out / "int8.tflite").is_file() and (out / "explain" / "report.md").is_file()
+    assert json.loads((out / "int8.json").read_text())["class_names"][:2] == ["00_0", "01_1"]
+    assert (out / "explain" / "maps.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from sgt_tfmot import data
 from sgt_tfmot._checks import InputError
 from sgt_tfmot.keras import keras
 from sgt_tfmot.saving import load_model
 from sgt_tfmot.training import TrainConfig, config_from_flags, train
+from tests.helpers.data import write_digits_npz
 
 
 def tiny_config(out_dir, **overrides):
@@ -25,18 +25,8 @@ def tiny_config(out_dir, **overrides):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """The first 256 training and 64 test images of mnist_subset as an .npz (28x28, 10
-    classes): the runs here check files, steps and refusals, which the full split only makes
-    slower (its 1,000 test images are evaluated at each epoch's end and the run's, and 1,024
-    of its training images judge the BatchNormalization statistics at the end)."""
-    x_train, y_train = data.load_arrays("mnist_subset", "train")
-    x_test, y_test = data.load_arrays("mnist_subset", "test")
-    path = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(
-        path, x_train=x_train[:256], y_train=y_train[:256], x_test=x_test[:64],
-        y_test=y_test[:64],
-    )  # fmt: skip
-    return str(path)
+    """256 training and 64 test images of mnist_subset as an .npz (tests/helpers/data.py)."""
+    return str(write_digits_npz(tmp_path_factory.mktemp("digits") / "digits.npz"))
 
 
 class Interrupt(keras.callbacks.Callback):

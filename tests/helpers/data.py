@@ -24,3 +24,18 @@ def write_bars_npz(
     (x_train, y_train), (x_test, y_test) = split(train), split(test)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+def write_digits_npz(path: Path, train: int = 256, test: int = 64) -> Path:
+    """Writes the first `train` training and `test` test images of mnist_subset (28x28 grey
+    digits, 10 classes) as an .npz; returns `path`. For runs that check files, steps and
+    refusals, which the whole split only makes slower (its 1,000 test images are evaluated
+    at each epoch's end and the run's, and 1,024 of its training images judge the
+    BatchNormalization statistics at the end)."""
+    from sgt_tfmot import data
+
+    x_train, y_train = data.load_arrays("mnist_subset", "train")
+    x_test, y_test = data.load_arrays("mnist_subset", "test")
+    np.savez(path, x_train=x_train[:train], y_train=y_train[:train], x_test=x_test[:test],
+             y_test=y_test[:test])  # fmt: skip
+    return path

@@ -1,6 +1,6 @@
 """One worker of a multi-worker run of `sgt_tfmot.training.train` (tests/test_multiworker.py).
 
-    TF_CONFIG=... python tests/_worker_driver.py CONFIG_JSON RECORD_DIR [KILL_AFTER_STEP]
+    TF_CONFIG=... python tests/helpers/worker_driver.py CONFIG_JSON RECORD_DIR [KILL_AFTER_STEP]
 
 Trains with the settings CONFIG_JSON (`TrainConfig` fields, `distribute="multi_worker"`) and
 writes what the test checks into RECORD_DIR, never into the run directory:
