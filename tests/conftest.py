@@ -44,3 +44,16 @@ def residual_qat():
     """`residual_qat(bits)`: the `bits`-bit QAT residual model trained on RESIDUAL_X, once
     per bit width."""
     return functools.cache(train_residual_qat)
+
+
+@pytest.fixture
+def absl_flags_restored():
+    """absl's global FLAGS as before the test: a script of examples/ or benchmarks/ that
+    defines its flags there and is loaded in-process (tests/helpers/scripts.py) leaves none
+    behind, so another script's flags of the same names can be defined after it."""
+    from absl import flags
+
+    defined = set(flags.FLAGS)
+    yield
+    for name in set(flags.FLAGS) - defined:
+        delattr(flags.FLAGS, name)

@@ -20,6 +20,7 @@ from sgt_tfmot.tflite import TFLiteModel, check_edgetpu
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.rewrite import fold_minimums
 from tests.helpers.models import mobilenet_v2_w4a4
+from tests.helpers.scripts import load_script, run_absl_main
 from tests.helpers.tflite import assert_folded, assert_same_outputs, quantized, random_images
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -56,7 +57,8 @@ def test_mobilenet_v2_w4a4_sgt_to_int8_on_the_edge_tpu_with_the_same_values(tmp_
 
 
 @pytest.mark.slow
-def test_compatibility_script_runs_a_keras_3_row(tmp_path):
+@pytest.mark.usefixtures("absl_flags_restored")
+def test_compatibility_script_runs_a_keras_3_row(tmp_path, monkeypatch, capsys):
     """benchmarks/compatibility.py under a step cap, on a 32x32 RGB stand-in for CIFAR-10:
     the Keras 3 model file is made, trained, converted and tabled."""
     rng = np.random.default_rng(0)
@@ -84,29 +86,21 @@ def test_compatibility_script_runs_a_keras_3_row(tmp_path):
     assert made == {"epochs": 1, "batch_size": 16, "bn_momentum": 0.9, "seconds": made["seconds"]}
     assert row["pretrain_s"] == made["seconds"] > 0
     assert not list((out / "user_patterns_keras_3").glob("model.pretraining*"))  # removed
-    # Run again: the row is kept, nothing is trained
-    again = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "(done before with the same settings: kept)" in again.stdout
+    # Run again (its main in this process: no second TensorFlow start): the row is kept,
+    # nothing is trained.
+    compatibility = load_script(BENCHMARKS / "compatibility.py", monkeypatch)
+    capsys.readouterr()
+    run_absl_main(compatibility, command[1:])
+    assert "(done before with the same settings: kept)" in capsys.readouterr().out
     # The table alone, from rows.json
     (out / "table.md").unlink()
-    only = subprocess.run([*command, "--table_only"], capture_output=True, text=True, timeout=300)
-    assert only.returncode == 0, only.stderr[-3000:]
+    run_absl_main(compatibility, [*command[1:], "--table_only"])
     assert (out / "table.md").read_text().splitlines() == table
-    assert "==" not in only.stdout  # nothing was run
+    assert "==" not in capsys.readouterr().out  # nothing was run
 
 
-TABLE_OF_A_ROW = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("compatibility", sys.argv[1])
-compatibility = importlib.util.module_from_spec(spec)
-sys.modules["compatibility"] = compatibility  # for its dataclass
-spec.loader.exec_module(compatibility)
-print(compatibility.markdown([json.loads(sys.argv[2])]))
-"""
-
-
-def test_the_table_names_a_row_s_own_training_settings():
+@pytest.mark.usefixtures("absl_flags_restored")
+def test_the_table_names_a_row_s_own_training_settings(monkeypatch):
     """A row's own clipnorm (float training) and learning rate (QAT fit) are in its line."""
     report = {
         "keras_accuracy": 0.5,
@@ -120,54 +114,45 @@ def test_the_table_names_a_row_s_own_training_settings():
     row = {"row": "EfficientNetB0", "settings": {"pretrain_epochs": 10}, "pretrain_s": 10.0,
            "steps": 300, "precision": "float32", "train_s": 5.0, "convert_s": 1.0,
            "clipnorm": 1.0, "learning_rate": 0.001, "report": report}  # fmt: skip
-    command = [sys.executable, "-c", TABLE_OF_A_ROW, str(BENCHMARKS / "compatibility.py")]
-    result = subprocess.run([*command, json.dumps(row)], capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = result.stdout.splitlines()[2]
+    compatibility = load_script(BENCHMARKS / "compatibility.py", monkeypatch)
+    line = compatibility.markdown([row]).splitlines()[2]
     assert line.startswith("| EfficientNetB0 | 10 (clipnorm 1), 10 | 300 (learning rate 0.001), "
                            "float32, 5 | 1 | 50.00 % |"), line  # fmt: skip
     plain = {**row, "clipnorm": None, "learning_rate": None}
-    result = subprocess.run([*command, json.dumps(plain)], capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
-    assert "| EfficientNetB0 | 10, 10 | 300, float32, 5 |" in result.stdout
+    assert "| EfficientNetB0 | 10, 10 | 300, float32, 5 |" in compatibility.markdown([plain])
 
 
-RESUMED_PRETRAINING = """
-import importlib.util, json, sys
-import numpy as np
-spec = importlib.util.spec_from_file_location("compatibility", sys.argv[1])
-compatibility = importlib.util.module_from_spec(spec)
-sys.modules["compatibility"] = compatibility
-spec.loader.exec_module(compatibility)
-from sgt_tfmot.keras import keras
+def small_model():
+    from sgt_tfmot.keras import keras
 
-def build():
     keras.utils.set_random_seed(0)
     L = keras.layers
     inputs = keras.Input((8, 8, 3))
     x = L.BatchNormalization()(L.Conv2D(4, 3)(L.Rescaling(1 / 255)(inputs)))
     return keras.Model(inputs, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x)))
 
-rng = np.random.default_rng(0)
-np.savez("d.npz", x_train=rng.integers(0, 256, (48, 8, 8, 3)).astype(np.uint8),
-         y_train=rng.integers(0, 3, 48))
-straight, _ = compatibility.pretrain(keras, build(), "d.npz", 3, 16, "straight.h5")
-compatibility.pretrain(keras, build(), "d.npz", 1, 16, "stopped.h5")  # a run stopped after 1
-resumed, seconds = compatibility.pretrain(keras, build(), "d.npz", 3, 16, "stopped.h5")
-same = [bool(np.array_equal(a, b)) for a, b in zip(straight.get_weights(), resumed.get_weights())]
-print(json.dumps({"same": same, "progress": json.load(open("stopped.h5.json")), "s": seconds}))
-"""
 
-
-def test_an_interrupted_pretraining_resumes_at_its_next_epoch_bit_identical(tmp_path):
+@pytest.mark.usefixtures("absl_flags_restored")
+def test_an_interrupted_pretraining_resumes_at_its_next_epoch_bit_identical(
+    tmp_path, monkeypatch, capsys
+):
     """The matrix's float pretraining saves model and optimizer after each epoch: a run
     stopped after epoch 1 and run again trains epochs 2 and 3 only and ends with the weights
     of a run that was never stopped (each epoch's order is seeded by its number)."""
-    command = [sys.executable, "-c", RESUMED_PRETRAINING, str(BENCHMARKS / "compatibility.py")]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("resuming the pretraining after epoch 1") == 1
-    found = json.loads(result.stdout.strip().splitlines()[-1])
-    assert found["same"] and all(found["same"])
-    assert found["progress"]["epochs"] == 3 and found["progress"]["seconds"] == found["s"] > 0
+    from sgt_tfmot.keras import keras
+
+    compatibility = load_script(BENCHMARKS / "compatibility.py", monkeypatch)
+    rng = np.random.default_rng(0)
+    npz = str(tmp_path / "d.npz")
+    np.savez(npz, x_train=rng.integers(0, 256, (48, 8, 8, 3)).astype(np.uint8),
+             y_train=rng.integers(0, 3, 48))  # fmt: skip
+    straight, _ = compatibility.pretrain(keras, small_model(), npz, 3, 16, str(tmp_path / "a.h5"))
+    stopped = str(tmp_path / "stopped.h5")
+    compatibility.pretrain(keras, small_model(), npz, 1, 16, stopped)  # stopped after epoch 1
+    capsys.readouterr()
+    resumed, seconds = compatibility.pretrain(keras, small_model(), npz, 3, 16, stopped)
+    assert capsys.readouterr().out.count("resuming the pretraining after epoch 1") == 1
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    progress = json.loads(Path(stopped + ".json").read_text())
+    assert progress["epochs"] == 3 and progress["seconds"] == seconds > 0

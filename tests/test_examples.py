@@ -12,20 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.scripts import load_script
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-@pytest.fixture
-def absl_flags_restored():
-    """absl's global FLAGS as before the test: an example that defines its flags there
-    (reproduce_paper.py) and is loaded in-process leaves none behind, so another example's
-    flags of the same names can be defined after it."""
-    from absl import flags
-
-    defined = set(flags.FLAGS)
-    yield
-    for name in set(flags.FLAGS) - defined:
-        delattr(flags.FLAGS, name)
 
 
 @pytest.mark.slow
@@ -48,7 +37,7 @@ def test_reproduce_paper_under_a_step_cap(tmp_path, monkeypatch, capsys):
         assert metrics["flags"]["model"] == "mobilenet_tiny"  # --model reached the run
     # Rerunning reuses the finished runs instead of training again, and gives the same
     # table (called in-process, the command's settings: no second TensorFlow start).
-    paper = _load_example("reproduce_paper", monkeypatch)
+    paper = load_script(EXAMPLES / "reproduce_paper.py", monkeypatch)
     capsys.readouterr()
     rows = paper.run_rows(["mnist_subset"], str(out), max_steps=1, mixed_precision="float32",
                           progress=0, model="mobilenet_tiny")  # fmt: skip
@@ -63,7 +52,7 @@ def test_reproduce_paper_under_a_step_cap(tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     out = tmp_path / "sweep"
-    sweep = _load_example("bitwidth_sweep", monkeypatch)
+    sweep = load_script(EXAMPLES / "bitwidth_sweep.py", monkeypatch)
     argv = [
         "bitwidth_sweep", "--dataset", "mnist_subset",
         "--bits", "float,2", "--max_steps", "1", "--batch_size", "16", "--curve_images", "32",
@@ -165,16 +154,6 @@ def test_bitwidth_sweep_under_a_step_cap(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "bad").exists()
 
 
-def _load_example(name: str, monkeypatch):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)  # its dataclasses look it up
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write_row(run: Path, flags: dict | None, metrics: dict | None, summary: dict | None,
                history: str | None = None) -> None:  # fmt: skip
     import json
@@ -204,7 +183,7 @@ def _summary(accuracy: float, road: dict, region: dict) -> dict:
 
 def test_sgt_grid_table_from_run_directories(tmp_path, monkeypatch):
     """The table is read back from the row directories, whatever trained them (no TF)."""
-    grid = _load_example("sgt_grid", monkeypatch)
+    grid = load_script(EXAMPLES / "sgt_grid.py", monkeypatch)
     out = tmp_path / "grid"
     road = {"top": 0.50, "bottom": 0.62, "random": 0.55}
     region = {"top": 0.30, "bottom": 0.45, "random": 0.35}
