@@ -107,8 +107,8 @@ def test_a_qat_models_float_weights_start_a_float_model():
 @pytest.fixture(scope="module")
 def w8_run(tmp_path_factory):
     """A finished W8A8 run, to start lower bit widths from. Trained once, in float32: its
-    model.h5 is float32 whatever the precision of its training (the precision under test
-    is the starting run's)."""
+    model.h5 is float32 whatever the precision of its training, and the precision under
+    test is that of the run started from it."""
     out = tmp_path_factory.mktemp("init_from") / "w8"
     train(tiny(out, weight_bits=8, activation_bits=8, sgt=False))
     return out
