@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -270,3 +271,36 @@ def test_import_after_keras_3_tensorflow_fails_clearly():
     )
     assert result.returncode != 0
     assert "Import sgt_tfmot before tensorflow, or set TF_USE_LEGACY_KERAS=1" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_commands_start_without_keras_3_and_grad_cam_still_runs():
+    # TFMOT's probe for Keras 2 internals (prune_registry) and tf-keras-vis's Grad-CAM module
+    # import all of Keras 3 (~1.3 s); the commands need neither at start, and the probe's
+    # outcome (base_layer None) is the same whether Keras 3 was imported first or not.
+    script = textwrap.dedent(
+        """
+        import sys
+        if sys.argv[1] == "keras_first":
+            import keras
+        import numpy as np
+        import sgt_tfmot, sgt_tfmot.train, sgt_tfmot.convert, sgt_tfmot.explain.__main__
+        from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+        print("keras" in sys.modules, prune_registry.base_layer)
+        from sgt_tfmot.keras import keras
+        from sgt_tfmot.explain.attributions import GradCAM
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
+                                  keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+        maps = GradCAM()(model, np.ones((1, 8, 8, 1), np.float32), np.array([1]))
+        print(maps.shape, "keras" in sys.modules)
+        """
+    )
+    for case, expected in (
+        ("default", "False None\n(1, 8, 8) True\n"),
+        ("keras_first", "True None\n(1, 8, 8) True\n"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", script, case], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout == expected, (case, result.stdout)

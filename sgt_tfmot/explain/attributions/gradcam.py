@@ -8,12 +8,15 @@ explicitly: tf-keras-vis 0.8.7 cannot find it on tf_keras models on its own (it 
 Keras 3 layer classes). For a TFMOT QAT model the layer is found inside its
 `QuantizeWrapperV2` (whose inner layer is `wrapper.layer`), and its output is the
 fake-quantized activation map.
+
+`tf_keras_vis.gradcam` is imported on first use: importing it imports all of Keras 3
+(tf-keras-vis 0.8.7 takes its `BaseConv` class from there), about 1.3 s that no other part
+of a run needs.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.utils.scores import CategoricalScore
 
 from sgt_tfmot.explain import _validation as checks
@@ -95,7 +98,13 @@ def penultimate_layer(model: keras.Model, name: str | None) -> str:
 
 class GradCAM(Attribution):
     name, title, uses_layer = "gradcam", "Grad-CAM", True
-    _explainer = Gradcam  # the tf-keras-vis class
+
+    @staticmethod
+    def _explainer():
+        """The tf-keras-vis class that computes the maps."""
+        from tf_keras_vis.gradcam import Gradcam
+
+        return Gradcam
 
     def __call__(self, model, images, targets, options: AttributionOptions | None = None):
         """(N, H, W) maps >= 0 of the classes `targets` for `images` (N, H, W, C)."""
@@ -108,7 +117,7 @@ class GradCAM(Attribution):
                 f"{images.shape}"
             )
         layer = penultimate_layer(model, options.penultimate_layer)
-        explainer = self._explainer(model, model_modifier=None, clone=False)
+        explainer = self._explainer()(model, model_modifier=None, clone=False)
         maps = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]

@@ -10,11 +10,14 @@ powers of the first).
 
 from __future__ import annotations
 
-from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-
 from sgt_tfmot.explain.attributions.gradcam import GradCAM
 
 
 class GradCAMPlusPlus(GradCAM):
     name, title = "gradcampp", "Grad-CAM++"
-    _explainer = GradcamPlusPlus
+
+    @staticmethod
+    def _explainer():
+        from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+
+        return GradcamPlusPlus
