@@ -11,14 +11,16 @@ Tolerances, stated once:
 
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from sgt_tfmot import quantize_model
 from sgt_tfmot.export import align_biases, biases_aligned, export_model
-from sgt_tfmot.keras import keras
+from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantizers import quantize_weights
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.flatbuffer import read_model
-from sgt_tfmot.tflite.runtime import TFLiteModel
+from sgt_tfmot.tflite.rewrite import op_code, unpack_model
+from sgt_tfmot.tflite.runtime import TFLiteModel, integer_outputs
 from tests.helpers.models import RESIDUAL_X as X, RESIDUAL_Y as Y, residual_model
 
 OUTPUT_STEPS = 3
@@ -196,6 +198,66 @@ def test_flatbuffer_is_full_integer_with_a_static_batch(converted):
         for op in relu:
             (zero_point,) = op.outputs[0].quantization.zero_point
             assert zero_point == 127 - (2**bits - 1)
+
+
+def _graph_without_names(flatbuffer: bytes) -> list:
+    """Each op of the file: its code, options and, for each operand, type, shape,
+    quantization and constant bytes (tensor names left out)."""
+    model = unpack_model(flatbuffer)
+    subgraph = model.subgraphs[0]
+
+    def operand(index):
+        if index < 0:
+            return None
+        tensor = subgraph.tensors[index]
+        data = model.buffers[tensor.buffer].data if tensor.buffer else None
+        q = tensor.quantization
+        return (
+            tensor.type,
+            tuple(tensor.shape),
+            None if q is None or q.scale is None else (tuple(q.scale), tuple(q.zeroPoint)),
+            None if data is None else bytes(data),
+        )
+
+    return [
+        (op_code(model, op), repr(vars(op.builtinOptions)) if op.builtinOptions else None,
+         [operand(i) for i in op.inputs], [operand(i) for i in op.outputs])
+        for op in subgraph.operators
+    ]  # fmt: skip
+
+
+def test_the_frozen_conversion_writes_the_saved_model_conversions_file(residual_qat):
+    """The converter converts the frozen graph (no SavedModel written first: ~10x faster).
+    Against the SavedModel conversion it ran before, on the same export model and data: the
+    same ops, options, operand types, shapes, quantization and constants, the same outputs,
+    and the same `serving_default` signature (`images` in, `output_0` out)."""
+    qat = residual_qat(4)
+    frozen = to_integer_tflite(qat, X[:32], optimize=False)
+    source = export_model(qat)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+    def serve(images):
+        return source(images, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], source
+    )
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    converter.representative_dataset = lambda: ([X[i : i + 1]] for i in range(32))
+    saved = converter.convert()
+
+    assert _graph_without_names(frozen) == _graph_without_names(saved)
+    np.testing.assert_array_equal(TFLiteModel(frozen).predict(X), TFLiteModel(saved).predict(X))
+    signatures = Interpreter(model_content=saved).get_signature_list()
+    assert signatures == {"serving_default": {"inputs": ["images"], "outputs": ["output_0"]}}
+    assert Interpreter(model_content=frozen).get_signature_list() == signatures
+    images = TFLiteModel(frozen).quantize(X[:1])
+    runner = Interpreter(model_content=frozen).get_signature_runner("serving_default")
+    np.testing.assert_array_equal(
+        runner(images=images)["output_0"], integer_outputs(frozen, images)
+    )
 
 
 def weight(layer, short_name):

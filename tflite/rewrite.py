@@ -46,6 +46,7 @@ __all__ = [
     "op_code",
     "pack_model",
     "unpack_model",
+    "with_signature",
 ]
 
 _OPS = schema.BuiltinOperator
@@ -96,6 +97,38 @@ def pack_model(model: schema.ModelT) -> bytes:
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def with_signature(
+    flatbuffer: bytes, key: str = "serving_default", inputs=("images",), outputs=("output_0",)
+) -> bytes:
+    """`flatbuffer` with one signature over its first subgraph: its inputs and outputs named
+    `inputs` and `outputs`, in order (what `Interpreter.get_signature_runner(key)` calls
+    them). Replaces any signature the file had.
+
+    Raises:
+      ValueError: When the names are not one per input and one per output.
+    """
+    model = unpack_model(flatbuffer)
+    subgraph = model.subgraphs[0]
+    if len(inputs) != len(subgraph.inputs) or len(outputs) != len(subgraph.outputs):
+        raise ValueError(
+            f"The signature names {len(inputs)} inputs and {len(outputs)} outputs; the graph "
+            f"has {len(subgraph.inputs)} and {len(subgraph.outputs)}."
+        )
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = key, 0
+    signature.inputs, signature.outputs = [], []
+    for names, indices, maps in (
+        (inputs, subgraph.inputs, signature.inputs),
+        (outputs, subgraph.outputs, signature.outputs),
+    ):
+        for name, index in zip(names, indices, strict=True):
+            entry = schema.TensorMapT()
+            entry.name, entry.tensorIndex = name, int(index)
+            maps.append(entry)
+    model.signatureDefs = [signature]
+    return pack_model(model)
 
 
 def builtin_code(code: schema.OperatorCodeT) -> int:
