@@ -19,7 +19,7 @@ from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantizers import quantize_weights
 from sgt_tfmot.tflite.converter import to_integer_tflite
 from sgt_tfmot.tflite.flatbuffer import read_model
-from sgt_tfmot.tflite.rewrite import op_code, unpack_model
+from sgt_tfmot.tflite.rewrite import op_code, unpack_model, with_signature
 from sgt_tfmot.tflite.runtime import TFLiteModel, integer_outputs
 from tests.helpers.models import RESIDUAL_X as X, RESIDUAL_Y as Y, residual_model
 
@@ -258,6 +258,17 @@ def test_the_frozen_conversion_writes_the_saved_model_conversions_file(residual_
     np.testing.assert_array_equal(
         runner(images=images)["output_0"], integer_outputs(frozen, images)
     )
+
+
+def test_with_signature_replaces_the_signature_and_changes_nothing_else(residual_qat):
+    flatbuffer = to_integer_tflite(residual_qat(8), X[:32])
+    renamed = with_signature(flatbuffer, "classify", ("pixels",), ("scores",))
+    assert Interpreter(model_content=renamed).get_signature_list() == {
+        "classify": {"inputs": ["pixels"], "outputs": ["scores"]}
+    }
+    assert _graph_without_names(renamed) == _graph_without_names(flatbuffer)
+    with pytest.raises(ValueError, match="names 2 inputs and 1 outputs; the graph has 1 and 1"):
+        with_signature(flatbuffer, inputs=("a", "b"))
 
 
 def weight(layer, short_name):

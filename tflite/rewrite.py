@@ -1,4 +1,4 @@
-"""Rewrites of a converted integer .tflite that remove ops without changing a single value.
+"""Rewrites of a converted integer .tflite that change no value: the MINIMUM fold, the signature.
 
 `fold_minimums` removes the int8 MINIMUM that follows every k-bit PACT activation (k < 8)
 of the export model (`sgt_tfmot.quantizers.pact_integer`: an 8-bit range with the k-bit step
@@ -24,6 +24,9 @@ when the tensor is a model output (whose int8 values an app reads), the MINIMUM 
 
 Besides one op per activation, the MINIMUM is an op XNNPACK does not take for int8: each one
 splits the graph into another delegate partition (`sgt_tfmot.tflite.profile`).
+
+`with_signature` names the graph's input and output for `get_signature_runner()`: the
+converter writes no signature for a frozen graph (`sgt_tfmot.tflite.converter`).
 
 Example:
 
