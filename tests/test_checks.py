@@ -18,6 +18,7 @@ import pytest
 
 from sgt_tfmot import data, explain, quantize_model
 from sgt_tfmot.conversion import checks
+from sgt_tfmot.conversion.report import ConversionReport, format_summary
 from sgt_tfmot.explain import fidelity
 from sgt_tfmot.export import export_model
 from sgt_tfmot.keras import keras
@@ -107,6 +108,20 @@ def test_compare_accuracy_counts_hits_and_agreement():
     assert accuracy.to_dict()["accuracy_drop_pp"] == pytest.approx(25.0)
 
 
+def test_compare_accuracy_counts_disagreements_on_a_tied_top_score():
+    labels = np.zeros(4, int)
+    keras_scores = np.array([[0.2, 0.5, 0.3], [0.5, 0.3, 0.2], [0.34, 0.33, 0.33], [0.1, 0.1, 0.8]])
+    # Integer probabilities on a 1/256 grid: images 0 and 2 tie at the top (argmax: the
+    # first); image 0 disagrees on a tie, image 1 disagrees without one, images 2, 3 agree.
+    tflite_scores = np.array([[100, 100, 56], [50, 150, 56], [90, 90, 76], [0, 0, 256]]) / 256
+    images = np.zeros((4, 2, 2, 1), np.float32)
+    accuracy = checks.compare_accuracy(
+        lambda x: keras_scores, lambda x: tflite_scores, images, labels
+    )
+    assert (accuracy.agreement, accuracy.tied_disagreements) == (0.5, 1)
+    assert accuracy.to_dict()["tied_disagreements"] == 1
+
+
 def test_compare_accuracy_rejects_bad_input():
     images = np.zeros((4, 2, 2, 1), np.float32)
     with pytest.raises(ValueError, match=r"one label per image. Received: 4 images, labels of"):
@@ -174,6 +189,35 @@ def test_gate_says_when_agreement_lies_far_below_the_numerical_floor():
     near = checks.AccuracyComparison(0.41, 0.41, 0.9835, 2000, ulp_agreement=0.989)
     (failure,) = checks.gate(checks.Thresholds(), near)
     assert "too sensitive to rounding" in failure
+
+
+def test_gate_says_when_most_disagreements_are_ties_at_the_integer_models_top():
+    """A softmax model near chance (a Keras 3 CNN after 60 steps: 7.4 % accuracy) agreed on
+    5.3 %: its probabilities all sat within one output step, so the integer model's top was a
+    tie broken by class order; the message blamed a layer or the floor."""
+    tied = checks.AccuracyComparison(0.074, 0.1, 0.053, 1000, 1.0, tied_disagreements=940)
+    (tied_failure,) = checks.gate(checks.Thresholds(), tied)
+    assert (
+        "; on 940 of the 947 images the models classify differently, the integer model's "
+        "top score is shared by two or more classes" in tied_failure
+    )
+    assert "below what rounding alone costs" not in tied_failure  # the ties explain it
+    few = checks.AccuracyComparison(0.9, 0.9, 0.99, 1000, 1.0, tied_disagreements=4)
+    (failure,) = checks.gate(checks.Thresholds(), few)
+    assert "shared by two or more classes" not in failure
+    # convert's summary gives the count a line, the JSON report a key.
+    report = ConversionReport(
+        model="m.h5", output="m.tflite", quantization="qat", keras_compute_dtype="float32",
+        io_dtype="uint8", dataset="mnist", dataset_source="--dataset", data_dir=None,
+        calibration_samples=0, size_bytes=1000, float_size_bytes=4000, accuracy=tied,
+        biases_aligned=True, export_model=None, fidelity=None, targets={}, deployment={},
+        thresholds=checks.Thresholds(), failures=(tied_failure,),
+    )  # fmt: skip
+    assert (
+        "  (ties at the top: on 940 of the 947 images the models classify differently, the "
+        "integer model's top score is shared by two or more classes)"
+    ) in format_summary(report).splitlines()
+    assert report.to_dict()["tied_disagreements"] == 940
 
 
 def edgetpu_report(compatible):

@@ -160,6 +160,10 @@ class AccuracyComparison:
       num_images: Number of test images.
       ulp_agreement: The Keras model's agreement with itself after a one-ulp change of its
         weights (`ulp_agreement`), when measured: what rounding alone costs in `agreement`.
+      tied_disagreements: Images the two models classify differently on which the TFLite
+        model's top score is shared by two or more classes (the same output level; its
+        argmax takes the first of them): classes the Keras model separates by less than one
+        output step, as the probabilities of a model near chance are.
     """
 
     keras_accuracy: float
@@ -167,6 +171,12 @@ class AccuracyComparison:
     agreement: float
     num_images: int
     ulp_agreement: float | None = None
+    tied_disagreements: int = 0
+
+    @property
+    def disagreements(self) -> int:
+        """Images the two models classify differently."""
+        return round((1.0 - self.agreement) * self.num_images)
 
     @property
     def accuracy_drop_pp(self) -> float:
@@ -215,12 +225,15 @@ def compare_accuracy(
             f"{len(images)} images, labels of shape {labels.shape}"
         )
     keras_classes = _scores(keras_predict, images, "Keras").argmax(axis=-1)
-    tflite_classes = _scores(tflite_predict, images, "TFLite").argmax(axis=-1)
+    tflite_scores = _scores(tflite_predict, images, "TFLite")
+    tflite_classes = tflite_scores.argmax(axis=-1)
+    tied = (tflite_scores == tflite_scores.max(axis=-1, keepdims=True)).sum(axis=-1) > 1
     return AccuracyComparison(
         keras_accuracy=float(np.mean(keras_classes == labels)),
         tflite_accuracy=float(np.mean(tflite_classes == labels)),
         agreement=float(np.mean(keras_classes == tflite_classes)),
         num_images=len(images),
+        tied_disagreements=int(np.sum(tied & (keras_classes != tflite_classes))),
     )
 
 
@@ -335,6 +348,20 @@ def _floor_hint(accuracy: AccuracyComparison, thresholds: Thresholds) -> str:
     )
 
 
+def _tied_top_hint(accuracy: AccuracyComparison) -> str:
+    """When most disagreements are ties at the top of the integer model's scores, says so:
+    the model does not separate those classes by one output step, whatever its layers."""
+    differ = accuracy.disagreements
+    if not differ or 2 * accuracy.tied_disagreements < differ:
+        return ""
+    return (
+        f"; on {accuracy.tied_disagreements} of the {differ} images the models classify "
+        "differently, the integer model's top score is shared by two or more classes (closer "
+        "than one output step: a model that barely separates its classes, as one near chance "
+        "does; train it further)"
+    )
+
+
 def _tie_hint(ties: Sequence) -> str:
     """The failed agreement's likely cause when the file has an ADD or SUB near a rounding tie: one
     that XNNPACK rounds apart from the Keras model first, then the closest."""
@@ -377,7 +404,9 @@ def gate(
         failures.append(
             f"top-1 agreement {100 * accuracy.agreement:.2f} % is below --min_agreement "
             f"{100 * thresholds.min_agreement:g} %"
-            + _floor_hint(accuracy, thresholds)
+            # Ties at the integer model's top explain most disagreements, or the ulp floor
+            # says what rounding costs.
+            + (_tied_top_hint(accuracy) or _floor_hint(accuracy, thresholds))
             + _tie_hint(ties)
         )
     if fidelity is not None and fidelity.gap_pp > thresholds.max_fidelity_gap + 1e-9:

@@ -14,8 +14,8 @@ Its keys, in one place:
 | test_images, calibration_images | how the checked test images and the calibration images |
 | | were chosen: all of the split, or N stratified by class with the seed |
 | size_bytes, float_size_bytes, size_ratio | the .tflite against a float32 .tflite of it |
-| num_test, keras_accuracy, tflite_accuracy, accuracy_drop_pp, agreement, ulp_agreement | |
-| | `AccuracyComparison`, on the test split |
+| num_test, keras_accuracy, tflite_accuracy, accuracy_drop_pp, agreement, ulp_agreement, | |
+| tied_disagreements | `AccuracyComparison`, on the test split |
 | biases_aligned | a QAT model's biases are on the int32 grid (`align_biases`) |
 | rounding_ties | ADDs and SUBs that XNNPACK rounds apart from the Keras model on a pair of input |
 | | levels, or with a pair within `NEAR_TIE` of a rounding tie |
@@ -124,6 +124,7 @@ class ConversionReport:
             "accuracy_drop_pp": accuracy.accuracy_drop_pp,
             "agreement": accuracy.agreement,
             "ulp_agreement": accuracy.ulp_agreement,
+            "tied_disagreements": accuracy.tied_disagreements,
             "biases_aligned": self.biases_aligned,
             "rounding_ties": [tie.to_dict() for tie in self.rounding_ties],
             "export_model": self.export_model,
@@ -157,6 +158,12 @@ def _accuracy_lines(report: ConversionReport) -> list[str]:
         f"  (rounding alone: the Keras model agrees with itself after a one-ulp change of its "
         f"weights on {_percent(accuracy.ulp_agreement)})",
     ]
+    if accuracy.tied_disagreements:
+        lines.append(
+            f"  (ties at the top: on {accuracy.tied_disagreements} of the "
+            f"{accuracy.disagreements} images the models classify differently, the integer "
+            "model's top score is shared by two or more classes)"
+        )
     if report.biases_aligned is False:
         lines.append(
             "  (the Keras model's biases are not on the integer model's int32 grid: "
