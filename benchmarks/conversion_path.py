@@ -20,7 +20,7 @@ from absl import app, flags
 from sgt_tfmot import saving
 from sgt_tfmot.export import export_model
 from sgt_tfmot.keras import tf
-from sgt_tfmot.tflite.converter import _converter
+from sgt_tfmot.tflite.converter import _converter, _integer_settings, _representative
 from sgt_tfmot.tflite.runtime import integer_outputs
 
 FLAGS = flags.FLAGS
@@ -46,12 +46,7 @@ def main(argv):
     ways = {"frozen": lambda: _converter(source, 1), "SavedModel": saved_model_path}
 
     def convert(way):
-        converter = ways[way]()
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = tf.int8
-        converter.representative_dataset = lambda: ([images[i : i + 1]] for i in range(32))
-        return converter.convert()
+        return _integer_settings(ways[way](), "int8", _representative(images, 1, 32)).convert()
 
     files = {way: convert(way) for way in ways}  # warm-up, and the outputs compared
     levels = np.clip(np.round(images - 128), -128, 127).astype(np.int8)

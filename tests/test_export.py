@@ -17,7 +17,7 @@ from sgt_tfmot import quantize_model
 from sgt_tfmot.export import align_biases, biases_aligned, export_model
 from sgt_tfmot.keras import keras, tf
 from sgt_tfmot.quantizers import quantize_weights
-from sgt_tfmot.tflite.converter import to_integer_tflite
+from sgt_tfmot.tflite.converter import _integer_settings, _representative, to_integer_tflite
 from sgt_tfmot.tflite.flatbuffer import read_model
 from sgt_tfmot.tflite.rewrite import op_code, unpack_model, with_signature
 from sgt_tfmot.tflite.runtime import TFLiteModel, integer_outputs
@@ -242,11 +242,7 @@ def test_the_frozen_conversion_writes_the_saved_model_conversions_file(residual_
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], source
     )
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    converter.representative_dataset = lambda: ([X[i : i + 1]] for i in range(32))
-    saved = converter.convert()
+    saved = _integer_settings(converter, "int8", _representative(X[:32], 1, 32)).convert()
 
     assert _graph_without_names(frozen) == _graph_without_names(saved)
     np.testing.assert_array_equal(TFLiteModel(frozen).predict(X), TFLiteModel(saved).predict(X))
