@@ -36,7 +36,6 @@ import dataclasses
 import math
 
 import numpy as np
-from scipy.stats import rankdata
 
 from sgt_tfmot import masking
 from sgt_tfmot.explain import _validation as checks, attributions
@@ -97,6 +96,8 @@ def spearman_per_image(maps_a: np.ndarray, maps_b: np.ndarray) -> np.ndarray:
     Raises:
       ValueError: When the shapes differ or have no image axis.
     """
+    from scipy.stats import rankdata  # on first use: scipy.stats takes ~0.5 s to import
+
     a, b = _flat_pair(maps_a, maps_b)
     if not len(a):
         return np.zeros(0)
