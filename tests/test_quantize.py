@@ -278,7 +278,7 @@ def test_the_commands_start_without_keras_3_and_grad_cam_still_runs():
     # TFMOT's probe for Keras 2 internals (prune_registry) and tf-keras-vis's Grad-CAM module
     # import all of Keras 3 (~1.3 s); the commands need neither at start, and the probe's
     # outcome (base_layer None) is the same whether Keras 3 was imported first or not. Nor
-    # do they need scipy.stats (~0.5 s; the maps' Spearman ρ imports it on first use).
+    # do they need scipy.stats (~1 s; the maps' Spearman ρ imports it on first use).
     script = textwrap.dedent(
         """
         import sys

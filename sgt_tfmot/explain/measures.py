@@ -96,7 +96,7 @@ def spearman_per_image(maps_a: np.ndarray, maps_b: np.ndarray) -> np.ndarray:
     Raises:
       ValueError: When the shapes differ or have no image axis.
     """
-    from scipy.stats import rankdata  # on first use: scipy.stats takes ~0.5 s to import
+    from scipy.stats import rankdata  # on first use: scipy.stats takes ~1 s to import
 
     a, b = _flat_pair(maps_a, maps_b)
     if not len(a):
